@@ -1,0 +1,99 @@
+"""Pseudo-queries that index a document: DocAsQuery spans out of the box, doc2query when a model is given.
+
+DSI indexes with the document's leading tokens; NCI adds random spans ("DocAsQuery"). Both need no model.
+A doc2query seq2seq model (any HF name or path) or a file of pre-generated queries is used when supplied.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from genir.data.collection import DataError, Document
+
+PseudoQueries = dict[str, list[str]]  # document id -> queries
+
+
+class DocAsQuery:
+    """Leading span plus ``n_random`` random spans of ``span_words`` words, deterministic per document."""
+
+    def __init__(self, span_words: int = 64, n_random: int = 1, seed: int = 0):
+        self.span_words, self.n_random, self.seed = span_words, n_random, seed
+
+    def generate(self, docs: list[Document]) -> PseudoQueries:
+        out: PseudoQueries = {}
+        for doc in docs:
+            words = doc.full_text.split()
+            spans = [" ".join(words[: self.span_words])]
+            if len(words) > self.span_words:
+                rng = random.Random(f"{self.seed}:{doc.id}")
+                for _ in range(self.n_random):
+                    start = rng.randrange(0, len(words) - self.span_words + 1)
+                    spans.append(" ".join(words[start: start + self.span_words]))
+            out[doc.id] = [s for s in spans if s]
+        return out
+
+
+class Doc2Query:
+    """Queries sampled from a seq2seq doc2query model (e.g. ``doc2query/msmarco-t5-base-v1``) by name or path."""
+
+    def __init__(self, model_name_or_path: str, n_queries: int = 5, max_input_tokens: int = 256,
+                 max_query_tokens: int = 32, batch_size: int = 16, top_k: int = 10, seed: int = 0,
+                 device: str | None = None):
+        import torch
+        from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(model_name_or_path)
+        self.model = AutoModelForSeq2SeqLM.from_pretrained(model_name_or_path).eval()
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.model.to(self.device)
+        self.n_queries, self.max_input_tokens, self.max_query_tokens = n_queries, max_input_tokens, max_query_tokens
+        self.batch_size, self.top_k, self.seed = batch_size, top_k, seed
+
+    def generate(self, docs: list[Document]) -> PseudoQueries:
+        import torch
+
+        torch.manual_seed(self.seed)
+        out: PseudoQueries = {}
+        for i in tqdm(range(0, len(docs), self.batch_size), desc="doc2query"):
+            batch = docs[i: i + self.batch_size]
+            enc = self.tokenizer([d.full_text for d in batch], truncation=True, max_length=self.max_input_tokens,
+                                 padding=True, return_tensors="pt", return_token_type_ids=False).to(self.device)
+            with torch.no_grad():
+                gen = self.model.generate(**enc, max_new_tokens=self.max_query_tokens, do_sample=True,
+                                          top_k=self.top_k, num_return_sequences=self.n_queries)
+            texts = self.tokenizer.batch_decode(gen, skip_special_tokens=True)
+            for j, doc in enumerate(batch):
+                out[doc.id] = [t.strip() for t in texts[j * self.n_queries: (j + 1) * self.n_queries] if t.strip()]
+        return out
+
+
+def load_pseudo_queries(path: str | Path, corpus: dict[str, Document] | None = None) -> PseudoQueries:
+    """Read pre-generated queries: TSV ``doc_id<TAB>query`` or JSONL ``{"doc_id", "query"|"queries"}``."""
+    path = Path(path)
+    out: PseudoQueries = {}
+    with open(path, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            if path.suffix == ".jsonl":
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise DataError(path, line_no, f"malformed JSON ({e.msg})") from None
+                if "doc_id" not in row or not ("query" in row or "queries" in row):
+                    raise DataError(path, line_no, "expected fields 'doc_id' and 'query' or 'queries'")
+                doc_id, queries = str(row["doc_id"]), row.get("queries") or [row["query"]]
+            else:
+                cols = line.rstrip("\n").split("\t")
+                if len(cols) != 2:
+                    raise DataError(path, line_no, f"expected 2 tab-separated columns (doc_id, query), "
+                                                   f"got {len(cols)}")
+                doc_id, queries = cols[0], [cols[1]]
+            if corpus is not None and doc_id not in corpus:
+                raise DataError(path, line_no, f"document id {doc_id!r} is not in the corpus")
+            out.setdefault(doc_id, []).extend(q for q in queries if q.strip())
+    return out

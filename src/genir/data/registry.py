@@ -1,0 +1,89 @@
+"""Find a dataset by name or path: --data-dir, then $GENIR_DATASETS (offline mirror), then the cache,
+then the public BEIR archive (downloaded into the cache, atomically)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import urllib.request
+import zipfile
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from genir.data.collection import Collection, DataError, load_beir
+
+BEIR_URL = "https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/datasets/{name}.zip"
+BEIR_DATASETS = (
+    "msmarco", "trec-covid", "nfcorpus", "nq", "hotpotqa", "fiqa", "arguana", "webis-touche2020",
+    "cqadupstack", "quora", "dbpedia-entity", "scidocs", "fever", "climate-fever", "scifact",
+)
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("GENIR_CACHE", Path.home() / ".cache" / "genir")) / "datasets"
+
+
+def _is_beir_folder(p: Path) -> bool:
+    return (p / "corpus.jsonl").is_file() and (p / "queries.jsonl").is_file()
+
+
+def resolve_dataset(name_or_path: str | Path, data_dir: str | Path | None = None,
+                    download: bool = True) -> Path:
+    """The folder holding ``name_or_path``; fetches a BEIR dataset into the cache when nowhere else."""
+    p = Path(name_or_path).expanduser()
+    if _is_beir_folder(p):
+        return p
+    name = str(name_or_path)
+    if os.sep in name or name.startswith("."):
+        raise DataError(p, None, "no corpus.jsonl and queries.jsonl in this folder")
+    places = [Path(data_dir) if data_dir else None,
+              Path(os.environ["GENIR_DATASETS"]) if os.environ.get("GENIR_DATASETS") else None,
+              cache_dir()]
+    for base in places:
+        if base is not None and _is_beir_folder(base / name):
+            return base / name
+    if not download:
+        looked = ", ".join(str(b / name) for b in places if b is not None)
+        raise DataError(name, None, f"dataset not found (looked in {looked}) and downloading is off")
+    return fetch_beir(name)
+
+
+def fetch_beir(name: str, url: str | None = None) -> Path:
+    """Download and unpack a BEIR archive into the cache. A failure leaves the cache as it was."""
+    url = url or os.environ.get("GENIR_BEIR_URL", BEIR_URL).format(name=name)
+    target = cache_dir() / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{name}-") as tmp:
+        archive = Path(tmp) / f"{name}.zip"
+        try:
+            with urllib.request.urlopen(url, timeout=60) as resp, open(archive, "wb") as out:
+                total = int(resp.headers.get("Content-Length") or 0) or None
+                with tqdm(total=total, unit="B", unit_scale=True, desc=f"download {name}") as bar:
+                    while chunk := resp.read(1 << 20):
+                        out.write(chunk)
+                        bar.update(len(chunk))
+        except OSError as e:
+            raise DataError(url, None, f"could not download dataset {name!r}: {e}. Offline? Point "
+                                       f"$GENIR_DATASETS or --data-dir at a local mirror.") from None
+        try:
+            with zipfile.ZipFile(archive) as z:
+                z.extractall(Path(tmp) / "x")
+        except zipfile.BadZipFile:
+            raise DataError(url, None, "downloaded file is not a zip archive") from None
+        found = [p.parent for p in (Path(tmp) / "x").rglob("corpus.jsonl")]
+        if not found:
+            raise DataError(url, None, "archive holds no corpus.jsonl")
+        load_beir(found[0], name)  # validate before it enters the cache
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(found[0], target)
+    return target
+
+
+def load_dataset(name_or_path: str | Path, data_dir: str | Path | None = None,
+                 qrels_dir: str = "qrels", download: bool = True) -> Collection:
+    """Load a collection by name (``scifact``) or path; ``qrels_dir`` picks a graded variant."""
+    path = resolve_dataset(name_or_path, data_dir, download)
+    return load_beir(path, Path(str(name_or_path)).name, qrels_dir=qrels_dir)

@@ -1,0 +1,58 @@
+"""The classic DSI docid schemes (Tay et al. 2022): atomic, naive string, semantic (hierarchical k-means)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from genir.docids.table import DocIdTable
+
+
+def atomic_docids(doc_ids: list[str]) -> DocIdTable:
+    """One new code per document: a single decoding step over N outputs."""
+    return DocIdTable(doc_ids, np.arange(len(doc_ids)).reshape(-1, 1), len(doc_ids), "atomic")
+
+
+def naive_docids(doc_ids: list[str]) -> DocIdTable:
+    """The document's own identifier, one code per character (DSI's naive string docids)."""
+    alphabet = sorted({ch for d in doc_ids for ch in d})
+    index = {ch: i for i, ch in enumerate(alphabet)}
+    codes = [[index[ch] for ch in d] for d in doc_ids]
+    return DocIdTable(doc_ids, codes, len(alphabet), "naive", {"alphabet": "".join(alphabet)})
+
+
+def _kmeans(x: np.ndarray, k: int, seed: int) -> np.ndarray:
+    import faiss
+
+    km = faiss.Kmeans(x.shape[1], k, niter=20, seed=seed, verbose=False, spherical=False,
+                      min_points_per_centroid=1, max_points_per_centroid=1 << 20)
+    km.train(np.ascontiguousarray(x, dtype=np.float32))
+    return km.index.search(np.ascontiguousarray(x, dtype=np.float32), 1)[1].ravel()
+
+
+def semantic_docids(doc_ids: list[str], embeddings: np.ndarray, c: int = 32, seed: int = 0) -> DocIdTable:
+    """Hierarchical k-means: c clusters per node, recursively, until a cluster holds <= c documents;
+    a document's last code is its position in that leaf (DSI Sec. 3.2, with k = c)."""
+    if len(doc_ids) != len(embeddings):
+        raise ValueError(f"{len(doc_ids)} documents but {len(embeddings)} embeddings")
+    if c < 2:
+        raise ValueError("c must be at least 2")
+    codes: list[list[int]] = [[] for _ in doc_ids]
+    stack: list[tuple[np.ndarray, list[int], int]] = [(np.arange(len(doc_ids)), [], 0)]
+    while stack:
+        idx, prefix, depth = stack.pop()
+        if len(idx) <= c:
+            for pos, i in enumerate(idx):
+                codes[i] = prefix + [pos]
+            continue
+        labels = _kmeans(embeddings[idx], c, seed + depth)
+        if np.bincount(labels, minlength=c).max() == len(idx):
+            # identical embeddings (e.g. empty documents): split evenly so the recursion ends
+            labels = np.arange(len(idx)) % c
+        for j in range(c):
+            members = idx[labels == j]
+            if len(members):
+                stack.append((members, prefix + [j], depth + 1))
+    return DocIdTable(doc_ids, codes, c, "semantic", {"c": c, "seed": seed})
+
+
+SCHEMES = {"atomic": atomic_docids, "naive": naive_docids, "semantic": semantic_docids}

@@ -1,0 +1,161 @@
+"""DocidSeq2Seq: encoder -> decoder -> code head. The generative retriever every docid method trains.
+
+Backbones (``ModelConfig.backbone``):
+- ``"minilm"`` (default, offline): the bundled pretrained all-MiniLM-L6-v2 encoder with a small transformer
+  decoder (:class:`CodeDecoder`). MiniLM has no LM head, so decoder and cross-attention start random.
+- any HF encoder-decoder by name or path (``t5-base``): its encoder and decoder stacks, with code
+  embeddings and a code head of their own (the 30k-word LM head is never evaluated in beam search).
+- any HF encoder-only model by name or path: its encoder with a :class:`CodeDecoder`.
+
+The output layer covers only docid codes (+ end-of-docid). Saves and loads as a plain folder:
+``genir_model.json`` + ``model.safetensors`` + ``backbone/`` (HF config and tokenizer).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from genir.models.decoder import CodeDecoder
+from genir.models.hf_decoder import HFDecoder
+
+
+@dataclass
+class ModelConfig:
+    n_codes: int  # docid code vocabulary (the end-of-docid code is n_codes, the start code n_codes + 1)
+    backbone: str = "minilm"
+    decoder_layers: int = 2
+    decoder_heads: int = 6
+    decoder_ff: int = 1536
+    max_docid_length: int = 32
+    dropout: float = 0.1
+    query_max_length: int = 64
+    doc_max_length: int = 64
+    extra: dict = field(default_factory=dict)  # method-specific settings, saved with the model
+
+
+def _bundled_minilm() -> str:
+    from genir.search.dense import bundled_minilm_path
+
+    return bundled_minilm_path()
+
+
+class DocidSeq2Seq(nn.Module):
+    def __init__(self, config: ModelConfig, _hf_dir: str | None = None, _from_config: bool = False):
+        super().__init__()
+        from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM, AutoTokenizer
+
+        self.config = config
+        source = _hf_dir or (_bundled_minilm() if config.backbone == "minilm" else config.backbone)
+        hf_config = AutoConfig.from_pretrained(source)
+        self.tokenizer = AutoTokenizer.from_pretrained(source)
+        self.is_encoder_decoder = bool(getattr(hf_config, "is_encoder_decoder", False))
+        if self.is_encoder_decoder:
+            hf = (AutoModelForSeq2SeqLM.from_config(hf_config) if _from_config
+                  else AutoModelForSeq2SeqLM.from_pretrained(source))
+            d = hf_config.d_model
+            self.encoder = hf.get_encoder()
+            self.decoder = HFDecoder(hf.get_decoder(), d)
+        else:
+            self.encoder = AutoModel.from_config(hf_config) if _from_config else AutoModel.from_pretrained(source)
+            d = hf_config.hidden_size
+            self.decoder = CodeDecoder(d, config.decoder_layers, config.decoder_heads, config.decoder_ff, d,
+                                       config.max_docid_length + 1, config.dropout)
+        self.hf_config, self.d_model = hf_config, d
+        self.eos, self.bos = config.n_codes, config.n_codes + 1
+        self.code_embed = nn.Embedding(config.n_codes + 2, d)
+        self.head = nn.Linear(d, config.n_codes + 1)  # codes + end-of-docid
+        nn.init.normal_(self.code_embed.weight, std=0.02)
+
+    # -- encoder ---------------------------------------------------------------------------------
+    def tokenize(self, texts: list[str], max_length: int) -> dict[str, torch.Tensor]:
+        enc = self.tokenizer(texts, truncation=True, max_length=max_length, padding=True,
+                             return_tensors="pt", return_token_type_ids=False)
+        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    def encode_texts(self, texts: list[str], max_length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        dev = self.code_embed.weight.device
+        batch = self.tokenize(texts, max_length or self.config.query_max_length)
+        ids, mask = batch["input_ids"].to(dev), batch["attention_mask"].to(dev)
+        return self.encode(ids, mask), mask
+
+    def freeze_encoder(self, frozen: bool = True) -> None:
+        for p in self.encoder.parameters():
+            p.requires_grad_(not frozen)
+        if frozen:
+            self.encoder.eval()
+
+    # -- decoder ---------------------------------------------------------------------------------
+    def forward(self, memory: torch.Tensor, memory_mask: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Teacher forcing. targets (B, T) codes, -100 = padding -> logits (B, T, n_codes + 1)."""
+        prev = torch.cat([torch.full_like(targets[:, :1], self.bos), targets[:, :-1]], 1)
+        prev = prev.masked_fill(prev < 0, self.eos)
+        hidden = self.decoder(self.code_embed(prev), memory, memory_mask)
+        return self.head(hidden)
+
+    def start(self, memory: torch.Tensor, memory_mask: torch.Tensor):
+        return self.decoder.start(memory, memory_mask)
+
+    def step(self, state, prev_codes: torch.Tensor) -> tuple[torch.Tensor, object]:
+        """One decoding step for every beam row: previous codes (rows,) -> logits (rows, n_codes + 1)."""
+        hidden, state = self.decoder.step(state, self.code_embed(prev_codes))
+        return self.head(hidden), state
+
+    def reorder(self, state, rows: torch.Tensor):
+        return self.decoder.reorder(state, rows)
+
+    # -- persistence -----------------------------------------------------------------------------
+    def save(self, folder: str | Path) -> None:
+        """Written into a temporary sibling folder and renamed, so a reader never sees half a model."""
+        folder = Path(folder)
+        tmp = folder.with_name(folder.name + ".tmp")
+        (tmp / "backbone").mkdir(parents=True, exist_ok=True)
+        self.hf_config.save_pretrained(tmp / "backbone")
+        self.tokenizer.save_pretrained(tmp / "backbone")
+        (tmp / "genir_model.json").write_text(json.dumps(asdict(self.config), indent=1))
+        state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
+        save_file(_untie(state), str(tmp / "model.safetensors"))
+        if folder.exists():
+            old = folder.with_name(folder.name + ".old")
+            os.replace(folder, old)
+            os.replace(tmp, folder)
+            import shutil
+
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, folder)
+
+    @classmethod
+    def load(cls, folder: str | Path, map_location: str = "cpu") -> DocidSeq2Seq:
+        folder = Path(folder)
+        config = ModelConfig(**json.loads((folder / "genir_model.json").read_text()))
+        model = cls(config, _hf_dir=str(folder / "backbone"), _from_config=True)
+        state = load_file(str(folder / "model.safetensors"), device=map_location)
+        model.load_state_dict(state, strict=False)
+        return model.eval()
+
+    def n_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def _untie(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """safetensors refuses shared storage (tied embeddings): store tied tensors once, clone the rest."""
+    seen: dict[int, str] = {}
+    out = {}
+    for k, v in state.items():
+        ptr = v.data_ptr()
+        if ptr in seen:
+            out[k] = v.clone()
+        else:
+            seen[ptr] = k
+            out[k] = v
+    return out

@@ -1,0 +1,57 @@
+"""GenerativeSearcher: a trained DocidSeq2Seq + a DocIdTable, searched by constrained beam search."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import torch
+from tqdm.auto import tqdm
+
+from genir.docids.table import DocIdTable
+from genir.docids.trie import PrefixTree
+from genir.search.base import Hit, Results, Searcher
+from genir.search.beam import beam_search
+
+# (query text, document indices sharing one docid) -> the same indices, best first
+TieBreak = Callable[[str, list[int]], list[int]]
+
+
+class GenerativeSearcher(Searcher):
+    """Each generated docid expands to every document that carries it, in ``tie_break`` order
+    (corpus order by default), all with the docid's score."""
+
+    def __init__(self, model, table: DocIdTable, beam: int = 100, batch_size: int = 16,
+                 tie_break: TieBreak | None = None, name: str = "generative", show_progress: bool = False):
+        self.model, self.table, self.beam, self.batch_size = model.eval(), table, beam, batch_size
+        self.trie = PrefixTree(table)
+        self.tie_break, self.name, self.show_progress = tie_break, name, show_progress
+
+    def batch_search(self, queries: Mapping[str, str], k: int = 100) -> Results:
+        qids = list(queries)
+        out: Results = {}
+        starts = range(0, len(qids), self.batch_size)
+        for s in tqdm(starts, desc=f"search {self.name}", disable=not self.show_progress):
+            batch = qids[s: s + self.batch_size]
+            texts = [queries[q] for q in batch]
+            with torch.inference_mode():
+                memory, mask = self.model.encode_texts(texts)
+                nodes, scores = beam_search(self.model, self.trie, memory, mask, self.beam)
+            for i, qid in enumerate(batch):
+                hits: list[Hit] = []
+                for node, score in zip(nodes[i].tolist(), scores[i].tolist(), strict=True):
+                    if score == float("-inf") or len(hits) >= k:
+                        break
+                    docs = self.trie.leaf_docs.get(node)
+                    if docs is None:
+                        continue
+                    if self.tie_break and len(docs) > 1:
+                        docs = self.tie_break(texts[i], docs)
+                    hits.extend(Hit(self.table.doc_ids[d], score) for d in docs)
+                out[qid] = hits[:k]
+        return out
+
+    def index_bytes(self) -> int:
+        """The trie plus every decoder-side parameter (the model is the index; the encoder is not)."""
+        dec = sum(p.numel() * p.element_size() for n, p in self.model.named_parameters()
+                  if not n.startswith("encoder."))
+        return int(self.trie.nbytes() + dec)

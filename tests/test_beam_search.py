@@ -1,0 +1,117 @@
+"""The beam search against brute force, the trie against invalid docids, on tiny random models."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from genir.docids import DocIdTable, PrefixTree, atomic_docids, naive_docids, semantic_docids
+from genir.models import DocidSeq2Seq, ModelConfig
+from genir.search.beam import beam_search, sequence_scores
+
+
+def _random_table(n: int, vocab: int, max_len: int, seed: int, prefix_free: bool = False) -> DocIdTable:
+    rng = random.Random(seed)
+    seqs: set[tuple[int, ...]] = set()
+    while len(seqs) < n:
+        length = max_len if prefix_free else rng.randint(1, max_len)
+        seqs.add(tuple(rng.randrange(vocab) for _ in range(length)))
+    return DocIdTable([f"d{i}" for i in range(n)], [list(s) for s in sorted(seqs)], vocab)
+
+
+@pytest.mark.parametrize("backbone", ["tiny_bert", "tiny_t5"])
+@pytest.mark.parametrize("prefix_free", [True, False])
+def test_full_beam_equals_brute_force(backbone, prefix_free, request):
+    torch.manual_seed(0)
+    table = _random_table(40, vocab=5, max_len=3, seed=1, prefix_free=prefix_free)
+    trie = PrefixTree(table)
+    assert trie.needs_eos == (not prefix_free) or not trie.needs_eos
+    model = DocidSeq2Seq(ModelConfig(n_codes=5, backbone=request.getfixturevalue(backbone), decoder_heads=2,
+                                     decoder_ff=64, dropout=0.0)).eval()
+    memory, mask = model.encode_texts(["first query", "a second, longer query about cells"])
+    nodes, scores = beam_search(model, trie, memory, mask, beam=trie.n_nodes)
+    brute = sequence_scores(model, trie, memory, mask)
+    for qi in range(2):
+        got = [(trie.leaf_docs[n][0], s) for n, s in zip(nodes[qi].tolist(), scores[qi].tolist(), strict=True)
+               if s > float("-inf")]
+        assert len(got) == len(table), "a beam as wide as the tree must reach every docid"
+        want = sorted(range(len(table)), key=lambda d: -brute[qi, d].item())
+        np.testing.assert_allclose([s for _, s in got], brute[qi, want].numpy(), rtol=1e-4, atol=1e-4)
+        # same order wherever the brute-force scores are not tied
+        gaps = np.diff(brute[qi, want].numpy())
+        got_docs = [d for d, _ in got]
+        for i, gap in enumerate(gaps):
+            if abs(gap) > 1e-4:
+                assert set(got_docs[: i + 1]) == set(want[: i + 1])
+
+
+def test_beam_never_yields_invalid_docid(tiny_bert):
+    torch.manual_seed(1)
+    table = _random_table(200, vocab=7, max_len=4, seed=3)
+    trie = PrefixTree(table)
+    valid = set(table.sequences())
+    model = DocidSeq2Seq(ModelConfig(n_codes=7, backbone=tiny_bert, decoder_heads=2, decoder_ff=64)).eval()
+    memory, mask = model.encode_texts([f"query {i}" for i in range(5)])
+    for beam in (1, 3, 20, 100):
+        nodes, scores = beam_search(model, trie, memory, mask, beam)
+        for n, s in zip(nodes.reshape(-1).tolist(), scores.reshape(-1).tolist(), strict=True):
+            if s > float("-inf"):
+                assert n in trie.leaf_docs
+                assert table.sequence(trie.leaf_docs[n][0]) in valid
+
+
+def test_trie_masks_and_advance():
+    table = DocIdTable(["a", "b", "c", "d"], [[0, 1], [0, 2], [1], [0, 1, 1]], 3)
+    trie = PrefixTree(table)
+    assert trie.needs_eos  # [0, 1] is a proper prefix of [0, 1, 1]
+    root = trie.allowed_mask(torch.tensor([0]))[0]
+    assert root.tolist() == [True, True, False, False]
+    node, ok = trie.advance(torch.tensor([0]), torch.tensor([0]))
+    assert ok.item()
+    assert trie.allowed_mask(node)[0].tolist() == [False, True, True, False]
+    _, ok = trie.advance(torch.tensor([0]), torch.tensor([2]))
+    assert not ok.item()
+    for i in range(4):
+        assert trie.contains(trie.full_sequence(i))
+    assert not trie.contains((0,))
+    assert not trie.contains((2,))
+
+
+def test_collisions_come_back_together(tiny_bert):
+    from genir.search.generative import GenerativeSearcher
+
+    table = DocIdTable(["a", "b", "c"], [[0, 1], [0, 1], [1, 0]], 2)
+    assert table.stats()["collision_rate"] == pytest.approx(2 / 3)
+    model = DocidSeq2Seq(ModelConfig(n_codes=2, backbone=tiny_bert, decoder_heads=2, decoder_ff=64))
+    hits = GenerativeSearcher(model, table, beam=10).search("anything", k=10)
+    assert sorted(h.doc_id for h in hits) == ["a", "b", "c"]
+    by_doc = {h.doc_id: h.score for h in hits}
+    assert by_doc["a"] == by_doc["b"]
+    reverse = GenerativeSearcher(model, table, beam=10, tie_break=lambda q, docs: docs[::-1]).search("x", 10)
+    ab = [h.doc_id for h in reverse if h.doc_id in "ab"]
+    assert ab == ["b", "a"]
+
+
+def test_schemes():
+    ids = ["10", "2", "33", "7"]
+    assert atomic_docids(ids).sequences() == [(0,), (1,), (2,), (3,)]
+    naive = naive_docids(ids)
+    assert naive.meta["alphabet"] == "01237"
+    assert naive.sequence(0) == (1, 0)
+    assert PrefixTree(naive).needs_eos is False
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(300, 8)).astype(np.float32)
+    sem = semantic_docids([str(i) for i in range(300)], emb, c=5)
+    assert sem.stats()["collision_rate"] == 0.0
+    assert sem.codes.max() < 5
+    # leaf size <= c: no docid prefix is shared by more than c documents at the last level
+    from collections import Counter
+
+    parents = Counter(s[:-1] for s in sem.sequences())
+    assert max(parents.values()) <= 5
+    # identical embeddings must still terminate with unique docids
+    same = semantic_docids([str(i) for i in range(50)], np.zeros((50, 4), np.float32), c=4)
+    assert same.stats()["distinct_docids"] == 50
