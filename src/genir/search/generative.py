@@ -27,7 +27,7 @@ class GenerativeSearcher(Searcher):
         self.tie_break, self.name, self.show_progress = tie_break, name, show_progress
 
     def batch_search(self, queries: Mapping[str, str], k: int = 100) -> Results:
-        qids = list(queries)
+        qids = sorted(queries, key=lambda q: len(queries[q]))  # similar lengths per batch: little padding
         out: Results = {}
         starts = range(0, len(qids), self.batch_size)
         for s in tqdm(starts, desc=f"search {self.name}", disable=not self.show_progress):
@@ -48,7 +48,7 @@ class GenerativeSearcher(Searcher):
                         docs = self.tie_break(texts[i], docs)
                     hits.extend(Hit(self.table.doc_ids[d], score) for d in docs)
                 out[qid] = hits[:k]
-        return out
+        return {q: out[q] for q in queries}
 
     def index_bytes(self) -> int:
         """The trie plus every decoder-side parameter (the model is the index; the encoder is not)."""

@@ -1,0 +1,147 @@
+"""The run report: report.md and report.json side by side, plus plots (docid distribution, training loss)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+MAIN_METRICS = ["R@1", "R@10", "R@100", "MRR@10", "MRR@100", "nDCG@10", "nDCG@100"]
+
+
+def _fmt(x, digits: int = 3) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        if x != x:  # nan
+            return "-"
+        return f"{x:.{digits}f}" if abs(x) < 1000 else f"{x:,.0f}"
+    return str(x)
+
+
+def plot_docid_distribution(folder: Path, out: Path) -> Path | None:
+    """Documents per docid (collisions) and documents per first code, one figure per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from genir.docids.table import DocIdTable
+
+    if not (folder / "docids" / "docids.json").exists():
+        return None
+    table = DocIdTable.load(folder / "docids")
+    sizes = np.array(sorted((len(v) for v in table.groups().values()), reverse=True))
+    first = np.sort(table.code_frequencies(0))[::-1]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    axes[0].bar(np.arange(len(first)), first, width=1.0, color="#3b6ea8")
+    axes[0].set_title(f"documents per first code ({(first > 0).sum()} of {table.vocab_size} used)")
+    axes[0].set_xlabel("first code, by frequency")
+    axes[0].set_ylabel("documents")
+    counts = np.bincount(sizes)
+    axes[1].bar(np.arange(1, len(counts)), counts[1:], color="#c0504d")
+    axes[1].set_yscale("log")
+    axes[1].set_title(f"documents per docid (collision rate {table.stats()['collision_rate']:.1%})")
+    axes[1].set_xlabel("documents sharing a docid")
+    axes[1].set_ylabel("docids")
+    fig.suptitle(f"{folder.name}: {table.scheme} docids, {len(table)} documents")
+    fig.tight_layout()
+    path = out / f"docids_{folder.name}.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_training(systems: list[dict], out: Path, root: Path) -> Path | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves = []
+    for s in systems:
+        p = root / s["name"] / "train.json"
+        if s.get("kind") == "generative" and p.exists():
+            hist = json.loads(p.read_text()).get("history") or []
+            if hist:
+                curves.append((s["name"], hist))
+    if not curves:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for name, hist in curves:
+        steps, losses = zip(*hist, strict=True)
+        w = max(1, len(losses) // 100)  # moving average for readability
+        smooth = [sum(losses[max(0, i - w): i + 1]) / len(losses[max(0, i - w): i + 1]) for i in range(len(losses))]
+        ax.plot(steps, smooth, label=name)
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.set_yscale("log")
+    ax.legend()
+    fig.tight_layout()
+    path = out / "training_loss.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def render_markdown(report: dict, plots: list[str]) -> str:
+    systems = report["systems"]
+    subsets = [s for s in ("full", "seen", "unseen") if s in systems[0]["metrics"]] if systems else []
+    lines = [f"# genir report: {report['dataset']} ({report['test_split']})", ""]
+    q = report["queries"]
+    lines.append(f"{report['documents']:,} documents; test queries: " +
+                 ", ".join(f"{k} {v}" for k, v in q.items()) + f". Device: {report['device']}.")
+    lines.append("")
+    for sub in subsets:
+        n = systems[0]["metrics"][sub]["n"]
+        lines += [f"## Effectiveness, {sub} ({n} queries)", "",
+                  "| system | " + " | ".join(MAIN_METRICS) + " |",
+                  "|---|" + "---|" * len(MAIN_METRICS)]
+        for s in systems:
+            m = s["metrics"][sub]
+            lines.append(f"| {s['label']} | " + " | ".join(_fmt(m.get(k)) for k in MAIN_METRICS) + " |")
+        lines.append("")
+    lines += ["## Efficiency", "",
+              "| system | encoder | training s | indexing docs/s | queries/s (beam 10) | queries/s (beam 100 or as run) "
+              "| index bytes/doc |", "|---|---|---|---|---|---|---|"]
+    for s in systems:
+        lines.append(
+            f"| {s['label']} | {s.get('encoder', '-')} | {_fmt(s.get('train_seconds'), 1)} "
+            f"| {_fmt(s.get('indexing_docs_per_second'), 1)} | {_fmt(s.get('queries_per_second_beam10'), 1)} "
+            f"| {_fmt(s.get('queries_per_second'), 1)} | {_fmt(s.get('index_bytes_per_doc'), 0)} |")
+    lines += ["", "Generative indexing time = docid assignment + frozen-encoder caching + training. Generative "
+              "index bytes = prefix tree + every non-encoder parameter (the model is the index); dense = "
+              "embeddings; BM25 = the sparse score matrix.", ""]
+    gen = [s for s in systems if s.get("kind") == "generative"]
+    if gen:
+        lines += ["## Docids", "", "| method | distinct | collision rate | largest group | mean length | codes |",
+                  "|---|---|---|---|---|---|"]
+        for s in gen:
+            d = s["docids"]
+            lines.append(f"| {s['name']} | {d['distinct_docids']:,} | {d['collision_rate']:.2%} | "
+                         f"{d['largest_group']} | {d['mean_length']:.2f} | {d['vocab_size']} |")
+        lines.append("")
+    for p in plots:
+        lines += [f"![{p}]({p})", ""]
+    lines += ["Metrics: ir_measures (pytrec_eval); R = recall, MRR = RR, nDCG with graded judgements; "
+              "a query with no retrieved relevant document counts as 0. Run files: `*.trec`.", ""]
+    return "\n".join(lines)
+
+
+def write_report(report: dict, out: Path) -> None:
+    out = Path(out)
+    plots = []
+    for s in report["systems"]:
+        if s.get("kind") == "generative":
+            p = plot_docid_distribution(out / s["name"], out)
+            if p:
+                plots.append(p.name)
+    p = plot_training(report["systems"], out, out)
+    if p:
+        plots.append(p.name)
+    for name, text in (("report.json", json.dumps(report, indent=1, default=float)),
+                       ("report.md", render_markdown(report, plots))):
+        tmp = out / (name + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, out / name)

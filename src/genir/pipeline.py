@@ -1,0 +1,313 @@
+"""``genir run``: train, index, search and evaluate, then write a report folder.
+
+Every stage writes its outputs atomically and is skipped when they already exist, so a killed run
+started again with the same ``--out`` resumes (training itself resumes from its last checkpoint).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from genir.data import DocAsQuery, load_dataset, load_pseudo_queries, seen_unseen
+from genir.data.collection import Collection
+from genir.docids import DocIdTable, PrefixTree
+from genir.evaluation.metrics import evaluate
+from genir.evaluation.report import write_report
+from genir.evaluation.trec import read_run, write_run
+from genir.methods import MethodContext, get_method
+from genir.search.base import Searcher, timed_search
+
+
+@dataclass
+class RunConfig:
+    dataset: str = "scifact"
+    data_dir: str | None = None
+    qrels_dir: str = "qrels"
+    train_split: str | None = "train"
+    test_split: str = "test"
+    methods: list[str] = field(default_factory=lambda: ["dsi-semantic", "dsi-atomic"])
+    baselines: list[str] = field(default_factory=lambda: ["bm25", "dense"])
+    out: str | None = None
+    # model
+    backbone: str = "minilm"
+    encoder: str = "frozen"  # frozen (cached encoder states) | full (fine-tune the encoder)
+    decoder_layers: int = 2
+    doc_max_length: int = 64
+    query_max_length: int = 64
+    # docids and indexing data
+    semantic_c: int = 32
+    pseudo_queries: str = "docasquery"  # docasquery | a TSV/JSONL file | doc2query:<model name or path>
+    span_words: int = 64
+    random_spans: int = 1
+    doc2query_n: int = 5
+    # training
+    epochs: float = 30
+    batch_size: int = 128
+    lr: float = 1e-3
+    encoder_lr: float = 5e-5
+    seed: int = 0
+    # search and evaluation
+    beam: int = 100
+    k: int = 100
+    search_batch_size: int = 16
+    dense_model: str | None = None
+    max_test_queries: int | None = None
+    # tuning: hold out this share of the training queries, train without them and evaluate on them
+    # (the test split is not touched); choose hyper-parameters this way, never on test queries
+    holdout: float = 0.0
+    decoder_ff: int = 1536
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RunConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown config keys: {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
+        return cls(**d)
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, default=float))
+    os.replace(tmp, path)
+
+
+class Run:
+    def __init__(self, cfg: RunConfig):
+        self.cfg = cfg
+        torch.manual_seed(cfg.seed)
+        self.collection: Collection = load_dataset(cfg.dataset, cfg.data_dir, cfg.qrels_dir)
+        self.out = Path(cfg.out or f"runs/{self.collection.name}")
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.docs = list(self.collection.corpus.values())
+        self.doc_ids = [d.id for d in self.docs]
+        self.test_split = cfg.test_split
+        if cfg.holdout:
+            from genir.data.splits import hold_out
+
+            if not cfg.train_split:
+                raise ValueError("--holdout needs a training split")
+            kept, held = hold_out(self.collection.qrels_for(cfg.train_split), cfg.holdout, cfg.seed)
+            self.collection.qrels[cfg.train_split] = kept
+            self.collection.qrels["holdout"] = held
+            self.test_split = "holdout"
+        test = self.collection.qrels_for(self.test_split)
+        self.test_queries = self.collection.split_queries(self.test_split)
+        if cfg.max_test_queries:
+            self.test_queries = dict(list(self.test_queries.items())[: cfg.max_test_queries])
+        self.qrels = {q: test[q] for q in self.test_queries}
+        self.subsets: dict[str, set[str]] = {}
+        if cfg.train_split and cfg.train_split in self.collection.qrels:
+            seen, unseen = seen_unseen(self.collection.qrels[cfg.train_split], self.qrels)
+            self.subsets = {"seen": seen, "unseen": unseen}
+        self._dense_encoder = None
+        self._doc_embeddings: np.ndarray | None = None
+        self._examples = None
+        self._encoded = None
+
+    # -- shared, computed once -----------------------------------------------------------------
+    def dense_encoder(self):
+        if self._dense_encoder is None:
+            from genir.search.dense import load_sentence_encoder
+
+            self._dense_encoder = load_sentence_encoder(self.cfg.dense_model)
+        return self._dense_encoder
+
+    def doc_embeddings(self) -> np.ndarray:
+        """Dense document embeddings, shared by the dense baseline and semantic docids; cached on disk."""
+        path = self.out / "doc_embeddings.npy"
+        if self._doc_embeddings is None and path.exists():
+            self._doc_embeddings = np.load(path)
+        if self._doc_embeddings is None:
+            start = time.perf_counter()
+            emb = self.dense_encoder().encode([d.full_text for d in self.docs], batch_size=64,
+                                              normalize_embeddings=True, convert_to_numpy=True,
+                                              show_progress_bar=True)
+            self.embed_seconds = time.perf_counter() - start
+            tmp = self.out / "doc_embeddings.tmp.npy"
+            np.save(tmp, emb)
+            os.replace(tmp, path)
+            _write_json(self.out / "doc_embeddings.json", {"seconds": self.embed_seconds})
+            self._doc_embeddings = emb
+        return self._doc_embeddings
+
+    def pseudo_queries(self) -> dict[str, list[str]]:
+        spec = self.cfg.pseudo_queries
+        if spec == "docasquery":
+            return DocAsQuery(self.cfg.span_words, self.cfg.random_spans, self.cfg.seed).generate(self.docs)
+        if spec.startswith("doc2query:"):
+            from genir.data.pseudo_queries import Doc2Query
+
+            pq = Doc2Query(spec.split(":", 1)[1], n_queries=self.cfg.doc2query_n, seed=self.cfg.seed).generate(self.docs)
+            lead = DocAsQuery(self.cfg.span_words, 0).generate(self.docs)
+            return {d: lead[d] + pq.get(d, []) for d in lead}
+        pq = load_pseudo_queries(spec, self.collection.corpus)
+        lead = DocAsQuery(self.cfg.span_words, 0).generate(self.docs)
+        return {d: lead[d] + pq.get(d, []) for d in lead}
+
+    def examples(self):
+        if self._examples is None:
+            from genir.training.data import build_dsi_examples
+
+            train = self.cfg.train_split if self.cfg.train_split in self.collection.qrels else None
+            self._examples = build_dsi_examples(self.collection, self.pseudo_queries(), train)
+        return self._examples
+
+    def encoded(self, model):
+        """Frozen-encoder states of every training text, shared by all methods on this backbone."""
+        if self._encoded is None:
+            from genir.training.data import EncodedTexts
+
+            start = time.perf_counter()
+            self._encoded = EncodedTexts(model, self.examples().texts, self.cfg.doc_max_length)
+            self.encode_seconds = time.perf_counter() - start
+        return self._encoded
+
+    # -- stages --------------------------------------------------------------------------------
+    def evaluate_searcher(self, searcher: Searcher, name: str, folder: Path, extra: dict) -> dict:
+        results, qps = timed_search(searcher, self.test_queries, self.cfg.k)
+        write_run(results, folder / f"{name}.trec", tag=name)
+        metrics = evaluate(results, self.qrels, subsets=self.subsets)
+        return {"name": name, "metrics": metrics, "queries_per_second": qps, **extra}
+
+    def baseline(self, name: str) -> dict:
+        folder = self.out / "baselines"
+        folder.mkdir(exist_ok=True)
+        done = folder / f"{name}.json"
+        if done.exists():
+            return json.loads(done.read_text())
+        start = time.perf_counter()
+        if name == "bm25":
+            from genir.search.bm25 import BM25Searcher
+
+            searcher, label = BM25Searcher(self.docs), "BM25"
+        elif name == "dense":
+            from genir.search.dense import DenseSearcher
+
+            searcher = DenseSearcher(self.docs, encoder=self.dense_encoder(), doc_embeddings=self.doc_embeddings())
+            label = "Dense (" + (self.cfg.dense_model or "all-MiniLM-L6-v2, bundled") + ")"
+        else:
+            raise ValueError(f"unknown baseline {name!r}; choose bm25 or dense")
+        index_s = time.perf_counter() - start
+        if name == "dense" and (self.out / "doc_embeddings.json").exists():
+            index_s = json.loads((self.out / "doc_embeddings.json").read_text())["seconds"]
+        result = self.evaluate_searcher(searcher, name, folder, {
+            "label": label, "kind": "baseline", "index_seconds": index_s,
+            "indexing_docs_per_second": len(self.docs) / max(index_s, 1e-9),
+            "index_bytes_per_doc": (searcher.index_bytes() or 0) / len(self.docs)})
+        _write_json(done, result)
+        return result
+
+    def generative(self, method_name: str) -> dict:
+        from genir.models import DocidSeq2Seq, ModelConfig
+        from genir.search.generative import GenerativeSearcher
+        from genir.training import TrainConfig, Trainer
+        from genir.training.data import DocidCollator, DocidDataset
+
+        cfg, method = self.cfg, get_method(method_name)
+        folder = self.out / method_name
+        done = folder / "result.json"
+        if done.exists():
+            return json.loads(done.read_text())
+        folder.mkdir(exist_ok=True)
+        # 1. docids
+        start = time.perf_counter()
+        if (folder / "docids" / "docids.json").exists():
+            table = DocIdTable.load(folder / "docids")
+        else:
+            ctx = MethodContext(self.doc_ids, self.doc_embeddings, {"semantic_c": cfg.semantic_c, "seed": cfg.seed})
+            table = method.make_docids(ctx)
+            table.save(folder / "docids")
+        docid_s = time.perf_counter() - start
+        trie = PrefixTree(table)
+        # 2. model + training
+        model_dir = folder / "model"
+        train_info: dict
+        if (model_dir / "genir_model.json").exists():
+            model = DocidSeq2Seq.load(model_dir)
+            train_info = json.loads((folder / "train.json").read_text())
+        else:
+            mcfg = ModelConfig(n_codes=table.vocab_size, backbone=cfg.backbone, decoder_layers=cfg.decoder_layers,
+                               decoder_ff=cfg.decoder_ff, max_docid_length=trie.depth, query_max_length=cfg.query_max_length,
+                               doc_max_length=cfg.doc_max_length, extra={"method": method_name})
+            model = DocidSeq2Seq(mcfg)
+            frozen = cfg.encoder == "frozen"
+            model.freeze_encoder(frozen)
+            examples = self.examples()
+            targets = [trie.full_sequence(i) for i in range(len(table))]
+            encoded = self.encoded(model) if frozen else None
+            collate = DocidCollator(examples, targets, model, encoded, cfg.doc_max_length)
+            tcfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, encoder_lr=cfg.encoder_lr,
+                               seed=cfg.seed)
+            trainer = Trainer(model, method.objective, DocidDataset(examples, targets), collate, tcfg,
+                              folder / "checkpoints", desc=f"train {method_name}")
+            info = trainer.train()
+            train_info = {**info, "encoder": cfg.encoder, "examples": examples.counts(),
+                          "encode_seconds": getattr(self, "encode_seconds", 0.0) if frozen else 0.0,
+                          "history": trainer.history, "train_config": asdict(tcfg),
+                          "parameters": model.n_parameters()}
+            model.save(model_dir)
+            _write_json(folder / "train.json", train_info)
+        model.eval()
+        # 3. search at beam 100 (the reported figures) and beam 10 (speed)
+        searcher = GenerativeSearcher(model, table, beam=cfg.beam, batch_size=cfg.search_batch_size,
+                                      name=method_name, show_progress=True)
+        index_s = docid_s + train_info["seconds"] + train_info.get("encode_seconds", 0.0)
+        result = self.evaluate_searcher(searcher, method_name, folder, {
+            "label": method.description.split(":")[0] if ":" in method.description else method_name,
+            "kind": "generative", "method": method_name, "description": method.description,
+            "encoder": cfg.encoder, "backbone": cfg.backbone, "beam": cfg.beam,
+            "docids": table.stats(), "docid_seconds": docid_s,
+            "train_seconds": train_info["seconds"], "train_steps": train_info["steps"],
+            "encode_seconds": train_info.get("encode_seconds", 0.0),
+            "index_seconds": index_s, "indexing_docs_per_second": len(self.docs) / max(index_s, 1e-9),
+            "index_bytes_per_doc": searcher.index_bytes() / len(self.docs),
+            "parameters": train_info.get("parameters")})
+        result["label"] = method_name
+        fast = GenerativeSearcher(model, table, beam=10, batch_size=cfg.search_batch_size, name=method_name)
+        _, result["queries_per_second_beam10"] = timed_search(fast, self.test_queries, cfg.k)
+        result[f"queries_per_second_beam{cfg.beam}"] = result["queries_per_second"]
+        _write_json(done, result)
+        return result
+
+    def run(self) -> dict:
+        start = time.perf_counter()
+        _write_json(self.out / "config.json", asdict(self.cfg))
+        results = []
+        for b in tqdm(self.cfg.baselines, desc="baselines", leave=False):
+            results.append(self.baseline(b))
+        for m in self.cfg.methods:
+            results.append(self.generative(m))
+        report = {
+            "dataset": self.collection.name, "test_split": self.test_split,
+            "queries": {"full": len(self.qrels), **{k: len(v) for k, v in self.subsets.items()}},
+            "documents": len(self.docs), "config": asdict(self.cfg), "systems": results,
+            "device": "cuda" if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)",
+            "wall_seconds_this_invocation": time.perf_counter() - start,
+        }
+        write_report(report, self.out)
+        return report
+
+
+def run(cfg: RunConfig) -> dict:
+    return Run(cfg).run()
+
+
+def load_run_results(folder: str | Path) -> dict:
+    """Read back a finished report folder (report.json) with its run files."""
+    folder = Path(folder)
+    report = json.loads((folder / "report.json").read_text())
+    for s in report["systems"]:
+        sub = "baselines" if s.get("kind") == "baseline" else s["name"]
+        path = folder / sub / f"{s['name']}.trec"
+        if path.exists():
+            s["run"] = read_run(path)
+    return report

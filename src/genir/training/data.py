@@ -1,0 +1,123 @@
+"""Training examples (text -> document) and cached encoder states for frozen-encoder training.
+
+DSI's multi-task recipe: indexing examples (document text and pseudo-queries -> its docid) and retrieval
+examples (training query -> each relevant document's docid), mixed in one stream.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+from genir.data.collection import Collection
+from genir.data.pseudo_queries import PseudoQueries
+
+
+@dataclass
+class IndexingExamples:
+    """Parallel lists: ``texts`` (unique strings) and examples ``(text index, document index, kind)``."""
+
+    texts: list[str]
+    examples: list[tuple[int, int, str]]
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for _, _, kind in self.examples:
+            out[kind] = out.get(kind, 0) + 1
+        return out
+
+
+def build_dsi_examples(collection: Collection, pseudo_queries: PseudoQueries, train_split: str | None,
+                       doc_index: dict[str, int] | None = None) -> IndexingExamples:
+    """Indexing: every pseudo-query of every document; retrieval: training queries -> relevant documents."""
+    doc_index = doc_index or {d: i for i, d in enumerate(collection.corpus)}
+    texts: list[str] = []
+    text_id: dict[str, int] = {}
+    examples: list[tuple[int, int, str]] = []
+
+    def add(text: str, doc: int, kind: str) -> None:
+        if not text.strip():
+            text = "(empty document)"
+        if text not in text_id:
+            text_id[text] = len(texts)
+            texts.append(text)
+        examples.append((text_id[text], doc, kind))
+
+    for d, queries in pseudo_queries.items():
+        if d in doc_index:
+            for q in queries or [collection.corpus[d].full_text]:
+                add(q, doc_index[d], "indexing")
+    for d in collection.corpus:  # documents without any pseudo-query are still indexed by their text
+        if d in doc_index and d not in pseudo_queries:
+            add(collection.corpus[d].full_text, doc_index[d], "indexing")
+    if train_split:
+        for qid, rels in collection.qrels_for(train_split).items():
+            for d, grade in rels.items():
+                if grade > 0 and d in doc_index:
+                    add(collection.queries[qid], doc_index[d], "retrieval")
+    return IndexingExamples(texts, examples)
+
+
+class EncodedTexts:
+    """Frozen-encoder states of many texts, kept once in float16 (padded to ``max_length``)."""
+
+    def __init__(self, model, texts: list[str], max_length: int, batch_size: int = 64,
+                 show_progress: bool = True, desc: str = "encode (frozen encoder)"):
+        self.max_length = max_length
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # length-sorted: little padding
+        self.states = torch.zeros(len(texts), max_length, model.d_model, dtype=torch.float16)
+        self.mask = torch.zeros(len(texts), max_length, dtype=torch.bool)
+        was_training = model.encoder.training
+        model.encoder.eval()
+        with torch.inference_mode():
+            for s in tqdm(range(0, len(order), batch_size), desc=desc, disable=not show_progress):
+                idx = order[s: s + batch_size]
+                states, mask = model.encode_texts([texts[i] for i in idx], max_length)
+                n = states.shape[1]
+                self.states[idx, :n] = states.to(torch.float16).cpu()
+                self.mask[idx, :n] = mask.bool().cpu()
+        model.encoder.train(was_training)
+
+    def batch(self, idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        mask = self.mask[idx]
+        n = int(mask.sum(1).max())
+        return self.states[idx, :n].float(), mask[:, :n]
+
+
+class DocidDataset(Dataset):
+    """Examples whose targets are each document's code sequence (from the prefix tree)."""
+
+    def __init__(self, examples: IndexingExamples, targets: list[tuple[int, ...]]):
+        self.examples, self.targets = examples, targets
+
+    def __len__(self) -> int:
+        return len(self.examples.examples)
+
+    def __getitem__(self, i: int) -> tuple[int, int]:
+        text, doc, _ = self.examples.examples[i]
+        return text, doc
+
+
+class DocidCollator:
+    """Batches as dicts: cached ``memory``/``memory_mask`` when states are given, else token ids."""
+
+    def __init__(self, examples: IndexingExamples, targets: list[tuple[int, ...]], model=None,
+                 encoded: EncodedTexts | None = None, max_length: int = 64):
+        self.examples, self.targets, self.model, self.encoded, self.max_length = (
+            examples, targets, model, encoded, max_length)
+
+    def __call__(self, items: list[tuple[int, int]]) -> dict[str, torch.Tensor]:
+        texts, docs = zip(*items, strict=True)
+        width = max(len(self.targets[d]) for d in docs)
+        targets = torch.full((len(docs), width), -100, dtype=torch.long)
+        for i, d in enumerate(docs):
+            targets[i, : len(self.targets[d])] = torch.tensor(self.targets[d])
+        batch: dict[str, torch.Tensor] = {"targets": targets, "doc_index": torch.tensor(docs)}
+        if self.encoded is not None:
+            batch["memory"], batch["memory_mask"] = self.encoded.batch(list(texts))
+        else:
+            batch.update(self.model.tokenize([self.examples.texts[t] for t in texts], self.max_length))
+        return batch

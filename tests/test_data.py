@@ -1,0 +1,165 @@
+"""Loaders reject each bad input with a message naming file, line and problem; registry and splits."""
+
+from __future__ import annotations
+
+import json
+import threading
+import zipfile
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from genir.data import DataError, DocAsQuery, load_beir, load_dataset, load_pseudo_queries, seen_unseen
+from genir.data.collection import Document
+from genir.data.registry import resolve_dataset
+from genir.data.splits import hold_out
+
+
+def write_beir(folder: Path, corpus: list, queries: list, qrels: dict[str, list[tuple]] | None = None) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "corpus.jsonl").write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in corpus))
+    (folder / "queries.jsonl").write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in queries))
+    (folder / "qrels").mkdir(exist_ok=True)
+    for split, rows in (qrels or {}).items():
+        (folder / "qrels" / f"{split}.tsv").write_text(
+            "query-id\tcorpus-id\tscore\n" + "".join("\t".join(map(str, r)) + "\n" for r in rows))
+    return folder
+
+
+GOOD_CORPUS = [{"_id": "d1", "title": "T1", "text": "alpha beta"}, {"_id": "d2", "text": "gamma"},
+               {"_id": "d3", "text": ""}]
+GOOD_QUERIES = [{"_id": "q1", "text": "alpha?"}, {"_id": "q2", "text": "gamma?"}]
+
+
+def test_loads_good_collection_with_grades(tmp_path):
+    c = load_beir(write_beir(tmp_path / "ok", GOOD_CORPUS, GOOD_QUERIES,
+                             {"test": [("q1", "d1", 2), ("q1", "d2", 0), ("q2", "d2", 1)]}))
+    assert c.doc_ids == ["d1", "d2", "d3"]
+    assert c.corpus["d1"].full_text == "T1 alpha beta"
+    assert c.corpus["d3"].text == ""  # empty documents (Cranfield 471, 995) are allowed
+    assert c.qrels["test"]["q1"] == {"d1": 2, "d2": 0}
+    assert set(c.split_queries("test")) == {"q1", "q2"}
+
+
+@pytest.mark.parametrize("corpus, queries, qrels, where, message", [
+    (['{"_id": "d1", "text": "x"}', '{"_id": "d2", "text": '], GOOD_QUERIES, None, "corpus.jsonl:2",
+     "malformed JSON"),
+    ([{"_id": "d1", "text": "x"}, {"text": "no id"}], GOOD_QUERIES, None, "corpus.jsonl:2", "no '_id'"),
+    ([{"_id": "d1", "title": "no text"}], GOOD_QUERIES, None, "corpus.jsonl:1", "no 'text'"),
+    ([{"_id": "d1", "text": "a"}, {"_id": "d1", "text": "b"}], GOOD_QUERIES, None, "corpus.jsonl:2",
+     "duplicate document id 'd1'"),
+    ([], GOOD_QUERIES, None, "corpus.jsonl", "the corpus is empty"),
+    (GOOD_CORPUS, [{"_id": "q1", "text": "a"}, {"_id": "q1", "text": "b"}], None, "queries.jsonl:2",
+     "duplicate query id 'q1'"),
+    (GOOD_CORPUS, GOOD_QUERIES, {"test": [("q1", "nope", 1)]}, "test.tsv:2", "corpus id 'nope' is not in corpus"),
+    (GOOD_CORPUS, GOOD_QUERIES, {"test": [("q9", "d1", 1)]}, "test.tsv:2", "query id 'q9' is not in queries"),
+    (GOOD_CORPUS, GOOD_QUERIES, {"test": [("q1", "d1", "high")]}, "test.tsv:2", "score 'high' is not a number"),
+    (GOOD_CORPUS, GOOD_QUERIES, {"test": [("q1", "d1")]}, "test.tsv:2", "expected 3 tab-separated columns"),
+    (GOOD_CORPUS, GOOD_QUERIES, {"test": [("q1", "d1", 1), ("q1", "d1", 2)]}, "test.tsv:3", "duplicate judgement"),
+])
+def test_bad_input_is_rejected_with_file_line_and_problem(tmp_path, corpus, queries, qrels, where, message):
+    folder = write_beir(tmp_path / "bad", corpus, queries, qrels)
+    with pytest.raises(DataError) as err:
+        load_beir(folder)
+    text = str(err.value)
+    assert where in text and message in text, text
+
+
+def test_missing_files(tmp_path):
+    with pytest.raises(DataError, match="not a folder"):
+        load_beir(tmp_path / "nothing")
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "corpus.jsonl").write_text('{"_id": "a", "text": "x"}\n')
+    with pytest.raises(DataError, match="queries.jsonl: file is missing"):
+        load_beir(tmp_path / "half")
+
+
+def test_registry_order_and_offline_mirror(tmp_path, monkeypatch, shared_datasets):
+    monkeypatch.setenv("GENIR_CACHE", str(tmp_path / "cache"))
+    mine = write_beir(tmp_path / "mine" / "scifact", GOOD_CORPUS, GOOD_QUERIES)
+    assert resolve_dataset("scifact", data_dir=tmp_path / "mine") == mine  # --data-dir first
+    monkeypatch.setenv("GENIR_DATASETS", str(shared_datasets))
+    assert resolve_dataset("scifact") == shared_datasets / "scifact"  # then the mirror
+    monkeypatch.delenv("GENIR_DATASETS")
+    with pytest.raises(DataError, match="downloading is off"):
+        resolve_dataset("scifact", download=False)
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+def test_fetch_from_http_archive_into_cache(tmp_path, monkeypatch):
+    src = write_beir(tmp_path / "src" / "tiny", GOOD_CORPUS, GOOD_QUERIES, {"test": [("q1", "d1", 1)]})
+    serve = tmp_path / "www"
+    serve.mkdir()
+    with zipfile.ZipFile(serve / "tiny.zip", "w") as z:
+        for p in src.rglob("*"):
+            z.write(p, Path("tiny") / p.relative_to(src))
+    (serve / "broken.zip").write_text("not a zip")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(_QuietHandler, directory=str(serve)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("GENIR_CACHE", str(tmp_path / "cache"))
+        monkeypatch.delenv("GENIR_DATASETS", raising=False)
+        monkeypatch.setenv("GENIR_BEIR_URL", f"http://127.0.0.1:{server.server_port}/{{name}}.zip")
+        c = load_dataset("tiny")
+        assert c.doc_ids == ["d1", "d2", "d3"]
+        assert (tmp_path / "cache" / "datasets" / "tiny" / "corpus.jsonl").exists()
+        with pytest.raises(DataError, match="not a zip"):
+            load_dataset("broken")
+        with pytest.raises(DataError, match="could not download"):
+            load_dataset("missing")
+        # nothing half-written: failed fetches leave no folder and no temporary behind
+        assert sorted(p.name for p in (tmp_path / "cache" / "datasets").iterdir()) == ["tiny"]
+    finally:
+        server.shutdown()
+
+
+def test_seen_unseen_and_holdout():
+    train = {"a": {"d1": 1}, "b": {"d2": 1, "d9": 0}}
+    test = {"x": {"d1": 1}, "y": {"d3": 1}, "z": {"d9": 1}, "w": {"d4": 0}}
+    seen, unseen = seen_unseen(train, test)
+    assert seen == {"x"}
+    assert unseen == {"y", "z"}  # d9 was judged non-relevant for b, so z is unseen
+    qrels = {f"q{i}": {"d": 1} for i in range(10)}
+    kept, held = hold_out(qrels, 0.3, seed=1)
+    assert len(held) == 3 and not set(kept) & set(held) and set(kept) | set(held) == set(qrels)
+
+
+def test_seen_unseen_on_scifact(shared_datasets):
+    c = load_dataset("scifact", shared_datasets)
+    seen, unseen = seen_unseen(c.qrels["train"], c.qrels["test"])
+    assert len(seen) + len(unseen) == 300
+    assert 0 < len(unseen) < 300
+
+
+def test_docasquery_and_pseudo_query_files(tmp_path):
+    doc = Document("d1", " ".join(f"w{i}" for i in range(100)))
+    pq = DocAsQuery(span_words=10, n_random=2, seed=3).generate([doc, Document("d2", "short text")])
+    assert pq["d1"][0] == " ".join(f"w{i}" for i in range(10))
+    assert len(pq["d1"]) == 3 and all(len(s.split()) == 10 for s in pq["d1"])
+    assert pq == DocAsQuery(span_words=10, n_random=2, seed=3).generate([doc, Document("d2", "short text")])
+    assert pq["d2"] == ["short text"]
+    tsv = tmp_path / "q.tsv"
+    tsv.write_text("d1\twhat is w1\nd1\tw2 meaning\n")
+    assert load_pseudo_queries(tsv) == {"d1": ["what is w1", "w2 meaning"]}
+    tsv.write_text("d1\twhat\nd7\tunknown doc\n")
+    with pytest.raises(DataError, match=r"q.tsv:2: document id 'd7'"):
+        load_pseudo_queries(tsv, {"d1": doc})
+    jl = tmp_path / "q.jsonl"
+    jl.write_text('{"doc_id": "d1", "queries": ["a", "b"]}\n{"doc_id": "d1"}\n')
+    with pytest.raises(DataError, match=r"q.jsonl:2"):
+        load_pseudo_queries(jl)
+
+
+def test_doc2query_hook_with_a_local_model(tiny_t5):
+    from genir.data import Doc2Query
+
+    docs = [Document("d1", "the cell divides"), Document("d2", "proteins fold")]
+    pq = Doc2Query(tiny_t5, n_queries=2, max_query_tokens=5, batch_size=2).generate(docs)
+    assert set(pq) == {"d1", "d2"}
+    assert all(len(v) <= 2 for v in pq.values())

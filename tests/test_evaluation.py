@@ -1,0 +1,42 @@
+"""Metrics through ir_measures against hand-computed values; run files round-trip."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from genir.data import DataError
+from genir.evaluation import evaluate, per_query, read_run, write_run
+from genir.search.base import Hit
+
+
+def test_metrics_by_hand():
+    qrels = {"q1": {"a": 1, "b": 1}, "q2": {"c": 2, "d": 1}, "q3": {"e": 1}}
+    results = {"q1": [Hit("x", 9.0), Hit("a", 8.0)], "q2": [Hit("c", 1.0), Hit("d", 0.5)]}  # q3 missing
+    pq = per_query(results, qrels)
+    assert pq["q1"]["R@1"] == 0 and pq["q1"]["R@10"] == 0.5 and pq["q1"]["MRR@10"] == 0.5
+    assert pq["q2"]["nDCG@10"] == pytest.approx(1.0)
+    assert pq["q3"] == dict.fromkeys(pq["q3"], 0.0)  # a query the run misses counts as 0
+    idcg = 1 + 1 / math.log2(3)
+    assert pq["q1"]["nDCG@10"] == pytest.approx((1 / math.log2(3)) / idcg)
+    table = evaluate(results, qrels, subsets={"seen": ["q1"], "unseen": ["q2", "q3"]})
+    assert table["full"]["n"] == 3
+    assert table["full"]["MRR@10"] == pytest.approx((0.5 + 1 + 0) / 3)
+    assert table["unseen"]["R@10"] == pytest.approx(0.5)
+
+
+def test_rank_order_decides_ties():
+    qrels = {"q": {"b": 1}}
+    tied = {"q": [Hit("a", 1.0), Hit("b", 1.0)]}
+    assert per_query(tied, qrels)["q"]["MRR@10"] == 0.5  # our order, not the doc-id tie-break of trec_eval
+
+
+def test_run_file_round_trip(tmp_path):
+    results = {"q1": [Hit("d3", 2.5), Hit("d1", 2.5), Hit("d2", -1.0)], "q2": [Hit("d9", 0.1)]}
+    path = tmp_path / "r.trec"
+    write_run(results, path, tag="t")
+    assert read_run(path) == results
+    path.write_text("q1 Q0 d1 1 2.0\n")
+    with pytest.raises(DataError, match="r.trec:1: expected 6 columns"):
+        read_run(path)
