@@ -63,7 +63,7 @@ class RunConfig:
     # tuning: hold out this share of the training queries, train without them and evaluate on them
     # (the test split is not touched); choose hyper-parameters this way, never on test queries
     holdout: float = 0.0
-    decoder_ff: int = 1536
+    decoder_ff: int | None = None  # default 4 x the encoder's width
 
     @classmethod
     def from_dict(cls, d: dict) -> RunConfig:

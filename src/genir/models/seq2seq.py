@@ -31,8 +31,8 @@ class ModelConfig:
     n_codes: int  # docid code vocabulary (the end-of-docid code is n_codes, the start code n_codes + 1)
     backbone: str = "minilm"
     decoder_layers: int = 2
-    decoder_heads: int = 6
-    decoder_ff: int = 1536
+    decoder_heads: int | None = None  # default: the encoder's number of heads
+    decoder_ff: int | None = None  # default: 4 x the encoder's width
     max_docid_length: int = 32
     dropout: float = 0.1
     query_max_length: int = 64
@@ -65,7 +65,8 @@ class DocidSeq2Seq(nn.Module):
         else:
             self.encoder = AutoModel.from_config(hf_config) if _from_config else AutoModel.from_pretrained(source)
             d = hf_config.hidden_size
-            self.decoder = CodeDecoder(d, config.decoder_layers, config.decoder_heads, config.decoder_ff, d,
+            heads = config.decoder_heads or getattr(hf_config, "num_attention_heads", 8)
+            self.decoder = CodeDecoder(d, config.decoder_layers, heads, config.decoder_ff or 4 * d, d,
                                        config.max_docid_length + 1, config.dropout)
         self.hf_config, self.d_model = hf_config, d
         self.eos, self.bos = config.n_codes, config.n_codes + 1

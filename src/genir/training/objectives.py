@@ -21,4 +21,4 @@ def seq2seq_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, d
     with torch.no_grad():
         valid = batch["targets"] >= 0
         exact = ((logits.argmax(-1) == batch["targets"]) | ~valid).all(1).float().mean()
-    return loss, {"loss": float(loss), "exact": float(exact)}
+    return loss, {"loss": float(loss.detach()), "exact": float(exact)}

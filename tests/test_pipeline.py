@@ -1,0 +1,95 @@
+"""`genir run` end to end on a slice of real SciFact with a tiny backbone; the CLI around it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from genir.cli import app
+from genir.data import load_dataset
+from genir.evaluation import read_run
+from genir.pipeline import RunConfig, run
+
+
+@pytest.fixture(scope="module")
+def scifact_slice(tmp_path_factory, shared_datasets) -> Path:
+    """120 SciFact documents: those judged for the first train and test queries, plus filler."""
+    c = load_dataset("scifact", shared_datasets)
+    train_q = list(c.qrels["train"])[:40]
+    test_q = list(c.qrels["test"])[:25]
+    keep = {d for q in train_q for d in c.qrels["train"][q]} | {d for q in test_q for d in c.qrels["test"][q]}
+    for d in c.doc_ids:
+        if len(keep) >= 120:
+            break
+        keep.add(d)
+    folder = tmp_path_factory.mktemp("data") / "scifact-slice"
+    (folder / "qrels").mkdir(parents=True)
+    with open(folder / "corpus.jsonl", "w") as f:
+        for d in c.doc_ids:
+            if d in keep:
+                f.write(json.dumps({"_id": d, "title": c.corpus[d].title, "text": c.corpus[d].text}) + "\n")
+    qids = set(train_q) | set(test_q)
+    with open(folder / "queries.jsonl", "w") as f:
+        for q in qids:
+            f.write(json.dumps({"_id": q, "text": c.queries[q]}) + "\n")
+    for split, qs in (("train", train_q), ("test", test_q)):
+        with open(folder / "qrels" / f"{split}.tsv", "w") as f:
+            f.write("query-id\tcorpus-id\tscore\n")
+            for q in qs:
+                for d, g in c.qrels[split][q].items():
+                    f.write(f"{q}\t{d}\t{g}\n")
+    return folder
+
+
+def test_run_writes_a_full_report(scifact_slice, tiny_bert, tmp_path):
+    out = tmp_path / "report"
+    cfg = RunConfig(dataset=str(scifact_slice), backbone=tiny_bert, methods=["dsi-semantic", "dsi-atomic", "dsi-naive"],
+                    baselines=["bm25", "dense"], epochs=2, batch_size=32, semantic_c=8, out=str(out), beam=20)
+    report = run(cfg)
+    names = [s["name"] for s in report["systems"]]
+    assert names == ["bm25", "dense", "dsi-semantic", "dsi-atomic", "dsi-naive"]
+    for s in report["systems"]:
+        assert set(s["metrics"]) == {"full", "seen", "unseen"}
+        assert s["metrics"]["full"]["n"] == 25
+        assert s["queries_per_second"] > 0
+    bm25 = report["systems"][0]["metrics"]["full"]
+    assert bm25["nDCG@10"] > 0.3  # on 120 documents BM25 must find the judged ones
+    gen = report["systems"][2]
+    assert gen["encoder"] == "frozen" and gen["docids"]["collision_rate"] == 0.0
+    assert gen["queries_per_second_beam10"] > 0 and gen["index_bytes_per_doc"] > 0
+    for f in ("report.md", "report.json", "docids_dsi-semantic.png", "training_loss.png",
+              "baselines/bm25.trec", "dsi-atomic/dsi-atomic.trec", "dsi-semantic/model/model.safetensors"):
+        assert (out / f).exists(), f
+    run_file = read_run(out / "dsi-semantic" / "dsi-semantic.trec")
+    assert set(run_file) <= set(load_dataset(str(scifact_slice)).qrels["test"])
+    md = (out / "report.md").read_text()
+    assert "| BM25 |" in md and "unseen" in md
+    # a second invocation resumes: every stage is already done, nothing is retrained
+    again = run(cfg)
+    assert [s["metrics"] for s in again["systems"]] == [s["metrics"] for s in report["systems"]]
+
+
+def test_cli_run_evaluate_search_and_errors(scifact_slice, tiny_bert, tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "cli"
+    res = runner.invoke(app, ["run", "--dataset", str(scifact_slice), "--backbone", tiny_bert, "--method",
+                              "dsi-atomic", "--baseline", "bm25", "--epochs", "1", "--beam", "5", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "dsi-atomic" in res.output
+    res = runner.invoke(app, ["evaluate", str(out / "baselines" / "bm25.trec"), "--dataset", str(scifact_slice)])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["full"]["n"] == 25
+    res = runner.invoke(app, ["search", str(out / "dsi-atomic"), "vitamin D and bone density", "--k", "3"])
+    assert res.exit_code == 0, res.output
+    assert len(json.loads(res.output.strip().splitlines()[-1])["hits"]) == 3
+    res = runner.invoke(app, ["run", "--dataset", str(tmp_path / "nowhere"), "--no-baselines"])
+    assert res.exit_code == 2 and "error:" in res.output
+    res = runner.invoke(app, ["run", "--dataset", str(scifact_slice), "--method", "dsi-magic"])
+    assert res.exit_code == 2 and "unknown method" in res.output
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("dataset: x\nepochz: 3\n")
+    res = runner.invoke(app, ["run", "--config", str(cfg)])
+    assert res.exit_code == 2 and "unknown config keys: epochz" in res.output
