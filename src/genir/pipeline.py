@@ -146,7 +146,8 @@ class Run:
         if spec.startswith("doc2query:"):
             from genir.data.pseudo_queries import Doc2Query
 
-            pq = Doc2Query(spec.split(":", 1)[1], n_queries=self.cfg.doc2query_n, seed=self.cfg.seed).generate(self.docs)
+            model_name = spec.split(":", 1)[1]
+            pq = Doc2Query(model_name, n_queries=self.cfg.doc2query_n, seed=self.cfg.seed).generate(self.docs)
             lead = DocAsQuery(self.cfg.span_words, 0).generate(self.docs)
             return {d: lead[d] + pq.get(d, []) for d in lead}
         pq = load_pseudo_queries(spec, self.collection.corpus)
@@ -236,7 +237,8 @@ class Run:
             train_info = json.loads((folder / "train.json").read_text())
         else:
             mcfg = ModelConfig(n_codes=table.vocab_size, backbone=cfg.backbone, decoder_layers=cfg.decoder_layers,
-                               decoder_ff=cfg.decoder_ff, max_docid_length=trie.depth, query_max_length=cfg.query_max_length,
+                               decoder_ff=cfg.decoder_ff, max_docid_length=trie.depth,
+                               query_max_length=cfg.query_max_length,
                                doc_max_length=cfg.doc_max_length, extra={"method": method_name})
             model = DocidSeq2Seq(mcfg)
             frozen = cfg.encoder == "frozen"

@@ -31,7 +31,7 @@ def beam_search(model, trie: PrefixTree, memory: torch.Tensor, memory_mask: torc
     prev = torch.full((b,), model.bos, dtype=torch.long, device=memory.device)
     width = 1
     neg_inf = float("-inf")
-    for t in range(trie.depth):
+    for _ in range(trie.depth):
         logits, state = model.step(state, prev)
         logp = F.log_softmax(logits.float(), dim=-1).cpu()
         flat_nodes = nodes.reshape(-1)

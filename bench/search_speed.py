@@ -1,0 +1,74 @@
+"""Search speed in one process: generative beam search vs dense search with the same encoder vs BM25.
+
+Usage (after `genir run`, which leaves trained methods and document embeddings in its report folder):
+
+    python bench/search_speed.py --run-dir runs/scifact --method dsi-semantic --beams 10 100
+
+Every searcher answers the same test queries; each measurement is repeated (--rounds, interleaved so
+machine noise hits all alike) and the median is kept. Ratios are queries/s over dense queries/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run-dir", required=True, type=Path)
+    ap.add_argument("--method", action="append", help="method folder(s) in the run dir (default: all)")
+    ap.add_argument("--beams", type=int, nargs="+", default=[10, 100])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--k", type=int, default=100)
+    ap.add_argument("--json", type=Path, help="also write the figures here")
+    args = ap.parse_args()
+
+    from genir.data import load_dataset
+    from genir.docids import DocIdTable
+    from genir.models import DocidSeq2Seq
+    from genir.search.bm25 import BM25Searcher
+    from genir.search.dense import DenseSearcher
+    from genir.search.generative import GenerativeSearcher
+
+    cfg = json.loads((args.run_dir / "config.json").read_text())
+    coll = load_dataset(cfg["dataset"], cfg.get("data_dir"), cfg.get("qrels_dir", "qrels"))
+    queries = coll.split_queries(cfg.get("test_split", "test"))
+    docs = list(coll.corpus.values())
+    emb = np.load(args.run_dir / "doc_embeddings.npy")
+    searchers = {"bm25": BM25Searcher(docs), "dense": DenseSearcher(docs, model=cfg.get("dense_model"),
+                                                                      doc_embeddings=emb, batch_size=args.batch_size)}
+    methods = args.method or [p.parent.parent.name for p in args.run_dir.glob("*/model/genir_model.json")]
+    for m in methods:
+        model = DocidSeq2Seq.load(args.run_dir / m / "model")
+        table = DocIdTable.load(args.run_dir / m / "docids")
+        for beam in args.beams:
+            searchers[f"{m}@beam{beam}"] = GenerativeSearcher(model, table, beam=beam, batch_size=args.batch_size)
+    for s in searchers.values():  # warm-up: first calls allocate and load lazily
+        s.batch_search(dict(list(queries.items())[:8]), args.k)
+    times: dict[str, list[float]] = {n: [] for n in searchers}
+    for _ in range(args.rounds):
+        for name, s in searchers.items():
+            start = time.perf_counter()
+            s.batch_search(queries, args.k)
+            times[name].append(time.perf_counter() - start)
+    qps = {n: len(queries) / statistics.median(t) for n, t in times.items()}
+    print(f"{len(queries)} queries, {len(docs)} documents, torch threads {torch.get_num_threads()}, "
+          f"batch {args.batch_size}, median of {args.rounds} rounds")
+    print(f"{'searcher':28s} {'queries/s':>10s} {'vs dense':>9s} {'vs BM25':>8s}")
+    for n, v in qps.items():
+        print(f"{n:28s} {v:10.1f} {v / qps['dense']:8.2f}x {v / qps['bm25']:7.3f}x")
+    if args.json:
+        args.json.write_text(json.dumps({"queries": len(queries), "qps": qps,
+                                         "ratio_to_dense": {n: v / qps["dense"] for n, v in qps.items()}}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
