@@ -47,6 +47,7 @@ def run(
     method: Annotated[list[str] | None, typer.Option(help="generative method(s); repeat the flag")] = None,
     baseline: Annotated[list[str] | None, typer.Option(help="bm25 and/or dense; repeat the flag")] = None,
     no_baselines: Annotated[bool, typer.Option(help="run no baseline")] = False,
+    no_methods: Annotated[bool, typer.Option(help="run the baselines only")] = False,
     backbone: Annotated[str | None, typer.Option(help="'minilm' (bundled) or any HF model name or path")] = None,
     encoder: Annotated[str | None, typer.Option(help="frozen (cached states) or full (fine-tune)")] = None,
     epochs: Annotated[float | None, typer.Option(help="training epochs over the indexing + retrieval data")] = None,
@@ -76,6 +77,8 @@ def run(
     settings.update({k: v for k, v in flags.items() if v is not None})
     if no_baselines:
         settings["baselines"] = []
+    if no_methods:
+        settings["methods"] = []
     if settings.get("encoder", "frozen") not in ("frozen", "full"):
         _fail("--encoder must be 'frozen' or 'full'")
     try:

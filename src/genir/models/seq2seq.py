@@ -32,7 +32,8 @@ class ModelConfig:
     backbone: str = "minilm"
     decoder_layers: int = 2
     decoder_heads: int | None = None  # default: the encoder's number of heads
-    decoder_ff: int | None = None  # default: 4 x the encoder's width
+    decoder_ff: int | None = None  # default: 4 x the decoder's width
+    decoder_dim: int | None = None  # default: the encoder's width (the decoder projects encoder states)
     max_docid_length: int = 32
     dropout: float = 0.1
     query_max_length: int = 64
@@ -64,11 +65,14 @@ class DocidSeq2Seq(nn.Module):
             self.decoder = HFDecoder(hf.get_decoder(), d)
         else:
             self.encoder = AutoModel.from_config(hf_config) if _from_config else AutoModel.from_pretrained(source)
-            d = hf_config.hidden_size
-            heads = config.decoder_heads or getattr(hf_config, "num_attention_heads", 8)
-            self.decoder = CodeDecoder(d, config.decoder_layers, heads, config.decoder_ff or 4 * d, d,
+            d_enc = hf_config.hidden_size
+            d = config.decoder_dim or d_enc
+            heads = config.decoder_heads or (getattr(hf_config, "num_attention_heads", 8) if d == d_enc
+                                             else max(1, d // 64))
+            self.decoder = CodeDecoder(d, config.decoder_layers, heads, config.decoder_ff or 4 * d, d_enc,
                                        config.max_docid_length + 1, config.dropout)
-        self.hf_config, self.d_model = hf_config, d
+        self.hf_config, self.d_model = hf_config, (hf_config.d_model if self.is_encoder_decoder
+                                                   else hf_config.hidden_size)  # encoder-state width
         self.eos, self.bos = config.n_codes, config.n_codes + 1
         self.code_embed = nn.Embedding(config.n_codes + 2, d)
         self.head = nn.Linear(d, config.n_codes + 1)  # codes + end-of-docid

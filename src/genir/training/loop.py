@@ -126,6 +126,7 @@ class Trainer:
         self.model.train()
         frozen_encoder = not any(p.requires_grad for n, p in self.model.named_parameters()
                                  if n.startswith("encoder."))
+        device = next(self.model.parameters()).device
         bar = tqdm(total=total_steps, initial=step, desc=self.desc, disable=not self.show_progress)
         last_logs: dict = {}
         while step < total_steps:
@@ -141,6 +142,7 @@ class Trainer:
                     continue
                 if frozen_encoder and hasattr(self.model, "encoder"):
                     self.model.encoder.eval()
+                batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
                 loss, last_logs = module(batch)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
