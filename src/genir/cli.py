@@ -146,6 +146,41 @@ def search(
 
 
 @app.command()
+def serve(
+    method_dir: Annotated[Path, typer.Argument(help="a method folder of a run (model/ + docids/), or 'bm25'")],
+    dataset: Annotated[str | None, typer.Option(help="dataset (needed for bm25)")] = None,
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    port: Annotated[int, typer.Option()] = 8000,
+    beam: Annotated[int, typer.Option()] = 100,
+) -> None:
+    """Serve a searcher over HTTP: GET /search?q=...&k=10, POST /search, GET /health."""
+    from genir.serve import make_server
+
+    if str(method_dir) == "bm25":
+        from genir.data import load_dataset
+        from genir.search.bm25 import BM25Searcher
+
+        if not dataset:
+            _fail("bm25 needs --dataset")
+        searcher = BM25Searcher(list(load_dataset(dataset).corpus.values()))
+    else:
+        from genir.docids import DocIdTable
+        from genir.models import DocidSeq2Seq
+        from genir.search.generative import GenerativeSearcher
+
+        if not (method_dir / "model" / "genir_model.json").exists():
+            _fail(f"{method_dir}: no trained model (expected {method_dir / 'model'})")
+        searcher = GenerativeSearcher(DocidSeq2Seq.load(method_dir / "model"),
+                                      DocIdTable.load(method_dir / "docids"), beam=beam, name=method_dir.name)
+    server = make_server(searcher, host, port)
+    typer.echo(f"serving {searcher.name} on http://{host}:{server.server_port}/search")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        server.shutdown()
+
+
+@app.command()
 def docids(
     dataset: Annotated[str, typer.Option(help="dataset name or folder")],
     scheme: Annotated[str, typer.Option(help="atomic | naive | semantic")] = "semantic",
