@@ -46,11 +46,11 @@ def scifact_slice(tmp_path_factory, shared_datasets) -> Path:
 
 def test_run_writes_a_full_report(scifact_slice, tiny_bert, tmp_path):
     out = tmp_path / "report"
-    cfg = RunConfig(dataset=str(scifact_slice), backbone=tiny_bert, methods=["dsi-semantic", "dsi-atomic", "dsi-naive"],
+    cfg = RunConfig(dataset=str(scifact_slice), backbone=tiny_bert, methods=["dsi-semantic", "dsi-atomic", "dsi-naive", "tied-atomic"],
                     baselines=["bm25", "dense"], epochs=2, batch_size=32, semantic_c=8, out=str(out), beam=20)
     report = run(cfg)
     names = [s["name"] for s in report["systems"]]
-    assert names == ["bm25", "dense", "dsi-semantic", "dsi-atomic", "dsi-naive"]
+    assert names == ["bm25", "dense", "dsi-semantic", "dsi-atomic", "dsi-naive", "tied-atomic"]
     for s in report["systems"]:
         assert set(s["metrics"]) == {"full", "seen", "unseen"}
         assert s["metrics"]["full"]["n"] == 25
@@ -60,6 +60,8 @@ def test_run_writes_a_full_report(scifact_slice, tiny_bert, tmp_path):
     gen = report["systems"][2]
     assert gen["encoder"] == "frozen" and gen["docids"]["collision_rate"] == 0.0
     assert gen["queries_per_second_beam10"] > 0 and gen["index_bytes_per_doc"] > 0
+    tied = report["systems"][5]
+    assert tied["metrics"]["full"]["R@100"] > 0  # 120 documents: the top 100 of them holds judged ones
     for f in ("report.md", "report.json", "docids_dsi-semantic.png", "training_loss.png",
               "baselines/bm25.trec", "dsi-atomic/dsi-atomic.trec", "dsi-semantic/model/model.safetensors"):
         assert (out / f).exists(), f

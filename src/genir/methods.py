@@ -1,7 +1,10 @@
-"""Generative methods as recipes over shared parts: a docid scheme, a training objective, a search mode.
+"""Generative methods as recipes over shared parts: a docid scheme, a training objective and its data,
+and a search mode.
 
-``genir run --method NAME`` reads this registry. A new method adds a docid scheme and an objective here;
-the data loading, training loop, trie, beam search and metrics are shared.
+``genir run --method NAME`` reads this registry. A new method adds a docid scheme, an objective and (if
+its batches differ) a training-data builder here; the data loading, training loop, trie, beam search and
+metrics are shared. Builders receive the :class:`genir.pipeline.Run`, which computes the shared pieces
+(training examples, frozen-encoder states, BM25, dense embeddings) once for all methods.
 """
 
 from __future__ import annotations
@@ -11,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from genir.docids import DocIdTable, atomic_docids, naive_docids, semantic_docids
-from genir.training.objectives import seq2seq_loss
+from genir.docids import DocIdTable, PrefixTree, atomic_docids, naive_docids, semantic_docids
+from genir.training.objectives import seq2seq_loss, tied_contrastive_loss
 
 
 @dataclass
@@ -24,12 +27,65 @@ class MethodContext:
     options: dict
 
 
+def seq2seq_training_data(run, model, table: DocIdTable, trie: PrefixTree):
+    """DSI multi-task data: indexing (document text, pseudo-queries) + retrieval (training queries)."""
+    from genir.training.data import DocidCollator, DocidDataset
+
+    examples = run.examples()
+    targets = [trie.full_sequence(i) for i in range(len(table))]
+    encoded = run.encoded(model) if run.cfg.encoder == "frozen" else None
+    return DocidDataset(examples, targets), DocidCollator(examples, targets, model, encoded, run.cfg.doc_max_length)
+
+
+def beam_searcher(run, model, table: DocIdTable, name: str, beam: int):
+    from genir.search.generative import GenerativeSearcher
+
+    return GenerativeSearcher(model, table, beam=beam, batch_size=run.cfg.search_batch_size, name=name,
+                              show_progress=beam == run.cfg.beam)
+
+
+def tied_training_data(run, model, table: DocIdTable, trie: PrefixTree):
+    """Tied-Atomic: (query, positive document) pairs from training queries and pseudo-queries, with BM25
+    top-k negatives (Tied-Atomic Sec. 4: "contrastive loss with BM25 negatives sampled from top-k")."""
+    from genir.training.data import ContrastiveCollator, ContrastiveDataset
+
+    if run.cfg.encoder != "frozen":
+        raise ValueError("tied-atomic trains on cached encoder states here: use --encoder frozen")
+    examples = run.examples()
+    pairs = [(t, d) for t, d, kind in examples.examples
+             if kind == "retrieval" or (kind == "indexing" and t != examples.doc_text.get(d))]
+    query_texts = sorted({t for t, _ in pairs})
+    ranked = run.bm25().batch_search({str(t): examples.texts[t] for t in query_texts}, run.cfg.tied_negative_depth)
+    index = {d: i for i, d in enumerate(table.doc_ids)}
+    negatives = {t: [index[h.doc_id] for h in ranked[str(t)]] for t in query_texts}
+    positives: dict[int, set[int]] = {}
+    for t, d in pairs:
+        positives.setdefault(t, set()).add(d)
+    negatives = {t: [d for d in negs if d not in positives[t]] for t, negs in negatives.items()}
+    collate = ContrastiveCollator(run.encoded(model), examples.doc_text, negatives, len(table),
+                                  run.cfg.tied_negatives, run.cfg.seed)
+    return ContrastiveDataset(pairs), collate
+
+
+def tied_searcher(run, model, table: DocIdTable, name: str, beam: int):
+    """Encode every document into the tied docid matrix; search it generatively or with faiss."""
+    from genir.search.tied import TiedAtomicIndex, TiedAtomicSearcher
+
+    searcher = TiedAtomicSearcher(model, TiedAtomicIndex(model.decoder.d_model), mode=run.cfg.tied_mode,
+                                  name=name)
+    searcher.add_documents(run.docs)
+    return searcher
+
+
 @dataclass(frozen=True)
 class Method:
     name: str
     description: str
     make_docids: Callable[[MethodContext], DocIdTable]
     objective: Callable = seq2seq_loss
+    training_data: Callable = seq2seq_training_data
+    searcher: Callable = beam_searcher
+    n_codes: Callable[[DocIdTable], int] = lambda table: table.vocab_size
 
 
 METHODS: dict[str, Method] = {
@@ -41,6 +97,9 @@ METHODS: dict[str, Method] = {
         Method("dsi-semantic", "DSI, semantic docids: hierarchical k-means over dense document embeddings",
                lambda ctx: semantic_docids(ctx.doc_ids, ctx.embed_docs(), c=ctx.options.get("semantic_c", 32),
                                            seed=ctx.options.get("seed", 0))),
+        Method("tied-atomic", "Tied-Atomic: atomic docids tied to the model's own document encodings",
+               lambda ctx: atomic_docids(ctx.doc_ids), objective=tied_contrastive_loss,
+               training_data=tied_training_data, searcher=tied_searcher, n_codes=lambda table: 1),
     ]
 }
 

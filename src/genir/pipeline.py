@@ -64,6 +64,10 @@ class RunConfig:
     # (the test split is not touched); choose hyper-parameters this way, never on test queries
     holdout: float = 0.0
     device: str = "auto"  # auto (cuda when available) | cpu | cuda
+    # tied-atomic
+    tied_mode: str = "generative"  # generative (docid vectors as the output layer) | dense (faiss)
+    tied_negatives: int = 3  # BM25 negatives per query (plus in-batch negatives)
+    tied_negative_depth: int = 30  # negatives are sampled from BM25's top-k
     # decoder 2 x 256 wide, FFN 512: chosen on held-out SciFact training queries (--holdout 0.2) for
     # quality at beam 100 within half of dense search's speed (see README, "Choosing the decoder")
     decoder_dim: int | None = 256
@@ -117,6 +121,8 @@ class Run:
         self._doc_embeddings: np.ndarray | None = None
         self._examples = None
         self._encoded = None
+        self._bm25 = None
+        self.encode_seconds = 0.0
 
     # -- shared, computed once -----------------------------------------------------------------
     def dense_encoder(self):
@@ -192,9 +198,7 @@ class Run:
             return json.loads(done.read_text())
         start = time.perf_counter()
         if name == "bm25":
-            from genir.search.bm25 import BM25Searcher
-
-            searcher, label = BM25Searcher(self.docs), "BM25"
+            searcher, label = self.bm25(), "BM25"
         elif name == "dense":
             from genir.search.dense import DenseSearcher
 
@@ -212,11 +216,17 @@ class Run:
         _write_json(done, result)
         return result
 
+    def bm25(self):
+        """One BM25 index for the baseline and for methods that mine negatives with it."""
+        if self._bm25 is None:
+            from genir.search.bm25 import BM25Searcher
+
+            self._bm25 = BM25Searcher(self.docs)
+        return self._bm25
+
     def generative(self, method_name: str) -> dict:
         from genir.models import DocidSeq2Seq, ModelConfig
-        from genir.search.generative import GenerativeSearcher
         from genir.training import TrainConfig, Trainer
-        from genir.training.data import DocidCollator, DocidDataset
 
         cfg, method = self.cfg, get_method(method_name)
         folder = self.out / method_name
@@ -241,36 +251,33 @@ class Run:
             model = DocidSeq2Seq.load(model_dir).to(self.device)
             train_info = json.loads((folder / "train.json").read_text())
         else:
-            mcfg = ModelConfig(n_codes=table.vocab_size, backbone=cfg.backbone, decoder_layers=cfg.decoder_layers,
-                               decoder_ff=cfg.decoder_ff, decoder_dim=cfg.decoder_dim, max_docid_length=trie.depth,
-                               query_max_length=cfg.query_max_length,
-                               doc_max_length=cfg.doc_max_length, extra={"method": method_name})
+            mcfg = ModelConfig(n_codes=method.n_codes(table), backbone=cfg.backbone,
+                               decoder_layers=cfg.decoder_layers, decoder_ff=cfg.decoder_ff,
+                               decoder_dim=cfg.decoder_dim, max_docid_length=trie.depth,
+                               query_max_length=cfg.query_max_length, doc_max_length=cfg.doc_max_length,
+                               extra={"method": method_name})
             model = DocidSeq2Seq(mcfg).to(self.device)
-            frozen = cfg.encoder == "frozen"
-            model.freeze_encoder(frozen)
-            examples = self.examples()
-            targets = [trie.full_sequence(i) for i in range(len(table))]
-            encoded = self.encoded(model) if frozen else None
-            collate = DocidCollator(examples, targets, model, encoded, cfg.doc_max_length)
+            model.freeze_encoder(cfg.encoder == "frozen")
+            dataset, collate = method.training_data(self, model, table, trie)
             tcfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, encoder_lr=cfg.encoder_lr,
                                seed=cfg.seed)
-            trainer = Trainer(model, method.objective, DocidDataset(examples, targets), collate, tcfg,
-                              folder / "checkpoints", desc=f"train {method_name}")
+            trainer = Trainer(model, method.objective, dataset, collate, tcfg, folder / "checkpoints",
+                              desc=f"train {method_name}")
             info = trainer.train()
-            train_info = {**info, "encoder": cfg.encoder, "examples": examples.counts(),
-                          "encode_seconds": getattr(self, "encode_seconds", 0.0) if frozen else 0.0,
+            train_info = {**info, "encoder": cfg.encoder, "examples": len(dataset),
+                          "encode_seconds": self.encode_seconds if cfg.encoder == "frozen" else 0.0,
                           "history": trainer.history, "train_config": asdict(tcfg),
                           "parameters": model.n_parameters()}
             model.save(model_dir)
             _write_json(folder / "train.json", train_info)
         model.eval()
-        # 3. search at beam 100 (the reported figures) and beam 10 (speed)
-        searcher = GenerativeSearcher(model, table, beam=cfg.beam, batch_size=cfg.search_batch_size,
-                                      name=method_name, show_progress=True)
-        index_s = docid_s + train_info["seconds"] + train_info.get("encode_seconds", 0.0)
+        # 3. search at the reported beam, and at beam 10 for speed
+        index_start = time.perf_counter()
+        searcher = method.searcher(self, model, table, method_name, cfg.beam)
+        searcher_s = time.perf_counter() - index_start  # e.g. encoding documents for tied docids
+        index_s = docid_s + train_info["seconds"] + train_info.get("encode_seconds", 0.0) + searcher_s
         result = self.evaluate_searcher(searcher, method_name, folder, {
-            "label": method.description.split(":")[0] if ":" in method.description else method_name,
-            "kind": "generative", "method": method_name, "description": method.description,
+            "label": method_name, "kind": "generative", "method": method_name, "description": method.description,
             "encoder": cfg.encoder, "backbone": cfg.backbone, "beam": cfg.beam,
             "docids": table.stats(), "docid_seconds": docid_s,
             "train_seconds": train_info["seconds"], "train_steps": train_info["steps"],
@@ -278,8 +285,7 @@ class Run:
             "index_seconds": index_s, "indexing_docs_per_second": len(self.docs) / max(index_s, 1e-9),
             "index_bytes_per_doc": searcher.index_bytes() / len(self.docs),
             "parameters": train_info.get("parameters")})
-        result["label"] = method_name
-        fast = GenerativeSearcher(model, table, beam=10, batch_size=cfg.search_batch_size, name=method_name)
+        fast = method.searcher(self, model, table, method_name, 10)
         _, result["queries_per_second_beam10"] = timed_search(fast, self.test_queries, cfg.k)
         result[f"queries_per_second_beam{cfg.beam}"] = result["queries_per_second"]
         _write_json(done, result)

@@ -107,6 +107,14 @@ class DocidSeq2Seq(nn.Module):
         hidden = self.decoder(self.code_embed(prev), memory, memory_mask)
         return self.head(hidden)
 
+    def first_hidden(self, memory: torch.Tensor, memory_mask: torch.Tensor) -> torch.Tensor:
+        """The decoder's last hidden state at the first decoding step (input: the start code), (B, d).
+
+        Tied-Atomic's text vector: h_query and h_doc of Eq. 2 (differentiable; equals ``step`` from ``start``).
+        """
+        start = self.code_embed.weight[self.bos].expand(memory.shape[0], 1, -1)
+        return self.decoder(start, memory, memory_mask)[:, 0]
+
     def start(self, memory: torch.Tensor, memory_mask: torch.Tensor):
         return self.decoder.start(memory, memory_mask)
 

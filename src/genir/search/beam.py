@@ -17,8 +17,11 @@ from genir.docids.trie import PrefixTree
 
 @torch.no_grad()
 def beam_search(model, trie: PrefixTree, memory: torch.Tensor, memory_mask: torch.Tensor,
-                beam: int) -> tuple[torch.Tensor, torch.Tensor]:
+                beam: int, normalize: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Returns (leaf nodes, scores), each (B, W), best first; dead beams have score -inf.
+
+    ``normalize=False`` sums raw logits instead of log-probabilities (same ranking for one-step docids;
+    Tied-Atomic uses it so that generative scores are the dot products themselves).
 
     ``model`` provides ``start(memory, mask)``, ``step(state, prev_codes) -> logits`` and
     ``reorder(state, rows)`` (see :class:`genir.models.DocidSeq2Seq`).
@@ -33,7 +36,7 @@ def beam_search(model, trie: PrefixTree, memory: torch.Tensor, memory_mask: torc
     neg_inf = float("-inf")
     for _ in range(trie.depth):
         logits, state = model.step(state, prev)
-        logp = F.log_softmax(logits.float(), dim=-1).cpu()
+        logp = (F.log_softmax(logits.float(), dim=-1) if normalize else logits.float()).cpu()
         flat_nodes = nodes.reshape(-1)
         done = trie.is_leaf[flat_nodes]
         cand = logp.masked_fill(~trie.allowed_mask(flat_nodes), neg_inf)

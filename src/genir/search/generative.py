@@ -21,9 +21,10 @@ class GenerativeSearcher(Searcher):
     (corpus order by default), all with the docid's score."""
 
     def __init__(self, model, table: DocIdTable, beam: int = 100, batch_size: int = 16,
-                 tie_break: TieBreak | None = None, name: str = "generative", show_progress: bool = False):
+                 tie_break: TieBreak | None = None, name: str = "generative", show_progress: bool = False,
+                 normalize: bool = True, trie: PrefixTree | None = None):
         self.model, self.table, self.beam, self.batch_size = model.eval(), table, beam, batch_size
-        self.trie = PrefixTree(table)
+        self.trie, self.normalize = trie or PrefixTree(table), normalize
         self.tie_break, self.name, self.show_progress = tie_break, name, show_progress
 
     def batch_search(self, queries: Mapping[str, str], k: int = 100) -> Results:
@@ -35,7 +36,7 @@ class GenerativeSearcher(Searcher):
             texts = [queries[q] for q in batch]
             with torch.inference_mode():
                 memory, mask = self.model.encode_texts(texts)
-                nodes, scores = beam_search(self.model, self.trie, memory, mask, self.beam)
+                nodes, scores = beam_search(self.model, self.trie, memory, mask, self.beam, self.normalize)
             for i, qid in enumerate(batch):
                 hits: list[Hit] = []
                 for node, score in zip(nodes[i].tolist(), scores[i].tolist(), strict=True):

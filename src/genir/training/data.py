@@ -6,7 +6,7 @@ examples (training query -> each relevant document's docid), mixed in one stream
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch.utils.data import Dataset
@@ -18,10 +18,12 @@ from genir.data.pseudo_queries import PseudoQueries
 
 @dataclass
 class IndexingExamples:
-    """Parallel lists: ``texts`` (unique strings) and examples ``(text index, document index, kind)``."""
+    """``texts`` (unique strings), examples ``(text index, document index, kind)``, and ``doc_text``: the
+    text index of each document's own text (its first indexing text, the leading span)."""
 
     texts: list[str]
     examples: list[tuple[int, int, str]]
+    doc_text: dict[int, int] = field(default_factory=dict)
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -37,6 +39,7 @@ def build_dsi_examples(collection: Collection, pseudo_queries: PseudoQueries, tr
     texts: list[str] = []
     text_id: dict[str, int] = {}
     examples: list[tuple[int, int, str]] = []
+    doc_text: dict[int, int] = {}
 
     def add(text: str, doc: int, kind: str) -> None:
         if not text.strip():
@@ -45,6 +48,8 @@ def build_dsi_examples(collection: Collection, pseudo_queries: PseudoQueries, tr
             text_id[text] = len(texts)
             texts.append(text)
         examples.append((text_id[text], doc, kind))
+        if kind == "indexing":
+            doc_text.setdefault(doc, text_id[text])
 
     for d, queries in pseudo_queries.items():
         if d in doc_index:
@@ -58,7 +63,7 @@ def build_dsi_examples(collection: Collection, pseudo_queries: PseudoQueries, tr
             for d, grade in rels.items():
                 if grade > 0 and d in doc_index:
                     add(collection.queries[qid], doc_index[d], "retrieval")
-    return IndexingExamples(texts, examples)
+    return IndexingExamples(texts, examples, doc_text)
 
 
 class EncodedTexts:
@@ -121,3 +126,43 @@ class DocidCollator:
         else:
             batch.update(self.model.tokenize([self.examples.texts[t] for t in texts], self.max_length))
         return batch
+
+
+class ContrastiveDataset(Dataset):
+    """(query text, positive document) pairs; negatives are drawn per batch from ``negatives[text]``."""
+
+    def __init__(self, pairs: list[tuple[int, int]]):
+        self.pairs = pairs
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, i: int) -> tuple[int, int]:
+        return self.pairs[i]
+
+
+class ContrastiveCollator:
+    """Cached states of each query, its positive and ``n_negatives`` hard negatives (positive first).
+
+    ``negatives[text index]`` is a ranked candidate list (e.g. BM25's top-k) without the positives;
+    negatives are sampled from it (with replacement when it is short, random documents when empty).
+    """
+
+    def __init__(self, encoded: EncodedTexts, doc_text: dict[int, int], negatives: dict[int, list[int]],
+                 n_docs: int, n_negatives: int = 3, seed: int = 0):
+        import random
+
+        self.encoded, self.doc_text, self.negatives = encoded, doc_text, negatives
+        self.n_docs, self.n_negatives, self.rng = n_docs, n_negatives, random.Random(seed)
+
+    def __call__(self, items: list[tuple[int, int]]) -> dict[str, torch.Tensor]:
+        texts, docs = [], []
+        for text, pos in items:
+            texts.append(text)
+            pool = [d for d in self.negatives.get(text, []) if d != pos]
+            negs = [self.rng.choice(pool) if pool else self.rng.randrange(self.n_docs)
+                    for _ in range(self.n_negatives)]
+            docs.extend([pos, *negs])
+        q_memory, q_mask = self.encoded.batch(texts)
+        d_memory, d_mask = self.encoded.batch([self.doc_text[d] for d in docs])
+        return {"q_memory": q_memory, "q_mask": q_mask, "d_memory": d_memory, "d_mask": d_mask}

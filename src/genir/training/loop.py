@@ -151,7 +151,7 @@ class Trainer:
                 optimizer.step()
                 scheduler.step()
                 step += 1
-                self.history.append((step, float(loss)))
+                self.history.append((step, float(loss.detach())))
                 bar.update(1)
                 bar.set_postfix({k: f"{v:.3f}" for k, v in last_logs.items()}, refresh=False)
                 if ckpt and cfg.checkpoint_every and step % cfg.checkpoint_every == 0:

@@ -22,3 +22,22 @@ def seq2seq_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, d
         valid = batch["targets"] >= 0
         exact = ((logits.argmax(-1) == batch["targets"]) | ~valid).all(1).float().mean()
     return loss, {"loss": float(loss.detach()), "exact": float(exact)}
+
+
+def tied_contrastive_loss(model, batch: dict[str, torch.Tensor], temperature: float = 1.0
+                          ) -> tuple[torch.Tensor, dict[str, float]]:
+    """Tied-Atomic (Sec. 4): score(q, d) = h_query . h_doc (Eq. 2, W_docs tied to document encodings),
+    cross-entropy over every document in the batch: the positive, its BM25 negatives and the other
+    queries' documents (in-batch negatives), as Tevatron's contrastive loss does.
+
+    Batch: ``q_memory/q_mask`` (B queries), ``d_memory/d_mask`` (B x group documents, positive first).
+    """
+    h_q = model.first_hidden(batch["q_memory"], batch["q_mask"])
+    h_d = model.first_hidden(batch["d_memory"], batch["d_mask"])
+    scores = h_q @ h_d.T / temperature
+    group = h_d.shape[0] // h_q.shape[0]
+    target = torch.arange(h_q.shape[0], device=scores.device) * group
+    loss = F.cross_entropy(scores, target)
+    with torch.no_grad():
+        acc = (scores.argmax(1) == target).float().mean()
+    return loss, {"loss": float(loss.detach()), "acc": float(acc)}
