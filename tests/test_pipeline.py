@@ -46,13 +46,15 @@ def scifact_slice(tmp_path_factory, shared_datasets) -> Path:
 
 def test_run_writes_a_full_report(scifact_slice, tiny_bert, tmp_path):
     out = tmp_path / "report"
-    cfg = RunConfig(dataset=str(scifact_slice), backbone=tiny_bert, methods=["dsi-semantic", "dsi-atomic", "dsi-naive", "tied-atomic"],
-                    baselines=["bm25", "dense"], epochs=2, batch_size=32, semantic_c=8, out=str(out), beam=20)
+    cfg = RunConfig(dataset=str(scifact_slice), backbone=tiny_bert, baselines=["bm25", "dense"],
+                    methods=["dsi-semantic", "dsi-atomic", "dsi-naive", "tied-atomic"], new_docs=0.2,
+                    epochs=2, batch_size=32, semantic_c=8, out=str(out), beam=20)
     report = run(cfg)
     names = [s["name"] for s in report["systems"]]
     assert names == ["bm25", "dense", "dsi-semantic", "dsi-atomic", "dsi-naive", "tied-atomic"]
     for s in report["systems"]:
-        assert set(s["metrics"]) == {"full", "seen", "unseen"}
+        assert set(s["metrics"]) == {"full", "seen", "unseen", "new-docs"}
+        assert 0 < s["metrics"]["new-docs"]["n"] < 25
         assert s["metrics"]["full"]["n"] == 25
         assert s["queries_per_second"] > 0
     bm25 = report["systems"][0]["metrics"]["full"]

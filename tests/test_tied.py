@@ -88,8 +88,50 @@ def test_contrastive_training_separates_positives(tiny_bert):
     encoded = EncodedTexts(model, texts, 16, show_progress=False)
     pairs = [(16 + i, i) for i in range(16)]
     collate = ContrastiveCollator(encoded, {i: i for i in range(16)}, {16 + i: [(i + 1) % 16] for i in range(16)},
-                                  16, n_negatives=1)
+                                  list(range(16)), n_negatives=1)
     trainer = Trainer(model, tied_contrastive_loss, ContrastiveDataset(pairs), collate,
                       TrainConfig(epochs=40, batch_size=8, lr=3e-3, checkpoint_every=0), show_progress=False)
     trainer.train()
     assert np.mean([x for _, x in trainer.history[-5:]]) < 0.5 * np.mean([x for _, x in trainer.history[:5]])
+
+
+def test_teacher_scores_file_and_distillation_run(tmp_path, tiny_bert, shared_datasets):
+    from genir.data import DataError, load_dataset
+    from genir.pipeline import RunConfig, run
+    from genir.search.bm25 import BM25Searcher
+    from genir.training.data import read_teacher_scores
+
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("q1\td1\t0.5\nq1\td2\thigh\n")
+    with pytest.raises(DataError, match=r"bad.tsv:2: score 'high'"):
+        read_teacher_scores(bad)
+    # a teacher: BM25 scores of SciFact training queries over a 150-document slice
+    c = load_dataset("scifact", shared_datasets)
+    train = dict(list(c.qrels["train"].items())[:30])
+    test = dict(list(c.qrels["test"].items())[:10])
+    keep = sorted({d for r in (*train.values(), *test.values()) for d in r} | set(c.doc_ids[:120]))
+    folder = tmp_path / "slice"
+    (folder / "qrels").mkdir(parents=True)
+    import json
+
+    (folder / "corpus.jsonl").write_text("".join(json.dumps({"_id": d, "text": c.corpus[d].full_text}) + "\n"
+                                                 for d in keep))
+    (folder / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": c.queries[q]}) + "\n"
+                                                  for q in (*train, *test)))
+    for split, rows in (("train", train), ("test", test)):
+        (folder / "qrels" / f"{split}.tsv").write_text(
+            "".join(f"{q}\t{d}\t{g}\n" for q, r in rows.items() for d, g in r.items()))
+    bm25 = BM25Searcher([c.corpus[d] for d in keep])
+    hits = bm25.batch_search({q: c.queries[q] for q in train}, 20)
+    teacher = tmp_path / "teacher.tsv"
+    with open(teacher, "w") as f:
+        for q, hs in hits.items():
+            for h in hs:
+                f.write(f"{q}\t{h.doc_id}\t{h.score}\n")
+            for d in train[q]:  # the teacher also scores each positive
+                f.write(f"{q}\t{d}\t{max(h.score for h in hs) + 1 if hs else 1.0}\n")
+    report = run(RunConfig(dataset=str(folder), backbone=tiny_bert, baselines=[], methods=["tied-atomic-distill"],
+                           teacher_scores=str(teacher), epochs=2, batch_size=8, out=str(tmp_path / "out")))
+    system = report["systems"][0]
+    assert system["name"] == "tied-atomic-distill" and system["metrics"]["full"]["n"] == 10
+    assert system["train_steps"] > 0

@@ -60,6 +60,11 @@ def run(
     holdout: Annotated[float | None, typer.Option(
         help="tune: train without this share of training queries and evaluate on them, not on test")] = None,
     max_test_queries: Annotated[int | None, typer.Option(help="evaluate only the first N test queries")] = None,
+    new_docs: Annotated[float | None, typer.Option(
+        help="hold this share of documents out of training; report them as the 'new-docs' subset")] = None,
+    tied_mode: Annotated[str | None, typer.Option(help="tied-atomic search: generative or dense")] = None,
+    teacher_scores: Annotated[str | None, typer.Option(
+        help="tied-atomic-distill: teacher scores, TSV query_id<TAB>doc_id<TAB>score or a TREC run")] = None,
     out: Annotated[str | None, typer.Option(help="report folder (a second run with it resumes)")] = None,
     seed: Annotated[int | None, typer.Option()] = None,
 ) -> None:
@@ -73,7 +78,8 @@ def run(
              "test_split": test_split, "methods": method or None, "baselines": baseline or None,
              "backbone": backbone, "encoder": encoder, "epochs": epochs, "batch_size": batch_size, "lr": lr,
              "beam": beam, "semantic_c": semantic_c, "pseudo_queries": pseudo_queries, "holdout": holdout,
-             "max_test_queries": max_test_queries, "out": out, "seed": seed}
+             "max_test_queries": max_test_queries, "out": out, "seed": seed, "new_docs": new_docs,
+             "tied_mode": tied_mode, "teacher_scores": teacher_scores}
     settings.update({k: v for k, v in flags.items() if v is not None})
     if no_baselines:
         settings["baselines"] = []

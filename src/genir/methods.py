@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from genir.docids import DocIdTable, PrefixTree, atomic_docids, naive_docids, semantic_docids
-from genir.training.objectives import seq2seq_loss, tied_contrastive_loss
+from genir.training.objectives import seq2seq_loss, tied_contrastive_loss, tied_margin_mse_loss
 
 
 @dataclass
@@ -61,10 +61,35 @@ def tied_training_data(run, model, table: DocIdTable, trie: PrefixTree):
     positives: dict[int, set[int]] = {}
     for t, d in pairs:
         positives.setdefault(t, set()).add(d)
-    negatives = {t: [d for d in negs if d not in positives[t]] for t, negs in negatives.items()}
-    collate = ContrastiveCollator(run.encoded(model), examples.doc_text, negatives, len(table),
+    # negatives only among trained documents: held-out ("new") documents stay unseen in training
+    negatives = {t: [d for d in negs if d not in positives[t] and d in examples.doc_text]
+                 for t, negs in negatives.items()}
+    collate = ContrastiveCollator(run.encoded(model), examples.doc_text, negatives, sorted(examples.doc_text),
                                   run.cfg.tied_negatives, run.cfg.seed)
     return ContrastiveDataset(pairs), collate
+
+
+def tied_distillation_data(run, model, table: DocIdTable, trie: PrefixTree):
+    """Margin-MSE data: training queries whose positive and at least one other document carry teacher
+    scores (``--teacher-scores``: TSV query_id, doc_id, score, or a TREC run)."""
+    from genir.training.data import ContrastiveDataset, MarginCollator, read_teacher_scores
+
+    if not run.cfg.teacher_scores:
+        raise ValueError("tied-atomic-distill needs --teacher-scores FILE (query_id, doc_id, score)")
+    if run.cfg.encoder != "frozen":
+        raise ValueError("tied-atomic trains on cached encoder states here: use --encoder frozen")
+    teacher = read_teacher_scores(run.cfg.teacher_scores, run.collection.queries, run.collection.corpus)
+    examples = run.examples()
+    index = {d: i for i, d in enumerate(table.doc_ids)}
+    text_id = {t: i for i, t in enumerate(examples.texts)}
+    text_of = {q: text_id[run.collection.queries[q]] for q in teacher if run.collection.queries[q] in text_id}
+    by_text = {text_of[q]: {index[d]: s for d, s in scores.items() if index[d] in examples.doc_text}
+               for q, scores in teacher.items() if q in text_of}
+    pairs = [(t, d) for t, d, kind in examples.examples
+             if kind == "retrieval" and d in by_text.get(t, {}) and len(by_text[t]) > 1]
+    if not pairs:
+        raise ValueError("no training query has teacher scores for its positive and another document")
+    return ContrastiveDataset(pairs), MarginCollator(run.encoded(model), examples.doc_text, by_text, run.cfg.seed)
 
 
 def tied_searcher(run, model, table: DocIdTable, name: str, beam: int):
@@ -100,6 +125,9 @@ METHODS: dict[str, Method] = {
         Method("tied-atomic", "Tied-Atomic: atomic docids tied to the model's own document encodings",
                lambda ctx: atomic_docids(ctx.doc_ids), objective=tied_contrastive_loss,
                training_data=tied_training_data, searcher=tied_searcher, n_codes=lambda table: 1),
+        Method("tied-atomic-distill", "Tied-Atomic trained by Margin-MSE on teacher scores (--teacher-scores)",
+               lambda ctx: atomic_docids(ctx.doc_ids), objective=tied_margin_mse_loss,
+               training_data=tied_distillation_data, searcher=tied_searcher, n_codes=lambda table: 1),
     ]
 }
 

@@ -63,11 +63,15 @@ class RunConfig:
     # tuning: hold out this share of the training queries, train without them and evaluate on them
     # (the test split is not touched); choose hyper-parameters this way, never on test queries
     holdout: float = 0.0
+    # new documents: hold this share of the corpus out of all training (no indexing or query examples);
+    # the report adds a "new-docs" subset: test queries with a relevant document among them
+    new_docs: float = 0.0
     device: str = "auto"  # auto (cuda when available) | cpu | cuda
     # tied-atomic
     tied_mode: str = "generative"  # generative (docid vectors as the output layer) | dense (faiss)
     tied_negatives: int = 3  # BM25 negatives per query (plus in-batch negatives)
     tied_negative_depth: int = 30  # negatives are sampled from BM25's top-k
+    teacher_scores: str | None = None  # tied-atomic-distill: TSV query_id, doc_id, score (or a TREC run)
     # decoder 2 x 256 wide, FFN 512: chosen on held-out SciFact training queries (--holdout 0.2) for
     # quality at beam 100 within half of dense search's speed (see README, "Choosing the decoder")
     decoder_dim: int | None = 256
@@ -116,6 +120,16 @@ class Run:
         if cfg.train_split and cfg.train_split in self.collection.qrels:
             seen, unseen = seen_unseen(self.collection.qrels[cfg.train_split], self.qrels)
             self.subsets = {"seen": seen, "unseen": unseen}
+        # new documents: a slice of the corpus no training example touches; methods index it afterwards
+        # (their own way: tied vectors are encoded, semantic docids are clustered, atomic ones never trained)
+        self.new_doc_ids: set[str] = set()
+        if cfg.new_docs:
+            import random
+
+            n_new = int(round(len(self.doc_ids) * cfg.new_docs))
+            self.new_doc_ids = set(random.Random(cfg.seed).sample(self.doc_ids, n_new))
+            self.subsets["new-docs"] = {q for q, r in self.qrels.items()
+                                        if any(g > 0 and d in self.new_doc_ids for d, g in r.items())}
         self.device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
         self._dense_encoder = None
         self._doc_embeddings: np.ndarray | None = None
@@ -170,7 +184,8 @@ class Run:
             from genir.training.data import build_dsi_examples
 
             train = self.cfg.train_split if self.cfg.train_split in self.collection.qrels else None
-            self._examples = build_dsi_examples(self.collection, self.pseudo_queries(), train)
+            trained = {d: i for i, d in enumerate(self.doc_ids) if d not in self.new_doc_ids}
+            self._examples = build_dsi_examples(self.collection, self.pseudo_queries(), train, trained)
         return self._examples
 
     def encoded(self, model):

@@ -87,7 +87,7 @@ def plot_training(systems: list[dict], out: Path, root: Path) -> Path | None:
 
 def render_markdown(report: dict, plots: list[str]) -> str:
     systems = report["systems"]
-    subsets = [s for s in ("full", "seen", "unseen") if s in systems[0]["metrics"]] if systems else []
+    subsets = list(systems[0]["metrics"]) if systems else []
     lines = [f"# genir report: {report['dataset']} ({report['test_split']})", ""]
     q = report["queries"]
     lines.append(f"{report['documents']:,} documents; test queries: " +

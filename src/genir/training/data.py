@@ -145,24 +145,81 @@ class ContrastiveCollator:
     """Cached states of each query, its positive and ``n_negatives`` hard negatives (positive first).
 
     ``negatives[text index]`` is a ranked candidate list (e.g. BM25's top-k) without the positives;
-    negatives are sampled from it (with replacement when it is short, random documents when empty).
+    negatives are sampled from it (with replacement when it is short, from ``fallback_docs`` when empty).
     """
 
     def __init__(self, encoded: EncodedTexts, doc_text: dict[int, int], negatives: dict[int, list[int]],
-                 n_docs: int, n_negatives: int = 3, seed: int = 0):
+                 fallback_docs: list[int], n_negatives: int = 3, seed: int = 0):
         import random
 
         self.encoded, self.doc_text, self.negatives = encoded, doc_text, negatives
-        self.n_docs, self.n_negatives, self.rng = n_docs, n_negatives, random.Random(seed)
+        self.fallback, self.n_negatives, self.rng = fallback_docs, n_negatives, random.Random(seed)
 
     def __call__(self, items: list[tuple[int, int]]) -> dict[str, torch.Tensor]:
         texts, docs = [], []
         for text, pos in items:
             texts.append(text)
             pool = [d for d in self.negatives.get(text, []) if d != pos]
-            negs = [self.rng.choice(pool) if pool else self.rng.randrange(self.n_docs)
+            negs = [self.rng.choice(pool) if pool else self.rng.choice(self.fallback)
                     for _ in range(self.n_negatives)]
             docs.extend([pos, *negs])
         q_memory, q_mask = self.encoded.batch(texts)
         d_memory, d_mask = self.encoded.batch([self.doc_text[d] for d in docs])
         return {"q_memory": q_memory, "q_mask": q_mask, "d_memory": d_memory, "d_mask": d_mask}
+
+
+def read_teacher_scores(path, queries: dict[str, str] | None = None, corpus: dict | None = None
+                        ) -> dict[str, dict[str, float]]:
+    """Teacher scores for distillation: TSV ``query_id<TAB>doc_id<TAB>score`` (e.g. cross-encoder scores),
+    or a TREC run file (``qid Q0 docid rank score tag``). Unknown ids are errors with file and line."""
+    from pathlib import Path
+
+    from genir.data.collection import DataError
+
+    path = Path(path)
+    out: dict[str, dict[str, float]] = {}
+    with open(path, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            cols = line.rstrip("\n").split("\t") if "\t" in line else line.split()
+            if len(cols) == 6:
+                cols = [cols[0], cols[2], cols[4]]
+            if len(cols) != 3:
+                raise DataError(path, line_no, "expected query_id, doc_id, score (TSV) or a TREC run line")
+            try:
+                score = float(cols[2])
+            except ValueError:
+                raise DataError(path, line_no, f"score {cols[2]!r} is not a number") from None
+            if queries is not None and cols[0] not in queries:
+                raise DataError(path, line_no, f"query id {cols[0]!r} is not in queries.jsonl")
+            if corpus is not None and cols[1] not in corpus:
+                raise DataError(path, line_no, f"document id {cols[1]!r} is not in the corpus")
+            out.setdefault(cols[0], {})[cols[1]] = score
+    return out
+
+
+class MarginCollator:
+    """(query, positive, negative, teacher margin) batches for :func:`tied_margin_mse_loss`.
+
+    ``teacher[text index]`` maps document index -> teacher score; each item draws one scored negative.
+    """
+
+    def __init__(self, encoded: EncodedTexts, doc_text: dict[int, int], teacher: dict[int, dict[int, float]],
+                 seed: int = 0):
+        import random
+
+        self.encoded, self.doc_text, self.teacher, self.rng = encoded, doc_text, teacher, random.Random(seed)
+
+    def __call__(self, items: list[tuple[int, int]]) -> dict[str, torch.Tensor]:
+        texts, docs, margins = [], [], []
+        for text, pos in items:
+            scores = self.teacher[text]
+            neg = self.rng.choice([d for d in scores if d != pos])
+            texts.append(text)
+            docs.extend([pos, neg])
+            margins.append(scores[pos] - scores[neg])
+        q_memory, q_mask = self.encoded.batch(texts)
+        d_memory, d_mask = self.encoded.batch([self.doc_text[d] for d in docs])
+        return {"q_memory": q_memory, "q_mask": q_mask, "d_memory": d_memory, "d_mask": d_mask,
+                "margin": torch.tensor(margins, dtype=torch.float32)}

@@ -41,3 +41,16 @@ def tied_contrastive_loss(model, batch: dict[str, torch.Tensor], temperature: fl
     with torch.no_grad():
         acc = (scores.argmax(1) == target).float().mean()
     return loss, {"loss": float(loss.detach()), "acc": float(acc)}
+
+
+def tied_margin_mse_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+    """Margin-MSE distillation (Hofstaetter et al.; Tied-Atomic's MS MARCO recipe): the student's margin
+    h_q.h_pos - h_q.h_neg regresses onto the teacher's margin T(q, pos) - T(q, neg).
+
+    Batch: ``q_memory/q_mask`` (B), ``d_memory/d_mask`` (2B: positive, negative per query), ``margin`` (B).
+    """
+    h_q = model.first_hidden(batch["q_memory"], batch["q_mask"])
+    h_d = model.first_hidden(batch["d_memory"], batch["d_mask"]).view(h_q.shape[0], 2, -1)
+    student = (h_q[:, None, :] * h_d).sum(-1)
+    loss = F.mse_loss(student[:, 0] - student[:, 1], batch["margin"])
+    return loss, {"loss": float(loss.detach())}
