@@ -97,3 +97,14 @@ def test_cli_run_evaluate_search_and_errors(scifact_slice, tiny_bert, tmp_path):
     cfg.write_text("dataset: x\nepochz: 3\n")
     res = runner.invoke(app, ["run", "--config", str(cfg)])
     assert res.exit_code == 2 and "unknown config keys: epochz" in res.output
+
+
+def test_dense_trained_baseline(scifact_slice, tmp_path):
+    report = run(RunConfig(dataset=str(scifact_slice), baselines=["dense", "dense-trained"], methods=[],
+                           dense_epochs=1, dense_batch_size=8, dense_train_max_length=64, out=str(tmp_path / "d")))
+    zero_shot, trained = report["systems"]
+    assert trained["name"] == "dense-trained" and trained["encoder"] == "full" and trained["train_seconds"] > 0
+    assert trained["metrics"]["full"]["n"] == zero_shot["metrics"]["full"]["n"] == 25
+    # fine-tuning changed the encoder: the run differs from the zero-shot one
+    assert trained["metrics"]["full"] != zero_shot["metrics"]["full"]
+    assert (tmp_path / "d" / "baselines" / "dense-trained" / "checkpoints" / "last.pt").exists()

@@ -26,6 +26,7 @@ def plot_docid_distribution(folder: Path, out: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
+    from matplotlib.ticker import MaxNLocator
 
     from genir.docids.table import DocIdTable
 
@@ -42,6 +43,7 @@ def plot_docid_distribution(folder: Path, out: Path) -> Path | None:
     counts = np.bincount(sizes)
     axes[1].bar(np.arange(1, len(counts)), counts[1:], color="#c0504d")
     axes[1].set_yscale("log")
+    axes[1].xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[1].set_title(f"documents per docid (collision rate {table.stats()['collision_rate']:.1%})")
     axes[1].set_xlabel("documents sharing a docid")
     axes[1].set_ylabel("docids")

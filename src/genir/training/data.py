@@ -223,3 +223,22 @@ class MarginCollator:
         d_memory, d_mask = self.encoded.batch([self.doc_text[d] for d in docs])
         return {"q_memory": q_memory, "q_mask": q_mask, "d_memory": d_memory, "d_mask": d_mask,
                 "margin": torch.tensor(margins, dtype=torch.float32)}
+
+
+class BiEncoderCollator:
+    """Tokenised (query, positive, BM25 negative) batches for fine-tuning a sentence-transformers model."""
+
+    def __init__(self, st_model, queries: list[str], docs: list[str], negatives: dict[int, list[int]],
+                 seed: int = 0):
+        import random
+
+        self.st, self.queries, self.docs, self.negatives = st_model, queries, docs, negatives
+        self.rng = random.Random(seed)
+
+    def __call__(self, items: list[tuple[int, int]]) -> dict:
+        qs, ds = [], []
+        for qi, pos in items:
+            pool = [d for d in self.negatives.get(qi, []) if d != pos] or list(range(len(self.docs)))
+            qs.append(self.queries[qi])
+            ds.extend([self.docs[pos], self.docs[self.rng.choice(pool)]])
+        return {"queries": self.st.tokenize(qs), "docs": self.st.tokenize(ds)}

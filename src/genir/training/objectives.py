@@ -54,3 +54,20 @@ def tied_margin_mse_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.T
     student = (h_q[:, None, :] * h_d).sum(-1)
     loss = F.mse_loss(student[:, 0] - student[:, 1], batch["margin"])
     return loss, {"loss": float(loss.detach())}
+
+
+def dense_contrastive_loss(model, batch: dict, scale: float = 20.0) -> tuple[torch.Tensor, dict[str, float]]:
+    """A bi-encoder's in-batch contrastive loss, as sentence-transformers' MultipleNegativesRankingLoss:
+    cosine similarity x ``scale`` of each query against every document in the batch (its positive, its
+    hard negative, the others'), cross-entropy to its positive.
+
+    ``model`` is a SentenceTransformer; batch: ``queries`` and ``docs`` feature dicts (docs: positive and
+    negative per query, interleaved).
+    """
+    q = F.normalize(model(batch["queries"])["sentence_embedding"], dim=-1)
+    d = F.normalize(model(batch["docs"])["sentence_embedding"], dim=-1)
+    scores = q @ d.T * scale
+    group = d.shape[0] // q.shape[0]
+    target = torch.arange(q.shape[0], device=scores.device) * group
+    loss = F.cross_entropy(scores, target)
+    return loss, {"loss": float(loss.detach())}
