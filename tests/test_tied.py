@@ -41,6 +41,8 @@ def test_generative_and_dense_agree_exactly(model):
         for i in range(19):
             if scores[i] - scores[i + 1] > 1e-4:
                 assert {h.doc_id for h in rd[q][: i + 1]} == {h.doc_id for h in rg[q][: i + 1]}
+    agreement = dense.compare_modes(QUERIES, 20)
+    assert agreement["same_ranking"] == 3 and agreement["max_score_difference"] < 1e-4
     # the scores are the dot products h_query . h_doc (Tied-Atomic Eq. 1-2)
     ids = index.doc_ids()
     h_docs = dense.encode([d.full_text for d in _docs(60)], model.config.doc_max_length)

@@ -343,6 +343,8 @@ class Run:
             "index_seconds": index_s, "indexing_docs_per_second": len(self.docs) / max(index_s, 1e-9),
             "index_bytes_per_doc": searcher.index_bytes() / len(self.docs),
             "parameters": train_info.get("parameters")})
+        if hasattr(searcher, "compare_modes"):  # tied docids: generative and dense inference must agree
+            result["mode_agreement"] = searcher.compare_modes(self.test_queries, cfg.k)
         fast = method.searcher(self, model, table, method_name, 10)
         _, result["queries_per_second_beam10"] = timed_search(fast, self.test_queries, cfg.k)
         result[f"queries_per_second_beam{cfg.beam}"] = result["queries_per_second"]

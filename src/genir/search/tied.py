@@ -177,3 +177,27 @@ class TiedAtomicSearcher(Searcher):
 
     def index_bytes(self) -> int:
         return self.index.nbytes()
+
+    def compare_modes(self, queries: Mapping[str, str], k: int = 100, tol: float = 1e-4) -> dict:
+        """Run both modes on the same queries: do generative decoding and faiss give the same answers?
+
+        Ranks are compared where scores are not tied (within ``tol``): tied documents may swap places.
+        """
+        mode = self.mode
+        try:
+            self.mode = "generative"
+            gen = self.batch_search(queries, k)
+            self.mode = "dense"
+            dense = self.batch_search(queries, k)
+        finally:
+            self.mode = mode
+        same_sets, max_diff = 0, 0.0
+        for q in queries:
+            g, d = gen[q], dense[q]
+            diffs = [abs(a.score - b.score) for a, b in zip(g, d, strict=False)]
+            max_diff = max([max_diff, *diffs])
+            cut = len(d)  # compare the document sets above the last non-tied score boundary
+            while cut > 1 and abs(d[cut - 1].score - d[cut - 2].score) <= tol:
+                cut -= 1
+            same_sets += len(g) == len(d) and {h.doc_id for h in g[: cut - 1]} == {h.doc_id for h in d[: cut - 1]}
+        return {"queries": len(queries), "same_ranking": same_sets, "max_score_difference": max_diff}
