@@ -124,6 +124,12 @@ def render_markdown(report: dict, plots: list[str]) -> str:
             lines.append(f"| {s['name']} | {d['distinct_docids']:,} | {d['collision_rate']:.2%} | "
                          f"{d['largest_group']} | {d['mean_length']:.2f} | {d['vocab_size']} |")
         lines.append("")
+    for s in gen:
+        a = s.get("mode_agreement")
+        if a:
+            lines += [f"{s['name']}: generative decoding and faiss search gave the same ranking on "
+                      f"{a['same_ranking']} of {a['queries']} queries (ties aside); largest score difference "
+                      f"{a['max_score_difference']:.2e}.", ""]
     for p in plots:
         lines += [f"![{p}]({p})", ""]
     lines += ["Metrics: ir_measures (pytrec_eval); R = recall, MRR = RR, nDCG with graded judgements; "
