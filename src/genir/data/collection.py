@@ -39,6 +39,14 @@ class Document:
 Qrels = dict[str, dict[str, int]]  # query id -> document id -> grade
 
 
+def numbered_lines(path: str | Path):
+    """Non-blank lines of a UTF-8 text file with their 1-based numbers, for ``file:line`` errors."""
+    with open(path, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
+            if line.strip():
+                yield line_no, line
+
+
 @dataclass
 class Collection:
     """Corpus, queries and qrels per split. Document order is the corpus file's order."""
@@ -81,31 +89,28 @@ class Collection:
 
 def _read_jsonl(path: Path, kind: str, require_text: bool) -> dict[str, dict]:
     rows: dict[str, dict] = {}
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(path, line_no, f"malformed JSON ({e.msg} at column {e.colno})") from None
-            if not isinstance(row, dict):
-                raise DataError(path, line_no, f"expected a JSON object, got {type(row).__name__}")
-            if "_id" not in row:
-                raise DataError(path, line_no, f"{kind} has no '_id' field")
-            doc_id = str(row["_id"])
-            if not doc_id:
-                raise DataError(path, line_no, f"{kind} has an empty '_id'")
-            if require_text and "text" not in row:
-                raise DataError(path, line_no, f"{kind} {doc_id!r} has no 'text' field")
-            text = row.get("text")
-            if text is not None and not isinstance(text, str):
-                raise DataError(path, line_no, f"{kind} {doc_id!r}: 'text' must be a string")
-            if doc_id in rows:
-                raise DataError(path, line_no, f"duplicate {kind} id {doc_id!r} (first seen on line "
-                                               f"{rows[doc_id]['__line']})")
-            row["__line"] = line_no
-            rows[doc_id] = row
+    for line_no, line in numbered_lines(path):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(path, line_no, f"malformed JSON ({e.msg} at column {e.colno})") from None
+        if not isinstance(row, dict):
+            raise DataError(path, line_no, f"expected a JSON object, got {type(row).__name__}")
+        if "_id" not in row:
+            raise DataError(path, line_no, f"{kind} has no '_id' field")
+        doc_id = str(row["_id"])
+        if not doc_id:
+            raise DataError(path, line_no, f"{kind} has an empty '_id'")
+        if require_text and "text" not in row:
+            raise DataError(path, line_no, f"{kind} {doc_id!r} has no 'text' field")
+        text = row.get("text")
+        if text is not None and not isinstance(text, str):
+            raise DataError(path, line_no, f"{kind} {doc_id!r}: 'text' must be a string")
+        if doc_id in rows:
+            raise DataError(path, line_no, f"duplicate {kind} id {doc_id!r} (first seen on line "
+                                           f"{rows[doc_id]['__line']})")
+        row["__line"] = line_no
+        rows[doc_id] = row
     return rows
 
 
@@ -113,30 +118,27 @@ def read_qrels(path: str | Path, corpus: dict | None = None, queries: dict | Non
     """Read a qrels TSV (``qid  docid  grade`` or TREC ``qid 0 docid grade``), validating ids if given."""
     path = Path(path)
     qrels: Qrels = {}
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            cols = line.rstrip("\n").split("\t") if "\t" in line else line.split()
-            if line_no == 1 and cols[0].strip().lower() in ("query-id", "query_id", "qid"):
-                continue
-            if len(cols) == 4:  # TREC qrels: qid iteration docid grade
-                cols = [cols[0], cols[2], cols[3]]
-            if len(cols) != 3:
-                raise DataError(path, line_no, f"expected 3 tab-separated columns "
-                                               f"(query-id, corpus-id, score), got {len(cols)}")
-            qid, did, grade_s = (c.strip() for c in cols)
-            try:
-                grade = int(float(grade_s))
-            except ValueError:
-                raise DataError(path, line_no, f"score {grade_s!r} is not a number") from None
-            if queries is not None and qid not in queries:
-                raise DataError(path, line_no, f"query id {qid!r} is not in queries.jsonl")
-            if corpus is not None and did not in corpus:
-                raise DataError(path, line_no, f"corpus id {did!r} is not in corpus.jsonl")
-            if did in qrels.get(qid, {}):
-                raise DataError(path, line_no, f"duplicate judgement for ({qid!r}, {did!r})")
-            qrels.setdefault(qid, {})[did] = grade
+    for line_no, line in numbered_lines(path):
+        cols = line.rstrip("\n").split("\t") if "\t" in line else line.split()
+        if line_no == 1 and cols[0].strip().lower() in ("query-id", "query_id", "qid"):
+            continue
+        if len(cols) == 4:  # TREC qrels: qid iteration docid grade
+            cols = [cols[0], cols[2], cols[3]]
+        if len(cols) != 3:
+            raise DataError(path, line_no, f"expected 3 tab-separated columns "
+                                           f"(query-id, corpus-id, score), got {len(cols)}")
+        qid, did, grade_s = (c.strip() for c in cols)
+        try:
+            grade = int(float(grade_s))
+        except ValueError:
+            raise DataError(path, line_no, f"score {grade_s!r} is not a number") from None
+        if queries is not None and qid not in queries:
+            raise DataError(path, line_no, f"query id {qid!r} is not in queries.jsonl")
+        if corpus is not None and did not in corpus:
+            raise DataError(path, line_no, f"corpus id {did!r} is not in corpus.jsonl")
+        if did in qrels.get(qid, {}):
+            raise DataError(path, line_no, f"duplicate judgement for ({qid!r}, {did!r})")
+        qrels.setdefault(qid, {})[did] = grade
     return qrels
 
 

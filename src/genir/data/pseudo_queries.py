@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from genir.data.collection import DataError, Document
+from genir.data.collection import DataError, Document, numbered_lines
 
 PseudoQueries = dict[str, list[str]]  # document id -> queries
 
@@ -75,25 +75,22 @@ def load_pseudo_queries(path: str | Path, corpus: dict[str, Document] | None = N
     """Read pre-generated queries: TSV ``doc_id<TAB>query`` or JSONL ``{"doc_id", "query"|"queries"}``."""
     path = Path(path)
     out: PseudoQueries = {}
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            if path.suffix == ".jsonl":
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise DataError(path, line_no, f"malformed JSON ({e.msg})") from None
-                if "doc_id" not in row or not ("query" in row or "queries" in row):
-                    raise DataError(path, line_no, "expected fields 'doc_id' and 'query' or 'queries'")
-                doc_id, queries = str(row["doc_id"]), row.get("queries") or [row["query"]]
-            else:
-                cols = line.rstrip("\n").split("\t")
-                if len(cols) != 2:
-                    raise DataError(path, line_no, f"expected 2 tab-separated columns (doc_id, query), "
-                                                   f"got {len(cols)}")
-                doc_id, queries = cols[0], [cols[1]]
-            if corpus is not None and doc_id not in corpus:
-                raise DataError(path, line_no, f"document id {doc_id!r} is not in the corpus")
-            out.setdefault(doc_id, []).extend(q for q in queries if q.strip())
+    for line_no, line in numbered_lines(path):
+        if path.suffix == ".jsonl":
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(path, line_no, f"malformed JSON ({e.msg})") from None
+            if "doc_id" not in row or not ("query" in row or "queries" in row):
+                raise DataError(path, line_no, "expected fields 'doc_id' and 'query' or 'queries'")
+            doc_id, queries = str(row["doc_id"]), row.get("queries") or [row["query"]]
+        else:
+            cols = line.rstrip("\n").split("\t")
+            if len(cols) != 2:
+                raise DataError(path, line_no, f"expected 2 tab-separated columns (doc_id, query), "
+                                               f"got {len(cols)}")
+            doc_id, queries = cols[0], [cols[1]]
+        if corpus is not None and doc_id not in corpus:
+            raise DataError(path, line_no, f"document id {doc_id!r} is not in the corpus")
+        out.setdefault(doc_id, []).extend(q for q in queries if q.strip())
     return out

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from genir.data.collection import DataError
+from genir.data.collection import DataError, numbered_lines
 from genir.search.base import Hit, Results
 
 
@@ -25,16 +25,13 @@ def read_run(path: str | Path) -> Results:
     """Hits per query in rank order (the rank column decides, as the writer meant it)."""
     path = Path(path)
     rows: dict[str, list[tuple[int, Hit]]] = {}
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            cols = line.split()
-            if len(cols) != 6:
-                raise DataError(path, line_no, f"expected 6 columns (qid Q0 docid rank score tag), got {len(cols)}")
-            try:
-                rank, score = int(cols[3]), float(cols[4])
-            except ValueError:
-                raise DataError(path, line_no, "rank must be an integer and score a number") from None
-            rows.setdefault(cols[0], []).append((rank, Hit(cols[2], score)))
+    for line_no, line in numbered_lines(path):
+        cols = line.split()
+        if len(cols) != 6:
+            raise DataError(path, line_no, f"expected 6 columns (qid Q0 docid rank score tag), got {len(cols)}")
+        try:
+            rank, score = int(cols[3]), float(cols[4])
+        except ValueError:
+            raise DataError(path, line_no, "rank must be an integer and score a number") from None
+        rows.setdefault(cols[0], []).append((rank, Hit(cols[2], score)))
     return {q: [h for _, h in sorted(r, key=lambda x: x[0])] for q, r in rows.items()}

@@ -174,28 +174,25 @@ def read_teacher_scores(path, queries: dict[str, str] | None = None, corpus: dic
     or a TREC run file (``qid Q0 docid rank score tag``). Unknown ids are errors with file and line."""
     from pathlib import Path
 
-    from genir.data.collection import DataError
+    from genir.data.collection import DataError, numbered_lines
 
     path = Path(path)
     out: dict[str, dict[str, float]] = {}
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            cols = line.rstrip("\n").split("\t") if "\t" in line else line.split()
-            if len(cols) == 6:
-                cols = [cols[0], cols[2], cols[4]]
-            if len(cols) != 3:
-                raise DataError(path, line_no, "expected query_id, doc_id, score (TSV) or a TREC run line")
-            try:
-                score = float(cols[2])
-            except ValueError:
-                raise DataError(path, line_no, f"score {cols[2]!r} is not a number") from None
-            if queries is not None and cols[0] not in queries:
-                raise DataError(path, line_no, f"query id {cols[0]!r} is not in queries.jsonl")
-            if corpus is not None and cols[1] not in corpus:
-                raise DataError(path, line_no, f"document id {cols[1]!r} is not in the corpus")
-            out.setdefault(cols[0], {})[cols[1]] = score
+    for line_no, line in numbered_lines(path):
+        cols = line.rstrip("\n").split("\t") if "\t" in line else line.split()
+        if len(cols) == 6:
+            cols = [cols[0], cols[2], cols[4]]
+        if len(cols) != 3:
+            raise DataError(path, line_no, "expected query_id, doc_id, score (TSV) or a TREC run line")
+        try:
+            score = float(cols[2])
+        except ValueError:
+            raise DataError(path, line_no, f"score {cols[2]!r} is not a number") from None
+        if queries is not None and cols[0] not in queries:
+            raise DataError(path, line_no, f"query id {cols[0]!r} is not in queries.jsonl")
+        if corpus is not None and cols[1] not in corpus:
+            raise DataError(path, line_no, f"document id {cols[1]!r} is not in the corpus")
+        out.setdefault(cols[0], {})[cols[1]] = score
     return out
 
 
