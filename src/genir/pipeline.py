@@ -21,7 +21,7 @@ from genir.data.collection import Collection
 from genir.docids import DocIdTable, PrefixTree
 from genir.evaluation.metrics import evaluate
 from genir.evaluation.report import write_report
-from genir.evaluation.trec import read_run, write_run
+from genir.evaluation.trec import write_run
 from genir.methods import MethodContext, get_method
 from genir.search.base import Searcher, timed_search
 
@@ -373,15 +373,3 @@ class Run:
 
 def run(cfg: RunConfig) -> dict:
     return Run(cfg).run()
-
-
-def load_run_results(folder: str | Path) -> dict:
-    """Read back a finished report folder (report.json) with its run files."""
-    folder = Path(folder)
-    report = json.loads((folder / "report.json").read_text())
-    for s in report["systems"]:
-        sub = "baselines" if s.get("kind") == "baseline" else s["name"]
-        path = folder / sub / f"{s['name']}.trec"
-        if path.exists():
-            s["run"] = read_run(path)
-    return report

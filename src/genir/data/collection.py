@@ -71,17 +71,6 @@ class Collection:
             raise KeyError(f"{self.name} has no qrels split {split!r}; it has {sorted(self.qrels) or 'none'}")
         return self.qrels[split]
 
-    def subset(self, doc_ids: list[str]) -> Collection:
-        """The same collection restricted to ``doc_ids`` (qrels pointing elsewhere are dropped)."""
-        keep = set(doc_ids)
-        qrels = {
-            s: {q: {d: g for d, g in r.items() if d in keep} for q, r in split.items()}
-            for s, split in self.qrels.items()
-        }
-        qrels = {s: {q: r for q, r in split.items() if r} for s, split in qrels.items()}
-        return Collection(self.name, {d: self.corpus[d] for d in self.corpus if d in keep},
-                          self.queries, qrels, self.path)
-
     def __repr__(self) -> str:
         splits = ", ".join(f"{s}: {len(q)} queries" for s, q in self.qrels.items())
         return f"Collection({self.name!r}, {len(self.corpus)} docs, {len(self.queries)} queries, {splits})"

@@ -26,11 +26,6 @@ class BM25Searcher(Searcher):
         self.retriever = bm25s.BM25(k1=k1, b=b, method=method)
         self.retriever.index(corpus_tokens, show_progress=False)
 
-    def term_weights(self, query: str) -> dict[str, float]:
-        """Vocabulary term -> id, for callers that need the analysed form of a text."""
-        return dict.fromkeys(self.tokenizer.tokenize([query], update_vocab=False, return_as="string",
-                                                     show_progress=False)[0], 1.0)
-
     def batch_search(self, queries: Mapping[str, str], k: int = 100) -> Results:
         qids = list(queries)
         tokens = self.tokenizer.tokenize([queries[q] for q in qids], update_vocab=False, return_as="ids",
