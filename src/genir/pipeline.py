@@ -152,8 +152,10 @@ class Run:
 
     def doc_embeddings(self) -> np.ndarray:
         """Dense document embeddings, shared by the dense baseline and semantic docids; cached on disk."""
-        path = self.out / "doc_embeddings.npy"
-        if self._doc_embeddings is None and path.exists():
+        path, meta = self.out / "doc_embeddings.npy", self.out / "doc_embeddings.json"
+        model = self.cfg.dense_model or "bundled all-MiniLM-L6-v2"
+        if self._doc_embeddings is None and path.exists() and meta.exists() \
+                and json.loads(meta.read_text()).get("model", model) == model:
             self._doc_embeddings = np.load(path)
         if self._doc_embeddings is None:
             start = time.perf_counter()
@@ -164,7 +166,7 @@ class Run:
             tmp = self.out / "doc_embeddings.tmp.npy"
             np.save(tmp, emb)
             os.replace(tmp, path)
-            _write_json(self.out / "doc_embeddings.json", {"seconds": self.embed_seconds})
+            _write_json(meta, {"seconds": self.embed_seconds, "model": model})
             self._doc_embeddings = emb
         return self._doc_embeddings
 
@@ -177,10 +179,9 @@ class Run:
 
             model_name = spec.split(":", 1)[1]
             pq = Doc2Query(model_name, n_queries=self.cfg.doc2query_n, seed=self.cfg.seed).generate(self.docs)
-            lead = DocAsQuery(self.cfg.span_words, 0).generate(self.docs)
-            return {d: lead[d] + pq.get(d, []) for d in lead}
-        pq = load_pseudo_queries(spec, self.collection.corpus)
-        lead = DocAsQuery(self.cfg.span_words, 0).generate(self.docs)
+        else:
+            pq = load_pseudo_queries(spec, self.collection.corpus)
+        lead = DocAsQuery(self.cfg.span_words, 0).generate(self.docs)  # the document's own text comes first
         return {d: lead[d] + pq.get(d, []) for d in lead}
 
     def examples(self):

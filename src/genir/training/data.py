@@ -35,7 +35,8 @@ class IndexingExamples:
 def build_dsi_examples(collection: Collection, pseudo_queries: PseudoQueries, train_split: str | None,
                        doc_index: dict[str, int] | None = None) -> IndexingExamples:
     """Indexing: every pseudo-query of every document; retrieval: training queries -> relevant documents."""
-    doc_index = doc_index or {d: i for i, d in enumerate(collection.corpus)}
+    if doc_index is None:
+        doc_index = {d: i for i, d in enumerate(collection.corpus)}
     texts: list[str] = []
     text_id: dict[str, int] = {}
     examples: list[tuple[int, int, str]] = []
