@@ -41,7 +41,12 @@ def beam_searcher(run, model, table: DocIdTable, name: str, beam: int):
     from genir.search.generative import GenerativeSearcher
 
     return GenerativeSearcher(model, table, beam=beam, batch_size=run.cfg.search_batch_size, name=name,
-                              show_progress=beam == run.cfg.beam)
+                              show_progress=True)
+
+
+def _require_frozen(run) -> None:
+    if run.cfg.encoder != "frozen":
+        raise ValueError("tied-atomic trains on cached encoder states here: use --encoder frozen")
 
 
 def tied_training_data(run, model, table: DocIdTable, trie: PrefixTree):
@@ -49,8 +54,7 @@ def tied_training_data(run, model, table: DocIdTable, trie: PrefixTree):
     top-k negatives (Tied-Atomic Sec. 4: "contrastive loss with BM25 negatives sampled from top-k")."""
     from genir.training.data import ContrastiveCollator, ContrastiveDataset
 
-    if run.cfg.encoder != "frozen":
-        raise ValueError("tied-atomic trains on cached encoder states here: use --encoder frozen")
+    _require_frozen(run)
     examples = run.examples()
     pairs = [(t, d) for t, d, kind in examples.examples
              if kind == "retrieval" or (kind == "indexing" and t != examples.doc_text.get(d))]
@@ -76,8 +80,7 @@ def tied_distillation_data(run, model, table: DocIdTable, trie: PrefixTree):
 
     if not run.cfg.teacher_scores:
         raise ValueError("tied-atomic-distill needs --teacher-scores FILE (query_id, doc_id, score)")
-    if run.cfg.encoder != "frozen":
-        raise ValueError("tied-atomic trains on cached encoder states here: use --encoder frozen")
+    _require_frozen(run)
     teacher = read_teacher_scores(run.cfg.teacher_scores, run.collection.queries, run.collection.corpus)
     examples = run.examples()
     index = {d: i for i, d in enumerate(table.doc_ids)}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -42,7 +43,7 @@ class TiedAtomicIndex:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if vectors.shape != (len(doc_ids), self.dim):
             raise ValueError(f"expected vectors of shape ({len(doc_ids)}, {self.dim}), got {vectors.shape}")
-        dup = [d for d in doc_ids if d in self.id_of] or [d for d in set(doc_ids) if doc_ids.count(d) > 1]
+        dup = [d for d, n in Counter(doc_ids).items() if n > 1 or d in self.id_of]
         if dup:
             raise ValueError(f"documents already in the index (remove them first): {dup[:5]}")
         if not self.index.is_trained:
@@ -133,7 +134,7 @@ class TiedAtomicSearcher(Searcher):
             raise ValueError("mode must be 'dense' or 'generative'")
         self.model, self.index, self.mode, self.batch_size, self.name = model.eval(), index, mode, batch_size, name
         self.doc_max_length = doc_max_length or model.config.doc_max_length
-        self._generative = None  # (doc ids, trie, view), rebuilt when the index changes
+        self._generative = None  # a GenerativeSearcher over the current vectors, rebuilt when the index changes
 
     @torch.inference_mode()
     def encode(self, texts: list[str], max_length: int) -> np.ndarray:

@@ -25,12 +25,6 @@ class IndexingExamples:
     examples: list[tuple[int, int, str]]
     doc_text: dict[int, int] = field(default_factory=dict)
 
-    def counts(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for _, _, kind in self.examples:
-            out[kind] = out.get(kind, 0) + 1
-        return out
-
 
 def build_dsi_examples(collection: Collection, pseudo_queries: PseudoQueries, train_split: str | None,
                        doc_index: dict[str, int] | None = None) -> IndexingExamples:
