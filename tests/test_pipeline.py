@@ -89,6 +89,16 @@ def test_cli_run_evaluate_search_and_errors(scifact_slice, tiny_bert, tmp_path):
     res = runner.invoke(app, ["search", str(out / "dsi-atomic"), "vitamin D and bone density", "--k", "3"])
     assert res.exit_code == 0, res.output
     assert len(json.loads(res.output.strip().splitlines()[-1])["hits"]) == 3
+    tied = tmp_path / "cli-tied"
+    res = runner.invoke(app, ["run", "--dataset", str(scifact_slice), "--backbone", tiny_bert, "--method",
+                              "tied-atomic", "--no-baselines", "--epochs", "1", "--out", str(tied)])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["search", str(tied / "tied-atomic"), "vitamin D"])
+    assert res.exit_code == 2 and "--dataset" in res.output
+    res = runner.invoke(app, ["search", str(tied / "tied-atomic"), "vitamin D", "--k", "4",
+                              "--dataset", str(scifact_slice)])
+    assert res.exit_code == 0, res.output
+    assert len(json.loads(res.output.strip().splitlines()[-1])["hits"]) == 4
     res = runner.invoke(app, ["run", "--dataset", str(tmp_path / "nowhere"), "--no-baselines"])
     assert res.exit_code == 2 and "error:" in res.output
     res = runner.invoke(app, ["run", "--dataset", str(scifact_slice), "--method", "dsi-magic"])

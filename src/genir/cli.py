@@ -1,4 +1,4 @@
-"""The genir command line: run | evaluate | search | docids | datasets."""
+"""The genir command line: run | evaluate | search | serve | docids | datasets."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def run(
     train_split: Annotated[str | None, typer.Option(help="qrels split used for training queries")] = None,
     test_split: Annotated[str | None, typer.Option(help="qrels split evaluated")] = None,
     method: Annotated[list[str] | None, typer.Option(help="generative method(s); repeat the flag")] = None,
-    baseline: Annotated[list[str] | None, typer.Option(help="bm25 and/or dense; repeat the flag")] = None,
+    baseline: Annotated[list[str] | None, typer.Option(help="bm25, dense, dense-trained; repeat")] = None,
     no_baselines: Annotated[bool, typer.Option(help="run no baseline")] = False,
     no_methods: Annotated[bool, typer.Option(help="run the baselines only")] = False,
     backbone: Annotated[str | None, typer.Option(help="'minilm' (bundled) or any HF model name or path")] = None,
@@ -130,22 +130,42 @@ def evaluate(
     typer.echo(json.dumps(table, indent=1))
 
 
+def _method_searcher(method_dir: Path, beam: int, dataset: str | None):
+    """The searcher of a trained method folder (model/ + docids/), the way its recipe searches.
+
+    Tied docids are the model's encodings of the corpus, so those folders need ``--dataset`` to encode it.
+    """
+    from genir.docids import DocIdTable
+    from genir.models import DocidSeq2Seq
+
+    if not (method_dir / "model" / "genir_model.json").exists():
+        _fail(f"{method_dir}: no trained model (expected {method_dir / 'model'})")
+    model = DocidSeq2Seq.load(method_dir / "model")
+    if str(model.config.extra.get("method", "")).startswith("tied-"):
+        from genir.data import load_dataset
+        from genir.search.tied import TiedAtomicIndex, TiedAtomicSearcher
+
+        if not dataset:
+            _fail(f"{method_dir}: tied docids are encodings of the corpus; give --dataset to encode it")
+        searcher = TiedAtomicSearcher(model, TiedAtomicIndex(model.decoder.d_model), mode="generative",
+                                      name=method_dir.name)
+        searcher.add_documents(list(load_dataset(dataset).corpus.values()))
+        return searcher
+    from genir.search.generative import GenerativeSearcher
+
+    return GenerativeSearcher(model, DocIdTable.load(method_dir / "docids"), beam=beam, name=method_dir.name)
+
+
 @app.command()
 def search(
     method_dir: Annotated[Path, typer.Argument(help="a method folder of a run (holds model/ and docids/)")],
     query: Annotated[list[str], typer.Argument(help="query text(s)")],
     k: Annotated[int, typer.Option()] = 10,
     beam: Annotated[int, typer.Option()] = 100,
+    dataset: Annotated[str | None, typer.Option(help="the corpus, for tied-atomic folders")] = None,
 ) -> None:
     """Search a trained generative retriever: prints doc ids and scores as JSON lines."""
-    from genir.docids import DocIdTable
-    from genir.models import DocidSeq2Seq
-    from genir.search.generative import GenerativeSearcher
-
-    if not (method_dir / "model" / "genir_model.json").exists():
-        _fail(f"{method_dir}: no trained model (expected {method_dir / 'model'})")
-    searcher = GenerativeSearcher(DocidSeq2Seq.load(method_dir / "model"), DocIdTable.load(method_dir / "docids"),
-                                  beam=beam)
+    searcher = _method_searcher(method_dir, beam, dataset)
     results = searcher.batch_search({str(i): q for i, q in enumerate(query)}, k)
     for i, q in enumerate(query):
         typer.echo(json.dumps({"query": q, "hits": [[h.doc_id, round(h.score, 4)] for h in results[str(i)]]}))
@@ -154,7 +174,7 @@ def search(
 @app.command()
 def serve(
     method_dir: Annotated[Path, typer.Argument(help="a method folder of a run (model/ + docids/), or 'bm25'")],
-    dataset: Annotated[str | None, typer.Option(help="dataset (needed for bm25)")] = None,
+    dataset: Annotated[str | None, typer.Option(help="dataset (needed for bm25 and tied-atomic)")] = None,
     host: Annotated[str, typer.Option()] = "127.0.0.1",
     port: Annotated[int, typer.Option()] = 8000,
     beam: Annotated[int, typer.Option()] = 100,
@@ -170,14 +190,7 @@ def serve(
             _fail("bm25 needs --dataset")
         searcher = BM25Searcher(list(load_dataset(dataset).corpus.values()))
     else:
-        from genir.docids import DocIdTable
-        from genir.models import DocidSeq2Seq
-        from genir.search.generative import GenerativeSearcher
-
-        if not (method_dir / "model" / "genir_model.json").exists():
-            _fail(f"{method_dir}: no trained model (expected {method_dir / 'model'})")
-        searcher = GenerativeSearcher(DocidSeq2Seq.load(method_dir / "model"),
-                                      DocIdTable.load(method_dir / "docids"), beam=beam, name=method_dir.name)
+        searcher = _method_searcher(method_dir, beam, dataset)
     server = make_server(searcher, host, port)
     typer.echo(f"serving {searcher.name} on http://{host}:{server.server_port}/search")
     try:
