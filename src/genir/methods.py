@@ -105,6 +105,87 @@ def tied_searcher(run, model, table: DocIdTable, name: str, beam: int):
     return searcher
 
 
+def genret_learn(run, folder):
+    """GenRet: learn docids and the retriever together by progressive discrete auto-encoding, then
+    tokenize documents no training saw (``--new-docs``) with the tokenization model alone (Sec. 5.2).
+
+    Returns (model, table, train_info); resumes from ``folder/progressive``.
+    """
+    import time
+
+    import torch
+
+    from genir.docids.trie import PrefixTree
+    from genir.models import ModelConfig
+    from genir.models.codebook import CodebookSeq2Seq
+    from genir.training.genret import GenRetData, ProgressiveTrainer
+
+    if run.cfg.encoder != "frozen":
+        raise ValueError("genret trains on cached encoder states here: use --encoder frozen")
+    cfg = run.genret_config()
+    n = len(run.doc_ids)
+    mcfg = ModelConfig(n_codes=cfg.codes, backbone=run.cfg.backbone, decoder_layers=run.cfg.decoder_layers,
+                       decoder_ff=run.cfg.decoder_ff, decoder_dim=run.cfg.decoder_dim,
+                       max_docid_length=cfg.docid_length(n), query_max_length=run.cfg.query_max_length,
+                       doc_max_length=run.cfg.doc_max_length, extra={"method": "genret"})
+    model = CodebookSeq2Seq(mcfg).to(run.device)
+    model.freeze_encoder(True)
+    examples = run.examples()
+    queries: dict[int, list[int]] = {d: [] for d in examples.doc_text}
+    for t, d, _ in examples.examples:
+        if t != examples.doc_text.get(d):  # the document's own text is its input, not one of its queries
+            queries[d].append(t)
+    data = GenRetData(run.encoded(model), examples.doc_text, queries, cfg.seed)
+    trainer = ProgressiveTrainer(model, data, n, cfg, folder / "progressive")
+    info = trainer.train()
+    codes = trainer.codes.clone()
+    new = [i for i in range(n) if codes[i, 0] < 0]
+
+    def tokenize_new() -> float:  # documents no training saw: Q(z | d) alone, no retraining
+        start = time.perf_counter()
+        if new:
+            texts = run.lead_texts([run.docs[i] for i in new])
+            for s in range(0, len(new), 256):
+                with torch.inference_mode():
+                    mem, mask = model.encode_texts(texts[s: s + 256], run.cfg.doc_max_length)
+                    codes[new[s: s + 256]] = model.assign_codes(mem, mask).cpu()
+        return time.perf_counter() - start
+
+    tokenize_new()
+    table = DocIdTable(run.doc_ids, codes.numpy(), cfg.codes, "genret",
+                       {"length": model.n_steps, "codes": cfg.codes, "new_documents": len(new)})
+    steps, fit_seconds = sum(e["train"]["steps"] + e.get("warmup", {}).get("steps", 0) for e in info["log"]), 0.0
+    if cfg.fit_epochs:
+        from genir.training import TrainConfig, Trainer
+
+        dataset, collate = seq2seq_training_data(run, model, table, PrefixTree(table))
+        tcfg = TrainConfig(epochs=cfg.fit_epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed)
+        fit = Trainer(model, seq2seq_loss, dataset, collate, tcfg, folder / "progressive" / "fit",
+                      desc="genret fit").train()
+        steps, fit_seconds = steps + fit["steps"], fit["seconds"]
+        tokenize_new()
+        table = DocIdTable(run.doc_ids, codes.numpy(), cfg.codes, "genret", table.meta)
+    new_seconds = tokenize_new() if new else 0.0
+    history = [(i + 1, loss) for i, (_, loss) in enumerate(
+        [h for e in info["log"] for h in e["train"]["history"]])]
+    return model, table, {"seconds": info["seconds"] + fit_seconds, "steps": steps, "progressive": info["log"],
+                          "fit_seconds": fit_seconds, "new_documents": len(new), "new_doc_seconds": new_seconds,
+                          "history": history, "genret_config": cfg.__dict__}
+
+
+def genret_docids(ctx: MethodContext) -> DocIdTable:
+    """GenRet's final docids from this run's ``genret`` folder (the "without learning" ablation)."""
+    from pathlib import Path
+
+    folder = Path(ctx.options["run_out"]) / "genret" / "docids"
+    if not (folder / "docids.json").exists():
+        raise ValueError("genret-nolearn trains on GenRet's docids: run --method genret first (same --out)")
+    table = DocIdTable.load(folder)
+    if table.doc_ids != ctx.doc_ids:
+        raise ValueError(f"{folder}: docids are for another corpus")
+    return table
+
+
 @dataclass(frozen=True)
 class Method:
     name: str
@@ -114,6 +195,9 @@ class Method:
     training_data: Callable = seq2seq_training_data
     searcher: Callable = beam_searcher
     n_codes: Callable[[DocIdTable], int] = lambda table: table.vocab_size
+    # methods that learn their docids while training return (model, table, train_info) from here, and
+    # make_docids is not called
+    learn_docids: Callable | None = None
 
 
 METHODS: dict[str, Method] = {
@@ -131,6 +215,10 @@ METHODS: dict[str, Method] = {
         Method("tied-atomic-distill", "Tied-Atomic trained by Margin-MSE on teacher scores (--teacher-scores)",
                lambda ctx: atomic_docids(ctx.doc_ids), objective=tied_margin_mse_loss,
                training_data=tied_distillation_data, searcher=tied_searcher, n_codes=lambda table: 1),
+        Method("genret", "GenRet: docids learned by discrete auto-encoding, progressive training, diverse "
+               "clustering", genret_docids, learn_docids=genret_learn),
+        Method("genret-nolearn", "GenRet ablation 'without learning': a seq2seq retriever trained on "
+               "GenRet's final docids", genret_docids),
     ]
 }
 

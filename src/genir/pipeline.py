@@ -80,6 +80,25 @@ class RunConfig:
     # quality at beam 100 within half of dense search's speed (see README, "Choosing the decoder")
     decoder_dim: int | None = 256
     decoder_ff: int | None = 512
+    # genret (see genir.training.genret.GenRetConfig)
+    genret_codes: int = 512  # K
+    genret_length: int | None = None  # M; default: smallest M with K^M >= 10 x documents
+    genret_epochs: float = 30  # per progressive step
+    genret_warmup_epochs: float = 3
+    genret_fit_epochs: float = 0
+    genret_reassign: bool = True  # ablation switch: docid re-assignment (Sinkhorn)
+    genret_diverse_init: bool = True  # ablation switch: warm-up + constrained k-means codebook init
+    genret_rec_set: str = "bank"  # S(z_<t) of Eq. 6: whole-corpus bank or the batch
+    genret_lr: float | None = None  # default: --lr
+
+    def genret(self):
+        from genir.training.genret import GenRetConfig
+
+        return GenRetConfig(codes=self.genret_codes, length=self.genret_length, epochs=self.genret_epochs,
+                            warmup_epochs=self.genret_warmup_epochs, fit_epochs=self.genret_fit_epochs,
+                            batch_size=self.batch_size, lr=self.genret_lr or self.lr,
+                            reassign=self.genret_reassign, diverse_init=self.genret_diverse_init,
+                            rec_set=self.genret_rec_set, seed=self.seed)
 
     @classmethod
     def from_dict(cls, d: dict) -> RunConfig:
@@ -184,6 +203,14 @@ class Run:
         lead = DocAsQuery(self.cfg.span_words, 0).generate(self.docs)  # the document's own text comes first
         return {d: lead[d] + pq.get(d, []) for d in lead}
 
+    def genret_config(self):
+        return self.cfg.genret()
+
+    def lead_texts(self, docs) -> list[str]:
+        """The text a document is represented by as model input: its leading span (as in training)."""
+        lead = DocAsQuery(self.cfg.span_words, 0).generate(docs)
+        return [(lead[d.id] or [d.full_text])[0] for d in docs]
+
     def examples(self):
         if self._examples is None:
             from genir.training.data import build_dsi_examples
@@ -194,13 +221,30 @@ class Run:
         return self._examples
 
     def encoded(self, model):
-        """Frozen-encoder states of every training text, shared by all methods on this backbone."""
+        """Frozen-encoder states of every training text, shared by all methods on this backbone; kept in
+        ``encoded_texts.pt`` so that a resumed run does not encode again (keyed by backbone and texts)."""
         if self._encoded is None:
+            import hashlib
+
             from genir.training.data import EncodedTexts
 
-            start = time.perf_counter()
-            self._encoded = EncodedTexts(model, self.examples().texts, self.cfg.doc_max_length)
-            self.encode_seconds = time.perf_counter() - start
+            texts = self.examples().texts
+            key = hashlib.sha1("\n".join([self.cfg.backbone, str(self.cfg.doc_max_length), *texts]).encode())
+            key = key.hexdigest()
+            path = self.out / "encoded_texts.pt"
+            if path.exists():
+                cached = torch.load(path, weights_only=False)
+                if cached.get("key") == key:
+                    self._encoded = cached["encoded"]
+            if self._encoded is None:
+                start = time.perf_counter()
+                self._encoded = EncodedTexts(model, texts, self.cfg.doc_max_length)
+                self.encode_seconds = time.perf_counter() - start
+                tmp = path.with_name(path.name + ".tmp")
+                torch.save({"key": key, "encoded": self._encoded, "seconds": self.encode_seconds}, tmp)
+                os.replace(tmp, path)
+            else:
+                self.encode_seconds = float(cached.get("seconds", 0.0))
         return self._encoded
 
     # -- stages --------------------------------------------------------------------------------
@@ -284,8 +328,7 @@ class Run:
         return self._bm25
 
     def generative(self, method_name: str) -> dict:
-        from genir.models import DocidSeq2Seq, ModelConfig
-        from genir.training import TrainConfig, Trainer
+        from genir.models import DocidSeq2Seq
 
         cfg, method = self.cfg, get_method(method_name)
         folder = self.out / method_name
@@ -293,42 +336,41 @@ class Run:
         if done.exists():
             return json.loads(done.read_text())
         folder.mkdir(exist_ok=True)
-        # 1. docids
         start = time.perf_counter()
-        if (folder / "docids" / "docids.json").exists():
-            table = DocIdTable.load(folder / "docids")
-        else:
-            ctx = MethodContext(self.doc_ids, self.doc_embeddings, {"semantic_c": cfg.semantic_c, "seed": cfg.seed})
-            table = method.make_docids(ctx)
-            table.save(folder / "docids")
-        docid_s = time.perf_counter() - start
-        trie = PrefixTree(table)
-        # 2. model + training
         model_dir = folder / "model"
         train_info: dict
-        if (model_dir / "genir_model.json").exists():
-            model = DocidSeq2Seq.load(model_dir).to(self.device)
-            train_info = json.loads((folder / "train.json").read_text())
+        docid_s = 0.0
+        if method.learn_docids is not None:  # docids come out of training (GenRet, ...)
+            if (model_dir / "genir_model.json").exists() and (folder / "docids" / "docids.json").exists():
+                model = DocidSeq2Seq.load(model_dir).to(self.device)
+                table = DocIdTable.load(folder / "docids")
+                train_info = json.loads((folder / "train.json").read_text())
+            else:
+                model, table, train_info = method.learn_docids(self, folder)
+                train_info = {**train_info, "encoder": cfg.encoder,
+                              "encode_seconds": self.encode_seconds if cfg.encoder == "frozen" else 0.0,
+                              "parameters": model.n_parameters()}
+                table.save(folder / "docids")
+                model.save(model_dir)
+                _write_json(folder / "train.json", train_info)
+            trie = PrefixTree(table)
         else:
-            mcfg = ModelConfig(n_codes=method.n_codes(table), backbone=cfg.backbone,
-                               decoder_layers=cfg.decoder_layers, decoder_ff=cfg.decoder_ff,
-                               decoder_dim=cfg.decoder_dim, max_docid_length=trie.depth,
-                               query_max_length=cfg.query_max_length, doc_max_length=cfg.doc_max_length,
-                               extra={"method": method_name})
-            model = DocidSeq2Seq(mcfg).to(self.device)
-            model.freeze_encoder(cfg.encoder == "frozen")
-            dataset, collate = method.training_data(self, model, table, trie)
-            tcfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, encoder_lr=cfg.encoder_lr,
-                               seed=cfg.seed)
-            trainer = Trainer(model, method.objective, dataset, collate, tcfg, folder / "checkpoints",
-                              desc=f"train {method_name}")
-            info = trainer.train()
-            train_info = {**info, "encoder": cfg.encoder, "examples": len(dataset),
-                          "encode_seconds": self.encode_seconds if cfg.encoder == "frozen" else 0.0,
-                          "history": trainer.history, "train_config": asdict(tcfg),
-                          "parameters": model.n_parameters()}
-            model.save(model_dir)
-            _write_json(folder / "train.json", train_info)
+            # 1. docids
+            if (folder / "docids" / "docids.json").exists():
+                table = DocIdTable.load(folder / "docids")
+            else:
+                ctx = MethodContext(self.doc_ids, self.doc_embeddings, {"semantic_c": cfg.semantic_c,
+                                                                        "seed": cfg.seed, "run_out": str(self.out)})
+                table = method.make_docids(ctx)
+                table.save(folder / "docids")
+            docid_s = time.perf_counter() - start
+            trie = PrefixTree(table)
+            # 2. model + training
+            if (model_dir / "genir_model.json").exists():
+                model = DocidSeq2Seq.load(model_dir).to(self.device)
+                train_info = json.loads((folder / "train.json").read_text())
+            else:
+                model, train_info = self._train(method, method_name, table, trie, folder)
         model.eval()
         # 3. search at the reported beam, and at beam 10 for speed
         index_start = time.perf_counter()
@@ -344,6 +386,9 @@ class Run:
             "index_seconds": index_s, "indexing_docs_per_second": len(self.docs) / max(index_s, 1e-9),
             "index_bytes_per_doc": searcher.index_bytes() / len(self.docs),
             "parameters": train_info.get("parameters")})
+        if "progressive" in train_info:  # learned docids: diversity and collapse checks per step
+            result["progressive"] = [{k: v for k, v in e.items() if k not in ("train", "warmup")}
+                                     for e in train_info["progressive"]]
         if hasattr(searcher, "compare_modes"):  # tied docids: generative and dense inference must agree
             result["mode_agreement"] = searcher.compare_modes(self.test_queries, cfg.k)
         if isinstance(getattr(searcher, "beam", None), int):  # beam search: speed at beam 10 too, same searcher
@@ -353,6 +398,32 @@ class Run:
             result[f"queries_per_second_beam{cfg.beam}"] = result["queries_per_second"]
         _write_json(done, result)
         return result
+
+    def _train(self, method, method_name: str, table: DocIdTable, trie: PrefixTree, folder: Path):
+        from genir.models import DocidSeq2Seq, ModelConfig
+        from genir.training import TrainConfig, Trainer
+
+        cfg = self.cfg
+        mcfg = ModelConfig(n_codes=method.n_codes(table), backbone=cfg.backbone,
+                           decoder_layers=cfg.decoder_layers, decoder_ff=cfg.decoder_ff,
+                           decoder_dim=cfg.decoder_dim, max_docid_length=trie.depth,
+                           query_max_length=cfg.query_max_length, doc_max_length=cfg.doc_max_length,
+                           extra={"method": method_name})
+        model = DocidSeq2Seq(mcfg).to(self.device)
+        model.freeze_encoder(cfg.encoder == "frozen")
+        dataset, collate = method.training_data(self, model, table, trie)
+        tcfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, encoder_lr=cfg.encoder_lr,
+                           seed=cfg.seed)
+        trainer = Trainer(model, method.objective, dataset, collate, tcfg, folder / "checkpoints",
+                          desc=f"train {method_name}")
+        info = trainer.train()
+        train_info = {**info, "encoder": cfg.encoder, "examples": len(dataset),
+                      "encode_seconds": self.encode_seconds if cfg.encoder == "frozen" else 0.0,
+                      "history": trainer.history, "train_config": asdict(tcfg),
+                      "parameters": model.n_parameters()}
+        model.save(folder / "model")
+        _write_json(folder / "train.json", train_info)
+        return model, train_info
 
     def run(self) -> dict:
         start = time.perf_counter()

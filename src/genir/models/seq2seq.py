@@ -151,6 +151,10 @@ class DocidSeq2Seq(nn.Module):
     def load(cls, folder: str | Path, map_location: str = "cpu") -> DocidSeq2Seq:
         folder = Path(folder)
         config = ModelConfig(**json.loads((folder / "genir_model.json").read_text()))
+        if config.extra.get("architecture") == "codebook" and cls is DocidSeq2Seq:
+            from genir.models.codebook import CodebookSeq2Seq  # per-step codebooks (GenRet)
+
+            cls = CodebookSeq2Seq
         model = cls(config, _hf_dir=str(folder / "backbone"), _from_config=True)
         state = load_file(str(folder / "model.safetensors"), device=map_location)
         model.load_state_dict(state, strict=False)

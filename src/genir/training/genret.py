@@ -1,0 +1,377 @@
+"""GenRet (Sun et al., "Learning to Tokenize for Generative Retrieval"): docids learned by discrete
+auto-encoding, one docid step at a time (progressive training, Sec. 3.3.1), with diverse clustering
+(codebook initialisation by constrained k-means after a warm-up, docid re-assignment by Sinkhorn-Knopp;
+Sec. 3.3.2).
+
+Pieces: :class:`GenRetConfig` (settings), :class:`GenRetData` (documents, each with the texts that stand
+for its queries), :class:`GenRetObjective` (Eq. 6, 8-11 at progressive step T) and
+:class:`ProgressiveTrainer` (the M learning steps; the shared :class:`~genir.training.Trainer` runs each
+phase, so every phase checkpoints and resumes).
+
+How S(z_<t) of Eq. 6 is realised (``rec_set``):
+- ``"bank"`` (default): the whole trained corpus. A bank holds sg(d*_T) of every document (computed with
+  the stored prefix z_<T, dropout off) and is refreshed once per epoch (``bank_refresh`` steps); the
+  documents of S(z_<T) are the bank rows whose stored prefix equals the target's. The target's own
+  score always uses its fresh sg(d_T).
+- ``"batch"``: the documents of the mini-batch that share the target's prefix (the authors' code
+  batches documents by prefix to make such groups large; with random batches they are small for T > 1).
+
+Under Eq. 8 the factors t < T of R(d | z^) take sg(z_t) and sg(d*_t) only, so they carry no gradient;
+the loss computes the factor t = T, whose gradient is the whole of dL_Rec.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+from genir.docids.balance import constrained_kmeans, diversity, largest_share, sinkhorn
+from genir.training.data import EncodedTexts
+from genir.training.loop import TrainConfig, Trainer
+
+
+@dataclass
+class GenRetConfig:
+    codes: int = 512  # K, codes per step (GenRet Sec. 4.4)
+    length: int | None = None  # M; None: the smallest M with K^M >= headroom x documents
+    headroom: float = 10.0
+    epochs: float = 30  # per progressive step
+    warmup_epochs: float = 3  # codebook initialisation warm-up (continuous d_T), per step
+    fit_epochs: float = 0  # after the last step: seq2seq training on the final, fixed docids
+    batch_size: int = 128
+    lr: float = 1e-3
+    reassign: bool = True  # docid re-assignment by Sinkhorn-Knopp during training
+    diverse_init: bool = True  # warm-up + constrained k-means codebook initialisation (else random)
+    epsilon: float = 1.0  # Sinkhorn eps (GenRet Sec. 4.4)
+    sinkhorn_iterations: int = 100
+    rec_set: str = "bank"  # S(z_<t): "bank" (whole corpus, refreshed) or "batch"
+    # the warm-up also trains the ranking term of L_Ret (q_T . d_T, in-batch): see GenRetObjective
+    warmup_ranking: bool = True
+    bank_refresh: int = 0  # steps between bank refreshes; 0 = once per epoch
+    collapse_share: float = 0.5  # warn when one docid prefix holds more than this share of documents
+    collapse_diversity: float = 0.2  # ... or when step diversity d falls below this
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.rec_set not in ("bank", "batch"):
+            raise ValueError(f"rec_set must be 'bank' or 'batch', not {self.rec_set!r}")
+        if self.codes < 2:
+            raise ValueError("codes (K) must be at least 2")
+
+    def docid_length(self, n_docs: int) -> int:
+        """GenRet Sec. 4.4: M grows with the corpus so that docids are (nearly) unique."""
+        if self.length:
+            return self.length
+        return max(1, math.ceil(math.log(max(n_docs, 2) * self.headroom) / math.log(self.codes)))
+
+
+class GenRetData(Dataset):
+    """Items are trained documents; each visit pairs the document's own text with one of its queries,
+    drawn uniformly from its pseudo-queries and training queries (as the authors' code pools them).
+
+    ``doc_text[d]`` and ``queries[d]`` are indices into ``encoded`` (frozen-encoder states)."""
+
+    def __init__(self, encoded: EncodedTexts, doc_text: dict[int, int], queries: dict[int, list[int]],
+                 seed: int = 0):
+        self.encoded, self.doc_text, self.queries = encoded, doc_text, queries
+        self.docs = sorted(doc_text)
+        self.rng = random.Random(seed)
+
+    def __len__(self) -> int:
+        return len(self.docs)
+
+    def __getitem__(self, i: int) -> int:
+        return self.docs[i]
+
+    def collate(self, docs: list[int]) -> dict[str, torch.Tensor]:
+        q_texts = [self.rng.choice(self.queries[d]) if self.queries.get(d) else self.doc_text[d] for d in docs]
+        d_mem, d_mask = self.encoded.batch([self.doc_text[d] for d in docs])
+        q_mem, q_mask = self.encoded.batch(q_texts)
+        return {"d_memory": d_mem, "d_mask": d_mask, "q_memory": q_mem, "q_mask": q_mask,
+                "doc_index": torch.tensor(docs)}
+
+    def doc_states(self, docs: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.encoded.batch([self.doc_text[d] for d in docs])
+
+
+def straight_through(codebook: torch.Tensor, d: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+    """GenRet Eq. 8, straight-through estimator: the value is z_T = e_{T,z_T}; the gradients are
+    dL/dd_T := dL/dz_T and dL/de_{T,j} := 1[z_T = j] dL/dz_T (the look-up routes the gradient to the
+    chosen codebook row only)."""
+    return codebook[codes] + d - d.detach()
+
+
+class GenRetObjective:
+    """The loss of progressive step ``t`` (0-based; the paper's T = t + 1).
+
+    ``codes`` (N, M) holds the fixed docid prefixes (-1 where not yet learned). ``phase="warmup"`` is the
+    codebook-initialisation warm-up (continuous d_T into the reconstruction model, L_Rec + L_Com);
+    ``phase="train"`` is L = L_Rec + L_Com + L_Ret (Eq. 11).
+    """
+
+    def __init__(self, t: int, codes: torch.Tensor, data: GenRetData, config: GenRetConfig,
+                 phase: str = "train"):
+        self.t, self.codes, self.data, self.cfg, self.phase = t, codes, data, config, phase
+        self.trained = torch.zeros(len(codes), dtype=torch.bool)
+        self.trained[data.docs] = True
+        # documents sharing the stored prefix z_<T share a group id: S(z_<T) of Eq. 6
+        prefixes = codes[:, :t].numpy() if t else np.zeros((len(codes), 0), dtype=np.int64)
+        _, group = np.unique(prefixes, axis=0, return_inverse=True) if t else (None, np.zeros(len(codes)))
+        self.group = torch.as_tensor(np.asarray(group).ravel(), dtype=torch.long)
+        self.bank: torch.Tensor | None = None
+        self.calls = 0
+        every = config.bank_refresh or math.ceil(len(data) / config.batch_size)
+        self.refresh_every = max(1, every)
+
+    # -- the corpus bank of sg(d*_T) -------------------------------------------------------------
+    @torch.no_grad()
+    def refresh_bank(self, model) -> None:
+        was_training = model.training
+        model.eval()
+        device = next(model.parameters()).device
+        bank = torch.zeros(len(self.codes), model.decoder.d_model, device=device)
+        docs = self.data.docs
+        for s in range(0, len(docs), 512):
+            idx = docs[s: s + 512]
+            mem, mask = self.data.doc_states(idx)
+            prefix = self.codes[idx, : self.t].to(device)
+            bank[idx] = model.hidden(mem.to(device), mask.to(device), prefix)[:, -1]
+        self.bank = bank
+        model.train(was_training)
+
+    def reconstruction_loss(self, z: torch.Tensor, d_sg: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """GenRet Eq. 6 at step T: -log exp(z_T . sg(d_T)) / sum_{d* in S(z_<T)} exp(z_T . sg(d*_T))."""
+        own = (z * d_sg).sum(-1)
+        group = self.group.to(idx.device)[idx]
+        if self.cfg.rec_set == "batch":
+            scores = z @ d_sg.T
+            scores = scores.masked_fill(group[:, None] != group[None, :], float("-inf"))
+            return F.cross_entropy(scores, torch.arange(len(idx), device=idx.device))
+        scores = z @ self.bank.T
+        same = (self.group.to(idx.device)[None, :] == group[:, None]) & self.trained.to(idx.device)[None, :]
+        scores = scores.masked_fill(~same, float("-inf"))
+        scores = scores.scatter(1, idx[:, None], own[:, None])  # the target's score uses its fresh d_T
+        return F.cross_entropy(scores, idx)
+
+    def __call__(self, model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        if self.cfg.rec_set == "bank" and (self.bank is None or self.calls % self.refresh_every == 0):
+            self.refresh_bank(model)
+        self.calls += 1
+        t, idx = self.t, batch["doc_index"]
+        prefix = self.codes[idx.cpu(), :t].to(idx.device)
+        d_h = model.hidden(batch["d_memory"], batch["d_mask"], prefix)  # GenRet Eq. 2: d_1..d_T
+        d_t = d_h[:, -1]
+        logs: dict[str, float] = {}
+        if self.phase == "warmup":
+            # Sec. 3.3.2, codebook initialisation: the continuous d_T stands in for z_T in R(d | z)
+            rec = self.reconstruction_loss(d_t, d_t.detach(), idx)
+            com = self._commitment(model, d_h[:, :-1], prefix) if t else d_t.new_zeros(())
+            loss = rec + com
+            if self.cfg.warmup_ranking:
+                # With z_T = d_T, R(d | z) retrieves d_T by itself: d_T . d_T beats d_T . d*_T for any
+                # vectors of equal norm, so L_Rec is ~0 from the first steps and leaves every d_T alike
+                # (measured: mean cosine 0.9995 between documents after the warm-up, k-means then splits
+                # noise). The ranking term of L_Ret (Eq. 10) is what makes d_T tell documents apart; the
+                # authors' code warms up with it too.
+                q_t = model.hidden(batch["q_memory"], batch["q_mask"], prefix)[:, -1]
+                rank = F.cross_entropy(q_t @ d_t.T, torch.arange(len(idx), device=idx.device))
+                loss = loss + rank
+                logs["rank"] = float(rank.detach())
+            logs.update(rec=float(rec.detach()), com=float(com.detach()))
+            return loss, {"loss": float(loss.detach()), **logs}
+        h = model.step_logits(d_t, t)  # H = D_T E_T^T (Eq. 3 before the softmax)
+        with torch.no_grad():
+            # Sec. 3.3.2, docid re-assignment: argmax over H* (Sinkhorn) instead of H (Eq. 4)
+            z_code = (sinkhorn(h.detach(), self.cfg.epsilon, self.cfg.sinkhorn_iterations)
+                      if self.cfg.reassign else h.detach()).argmax(-1)
+        z_hat = straight_through(model.codebooks[t], d_t, z_code)
+        rec = self.reconstruction_loss(z_hat, d_t.detach(), idx)  # Eq. 8: L_Rec = -log R(d | z^_<=T)
+        targets = torch.cat([prefix, z_code[:, None]], 1)
+        # Eq. 9: L_Com = -sum_{t<=T} log Q(z_t | z_<t, d)
+        com = self._commitment(model, d_h, targets)
+        # Eq. 10: L_Ret = -log softmax over the batch of q_T . d_T  -  sum_{t<=T} log P(z_t | z_<t, q)
+        q_h = model.hidden(batch["q_memory"], batch["q_mask"], prefix)
+        scores = q_h[:, -1] @ d_t.T
+        rank = F.cross_entropy(scores, torch.arange(len(idx), device=idx.device))
+        q_logits = model.code_logits(q_h)
+        gen = sum(F.cross_entropy(q_logits[:, s], targets[:, s]) for s in range(t + 1))
+        loss = rec + com + rank + gen  # Eq. 11
+        with torch.no_grad():
+            acc = (q_logits[:, -1].argmax(-1) == z_code).float().mean()
+            plain = (h.argmax(-1) == z_code).float().mean()
+        logs.update(rec=float(rec.detach()), com=float(com.detach()), ret=float((rank + gen).detach()),
+                    q_acc=float(acc), argmax_agree=float(plain),
+                    codes=float(len(torch.unique(z_code))) / len(z_code))
+        return loss, {"loss": float(loss.detach()), **logs}
+
+    @staticmethod
+    def _commitment(model, d_h: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        logits = model.code_logits(d_h)
+        return sum(F.cross_entropy(logits[:, s], targets[:, s]) for s in range(targets.shape[1]))
+
+
+class _Docs(Dataset):
+    def __init__(self, docs: list[int]):
+        self.docs = docs
+
+    def __len__(self) -> int:
+        return len(self.docs)
+
+    def __getitem__(self, i: int) -> int:
+        return self.docs[i]
+
+
+class ProgressiveTrainer:
+    """GenRet Sec. 3.3.1: M learning steps; step T learns z_T while z_<T stay fixed.
+
+    At step T the trainable parameters are the decoder, the input embeddings of z_<T and the codebook
+    E_T; the codebooks E_<T (and a frozen encoder) do not move, and the stored codes z_<T are data.
+    Each step: [warm-up + constrained k-means init of E_T] -> training (Eq. 11) -> z_T = argmax (Eq. 4)
+    for every document, logged with diversity d and the largest docid share.
+
+    Progress is kept in ``folder``: ``codes.npy`` + ``progress.json`` after each finished step, and the
+    shared Trainer's checkpoints per phase, so a killed run resumes where it stopped.
+    """
+
+    def __init__(self, model, data: GenRetData, n_docs: int, config: GenRetConfig, folder: str | Path,
+                 show_progress: bool = True):
+        self.model, self.data, self.cfg, self.folder = model, data, config, Path(folder)
+        self.n_docs, self.show_progress = n_docs, show_progress
+        self.m = model.n_steps
+        self.codes = torch.full((n_docs, self.m), -1, dtype=torch.long)
+        self.log: list[dict] = []
+
+    def _phase(self, objective: GenRetObjective, epochs: float, name: str) -> dict:
+        cfg = self.cfg
+        tcfg = TrainConfig(epochs=epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=0.0, seed=cfg.seed)
+        trainer = Trainer(self.model, objective, self.data, self.data.collate, tcfg, self.folder / name,
+                          show_progress=self.show_progress, desc=f"genret {name}")
+        info = trainer.train()
+        info["history"] = trainer.history
+        return info
+
+    def _set_trainable(self, t: int) -> None:
+        for s, book in enumerate(self.model.codebooks):
+            book.requires_grad_(s == t)  # E_<T frozen (and E_>T unused) at step T
+        for s, emb in enumerate(self.model.step_embed):
+            emb.weight.requires_grad_(s < t)  # inputs z_<T feed d_T; later ones are unused
+
+    @torch.no_grad()
+    def doc_vectors(self, t: int) -> torch.Tensor:
+        """d_T of every trained document given its stored prefix (dropout off), (n_trained, D)."""
+        objective = GenRetObjective(t, self.codes, self.data, self.cfg)
+        objective.refresh_bank(self.model)
+        return objective.bank[self.data.docs].cpu()
+
+    @torch.no_grad()
+    def assign(self, t: int) -> None:
+        """GenRet Eq. 4 for every trained document: z_T = argmax_j d_T . E_T^T (stored, then fixed)."""
+        self.model.eval()
+        device = next(self.model.parameters()).device
+        docs = self.data.docs
+        for s in range(0, len(docs), 512):
+            idx = docs[s: s + 512]
+            mem, mask = self.data.doc_states(idx)
+            codes = self.model.assign_codes(mem.to(device), mask.to(device), t + 1, self.codes[idx, :t])
+            self.codes[idx, t] = codes[:, t].cpu()
+
+    def step_stats(self, t: int) -> dict:
+        docs = self.data.docs
+        col = self.codes[docs, t].numpy()
+        stats = {"step": t + 1, "diversity": diversity(col, self.cfg.codes),
+                 "codes_used": int(len(np.unique(col))),
+                 "largest_code_share": largest_share(col),
+                 "largest_docid_share": largest_share(self.codes[docs, : t + 1].numpy()),
+                 "distinct_docids": int(len(np.unique(self.codes[docs, : t + 1].numpy(), axis=0)))}
+        collapsed = (stats["largest_docid_share"] > self.cfg.collapse_share
+                     or stats["diversity"] < self.cfg.collapse_diversity)
+        stats["collapsed"] = bool(collapsed)
+        msg = (f"genret step {t + 1}/{self.m}: diversity d = {stats['diversity']:.3f}, "
+               f"{stats['codes_used']}/{self.cfg.codes} codes used, largest docid holds "
+               f"{stats['largest_docid_share']:.1%} of documents")
+        tqdm.write(msg)
+        if collapsed:
+            warnings.warn(f"GenRet docids collapsed at step {t + 1}: {msg}. Check that re-assignment and the "
+                          "diverse codebook initialisation are on, and the learning rate.", stacklevel=2)
+        return stats
+
+    def _load_progress(self) -> int:
+        progress = self.folder / "progress.json"
+        if not progress.exists():
+            return 0
+        state = json.loads(progress.read_text())
+        self.codes = torch.from_numpy(np.load(self.folder / "codes.npy"))
+        self.model.load_state_dict(torch.load(self.folder / "model_after_step.pt", map_location="cpu",
+                                              weights_only=True), strict=False)
+        self.log = state["log"]
+        return state["steps_done"]
+
+    def _save_progress(self, steps_done: int) -> None:
+        import os
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        state = {k: v for k, v in self.model.state_dict().items() if not k.startswith("encoder.")}
+        torch.save(state, self.folder / "model_after_step.pt.tmp")
+        np.save(self.folder / "codes.tmp.npy", self.codes.numpy())
+        os.replace(self.folder / "model_after_step.pt.tmp", self.folder / "model_after_step.pt")
+        os.replace(self.folder / "codes.tmp.npy", self.folder / "codes.npy")
+        tmp = self.folder / "progress.json.tmp"
+        tmp.write_text(json.dumps({"steps_done": steps_done, "log": self.log, "config": asdict(self.cfg)},
+                                  indent=1, default=float))
+        os.replace(tmp, self.folder / "progress.json")
+
+    def train(self, steps: int | None = None) -> dict:
+        start = time.perf_counter()
+        done = self._load_progress()
+        device = next(self.model.parameters()).device
+        for t in range(done, steps if steps is not None else self.m):
+            self._set_trainable(t)
+            entry: dict = {"step": t + 1}
+            if self.cfg.diverse_init:
+                # Sec. 3.3.2: warm up with the continuous d_T, then cluster every document's d_T into K
+                # balanced groups; the centroids become E_T
+                warm = GenRetObjective(t, self.codes, self.data, self.cfg, phase="warmup")
+                self.model.codebooks[t].requires_grad_(False)  # not used by the warm-up loss
+                if self.cfg.warmup_epochs:
+                    entry["warmup"] = _brief(self._phase(warm, self.cfg.warmup_epochs, f"step{t + 1}-warmup"))
+                self.model.codebooks[t].requires_grad_(True)
+                init = self.folder / f"codebook{t + 1}.npy"
+                if init.exists():
+                    centroids = np.load(init)
+                else:
+                    k_start = time.perf_counter()
+                    centroids, labels = constrained_kmeans(self.doc_vectors(t).numpy(), self.cfg.codes,
+                                                           self.cfg.seed + t)
+                    entry["kmeans_seconds"] = time.perf_counter() - k_start
+                    entry["kmeans_diversity"] = diversity(labels, self.cfg.codes)
+                    np.save(init, centroids)
+                with torch.no_grad():
+                    self.model.codebooks[t].copy_(torch.from_numpy(centroids).to(device))
+            objective = GenRetObjective(t, self.codes, self.data, self.cfg, phase="train")
+            entry["train"] = _brief(self._phase(objective, self.cfg.epochs, f"step{t + 1}"))
+            self.assign(t)
+            entry.update(self.step_stats(t))
+            self.log.append(entry)
+            self._save_progress(t + 1)
+        for book in self.model.codebooks:
+            book.requires_grad_(True)
+        for emb in self.model.step_embed:
+            emb.weight.requires_grad_(True)
+        return {"seconds": time.perf_counter() - start, "log": self.log}
+
+
+def _brief(info: dict) -> dict:
+    """Keep a phase's loss curve short enough for the run's JSON (every 10th point)."""
+    hist = info.pop("history", [])
+    return {**info, "history": hist[::10] + hist[-1:]}

@@ -1,0 +1,233 @@
+"""GenRet: every equation against a direct computation, progressive training, diverse clustering."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from genir.docids import DocIdTable, PrefixTree
+from genir.docids.balance import constrained_kmeans, diversity, largest_share, sinkhorn
+from genir.models import DocidSeq2Seq, ModelConfig
+from genir.models.codebook import CodebookSeq2Seq
+from genir.search.beam import beam_search, sequence_scores
+from genir.training.data import EncodedTexts
+from genir.training.genret import (
+    GenRetConfig,
+    GenRetData,
+    GenRetObjective,
+    ProgressiveTrainer,
+    straight_through,
+)
+
+K, M = 6, 2
+
+
+@pytest.fixture(scope="module")
+def model(tiny_bert) -> CodebookSeq2Seq:
+    torch.manual_seed(0)
+    return CodebookSeq2Seq(ModelConfig(n_codes=K, backbone=tiny_bert, max_docid_length=M, dropout=0.0)).eval()
+
+
+def _memory(model, texts):
+    with torch.no_grad():
+        return model.encode_texts(texts, 16)
+
+
+def test_eq3_eq4_step_logits_are_codebook_lookups(model):
+    mem, mask = _memory(model, ["a query about cells", "protein folding", "x"])
+    prefix = torch.tensor([[1], [4], [0]])
+    hidden = model.hidden(mem, mask, prefix)  # Eq. 2: d_1, d_2
+    logits = model(mem, mask, torch.cat([prefix, torch.zeros_like(prefix)], 1))
+    for t in range(M):  # Eq. 3: d_t . E_t^T, each step its own codebook; no end-of-docid
+        assert torch.allclose(logits[:, t, :K], hidden[:, t] @ model.codebooks[t].T, atol=1e-5)
+        assert torch.isinf(logits[:, t, K]).all()
+    # incremental decoding (beam search) gives the same logits as teacher forcing
+    state = model.start(mem, mask)
+    step1, state = model.step(state, torch.full((3,), model.bos))
+    step2, _ = model.step(state, prefix[:, 0])
+    assert torch.allclose(step1, logits[:, 0], atol=1e-5) and torch.allclose(step2, logits[:, 1], atol=1e-5)
+    # Eq. 4: z_t = argmax, fed back step by step
+    codes = model.assign_codes(mem, mask)
+    z1 = (model.hidden(mem, mask, codes[:, :0])[:, 0] @ model.codebooks[0].T).argmax(-1)
+    z2 = (model.hidden(mem, mask, z1[:, None])[:, 1] @ model.codebooks[1].T).argmax(-1)
+    assert torch.equal(codes, torch.stack([z1, z2], 1))
+    # a fixed prefix is kept and only later steps are decoded
+    assert torch.equal(model.assign_codes(mem, mask, prefix=prefix)[:, 0], prefix[:, 0])
+
+
+def test_beam_search_over_learned_docids_equals_brute_force(model):
+    codes = np.array([[a, b] for a in range(K) for b in range(K)][::3])
+    table = DocIdTable([f"d{i}" for i in range(len(codes))], codes, K, "genret")
+    trie = PrefixTree(table)
+    mem, mask = _memory(model, ["first query", "second one here"])
+    nodes, scores = beam_search(model, trie, mem, mask, beam=len(codes))
+    brute = sequence_scores(model, trie, mem, mask)
+    for q in range(2):
+        got = [trie.leaf_docs[n][0] for n in nodes[q].tolist()]
+        assert np.allclose(scores[q].numpy(), brute[q, got].numpy(), atol=1e-4)
+        assert np.allclose(np.sort(scores[q].numpy())[::-1], np.sort(brute[q].numpy())[::-1], atol=1e-4)
+
+
+def test_save_and_load_rebuild_the_codebook_model(model, tmp_path):
+    model.save(tmp_path / "m")
+    loaded = DocidSeq2Seq.load(tmp_path / "m")
+    assert isinstance(loaded, CodebookSeq2Seq) and loaded.n_steps == M
+    mem, mask = _memory(model, ["same input"])
+    assert torch.equal(loaded.assign_codes(mem, mask), model.assign_codes(mem, mask))
+
+
+def test_sinkhorn_balances_and_reassigns():
+    torch.manual_seed(0)
+    b, k = 32, 8
+    shared = torch.randn(1, k) * 5  # every row prefers the same codes: argmax collapses
+    h = shared + 0.1 * torch.randn(b, k)
+    assert len(torch.unique(h.argmax(1))) <= 2
+    log_h = sinkhorn(h, epsilon=1.0, iterations=100)
+    plan = log_h.exp()
+    assert torch.allclose(plan.sum(1), torch.full((b,), 1 / b), atol=1e-6)  # H* = Diag(u) exp(H/eps) Diag(v)
+    assert torch.allclose(plan.sum(0), torch.full((k,), 1 / k), atol=1e-3)
+    # the plan is exp(H / eps) rescaled by rows and columns: log H* - H/eps is a sum u_i + v_j
+    resid = log_h.double() - h.double()
+    u, v = resid[:, :1], resid[:1, :] - resid[0, 0]
+    assert torch.allclose(resid, u + v, atol=1e-4)
+    codes = log_h.argmax(1)
+    counts = np.bincount(codes.numpy(), minlength=k)
+    assert (counts > 0).all() and counts.max() <= 2 * b // k  # re-assignment spreads the batch
+
+
+def test_straight_through_gradients_eq8():
+    torch.manual_seed(0)
+    book = torch.randn(5, 4, requires_grad=True)
+    d = torch.randn(3, 4, requires_grad=True)
+    codes = torch.tensor([2, 2, 4])
+    z = straight_through(book, d, codes)
+    assert torch.allclose(z, book[codes])  # the value is the codebook vector
+    w = torch.randn(3, 4)
+    (z * w).sum().backward()  # dL/dz = w
+    assert torch.allclose(d.grad, w)  # dL/dd_T := dL/dz_T
+    expect = torch.zeros(5, 4)
+    expect[2] = w[0] + w[1]
+    expect[4] = w[2]
+    assert torch.allclose(book.grad, expect)  # dL/de_{T,j} := 1[z_T = j] dL/dz_T
+
+
+def _toy_data(model, n_docs: int = 24, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    words = "cell protein gene virus tumor brain heart lung blood immune drug dose".split()
+    docs = [" ".join(rng.choice(words, 8)) for _ in range(n_docs)]
+    queries = [" ".join(rng.choice(words, 3)) for _ in range(2 * n_docs)]
+    texts = docs + queries
+    enc = EncodedTexts(model, texts, 16, show_progress=False)
+    doc_text = {i: i for i in range(n_docs)}
+    qs = {i: [n_docs + 2 * i, n_docs + 2 * i + 1] for i in range(n_docs)}
+    return GenRetData(enc, doc_text, qs, seed)
+
+
+def test_reconstruction_loss_eq6_over_same_prefix_documents(model):
+    data = _toy_data(model, 12)
+    codes = torch.full((12, M), -1)
+    codes[:, 0] = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 2, 2, 3, 3])
+    obj = GenRetObjective(1, codes, data, GenRetConfig(codes=K, batch_size=4))  # step T = 2
+    torch.manual_seed(1)
+    obj.bank = torch.randn(12, model.decoder.d_model)
+    idx = torch.tensor([0, 4, 7])
+    z, d_sg = torch.randn(3, model.decoder.d_model), torch.randn(3, model.decoder.d_model)
+    got = obj.reconstruction_loss(z, d_sg, idx)
+    expect = []
+    for i, doc in enumerate(idx.tolist()):
+        same = [j for j in range(12) if codes[j, 0] == codes[doc, 0]]  # S(z_<T)
+        scores = {j: float(z[i] @ obj.bank[j]) for j in same}
+        scores[doc] = float(z[i] @ d_sg[i])  # the target itself: its fresh sg(d_T)
+        expect.append(-scores[doc] + math.log(sum(math.exp(s) for s in scores.values())))
+    assert got.item() == pytest.approx(float(np.mean(expect)), rel=1e-5)
+    # "batch": S(z_<T) is the batch's documents with the same prefix
+    obj.cfg.rec_set = "batch"
+    idx = torch.tensor([0, 1, 4])
+    got = obj.reconstruction_loss(z, d_sg, idx)
+    s01 = z[:2] @ d_sg[:2].T
+    expect = [F.cross_entropy(s01[0:1], torch.tensor([0])), F.cross_entropy(s01[1:2], torch.tensor([1])), 0.0]
+    assert got.item() == pytest.approx(float(sum(expect)) / 3, rel=1e-5)
+
+
+def test_loss_eq11_is_rec_plus_com_plus_ret(model):
+    data = _toy_data(model, 8)
+    codes = torch.full((8, M), -1)
+    codes[:, 0] = torch.arange(8) % K
+    cfg = GenRetConfig(codes=K, batch_size=8, rec_set="batch", reassign=False)
+    obj = GenRetObjective(1, codes, data, cfg)
+    torch.manual_seed(0)
+    batch = data.collate(list(range(8)))
+    loss, logs = obj(model, batch)
+    assert loss.item() == pytest.approx(logs["rec"] + logs["com"] + logs["ret"], rel=1e-4)
+    # Eq. 9 and 10 by hand: commitment over t <= T for the document, generation over t <= T for the query
+    prefix = codes[:, :1]
+    d_h = model.hidden(batch["d_memory"], batch["d_mask"], prefix)
+    q_h = model.hidden(batch["q_memory"], batch["q_mask"], prefix)
+    z2 = (d_h[:, 1] @ model.codebooks[1].T).argmax(-1)  # no re-assignment: plain argmax (Eq. 4)
+    targets = torch.cat([prefix, z2[:, None]], 1)
+    com = sum(F.cross_entropy(d_h[:, t] @ model.codebooks[t].T, targets[:, t]) for t in range(2))
+    ret = F.cross_entropy(q_h[:, 1] @ d_h[:, 1].T, torch.arange(8)) + sum(
+        F.cross_entropy(q_h[:, t] @ model.codebooks[t].T, targets[:, t]) for t in range(2))
+    assert logs["com"] == pytest.approx(com.item(), rel=1e-4)
+    assert logs["ret"] == pytest.approx(ret.item(), rel=1e-4)
+
+
+def test_progressive_step_keeps_earlier_codes_and_codebooks(tiny_bert, tmp_path):
+    torch.manual_seed(0)
+    model = CodebookSeq2Seq(ModelConfig(n_codes=4, backbone=tiny_bert, max_docid_length=2))
+    model.freeze_encoder(True)
+    data = _toy_data(model, 24)
+    cfg = GenRetConfig(codes=4, length=2, epochs=2, warmup_epochs=1, batch_size=8, lr=5e-3)
+    trainer = ProgressiveTrainer(model, data, 24, cfg, tmp_path / "p", show_progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.train(steps=1)
+    codes_after_1 = trainer.codes[:, 0].clone()
+    book1 = model.codebooks[0].detach().clone()
+    book2 = model.codebooks[1].detach().clone()
+    encoder = [p.detach().clone() for p in model.encoder.parameters()]
+    assert (codes_after_1 >= 0).all() and (trainer.codes[:, 1] < 0).all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.train()  # resumes after step 1 and runs step 2
+    assert torch.equal(trainer.codes[:, 0], codes_after_1)  # z_<T fixed
+    assert torch.equal(model.codebooks[0].detach(), book1)  # E_<T frozen
+    assert not torch.equal(model.codebooks[1].detach(), book2)  # E_T learned
+    assert all(torch.equal(a, b.detach()) for a, b in zip(encoder, model.encoder.parameters(), strict=True))
+    assert (trainer.codes[:, 1] >= 0).all()
+    assert [e["step"] for e in trainer.log] == [1, 2]
+    assert all(0 < e["diversity"] <= 1 for e in trainer.log)
+
+
+def test_diversity_metric_and_collapse_warning(tiny_bert, tmp_path):
+    assert diversity(np.arange(512) % 8, 8) == pytest.approx(1.0)
+    assert diversity(np.zeros(100, dtype=int), 8) == pytest.approx(1 / 8)  # all on one docid
+    assert diversity(np.array([0, 0, 1, 1]), 4) == pytest.approx(0.5)
+    assert largest_share(np.array([[1, 2], [1, 2], [1, 3], [0, 0]])) == 0.5
+    model = CodebookSeq2Seq(ModelConfig(n_codes=4, backbone=tiny_bert, max_docid_length=1))
+    data = _toy_data(model, 8)
+    trainer = ProgressiveTrainer(model, data, 8, GenRetConfig(codes=4), tmp_path, show_progress=False)
+    trainer.codes[:, 0] = 0
+    with pytest.warns(UserWarning, match="collapsed"):
+        stats = trainer.step_stats(0)
+    assert stats["collapsed"] and stats["largest_docid_share"] == 1.0
+
+
+def test_constrained_kmeans_is_balanced():
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(0, 0.1, (180, 4)), rng.normal(5, 0.1, (20, 4))])  # one dense blob
+    centroids, labels = constrained_kmeans(x, 10, slack=2.0)
+    sizes = np.bincount(labels, minlength=10)
+    assert centroids.shape == (10, 4)
+    assert sizes.min() >= 10 and sizes.max() <= 40  # n/(k*slack) .. n*slack/k
+
+
+def test_docid_length_grows_with_the_corpus():
+    cfg = GenRetConfig(codes=512)
+    assert cfg.docid_length(5_183) == 2 and cfg.docid_length(109_739) == 3  # NQ320k: M = 3 (the paper's)
+    assert GenRetConfig(codes=512, length=4).docid_length(10) == 4
