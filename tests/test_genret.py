@@ -231,3 +231,20 @@ def test_docid_length_grows_with_the_corpus():
     cfg = GenRetConfig(codes=512)
     assert cfg.docid_length(5_183) == 2 and cfg.docid_length(109_739) == 3  # NQ320k: M = 3 (the paper's)
     assert GenRetConfig(codes=512, length=4).docid_length(10) == 4
+
+
+def test_sinkhorn_assignment_spreads_each_prefix_group(tiny_bert, tmp_path):
+    torch.manual_seed(0)
+    model = CodebookSeq2Seq(ModelConfig(n_codes=8, backbone=tiny_bert, max_docid_length=2)).eval()
+    data = _toy_data(model, 16)
+    trainer = ProgressiveTrainer(model, data, 16, GenRetConfig(codes=8, assign="sinkhorn"), tmp_path,
+                                 show_progress=False)
+    trainer.codes[:, 0] = torch.arange(16) % 2  # two prefix groups of 8 documents
+    plain = model.step_logits(trainer.doc_vectors(1), 1).argmax(-1)  # Eq. 4 alone
+    trainer.assign(1)
+    for g in range(2):
+        in_group = trainer.codes[:, 0] == g
+        col = trainer.codes[in_group, 1]
+        assert len(torch.unique(col)) >= 4 and len(torch.unique(col)) > len(torch.unique(plain[in_group]))
+    with pytest.raises(ValueError, match="assign"):
+        GenRetConfig(assign="greedy")

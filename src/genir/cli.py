@@ -36,6 +36,34 @@ def _load_config_file(path: Path) -> dict:
     return data
 
 
+def _parse_setting(key: str, value: str):
+    """A --set value typed by its RunConfig field (bool, int, float, str, optional, list)."""
+    from dataclasses import fields
+
+    from genir.pipeline import RunConfig
+
+    types = {f.name: str(f.type) for f in fields(RunConfig)}
+    if key not in types:
+        _fail(f"--set {key}: unknown setting; known: {', '.join(sorted(types))}")
+    kind = types[key]
+    if value.lower() in ("none", "null") and "None" in kind:
+        return None
+    try:
+        if kind.startswith("bool"):
+            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(value)
+            return value.lower() in ("true", "1", "yes")
+        if kind.startswith("int"):
+            return int(value)
+        if kind.startswith("float"):
+            return float(value)
+        if kind.startswith("list"):
+            return [v for v in value.split(",") if v]
+    except ValueError:
+        _fail(f"--set {key}={value}: expected a {kind.split(' ')[0]}")
+    return value
+
+
 @app.command()
 def run(
     config: Annotated[Path | None, typer.Option(help="YAML or JSON file of run settings; flags override it")] = None,
@@ -67,6 +95,8 @@ def run(
         help="tied-atomic-distill: teacher scores, TSV query_id<TAB>doc_id<TAB>score or a TREC run")] = None,
     out: Annotated[str | None, typer.Option(help="report folder (a second run with it resumes)")] = None,
     seed: Annotated[int | None, typer.Option()] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help=(
+        "any run setting as KEY=VALUE, e.g. --set genret_reassign=false --set genret_codes=256; repeat"))] = None,
 ) -> None:
     """Train, index, search and evaluate; write report.md, report.json, run files and plots."""
     from genir.data.collection import DataError
@@ -81,6 +111,11 @@ def run(
              "max_test_queries": max_test_queries, "out": out, "seed": seed, "new_docs": new_docs,
              "tied_mode": tied_mode, "teacher_scores": teacher_scores}
     settings.update({k: v for k, v in flags.items() if v is not None})
+    for item in set_ or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            _fail(f"--set {item!r}: expected KEY=VALUE")
+        settings[key.strip()] = _parse_setting(key.strip(), value.strip())
     if no_baselines:
         settings["baselines"] = []
     if no_methods:

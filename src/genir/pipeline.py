@@ -85,11 +85,12 @@ class RunConfig:
     genret_length: int | None = None  # M; default: smallest M with K^M >= 10 x documents
     genret_epochs: float = 30  # per progressive step
     genret_warmup_epochs: float = 3
-    genret_fit_epochs: float = 0
+    genret_fit_epochs: float = 5  # seq2seq on the final docids (the authors' "fit" stage; 0 = off)
     genret_reassign: bool = True  # ablation switch: docid re-assignment (Sinkhorn)
     genret_diverse_init: bool = True  # ablation switch: warm-up + constrained k-means codebook init
     genret_rec_set: str = "bank"  # S(z_<t) of Eq. 6: whole-corpus bank or the batch
     genret_lr: float | None = None  # default: --lr
+    genret_assign: str = "argmax"  # corpus docids after each step: argmax (Eq. 4) or sinkhorn (per prefix)
 
     def genret(self):
         from genir.training.genret import GenRetConfig
@@ -98,7 +99,7 @@ class RunConfig:
                             warmup_epochs=self.genret_warmup_epochs, fit_epochs=self.genret_fit_epochs,
                             batch_size=self.batch_size, lr=self.genret_lr or self.lr,
                             reassign=self.genret_reassign, diverse_init=self.genret_diverse_init,
-                            rec_set=self.genret_rec_set, seed=self.seed)
+                            rec_set=self.genret_rec_set, assign=self.genret_assign, seed=self.seed)
 
     @classmethod
     def from_dict(cls, d: dict) -> RunConfig:

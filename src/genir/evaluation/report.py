@@ -34,10 +34,14 @@ def plot_docid_distribution(folder: Path, out: Path) -> Path | None:
         return None
     table = DocIdTable.load(folder / "docids")
     sizes = np.array(sorted((len(v) for v in table.groups().values()), reverse=True))
+    from genir.docids.balance import diversity
+
     first = np.sort(table.code_frequencies(0))[::-1]
+    d_first = diversity(table.codes[:, 0], table.vocab_size)
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     axes[0].bar(np.arange(len(first)), first, width=1.0, color="#3b6ea8")
-    axes[0].set_title(f"documents per first code ({(first > 0).sum()} of {table.vocab_size} used)")
+    axes[0].set_title(f"documents per first code ({(first > 0).sum()} of {table.vocab_size} used, "
+                      f"d = {d_first:.2f})")
     axes[0].set_xlabel("first code, by frequency")
     axes[0].set_ylabel("documents")
     counts = np.bincount(sizes)
@@ -125,6 +129,17 @@ def render_markdown(report: dict, plots: list[str]) -> str:
                          f"{d['largest_group']} | {d['mean_length']:.2f} | {d['vocab_size']} |")
         lines.append("")
     for s in gen:
+        prog = s.get("progressive")
+        if prog:
+            lines += [f"{s['name']}: learned docids, progressive steps (diversity d = 1 - sum_j |n_j - n/K| / 2n, "
+                      "GenRet Sec. 5.3; 1 = uniform):", "",
+                      "| step | diversity d | codes used | largest docid share | distinct prefixes | k-means init d "
+                      "| collapsed |", "|---|---|---|---|---|---|---|"]
+            for e in prog:
+                lines.append(f"| {e['step']} | {e['diversity']:.3f} | {e['codes_used']} | "
+                             f"{e['largest_docid_share']:.2%} | {e['distinct_docids']:,} | "
+                             f"{_fmt(e.get('kmeans_diversity'))} | {'YES' if e['collapsed'] else 'no'} |")
+            lines.append("")
         a = s.get("mode_agreement")
         if a:
             lines += [f"{s['name']}: generative decoding and faiss search gave the same ranking on "

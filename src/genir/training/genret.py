@@ -48,7 +48,9 @@ class GenRetConfig:
     headroom: float = 10.0
     epochs: float = 30  # per progressive step
     warmup_epochs: float = 3  # codebook initialisation warm-up (continuous d_T), per step
-    fit_epochs: float = 0  # after the last step: seq2seq training on the final, fixed docids
+    # after the last step: seq2seq training on the final, fixed docids (the authors' code's "fit" stage;
+    # the last step trains queries towards re-assigned codes, the stored docids are plain argmax)
+    fit_epochs: float = 5
     batch_size: int = 128
     lr: float = 1e-3
     reassign: bool = True  # docid re-assignment by Sinkhorn-Knopp during training
@@ -59,6 +61,9 @@ class GenRetConfig:
     # the warm-up also trains the ranking term of L_Ret (q_T . d_T, in-batch): see GenRetObjective
     warmup_ranking: bool = True
     bank_refresh: int = 0  # steps between bank refreshes; 0 = once per epoch
+    # how the corpus's docids are fixed after each step: "argmax" (Eq. 4, plain look-up; the authors' code)
+    # or "sinkhorn" (Sec. 3.3.2's re-assignment applied to the corpus, per group of documents sharing z_<T)
+    assign: str = "argmax"
     collapse_share: float = 0.5  # warn when one docid prefix holds more than this share of documents
     collapse_diversity: float = 0.2  # ... or when step diversity d falls below this
     seed: int = 0
@@ -66,6 +71,8 @@ class GenRetConfig:
     def __post_init__(self) -> None:
         if self.rec_set not in ("bank", "batch"):
             raise ValueError(f"rec_set must be 'bank' or 'batch', not {self.rec_set!r}")
+        if self.assign not in ("argmax", "sinkhorn"):
+            raise ValueError(f"assign must be 'argmax' or 'sinkhorn', not {self.assign!r}")
         if self.codes < 2:
             raise ValueError("codes (K) must be at least 2")
 
@@ -276,15 +283,27 @@ class ProgressiveTrainer:
 
     @torch.no_grad()
     def assign(self, t: int) -> None:
-        """GenRet Eq. 4 for every trained document: z_T = argmax_j d_T . E_T^T (stored, then fixed)."""
+        """Fix z_T for every trained document (then stored): GenRet Eq. 4, z_T = argmax_j d_T . E_T^T;
+        or, with ``assign="sinkhorn"``, argmax over H* (Sec. 3.3.2) computed over each group of documents
+        that share z_<T, so that documents of one group spread over the codes."""
         self.model.eval()
-        device = next(self.model.parameters()).device
         docs = self.data.docs
-        for s in range(0, len(docs), 512):
-            idx = docs[s: s + 512]
-            mem, mask = self.data.doc_states(idx)
-            codes = self.model.assign_codes(mem.to(device), mask.to(device), t + 1, self.codes[idx, :t])
-            self.codes[idx, t] = codes[:, t].cpu()
+        if self.cfg.assign == "argmax":
+            device = next(self.model.parameters()).device
+            for s in range(0, len(docs), 512):
+                idx = docs[s: s + 512]
+                mem, mask = self.data.doc_states(idx)
+                codes = self.model.assign_codes(mem.to(device), mask.to(device), t + 1, self.codes[idx, :t])
+                self.codes[idx, t] = codes[:, t].cpu()
+            return
+        h = self.model.step_logits(self.doc_vectors(t).to(self.model.codebooks[t].device), t).cpu()
+        objective = GenRetObjective(t, self.codes, self.data, self.cfg)
+        groups = objective.group[docs]
+        docs_t = torch.tensor(docs)
+        for g in torch.unique(groups):
+            rows = (groups == g).nonzero().ravel()
+            plan = sinkhorn(h[rows], self.cfg.epsilon, self.cfg.sinkhorn_iterations)
+            self.codes[docs_t[rows], t] = plan.argmax(-1)
 
     def step_stats(self, t: int) -> dict:
         docs = self.data.docs
