@@ -141,8 +141,7 @@ def test_reconstruction_loss_eq6_over_same_prefix_documents(model):
     expect = []
     for i, doc in enumerate(idx.tolist()):
         same = [j for j in range(12) if codes[j, 0] == codes[doc, 0]]  # S(z_<T)
-        scores = {j: float(z[i] @ obj.bank[j]) for j in same}
-        scores[doc] = float(z[i] @ d_sg[i])  # the target itself: its fresh sg(d_T)
+        scores = {j: float(z[i] @ obj.bank[j]) for j in same}  # the target's own row included
         expect.append(-scores[doc] + math.log(sum(math.exp(s) for s in scores.values())))
     assert got.item() == pytest.approx(float(np.mean(expect)), rel=1e-5)
     # "batch": S(z_<T) is the batch's documents with the same prefix

@@ -33,7 +33,7 @@ class RunConfig:
     qrels_dir: str = "qrels"
     train_split: str | None = "train"
     test_split: str = "test"
-    methods: list[str] = field(default_factory=lambda: ["dsi-semantic", "dsi-atomic"])
+    methods: list[str] = field(default_factory=lambda: ["dsi-semantic", "dsi-atomic", "genret"])
     baselines: list[str] = field(default_factory=lambda: ["bm25", "dense"])
     out: str | None = None
     # model
@@ -89,7 +89,7 @@ class RunConfig:
     genret_reassign: bool = True  # ablation switch: docid re-assignment (Sinkhorn)
     genret_diverse_init: bool = True  # ablation switch: warm-up + constrained k-means codebook init
     genret_rec_set: str = "bank"  # S(z_<t) of Eq. 6: whole-corpus bank or the batch
-    genret_lr: float | None = None  # default: --lr
+    genret_lr: float = 5e-4  # GenRet Sec. 4.4
     genret_assign: str = "argmax"  # corpus docids after each step: argmax (Eq. 4) or sinkhorn (per prefix)
 
     def genret(self):
@@ -97,7 +97,7 @@ class RunConfig:
 
         return GenRetConfig(codes=self.genret_codes, length=self.genret_length, epochs=self.genret_epochs,
                             warmup_epochs=self.genret_warmup_epochs, fit_epochs=self.genret_fit_epochs,
-                            batch_size=self.batch_size, lr=self.genret_lr or self.lr,
+                            batch_size=self.batch_size, lr=self.genret_lr,
                             reassign=self.genret_reassign, diverse_init=self.genret_diverse_init,
                             rec_set=self.genret_rec_set, assign=self.genret_assign, seed=self.seed)
 
