@@ -156,3 +156,19 @@ def test_genret_learns_docids_tokenizes_new_documents_and_feeds_the_ablation(sci
     assert saved["reassign"] is False and saved["diverse_init"] is False
     bad = CliRunner().invoke(app, ["run", "--dataset", str(scifact_slice), "--set", "genret_codes=many"])
     assert bad.exit_code == 2 and "expected a int" in bad.output
+
+
+def test_glen_two_phases_collision_ranking_and_cli_search(scifact_slice, tiny_bert, tmp_path):
+    out = tmp_path / "glen"
+    cfg = RunConfig(dataset=str(scifact_slice), backbone=tiny_bert, baselines=[], new_docs=0.2,
+                    methods=["glen", "glen-keyword"], epochs=1, batch_size=16, out=str(out), beam=10,
+                    glen_keyword_epochs=2, glen_refine_epochs=2, glen_batch_size=8, glen_negatives=3)
+    report = run(cfg)
+    glen, keyword = report["systems"]
+    assert glen["docids"]["max_length"] == 3 and glen["docids"]["vocab_size"] == 30522
+    assert glen["metrics"]["full"]["n"] == 25 and glen["metrics"]["new-docs"]["n"] > 0
+    assert keyword["docids"]["scheme"] == "keyword"
+    assert (out / "glen" / "identifiers_phase1.npy").exists()
+    assert not (out / "glen-keyword" / "phase1").exists()  # phase 1 is shared with the glen run
+    res = CliRunner().invoke(app, ["search", str(out / "glen"), "vitamin D and bone fractures", "--k", "3"])
+    assert res.exit_code == 0, res.output

@@ -186,9 +186,17 @@ def _method_searcher(method_dir: Path, beam: int, dataset: str | None):
                                       name=method_dir.name)
         searcher.add_documents(list(load_dataset(dataset).corpus.values()))
         return searcher
+    table = DocIdTable.load(method_dir / "docids")
+    if model.config.extra.get("architecture") == "lexical":  # GLEN: exact P(z|q), collision ranking (Eq. 9)
+        import numpy as np
+
+        from genir.search.lexical import LexicalSearcher
+
+        return LexicalSearcher(model, table, np.load(method_dir / "identifier_logits.npy"), beam=beam,
+                               name=method_dir.name)
     from genir.search.generative import GenerativeSearcher
 
-    return GenerativeSearcher(model, DocIdTable.load(method_dir / "docids"), beam=beam, name=method_dir.name)
+    return GenerativeSearcher(model, table, beam=beam, name=method_dir.name)
 
 
 @app.command()

@@ -186,6 +186,137 @@ def genret_docids(ctx: MethodContext) -> DocIdTable:
     return table
 
 
+def _glen_model(run, cfg):
+    from genir.models import ModelConfig
+    from genir.models.lexical import LexicalSeq2Seq
+
+    mcfg = ModelConfig(n_codes=0, backbone=run.cfg.backbone, decoder_layers=run.cfg.decoder_layers,
+                       decoder_ff=run.cfg.decoder_ff, decoder_dim=None, max_docid_length=cfg.length,
+                       query_max_length=run.cfg.query_max_length, doc_max_length=run.cfg.doc_max_length,
+                       extra={"method": "glen", "feed": cfg.feed})
+    model = LexicalSeq2Seq(mcfg).to(run.device)
+    model.freeze_encoder(True)
+    return model
+
+
+def _identify_all(run, model, tokens=None):
+    """Identifiers (Eq. 2) and identifier logits w^d of every document: trained documents from their cached
+    states, documents no training saw from their text (no retraining). With ``tokens`` (N, n) the
+    identifiers are given (keyword IDs) and only w^d is computed."""
+    import numpy as np
+    import torch
+
+    examples = run.examples()
+    n = len(run.doc_ids)
+    ids = np.zeros((n, model.n_steps), dtype=np.int64)
+    logits = np.zeros((n, model.n_steps), dtype=np.float32)
+    model.eval()
+    order = list(range(n))
+    for s in range(0, n, 256):
+        chunk = order[s: s + 256]
+        cached = [i for i in chunk if i in examples.doc_text]
+        fresh = [i for i in chunk if i not in examples.doc_text]
+        with torch.inference_mode():
+            for group, states in ((cached, lambda g: run.encoded(model).batch([examples.doc_text[i] for i in g])),
+                                  (fresh, lambda g: model.encode_texts(run.lead_texts([run.docs[i] for i in g]),
+                                                                       run.cfg.doc_max_length))):
+                if not group:
+                    continue
+                mem, mask = states(group)
+                mem, mask = mem.to(run.device), mask.to(run.device)
+                if tokens is None:
+                    z, w = model.assign_ids(mem, mask)
+                else:
+                    z = torch.as_tensor(tokens[group], device=mem.device)
+                    w = model.identifier_logits(mem, mask, z)
+                ids[group], logits[group] = z.cpu().numpy(), w.float().cpu().numpy()
+    return ids, logits
+
+
+def _glen_phase1(run, cfg, folder):
+    """GLEN phase 1 (Sec. 3.3.1, Eq. 4): seq2seq cross-entropy to keyword IDs, from documents,
+    pseudo-queries and training queries. Kept in ``folder/phase1`` for the glen-keyword system."""
+    from genir.docids.lexical import keyword_docids
+    from genir.docids.trie import PrefixTree
+    from genir.models import DocidSeq2Seq
+    from genir.training import TrainConfig, Trainer
+
+    model = _glen_model(run, cfg)
+    done = folder / "phase1" / "model"
+    keywords = keyword_docids(run.doc_ids, [d.full_text for d in run.docs], model.tokenizer, cfg.length)
+    if (done / "genir_model.json").exists():
+        model = DocidSeq2Seq.load(done).to(run.device)
+        model.freeze_encoder(True)
+        return model, keywords, 0.0, 0
+    dataset, collate = seq2seq_training_data(run, model, keywords, PrefixTree(keywords))
+    tcfg = TrainConfig(epochs=cfg.keyword_epochs, batch_size=run.cfg.batch_size, lr=run.cfg.lr, seed=cfg.seed)
+    info = Trainer(model, seq2seq_loss, dataset, collate, tcfg, folder / "phase1" / "checkpoints",
+                   desc="glen phase 1 (keywords)").train()
+    model.save(done)
+    return model, keywords, info["seconds"], info["steps"]
+
+
+def glen_learn(run, folder):
+    """GLEN: phase 1 (keyword IDs), phase 2 (ranking-based refinement, Eq. 5-8, prefix-aware dynamic
+    negatives), then identifiers for every document from the model (Sec. 3.4)."""
+    import math
+
+    import numpy as np
+
+    from genir.training import TrainConfig, Trainer
+    from genir.training.glen import GlenPairs, GlenRefineObjective, PrefixNegatives
+
+    if run.cfg.encoder != "frozen":
+        raise ValueError("glen trains on cached encoder states here: use --encoder frozen")
+    cfg = run.glen_config()
+    model, keywords, p1_seconds, p1_steps = _glen_phase1(run, cfg, folder)
+    before, _ = _identify_all(run, model)  # identifiers after phase 1, for the before/after words
+    examples = run.examples()
+    pairs = [(t, d) for t, d, kind in examples.examples if kind == "retrieval"]
+    if not pairs:  # no training queries: pseudo-queries stand in (a zero-shot collection)
+        pairs = [(t, d) for t, d, _ in examples.examples if t != examples.doc_text.get(d)]
+    docs = sorted(examples.doc_text)
+    negatives = PrefixNegatives(docs, cfg.negatives, cfg.negative_mode, cfg.seed)
+    data = GlenPairs(pairs, run.encoded(model), examples.doc_text, negatives)
+    objective = GlenRefineObjective(cfg, math.ceil(len(pairs) / cfg.batch_size), negatives, run.encoded(model),
+                                    examples.doc_text)
+    tcfg = TrainConfig(epochs=cfg.refine_epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed)
+    trainer = Trainer(model, objective, data, data.collate, tcfg, folder / "phase2" / "checkpoints",
+                      desc="glen phase 2 (refine)")
+    info = trainer.train()
+    ids, logits = _identify_all(run, model)
+    np.save(folder / "identifier_logits.npy", logits)
+    np.save(folder / "identifiers_phase1.npy", before)
+    table = DocIdTable(run.doc_ids, ids, model.config.n_codes, "glen",
+                       {"length": cfg.length, "feed": cfg.feed, "negatives": cfg.negative_mode})
+    return model, table, {"seconds": p1_seconds + info["seconds"], "steps": p1_steps + info["steps"],
+                          "phase1_seconds": p1_seconds, "phase2_seconds": info["seconds"],
+                          "history": trainer.history, "glen_config": cfg.__dict__,
+                          "keyword_collision_rate": keywords.stats()["collision_rate"]}
+
+
+def glen_keyword_learn(run, folder):
+    """GLEN after phase 1 only: the fixed keyword IDs and the phase-1 model (the paper's Table 8 row).
+    Reuses this run's ``glen/phase1`` when it exists."""
+    import numpy as np
+
+    cfg = run.glen_config()
+    model, keywords, seconds, steps = _glen_phase1(run, cfg, run.out / "glen")
+    _, logits = _identify_all(run, model, keywords.codes)
+    np.save(folder / "identifier_logits.npy", logits)
+    return model, keywords, {"seconds": seconds, "steps": steps, "glen_config": cfg.__dict__}
+
+
+def glen_searcher(run, model, table: DocIdTable, name: str, beam: int):
+    import numpy as np
+
+    from genir.search.lexical import LexicalSearcher
+
+    logits = np.load(run.out / name / "identifier_logits.npy")
+    return LexicalSearcher(model, table, logits, beam=beam, batch_size=run.cfg.search_batch_size,
+                           tie_break=run.glen_config().tie_break, name=name, show_progress=True)
+
+
 @dataclass(frozen=True)
 class Method:
     name: str
@@ -217,6 +348,10 @@ METHODS: dict[str, Method] = {
                training_data=tied_distillation_data, searcher=tied_searcher, n_codes=lambda table: 1),
         Method("genret", "GenRet: docids learned by discrete auto-encoding, progressive training, diverse "
                "clustering", genret_docids, learn_docids=genret_learn),
+        Method("glen", "GLEN: lexical docids over the backbone's vocabulary, keyword assignment then ranking "
+               "refinement, collision-free inference", genret_docids, learn_docids=glen_learn, searcher=glen_searcher),
+        Method("glen-keyword", "GLEN after phase 1 only: fixed keyword IDs (BM25 top-n tokens)", genret_docids,
+               learn_docids=glen_keyword_learn, searcher=glen_searcher),
         Method("genret-nolearn", "GenRet ablation 'without learning': a seq2seq retriever trained on "
                "GenRet's final docids", genret_docids),
     ]

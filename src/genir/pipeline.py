@@ -90,6 +90,16 @@ class RunConfig:
     genret_diverse_init: bool = True  # ablation switch: warm-up + constrained k-means codebook init
     genret_rec_set: str = "bank"  # S(z_<t) of Eq. 6: whole-corpus bank or the batch
     genret_lr: float = 5e-4  # GenRet Sec. 4.4
+    # glen (see genir.training.glen.GlenConfig)
+    glen_length: int = 3
+    glen_keyword_epochs: float = 30
+    glen_refine_epochs: float = 10
+    glen_negatives: int = 8
+    glen_negative_mode: str = "prefix"
+    glen_feed: str = "hidden"
+    glen_tie_break: str = "cosine"
+    glen_lr: float = 1e-4
+    glen_batch_size: int = 32
     genret_assign: str = "argmax"  # corpus docids after each step: argmax (Eq. 4) or sinkhorn (per prefix)
 
     def genret(self):
@@ -100,6 +110,14 @@ class RunConfig:
                             batch_size=self.batch_size, lr=self.genret_lr,
                             reassign=self.genret_reassign, diverse_init=self.genret_diverse_init,
                             rec_set=self.genret_rec_set, assign=self.genret_assign, seed=self.seed)
+
+    def glen(self):
+        from genir.training.glen import GlenConfig
+
+        return GlenConfig(length=self.glen_length, keyword_epochs=self.glen_keyword_epochs,
+                          refine_epochs=self.glen_refine_epochs, negatives=self.glen_negatives,
+                          negative_mode=self.glen_negative_mode, batch_size=self.glen_batch_size, lr=self.glen_lr,
+                          feed=self.glen_feed, tie_break=self.glen_tie_break, seed=self.seed)
 
     @classmethod
     def from_dict(cls, d: dict) -> RunConfig:
@@ -206,6 +224,9 @@ class Run:
 
     def genret_config(self):
         return self.cfg.genret()
+
+    def glen_config(self):
+        return self.cfg.glen()
 
     def lead_texts(self, docs) -> list[str]:
         """The text a document is represented by as model input: its leading span (as in training)."""

@@ -155,6 +155,10 @@ class DocidSeq2Seq(nn.Module):
             from genir.models.codebook import CodebookSeq2Seq  # per-step codebooks (GenRet)
 
             cls = CodebookSeq2Seq
+        elif config.extra.get("architecture") == "lexical" and cls is DocidSeq2Seq:
+            from genir.models.lexical import LexicalSeq2Seq  # vocabulary docids (GLEN)
+
+            cls = LexicalSeq2Seq
         model = cls(config, _hf_dir=str(folder / "backbone"), _from_config=True)
         state = load_file(str(folder / "model.safetensors"), device=map_location)
         model.load_state_dict(state, strict=False)

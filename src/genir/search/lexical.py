@@ -1,0 +1,62 @@
+"""LexicalSearcher: constrained beam search over vocabulary-token identifiers (GLEN Sec. 3.4).
+
+- The decoder's outputs are restricted to the tokens that occur in some identifier; scores stay exact
+  log P(z | q) (the normaliser is over the whole vocabulary, see
+  :meth:`genir.models.lexical.LexicalSeq2Seq.step`).
+- Documents that share an identifier are ranked by cos(w^q, w^d) (GLEN Eq. 9), w = the identifier
+  logits; ``tie_break="random"`` shuffles them instead (the paper's Table 5 comparison).
+"""
+
+from __future__ import annotations
+
+import random
+from collections import OrderedDict
+
+import numpy as np
+import torch
+
+from genir.docids.table import DocIdTable
+from genir.docids.trie import PrefixTree
+from genir.search.generative import GenerativeSearcher
+from genir.training.glen import collision_order
+
+
+class LexicalSearcher(GenerativeSearcher):
+    def __init__(self, model, table: DocIdTable, doc_logits: np.ndarray, beam: int = 100, batch_size: int = 16,
+                 tie_break: str = "cosine", name: str = "glen", show_progress: bool = False, seed: int = 0):
+        tokens = np.unique(table.codes[table.codes >= 0])
+        compact = np.where(table.codes >= 0, np.searchsorted(tokens, table.codes), -1)
+        self.compact_table = DocIdTable(table.doc_ids, compact, len(tokens), "lexical-compact")
+        model.restrict_outputs(torch.from_numpy(tokens))
+        self.doc_logits = np.asarray(doc_logits, dtype=np.float32)
+        self.tie_mode, self.rng = tie_break, random.Random(seed)
+        self._queries: OrderedDict[str, torch.Tensor] = OrderedDict()
+        super().__init__(model, table, beam=beam, batch_size=batch_size, tie_break=self._order, name=name,
+                         show_progress=show_progress, normalize=False, trie=PrefixTree(self.compact_table))
+
+    def _query_states(self, text: str) -> torch.Tensor:
+        """q_1..q_n of a query (hidden feed: independent of the identifier), cached for its ties."""
+        if text not in self._queries:
+            with torch.inference_mode():
+                mem, mask = self.model.encode_texts([text])
+                self._queries[text] = self.model.hidden_states(mem, mask)[0][0]
+            if len(self._queries) > 256:
+                self._queries.popitem(last=False)
+        return self._queries[text]
+
+    def _order(self, text: str, docs: list[int]) -> list[int]:
+        if self.tie_mode == "random":
+            docs = list(docs)
+            self.rng.shuffle(docs)
+            return docs
+        tokens = torch.as_tensor(self.table.codes[docs[0]])
+        if self.model.feed == "hidden":
+            q_h = self._query_states(text)
+            with torch.inference_mode():
+                w_q = self.model.vocab_logits(q_h).gather(-1, tokens[:, None])[:, 0]
+        else:
+            with torch.inference_mode():
+                mem, mask = self.model.encode_texts([text])
+                w_q = self.model.identifier_logits(mem, mask, tokens[None])[0]
+        order = collision_order(w_q.float().numpy(), self.doc_logits[docs])
+        return [docs[i] for i in order]

@@ -1,0 +1,189 @@
+"""GLEN (Lee et al., "Generative Retrieval via Lexical Index Learning"), phase 2: ranking-based ID
+refinement (Sec. 3.3.2) with prefix-aware dynamic negatives. Phase 1 (keyword-based ID assignment,
+Eq. 4) is the shared seq2seq objective on keyword targets (:func:`genir.docids.lexical.keyword_docids`).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from genir.training.data import EncodedTexts
+
+
+@dataclass
+class GlenConfig:
+    length: int = 3  # n, identifier tokens (GLEN Sec. 4.4, NQ320k)
+    keyword_epochs: float = 30  # phase 1
+    refine_epochs: float = 10  # phase 2
+    negatives: int = 8  # N_neg per query (Sec. 4.4)
+    negative_mode: str = "prefix"  # prefix-aware dynamic negatives, or "random" (the comparison)
+    lambda_point: float = 0.5  # Eq. 8
+    lambda_dist: float = 0.5  # Eq. 7
+    batch_size: int = 32  # queries per step (each with 1 + negatives documents)
+    lr: float = 1e-4
+    feed: str = "hidden"  # decoder input d_<t (GLEN) or "token" (e_{z_<t}, the ablation)
+    tie_break: str = "cosine"  # documents sharing an identifier: cos(w^q, w^d) (Eq. 9) or "random"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.negative_mode not in ("prefix", "random"):
+            raise ValueError(f"negative_mode must be 'prefix' or 'random', not {self.negative_mode!r}")
+        if self.tie_break not in ("cosine", "random"):
+            raise ValueError(f"tie_break must be 'cosine' or 'random', not {self.tie_break!r}")
+
+
+def temperature(epoch: float) -> float:
+    """GLEN Sec. 3.3.2: annealed tau = max(1e-5, exp(-epoch)); the epoch is fractional, so tau falls
+    every step (as in the authors' code)."""
+    return max(1e-5, math.exp(-epoch))
+
+
+def soft_identifier(doc_logits: torch.Tensor, word_embeddings: torch.Tensor, tau: float) -> torch.Tensor:
+    """GLEN Eq. 6: r_t = softmax(d_t . E^T / tau) . E, (..., n, m)."""
+    return torch.softmax(doc_logits / tau, -1) @ word_embeddings
+
+
+def relevance(q_hidden: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """GLEN Eq. 6: rel(q, d) = sum_t q_t . r_t, for every query against every document, (B_q, B_d)."""
+    return torch.einsum("qtm,dtm->qd", q_hidden, r)
+
+
+def identifier_distance(w_q: torch.Tensor, w_d: torch.Tensor) -> torch.Tensor:
+    """GLEN Eq. 7: cosine distance between identifier logits w^q and w^{d+}, per query."""
+    return 1.0 - F.cosine_similarity(w_q, w_d, dim=-1)
+
+
+class PrefixNegatives:
+    """GLEN Sec. 3.3.2, prefix-aware dynamic negatives: documents with the positive's identifier, then its
+    (n-1)-prefix, and so on, until N_neg; shortfalls filled at random. Identifiers are the model's current
+    ones (``refresh``); before the first refresh, or with ``mode="random"``, negatives are random."""
+
+    def __init__(self, docs: list[int], n_neg: int, mode: str = "prefix", seed: int = 0):
+        self.docs, self.n_neg, self.mode = docs, n_neg, mode
+        self.rng = random.Random(seed)
+        self.ids: dict[int, tuple[int, ...]] = {}
+        self.by_prefix: dict[tuple[int, ...], list[int]] = {}
+
+    def refresh(self, ids: dict[int, tuple[int, ...]]) -> None:
+        self.ids = ids
+        self.by_prefix = {}
+        for d, z in ids.items():
+            for p in range(1, len(z) + 1):
+                self.by_prefix.setdefault(z[:p], []).append(d)
+
+    def sample(self, positive: int, exclude: set[int]) -> list[int]:
+        out: list[int] = []
+        taken = set(exclude) | {positive}
+        z = self.ids.get(positive)
+        if self.mode == "prefix" and z is not None:
+            for p in range(len(z), 0, -1):
+                pool = [d for d in self.by_prefix.get(z[:p], []) if d not in taken]
+                self.rng.shuffle(pool)
+                for d in pool[: self.n_neg - len(out)]:
+                    out.append(d)
+                    taken.add(d)
+                if len(out) >= self.n_neg:
+                    break
+        while len(out) < self.n_neg and len(taken) < len(self.docs):
+            d = self.docs[self.rng.randrange(len(self.docs))]
+            if d not in taken:
+                out.append(d)
+                taken.add(d)
+        return out
+
+
+class GlenPairs(Dataset):
+    """(query text, positive document) pairs; ``collate`` adds N_neg negatives per query."""
+
+    def __init__(self, pairs: list[tuple[int, int]], encoded: EncodedTexts, doc_text: dict[int, int],
+                 negatives: PrefixNegatives):
+        self.pairs, self.encoded, self.doc_text, self.negatives = pairs, encoded, doc_text, negatives
+        self.positives: dict[int, set[int]] = {}
+        for t, d in pairs:
+            self.positives.setdefault(t, set()).add(d)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, i: int) -> tuple[int, int]:
+        return self.pairs[i]
+
+    def collate(self, items: list[tuple[int, int]]) -> dict[str, torch.Tensor]:
+        queries = [t for t, _ in items]
+        docs: list[int] = []
+        for t, d in items:
+            docs += [d] + self.negatives.sample(d, self.positives[t])
+        q_mem, q_mask = self.encoded.batch(queries)
+        d_mem, d_mask = self.encoded.batch([self.doc_text[d] for d in docs])
+        return {"q_memory": q_mem, "q_mask": q_mask, "d_memory": d_mem, "d_mask": d_mask,
+                "group": torch.tensor(1 + self.negatives.n_neg), "doc_index": torch.tensor(docs)}
+
+
+class GlenRefineObjective:
+    """GLEN Eq. 8: L = L_pair + lambda_point * L_point, with tau annealed by the epoch (Eq. 6)."""
+
+    def __init__(self, config: GlenConfig, steps_per_epoch: int, negatives: PrefixNegatives,
+                 encoded: EncodedTexts, doc_text: dict[int, int]):
+        self.cfg, self.steps_per_epoch, self.negatives = config, max(1, steps_per_epoch), negatives
+        self.encoded, self.doc_text = encoded, doc_text
+        self.calls = 0
+
+    @torch.no_grad()
+    def refresh_identifiers(self, model) -> None:
+        """Every trained document's current identifier (Eq. 2), for the prefix-aware negatives."""
+        was_training = model.training
+        model.eval()
+        device = next(model.parameters()).device
+        docs = sorted(self.doc_text)
+        ids: dict[int, tuple[int, ...]] = {}
+        for s in range(0, len(docs), 256):
+            chunk = docs[s: s + 256]
+            mem, mask = self.encoded.batch([self.doc_text[d] for d in chunk])
+            tokens, _ = model.assign_ids(mem.to(device), mask.to(device))
+            ids.update({d: tuple(z) for d, z in zip(chunk, tokens.cpu().tolist(), strict=True)})
+        self.negatives.refresh(ids)
+        model.train(was_training)
+
+    def __call__(self, model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        if self.cfg.negative_mode == "prefix" and self.calls % self.steps_per_epoch == 0:
+            self.refresh_identifiers(model)
+        epoch = self.calls / self.steps_per_epoch
+        self.calls += 1
+        tau = temperature(epoch)
+        group = int(batch["group"])
+        q_h, _ = model.hidden_states(batch["q_memory"], batch["q_mask"])
+        d_h, d_tok = model.hidden_states(batch["d_memory"], batch["d_mask"])
+        e = model.word_embeddings
+        d_logits = model.vocab_logits(d_h)
+        # Eq. 5-6: pairwise ranking over the query's positive, its negatives and every other query's
+        # documents (in-batch negatives)
+        rel = relevance(q_h, soft_identifier(d_logits, e, tau))
+        target = torch.arange(q_h.shape[0], device=rel.device) * group
+        pair = F.cross_entropy(rel, target)
+        # Eq. 7: the query generates z+, the identifier the model now assigns to its positive document
+        z_pos = d_tok[target]
+        q_logits = model.vocab_logits(q_h)
+        ce = sum(F.cross_entropy(q_logits[:, t], z_pos[:, t]) for t in range(z_pos.shape[1]))
+        w_q = q_logits.gather(-1, z_pos[..., None])[..., 0]
+        w_d = d_logits[target].gather(-1, z_pos[..., None])[..., 0]
+        dist = identifier_distance(w_q, w_d).mean()
+        point = ce + self.cfg.lambda_dist * dist
+        loss = pair + self.cfg.lambda_point * point  # Eq. 8
+        with torch.no_grad():
+            acc = (rel.argmax(1) == target).float().mean()
+        return loss, {"loss": float(loss.detach()), "pair": float(pair.detach()), "ce": float(ce.detach()),
+                      "dist": float(dist.detach()), "acc": float(acc), "tau": tau}
+
+
+def collision_order(w_q: np.ndarray, w_docs: np.ndarray) -> np.ndarray:
+    """GLEN Eq. 9: documents sharing one identifier, best first by cos(w^q, w^d)."""
+    qn = w_q / (np.linalg.norm(w_q) + 1e-12)
+    dn = w_docs / (np.linalg.norm(w_docs, axis=1, keepdims=True) + 1e-12)
+    return np.argsort(-(dn @ qn), kind="stable")

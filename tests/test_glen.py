@@ -1,0 +1,133 @@
+"""GLEN: lexical identifiers, keyword IDs, the refinement losses, negatives and collision ranking."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from genir.docids import DocIdTable
+from genir.docids.lexical import identifier_words, keyword_docids
+from genir.models import DocidSeq2Seq, ModelConfig
+from genir.models.lexical import LexicalSeq2Seq
+from genir.search.lexical import LexicalSearcher
+from genir.training.glen import (
+    GlenConfig,
+    PrefixNegatives,
+    collision_order,
+    identifier_distance,
+    relevance,
+    soft_identifier,
+    temperature,
+)
+
+
+@pytest.fixture(scope="module")
+def model(tiny_bert) -> LexicalSeq2Seq:
+    torch.manual_seed(0)
+    return LexicalSeq2Seq(ModelConfig(n_codes=0, backbone=tiny_bert, max_docid_length=3, dropout=0.0)).eval()
+
+
+def _memory(model, texts):
+    with torch.no_grad():
+        return model.encode_texts(texts, 16)
+
+
+def test_eq2_eq3_identifiers_are_vocabulary_argmax_fed_by_hidden_states(model, tiny_bert):
+    mem, mask = _memory(model, ["protein folding in cells", "vitamin d"])
+    hidden, tokens = model.hidden_states(mem, mask)
+    e = model.word_embeddings
+    assert model.config.n_codes == e.shape[0]
+    logits = model.vocab_logits(hidden)
+    assert torch.allclose(logits, hidden @ e.T / math.sqrt(e.shape[1]), atol=1e-5)  # Eq. 3 (x m^-0.5)
+    assert torch.equal(tokens, logits.argmax(-1))  # Eq. 2
+    # the decoder input of step t is d_{t-1} itself (not e_{z_{t-1}})
+    state = model.decoder.start(mem, mask)
+    h1, state = model.decoder.step(state, model.code_embed.weight[model.bos].expand(2, -1))
+    h2, _ = model.decoder.step(state, h1)
+    assert torch.allclose(h2, hidden[:, 1], atol=1e-5)
+    token_fed = LexicalSeq2Seq(ModelConfig(n_codes=0, backbone=tiny_bert, max_docid_length=3, dropout=0.0,
+                                           extra={"feed": "token"}))
+    token_fed.load_state_dict(model.state_dict())
+    h_tok, _ = token_fed.eval().hidden_states(mem, mask)
+    assert torch.allclose(h_tok[:, 0], hidden[:, 0], atol=1e-5) and not torch.allclose(h_tok[:, 1], hidden[:, 1])
+
+
+def test_search_scores_are_exact_log_probabilities_over_the_vocabulary(model):
+    rng = np.random.default_rng(0)
+    codes = rng.integers(1000, 1040, size=(30, 3))
+    table = DocIdTable([f"d{i}" for i in range(30)], codes, model.config.n_codes, "glen")
+    searcher = LexicalSearcher(model, table, rng.normal(size=(30, 3)), beam=40)
+    results = searcher.batch_search({"q": "a query about proteins"}, k=30)
+    mem, mask = _memory(model, ["a query about proteins"])
+    with torch.no_grad():
+        hidden, _ = model.hidden_states(mem, mask)
+    logp = F.log_softmax(model.vocab_logits(hidden)[0], -1)  # P(z | q) = prod_t softmax over all of V
+    brute = {f"d{i}": float(sum(logp[t, codes[i, t]] for t in range(3))) for i in range(30)}
+    got = {h.doc_id: h.score for h in results["q"]}
+    assert len(got) == 30
+    for d, s in got.items():
+        assert s == pytest.approx(brute[d], abs=1e-4)
+    ranked = [h.doc_id for h in results["q"]]
+    assert [brute[d] for d in ranked] == sorted(brute.values(), reverse=True)
+
+
+def test_keyword_ids_are_top_bm25_tokens(model):
+    tok = model.tokenizer
+    texts = ["cells cells cells protein", "protein vitamin vitamin", "cells gene"]
+    table = keyword_docids(["a", "b", "c"], texts, tok, n=2, k1=100.0, b=0.75)
+    vocab = {w: tok.convert_tokens_to_ids(w) for w in ("cells", "protein", "vitamin", "gene")}
+    # doc a: tf(cells)=3, df 2; tf(protein)=1, df 2 -> cells first; doc c: gene (df 1) beats cells (df 2)
+    assert table.codes[0].tolist() == [vocab["cells"], vocab["protein"]]
+    assert table.codes[1, 0] == vocab["vitamin"] and table.codes[2, 0] == vocab["gene"]
+    assert identifier_words(tok, table.codes[1]) == "vitamin-protein"
+    idf = np.log1p((3 - 2 + 0.5) / (2 + 0.5))
+    assert idf > 0  # both settings of IDF keep common words positive, as BM25's +1 variant does
+
+
+def test_refinement_pieces_eq5_to_eq7():
+    assert temperature(0) == 1.0 and temperature(2.5) == pytest.approx(math.exp(-2.5))
+    assert temperature(50) == 1e-5
+    torch.manual_seed(0)
+    e = torch.randn(10, 4)
+    logits = torch.randn(2, 3, 10)
+    r = soft_identifier(logits, e, 1e-5)  # tau -> 0: r_t = e_{argmax}
+    assert torch.allclose(r, e[logits.argmax(-1)], atol=1e-4)
+    q = torch.randn(5, 3, 4)
+    rel = relevance(q, r)
+    assert rel.shape == (5, 2)
+    assert rel[1, 0].item() == pytest.approx(sum(float(q[1, t] @ r[0, t]) for t in range(3)), rel=1e-5)
+    w = torch.tensor([[1.0, 2.0, 3.0]])
+    assert identifier_distance(w, 2 * w).item() == pytest.approx(0.0, abs=1e-6)
+    assert identifier_distance(w, -w).item() == pytest.approx(2.0)
+
+
+def test_prefix_aware_negatives_widen_the_prefix_until_full():
+    ids = {0: (1, 2, 3), 1: (1, 2, 3), 2: (1, 2, 4), 3: (1, 5, 5), 4: (9, 9, 9), 5: (9, 8, 8)}
+    neg = PrefixNegatives(list(ids), n_neg=3, seed=0)
+    neg.refresh(ids)
+    out = neg.sample(0, exclude=set())
+    assert out[:2] == [1, 2] and out[2] == 3  # same id, then same 2-prefix, then same 1-prefix
+    assert 0 not in neg.sample(1, exclude={0})
+    rand = PrefixNegatives(list(ids), n_neg=3, mode="random", seed=0)
+    rand.refresh(ids)
+    assert len(set(rand.sample(0, set()))) == 3 and 0 not in rand.sample(0, set())
+    with pytest.raises(ValueError):
+        GlenConfig(negative_mode="hard")
+
+
+def test_collision_ranking_eq9_orders_by_cosine():
+    w_q = np.array([1.0, 0.0, 1.0])
+    w_docs = np.array([[0.0, 1.0, 0.0], [2.0, 0.0, 2.0], [1.0, 1.0, 1.0]])
+    assert collision_order(w_q, w_docs).tolist() == [1, 2, 0]
+
+
+def test_lexical_model_saves_and_loads(model, tmp_path):
+    model.save(tmp_path / "glen")
+    loaded = DocidSeq2Seq.load(tmp_path / "glen")
+    assert isinstance(loaded, LexicalSeq2Seq) and loaded.feed == "hidden"
+    mem, mask = _memory(model, ["same text"])
+    assert torch.equal(loaded.assign_ids(mem, mask)[0], model.assign_ids(mem, mask)[0])
