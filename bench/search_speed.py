@@ -29,14 +29,14 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--k", type=int, default=100)
     ap.add_argument("--json", type=Path, help="also write the figures here")
+    ap.add_argument("--glen-full-vocab", action="store_true",
+                    help="also time GLEN folders decoding over the whole vocabulary (not only identifier tokens)")
     args = ap.parse_args()
 
     from genir.data import load_dataset
-    from genir.docids import DocIdTable
-    from genir.models import DocidSeq2Seq
     from genir.search.bm25 import BM25Searcher
     from genir.search.dense import DenseSearcher
-    from genir.search.generative import GenerativeSearcher
+    from genir.search.folders import open_method_folder
 
     cfg = json.loads((args.run_dir / "config.json").read_text())
     coll = load_dataset(cfg["dataset"], cfg.get("data_dir"), cfg.get("qrels_dir", "qrels"))
@@ -47,10 +47,12 @@ def main() -> None:
                                                                       doc_embeddings=emb, batch_size=args.batch_size)}
     methods = args.method or [p.parent.parent.name for p in args.run_dir.glob("*/model/genir_model.json")]
     for m in methods:
-        model = DocidSeq2Seq.load(args.run_dir / m / "model")
-        table = DocIdTable.load(args.run_dir / m / "docids")
         for beam in args.beams:
-            searchers[f"{m}@beam{beam}"] = GenerativeSearcher(model, table, beam=beam, batch_size=args.batch_size)
+            searchers[f"{m}@beam{beam}"] = open_method_folder(args.run_dir / m, beam, docs, args.batch_size)
+            if args.glen_full_vocab and (args.run_dir / m / "identifier_logits.npy").exists():
+                # GLEN decoding over the whole vocabulary: the reference for the restricted output layer
+                searchers[f"{m}@beam{beam}-full-vocab"] = open_method_folder(args.run_dir / m, beam, docs,
+                                                                             args.batch_size, restrict=False)
     for s in searchers.values():  # warm-up: first calls allocate and load lazily
         s.batch_search(dict(list(queries.items())[:8]), args.k)
     times: dict[str, list[float]] = {n: [] for n in searchers}

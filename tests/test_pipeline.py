@@ -169,6 +169,10 @@ def test_glen_two_phases_collision_ranking_and_cli_search(scifact_slice, tiny_be
     assert glen["metrics"]["full"]["n"] == 25 and glen["metrics"]["new-docs"]["n"] > 0
     assert keyword["docids"]["scheme"] == "keyword"
     assert (out / "glen" / "identifiers_phase1.npy").exists()
+    ins = glen["inspection"]
+    assert len(ins["queries"]) == 5 and all(d["phase1"] and d["final"] for d in ins["documents"])
+    assert sum(ins["docs_per_identifier"].values()) == glen["docids"]["distinct_docids"]
+    assert "identifiers as words" in (out / "report.md").read_text()
     assert not (out / "glen-keyword" / "phase1").exists()  # phase 1 is shared with the glen run
     res = CliRunner().invoke(app, ["search", str(out / "glen"), "vitamin D and bone fractures", "--k", "3"])
     assert res.exit_code == 0, res.output

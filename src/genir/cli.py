@@ -166,37 +166,18 @@ def evaluate(
 
 
 def _method_searcher(method_dir: Path, beam: int, dataset: str | None):
-    """The searcher of a trained method folder (model/ + docids/), the way its recipe searches.
+    """The searcher of a trained method folder, the way its recipe searches (see open_method_folder)."""
+    from genir.search.folders import open_method_folder
 
-    Tied docids are the model's encodings of the corpus, so those folders need ``--dataset`` to encode it.
-    """
-    from genir.docids import DocIdTable
-    from genir.models import DocidSeq2Seq
+    try:
+        docs = None
+        if dataset:
+            from genir.data import load_dataset
 
-    if not (method_dir / "model" / "genir_model.json").exists():
-        _fail(f"{method_dir}: no trained model (expected {method_dir / 'model'})")
-    model = DocidSeq2Seq.load(method_dir / "model")
-    if str(model.config.extra.get("method", "")).startswith("tied-"):
-        from genir.data import load_dataset
-        from genir.search.tied import TiedAtomicIndex, TiedAtomicSearcher
-
-        if not dataset:
-            _fail(f"{method_dir}: tied docids are encodings of the corpus; give --dataset to encode it")
-        searcher = TiedAtomicSearcher(model, TiedAtomicIndex(model.decoder.d_model), mode="generative",
-                                      name=method_dir.name)
-        searcher.add_documents(list(load_dataset(dataset).corpus.values()))
-        return searcher
-    table = DocIdTable.load(method_dir / "docids")
-    if model.config.extra.get("architecture") == "lexical":  # GLEN: exact P(z|q), collision ranking (Eq. 9)
-        import numpy as np
-
-        from genir.search.lexical import LexicalSearcher
-
-        return LexicalSearcher(model, table, np.load(method_dir / "identifier_logits.npy"), beam=beam,
-                               name=method_dir.name)
-    from genir.search.generative import GenerativeSearcher
-
-    return GenerativeSearcher(model, table, beam=beam, name=method_dir.name)
+            docs = list(load_dataset(dataset).corpus.values())
+        return open_method_folder(method_dir, beam, docs)
+    except ValueError as e:
+        _fail(str(e).replace("give the dataset", "give --dataset"))
 
 
 @app.command()

@@ -85,7 +85,9 @@ class RunConfig:
     genret_length: int | None = None  # M; default: smallest M with K^M >= 10 x documents
     genret_epochs: float = 30  # per progressive step
     genret_warmup_epochs: float = 3
-    genret_fit_epochs: float = 5  # seq2seq on the final docids (the authors' "fit" stage; 0 = off)
+    # seq2seq on the final docids (the authors' "fit" stage; 0 = off); None = --epochs, the budget the DSI
+    # recipes (and genret-nolearn) train their retriever with
+    genret_fit_epochs: float | None = None
     genret_reassign: bool = True  # ablation switch: docid re-assignment (Sinkhorn)
     genret_diverse_init: bool = True  # ablation switch: warm-up + constrained k-means codebook init
     genret_rec_set: str = "bank"  # S(z_<t) of Eq. 6: whole-corpus bank or the batch
@@ -106,7 +108,8 @@ class RunConfig:
         from genir.training.genret import GenRetConfig
 
         return GenRetConfig(codes=self.genret_codes, length=self.genret_length, epochs=self.genret_epochs,
-                            warmup_epochs=self.genret_warmup_epochs, fit_epochs=self.genret_fit_epochs,
+                            warmup_epochs=self.genret_warmup_epochs,
+                            fit_epochs=self.epochs if self.genret_fit_epochs is None else self.genret_fit_epochs,
                             batch_size=self.batch_size, lr=self.genret_lr,
                             reassign=self.genret_reassign, diverse_init=self.genret_diverse_init,
                             rec_set=self.genret_rec_set, assign=self.genret_assign, seed=self.seed)
@@ -411,6 +414,8 @@ class Run:
         if "progressive" in train_info:  # learned docids: diversity and collapse checks per step
             result["progressive"] = [{k: v for k, v in e.items() if k not in ("train", "warmup")}
                                      for e in train_info["progressive"]]
+        if table.scheme in ("glen", "keyword"):  # lexical identifiers, shown as words (GLEN Table 7)
+            result["inspection"] = self.lexical_inspection(model, table, folder, method_name)
         if hasattr(searcher, "compare_modes"):  # tied docids: generative and dense inference must agree
             result["mode_agreement"] = searcher.compare_modes(self.test_queries, cfg.k)
         if isinstance(getattr(searcher, "beam", None), int):  # beam search: speed at beam 10 too, same searcher
@@ -446,6 +451,33 @@ class Run:
         model.save(folder / "model")
         _write_json(folder / "train.json", train_info)
         return model, train_info
+
+    def lexical_inspection(self, model, table: DocIdTable, folder: Path, name: str, n: int = 5) -> dict:
+        """Sample test queries with the identifiers (as words) of their top documents, a few documents'
+        identifiers after phase 1 and after refinement, and how many documents identifiers hold."""
+        from collections import Counter
+
+        from genir.docids.lexical import identifier_words
+        from genir.evaluation.trec import read_run
+
+        tok = model.tokenizer
+        index = {d: i for i, d in enumerate(table.doc_ids)}
+        words = [identifier_words(tok, c) for c in table.codes]
+        run_file = read_run(folder / f"{name}.trec")
+        queries = []
+        for qid in list(self.test_queries)[:n]:
+            top = [h.doc_id for h in run_file.get(qid, [])[:3]]
+            queries.append({"query": self.test_queries[qid],
+                            "top": [[d, words[index[d]], self.qrels.get(qid, {}).get(d, 0) > 0] for d in top]})
+        docs = []
+        before = folder / "identifiers_phase1.npy"
+        phase1 = np.load(before) if before.exists() else None
+        for i in range(min(n, len(table))):
+            docs.append({"doc": table.doc_ids[i], "title": self.docs[i].title[:80] or self.docs[i].text[:80],
+                         "phase1": identifier_words(tok, phase1[i]) if phase1 is not None else None,
+                         "final": words[i]})
+        sizes = Counter(Counter(words).values())
+        return {"queries": queries, "documents": docs, "docs_per_identifier": dict(sorted(sizes.items()))}
 
     def run(self) -> dict:
         start = time.perf_counter()

@@ -140,6 +140,17 @@ def render_markdown(report: dict, plots: list[str]) -> str:
                              f"{e['largest_docid_share']:.2%} | {e['distinct_docids']:,} | "
                              f"{_fmt(e.get('kmeans_diversity'))} | {'YES' if e['collapsed'] else 'no'} |")
             lines.append("")
+        ins = s.get("inspection")
+        if ins:
+            lines += [f"{s['name']}: identifiers as words (top 3 documents of sample test queries; * = relevant):", ""]
+            for q in ins["queries"]:
+                tops = "; ".join(f"{w}{' *' if rel else ''}" for _, w, rel in q["top"])
+                lines.append(f"- {q['query'][:90]} -> {tops}")
+            lines += ["", "| document | after phase 1 (keywords) | final |", "|---|---|---|"]
+            for d in ins["documents"]:
+                lines.append(f"| {d['title']} | {d['phase1'] or '-'} | {d['final']} |")
+            sizes = ", ".join(f"{k}: {v}" for k, v in ins["docs_per_identifier"].items())
+            lines += ["", f"Identifiers by the number of documents they hold (documents: identifiers): {sizes}.", ""]
         a = s.get("mode_agreement")
         if a:
             lines += [f"{s['name']}: generative decoding and faiss search gave the same ranking on "

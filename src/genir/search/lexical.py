@@ -23,8 +23,10 @@ from genir.training.glen import collision_order
 
 class LexicalSearcher(GenerativeSearcher):
     def __init__(self, model, table: DocIdTable, doc_logits: np.ndarray, beam: int = 100, batch_size: int = 16,
-                 tie_break: str = "cosine", name: str = "glen", show_progress: bool = False, seed: int = 0):
-        tokens = np.unique(table.codes[table.codes >= 0])
+                 tie_break: str = "cosine", name: str = "glen", show_progress: bool = False, seed: int = 0,
+                 restrict: bool = True):
+        # restrict=False decodes over the whole vocabulary (the slow reference the speed bench compares)
+        tokens = np.unique(table.codes[table.codes >= 0]) if restrict else np.arange(model.config.n_codes)
         compact = np.where(table.codes >= 0, np.searchsorted(tokens, table.codes), -1)
         self.compact_table = DocIdTable(table.doc_ids, compact, len(tokens), "lexical-compact")
         model.restrict_outputs(torch.from_numpy(tokens))
