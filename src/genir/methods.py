@@ -168,7 +168,10 @@ def genret_learn(run, folder):
     new_seconds = tokenize_new() if new else 0.0
     history = [(i + 1, loss) for i, (_, loss) in enumerate(
         [h for e in info["log"] for h in e["train"]["history"]])]
-    return model, table, {"seconds": info["seconds"] + fit_seconds, "steps": steps, "progressive": info["log"],
+    # training time from the per-step log, so that a resumed run still reports the whole of it
+    progressive_s = sum(e["train"]["seconds"] + e.get("warmup", {}).get("seconds", 0.0) + e.get("kmeans_seconds", 0.0)
+                        for e in info["log"])
+    return model, table, {"seconds": progressive_s + fit_seconds, "steps": steps, "progressive": info["log"],
                           "fit_seconds": fit_seconds, "new_documents": len(new), "new_doc_seconds": new_seconds,
                           "history": history, "genret_config": cfg.__dict__}
 
