@@ -42,7 +42,7 @@ def test_eq2_eq3_identifiers_are_vocabulary_argmax_fed_by_hidden_states(model, t
     e = model.word_embeddings
     assert model.config.n_codes == e.shape[0]
     logits = model.vocab_logits(hidden)
-    assert torch.allclose(logits, hidden @ e.T / math.sqrt(e.shape[1]), atol=1e-5)  # Eq. 3 (x m^-0.5)
+    assert torch.allclose(logits, hidden @ e.T, atol=1e-5)  # Eq. 3
     assert torch.equal(tokens, logits.argmax(-1))  # Eq. 2
     # the decoder input of step t is d_{t-1} itself (not e_{z_{t-1}})
     state = model.decoder.start(mem, mask)

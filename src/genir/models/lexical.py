@@ -5,7 +5,9 @@
 - GLEN Eq. 2-3: z_t = argmax_j d_t . e_j and P(z_t = j) = softmax_j(d_t . E^T) over the backbone's word
   embedding matrix E (|V| x m): the bundled MiniLM's WordPiece embeddings, or T5's.
 
-The decoder works at the embedding width m. Dot products with E carry m^-0.5 (as T5's tied LM head does).
+The decoder works at the embedding width m. Dot products with E are unscaled, as Eq. 3 writes them (the
+authors' T5 code multiplies by m^-0.5, as T5's tied head does; with MiniLM's unit-norm word embeddings that
+left every logit within about +-1 and phase 1 stuck at the uniform loss, log |V| = 10.3).
 For search, :meth:`restrict_outputs` limits the decoder's outputs to the tokens that occur in some
 identifier while keeping P(z | q) exact: the normaliser of every step is still the log-sum-exp over the
 whole vocabulary, and the scores returned are log-probabilities (search with ``normalize=False``).
@@ -51,8 +53,8 @@ class LexicalSeq2Seq(DocidSeq2Seq):
         return self.config.max_docid_length
 
     def vocab_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """GLEN Eq. 3 before the softmax: d_t . E^T (x m^-0.5), over the whole vocabulary."""
-        return (hidden * hidden.shape[-1] ** -0.5) @ self.word_embeddings.T
+        """GLEN Eq. 3 before the softmax: d_t . E^T, over the whole vocabulary."""
+        return hidden @ self.word_embeddings.T
 
     def _next_input(self, hidden: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         return hidden if self.feed == "hidden" else self.word_embeddings[tokens]
