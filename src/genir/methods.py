@@ -176,6 +176,10 @@ def genret_learn(run, folder):
                           "history": history, "genret_config": cfg.__dict__}
 
 
+def _learned_while_training(ctx: MethodContext) -> DocIdTable:
+    raise ValueError("this method learns its docids while training (learn_docids); there is no separate scheme")
+
+
 def genret_docids(ctx: MethodContext) -> DocIdTable:
     """GenRet's final docids from this run's ``genret`` folder (the "without learning" ablation)."""
     from pathlib import Path
@@ -350,11 +354,12 @@ METHODS: dict[str, Method] = {
                lambda ctx: atomic_docids(ctx.doc_ids), objective=tied_margin_mse_loss,
                training_data=tied_distillation_data, searcher=tied_searcher, n_codes=lambda table: 1),
         Method("genret", "GenRet: docids learned by discrete auto-encoding, progressive training, diverse "
-               "clustering", genret_docids, learn_docids=genret_learn),
+               "clustering", _learned_while_training, learn_docids=genret_learn),
         Method("glen", "GLEN: lexical docids over the backbone's vocabulary, keyword assignment then ranking "
-               "refinement, collision-free inference", genret_docids, learn_docids=glen_learn, searcher=glen_searcher),
-        Method("glen-keyword", "GLEN after phase 1 only: fixed keyword IDs (BM25 top-n tokens)", genret_docids,
-               learn_docids=glen_keyword_learn, searcher=glen_searcher),
+               "refinement, collision-free inference", _learned_while_training, learn_docids=glen_learn,
+               searcher=glen_searcher),
+        Method("glen-keyword", "GLEN after phase 1 only: fixed keyword IDs (BM25 top-n tokens)",
+               _learned_while_training, learn_docids=glen_keyword_learn, searcher=glen_searcher),
         Method("genret-nolearn", "GenRet ablation 'without learning': a seq2seq retriever trained on "
                "GenRet's final docids", genret_docids),
     ]
