@@ -151,7 +151,7 @@ def genret_learn(run, folder):
                     codes[new[s: s + 256]] = model.assign_codes(mem, mask).cpu()
         return time.perf_counter() - start
 
-    tokenize_new()
+    new_seconds = tokenize_new()
     table = DocIdTable(run.doc_ids, codes.numpy(), cfg.codes, "genret",
                        {"length": model.n_steps, "codes": cfg.codes, "new_documents": len(new)})
     steps, fit_seconds = sum(e["train"]["steps"] + e.get("warmup", {}).get("steps", 0) for e in info["log"]), 0.0
@@ -163,9 +163,8 @@ def genret_learn(run, folder):
         fit = Trainer(model, seq2seq_loss, dataset, collate, tcfg, folder / "progressive" / "fit",
                       desc="genret fit").train()
         steps, fit_seconds = steps + fit["steps"], fit["seconds"]
-        tokenize_new()
+        new_seconds = tokenize_new()  # again, by the model that searches
         table = DocIdTable(run.doc_ids, codes.numpy(), cfg.codes, "genret", table.meta)
-    new_seconds = tokenize_new() if new else 0.0
     history = [(i + 1, loss) for i, (_, loss) in enumerate(
         [h for e in info["log"] for h in e["train"]["history"]])]
     # training time from the per-step log, so that a resumed run still reports the whole of it
