@@ -29,8 +29,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--k", type=int, default=100)
     ap.add_argument("--json", type=Path, help="also write the figures here")
-    ap.add_argument("--glen-full-vocab", action="store_true",
-                    help="also time GLEN folders decoding over the whole vocabulary (not only identifier tokens)")
+    ap.add_argument("--glen-reference", action="store_true",
+                    help="also time GLEN folders decoding per beam row (restricted outputs, and the whole vocabulary)")
     args = ap.parse_args()
 
     from genir.data import load_dataset
@@ -49,10 +49,12 @@ def main() -> None:
     for m in methods:
         for beam in args.beams:
             searchers[f"{m}@beam{beam}"] = open_method_folder(args.run_dir / m, beam, docs, args.batch_size)
-            if args.glen_full_vocab and (args.run_dir / m / "identifier_logits.npy").exists():
-                # GLEN decoding over the whole vocabulary: the reference for the restricted output layer
-                searchers[f"{m}@beam{beam}-full-vocab"] = open_method_folder(args.run_dir / m, beam, docs,
-                                                                             args.batch_size, restrict=False)
+            if args.glen_reference and (args.run_dir / m / "identifier_logits.npy").exists():
+                # GLEN references: every beam row decodes (restricted output layer, then the whole vocabulary)
+                searchers[f"{m}@beam{beam}-per-beam"] = open_method_folder(
+                    args.run_dir / m, beam, docs, args.batch_size, shared_steps=False)
+                searchers[f"{m}@beam{beam}-per-beam-full-vocab"] = open_method_folder(
+                    args.run_dir / m, beam, docs, args.batch_size, shared_steps=False, restrict=False)
     for s in searchers.values():  # warm-up: first calls allocate and load lazily
         s.batch_search(dict(list(queries.items())[:8]), args.k)
     times: dict[str, list[float]] = {n: [] for n in searchers}

@@ -56,23 +56,28 @@ def test_eq2_eq3_identifiers_are_vocabulary_argmax_fed_by_hidden_states(model, t
     assert torch.allclose(h_tok[:, 0], hidden[:, 0], atol=1e-5) and not torch.allclose(h_tok[:, 1], hidden[:, 1])
 
 
-def test_search_scores_are_exact_log_probabilities_over_the_vocabulary(model):
+@pytest.mark.parametrize("shared_steps", [True, False])
+def test_search_scores_are_exact_log_probabilities_over_the_vocabulary(model, shared_steps):
+    # shared: the hidden feed decodes once per query; per-beam: every beam row decodes (the reference).
+    # Both must give exact log P(z | q) for every query of a batch.
     rng = np.random.default_rng(0)
     codes = rng.integers(1000, 1040, size=(30, 3))
     table = DocIdTable([f"d{i}" for i in range(30)], codes, model.config.n_codes, "glen")
-    searcher = LexicalSearcher(model, table, rng.normal(size=(30, 3)), beam=40)
-    results = searcher.batch_search({"q": "a query about proteins"}, k=30)
-    mem, mask = _memory(model, ["a query about proteins"])
-    with torch.no_grad():
-        hidden, _ = model.hidden_states(mem, mask)
-    logp = F.log_softmax(model.vocab_logits(hidden)[0], -1)  # P(z | q) = prod_t softmax over all of V
-    brute = {f"d{i}": float(sum(logp[t, codes[i, t]] for t in range(3))) for i in range(30)}
-    got = {h.doc_id: h.score for h in results["q"]}
-    assert len(got) == 30
-    for d, s in got.items():
-        assert s == pytest.approx(brute[d], abs=1e-4)
-    ranked = [h.doc_id for h in results["q"]]
-    assert [brute[d] for d in ranked] == sorted(brute.values(), reverse=True)
+    searcher = LexicalSearcher(model, table, rng.normal(size=(30, 3)), beam=40, shared_steps=shared_steps)
+    queries = {"q": "a query about proteins", "r": "vitamin d and bone density in older adults"}
+    results = searcher.batch_search(queries, k=30)
+    for qid, text in queries.items():
+        mem, mask = _memory(model, [text])
+        with torch.no_grad():
+            hidden, _ = model.hidden_states(mem, mask)
+        logp = F.log_softmax(model.vocab_logits(hidden)[0], -1)  # P(z | q) = prod_t softmax over all of V
+        brute = {f"d{i}": float(sum(logp[t, codes[i, t]] for t in range(3))) for i in range(30)}
+        got = {h.doc_id: h.score for h in results[qid]}
+        assert len(got) == 30
+        for d, s in got.items():
+            assert s == pytest.approx(brute[d], abs=1e-4)
+        ranked = [h.doc_id for h in results[qid]]
+        assert [brute[d] for d in ranked] == sorted(brute.values(), reverse=True)
 
 
 def test_keyword_ids_are_top_bm25_tokens(model):
@@ -131,3 +136,26 @@ def test_lexical_model_saves_and_loads(model, tmp_path):
     assert isinstance(loaded, LexicalSeq2Seq) and loaded.feed == "hidden"
     mem, mask = _memory(model, ["same text"])
     assert torch.equal(loaded.assign_ids(mem, mask)[0], model.assign_ids(mem, mask)[0])
+
+
+@pytest.mark.parametrize("shared_steps", [True, False])
+def test_searcher_ranks_colliding_documents_by_eq9(model, shared_steps):
+    rng = np.random.default_rng(1)
+    codes = np.array([[1000, 1001, 1002]] * 4 + [[1003, 1004, 1005]] * 2)  # a 4-document collision
+    doc_logits = rng.normal(size=(6, 3))
+    table = DocIdTable([f"d{i}" for i in range(6)], codes, model.config.n_codes, "glen")
+    text = "a query about proteins"
+    mem, mask = _memory(model, [text])
+    with torch.no_grad():
+        w_q = model.identifier_logits(mem, mask, torch.as_tensor(codes[:1]))[0].numpy()
+    cos = doc_logits[:4] @ w_q / (np.linalg.norm(doc_logits[:4], axis=1) * np.linalg.norm(w_q))
+    expected = [f"d{i}" for i in np.argsort(-cos)]
+    searcher = LexicalSearcher(model, table, doc_logits, beam=10, shared_steps=shared_steps)
+    hits = searcher.batch_search({"q": text}, k=6)["q"]
+    first = [h.doc_id for h in hits if h.doc_id in expected]
+    assert first == expected
+    assert len({h.score for h in hits if h.doc_id in expected}) == 1  # one identifier, one P(z | q)
+    shuffled = LexicalSearcher(model, table, doc_logits, beam=10, tie_break="random", seed=3)
+    orders = {tuple(h.doc_id for h in shuffled.batch_search({"q": text}, k=6)["q"] if h.doc_id in expected)
+              for _ in range(6)}
+    assert len(orders) > 1 and all(sorted(o) == sorted(expected) for o in orders)

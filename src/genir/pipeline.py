@@ -416,6 +416,7 @@ class Run:
                                      for e in train_info["progressive"]]
         if table.scheme in ("glen", "keyword"):  # lexical identifiers, shown as words (GLEN Table 7)
             result["inspection"] = self.lexical_inspection(model, table, folder, method_name)
+            result["tie_break"] = self.tie_break_comparison(searcher, table)
         if hasattr(searcher, "compare_modes"):  # tied docids: generative and dense inference must agree
             result["mode_agreement"] = searcher.compare_modes(self.test_queries, cfg.k)
         if isinstance(getattr(searcher, "beam", None), int):  # beam search: speed at beam 10 too, same searcher
@@ -451,6 +452,33 @@ class Run:
         model.save(folder / "model")
         _write_json(folder / "train.json", train_info)
         return model, train_info
+
+    def tie_break_comparison(self, searcher, table: DocIdTable, random_seeds: int = 3) -> dict:
+        """GLEN Table 5: on the test queries whose relevant document shares its identifier with another
+        document, colliding documents ranked by cos(w^q, w^d) (Eq. 9) vs in random order (mean of
+        ``random_seeds`` orders). Same model, same beam; only the order within an identifier differs."""
+        import random
+
+        colliding = {table.doc_ids[i] for group in table.groups().values() if len(group) > 1 for i in group}
+        subset = sorted(q for q, rels in self.qrels.items() if any(g > 0 and d in colliding for d, g in rels.items()))
+        out: dict = {"queries": len(subset), "colliding_documents": len(colliding)}
+        if not subset:
+            return out
+        queries = {q: self.test_queries[q] for q in subset}
+        qrels = {q: self.qrels[q] for q in subset}
+        mode, rng = searcher.tie_mode, searcher.rng
+        try:
+            searcher.tie_mode = "cosine"
+            out["cosine"] = evaluate(searcher.batch_search(queries, self.cfg.k), qrels)["full"]
+            searcher.tie_mode = "random"
+            runs = []
+            for seed in range(random_seeds):
+                searcher.rng = random.Random(seed)
+                runs.append(evaluate(searcher.batch_search(queries, self.cfg.k), qrels)["full"])
+            out["random"] = {m: float(np.mean([r[m] for r in runs])) for m in runs[0]}
+        finally:
+            searcher.tie_mode, searcher.rng = mode, rng
+        return out
 
     def lexical_inspection(self, model, table: DocIdTable, folder: Path, name: str, n: int = 5) -> dict:
         """Sample test queries with the identifiers (as words) of their top documents, a few documents'

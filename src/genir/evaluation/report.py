@@ -151,6 +151,16 @@ def render_markdown(report: dict, plots: list[str]) -> str:
                 lines.append(f"| {d['title']} | {d['phase1'] or '-'} | {d['final']} |")
             sizes = ", ".join(f"{k}: {v}" for k, v in ins["docs_per_identifier"].items())
             lines += ["", f"Identifiers by the number of documents they hold (documents: identifiers): {sizes}.", ""]
+        tb = s.get("tie_break")
+        if tb and tb.get("cosine"):
+            lines += [f"{s['name']}: documents sharing an identifier, on the {tb['queries']} test queries whose relevant "
+                      f"document collides ({tb['colliding_documents']} colliding documents; GLEN Table 5):", "",
+                      "| order within an identifier | nDCG@10 | R@1 | R@10 | MRR@10 |", "|---|---|---|---|---|"]
+            for mode, label in (("cosine", "cos(w^q, w^d) (Eq. 9)"), ("random", "random (mean of 3 orders)")):
+                m = tb[mode]
+                lines.append(f"| {label} | {_fmt(m.get('nDCG@10'))} | {_fmt(m.get('R@1'))} | {_fmt(m.get('R@10'))} | "
+                             f"{_fmt(m.get('MRR@10'))} |")
+            lines.append("")
         a = s.get("mode_agreement")
         if a:
             lines += [f"{s['name']}: generative decoding and faiss search gave the same ranking on "

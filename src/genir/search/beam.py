@@ -1,7 +1,8 @@
 """One batched, trie-constrained beam search for every generative method.
 
-Per step: one decoder call for all (query, beam) rows, one vectorised allowed-code mask from the
-:class:`PrefixTree`, one top-k over (beam x code) per query. No Python callback per beam or per step.
+Per step: one decoder call for all (query, beam) rows, the allowed continuations of every beam as one
+gather from the :class:`PrefixTree`'s edge arrays, one top-k over each query's candidates. No Python
+callback per beam or per step.
 The beam starts at width 1 (every beam of a query would be identical at the first step) and grows to
 ``beam`` as the tree allows. Scores are sums of log-softmax over all decoder outputs (as HF's
 ``prefix_allowed_tokens_fn`` does), so a beam as wide as the tree gives exactly the brute-force ranking.
@@ -25,6 +26,10 @@ def beam_search(model, trie: PrefixTree, memory: torch.Tensor, memory_mask: torc
 
     ``model`` provides ``start(memory, mask)``, ``step(state, prev_codes) -> logits`` and
     ``reorder(state, rows)`` (see :class:`genir.models.DocidSeq2Seq`).
+
+    Candidates are the trie's edges out of each beam's node (a CSR gather), not a (beams x outputs)
+    mask: with thousands of outputs (atomic docids, GLEN's identifier tokens) most of a dense mask is
+    empty and building and ranking it dominated the search.
     """
     b = memory.shape[0]
     n_out = trie.n_out
@@ -34,29 +39,41 @@ def beam_search(model, trie: PrefixTree, memory: torch.Tensor, memory_mask: torc
     prev = torch.full((b,), model.bos, dtype=torch.long, device=memory.device)
     width = 1
     neg_inf = float("-inf")
+    last_edge = max(len(trie.edge_code) - 1, 0)
     for _ in range(trie.depth):
         logits, state = model.step(state, prev)
         logp = (F.log_softmax(logits.float(), dim=-1) if normalize else logits.float()).cpu()
-        flat_nodes = nodes.reshape(-1)
-        done = trie.is_leaf[flat_nodes]
-        cand = logp.masked_fill(~trie.allowed_mask(flat_nodes), neg_inf)
-        if done.any():  # a finished docid stays as it is: one candidate, no score change
-            cand[done] = neg_inf
-            cand[done, n_out - 1] = 0.0
-        total = (scores.reshape(-1, 1) + cand).view(b, width * n_out)
-        alive = int(torch.isfinite(total).sum(1).max())
-        new_width = max(1, min(beam, alive))
-        top = torch.topk(total, new_width, dim=1)
-        parent = torch.div(top.indices, n_out, rounding_mode="floor")
-        codes = top.indices % n_out
-        rows = (torch.arange(b)[:, None] * width + parent).reshape(-1)
-        prev_nodes = flat_nodes[rows]
-        child, _ = trie.advance(prev_nodes, codes.reshape(-1))
-        nodes = torch.where(trie.is_leaf[prev_nodes], prev_nodes, child).view(b, new_width)
+        flat_nodes, flat_scores = nodes.reshape(-1), scores.reshape(-1)
+        done = trie.is_leaf[flat_nodes]  # a finished docid stays as it is: one candidate, no score change
+        counts = torch.where(done, 1, trie.n_children[flat_nodes])
+        counts = counts.masked_fill(~torch.isfinite(flat_scores), 0)  # dead beams have no candidates
+        total = int(counts.sum())
+        row = torch.repeat_interleave(torch.arange(flat_nodes.numel()), counts)
+        first = torch.cumsum(counts, 0) - counts
+        edge = (torch.repeat_interleave(trie.child_ptr[flat_nodes] - first, counts)
+                + torch.arange(total)).clamp(max=last_edge)
+        stay = done[row]
+        code = torch.where(stay, n_out - 1, trie.edge_code[edge])
+        child = torch.where(stay, flat_nodes[row], trie.edge_child[edge])
+        cand_score = flat_scores[row] + torch.where(stay, 0.0, logp[row, code])
+        # per query: its candidates side by side (padded with -inf), one top-k
+        query = torch.div(row, width, rounding_mode="floor")
+        per_query = torch.bincount(query, minlength=b)
+        q_first = torch.cumsum(per_query, 0) - per_query
+        grid = torch.full((b, max(1, int(per_query.max()))), neg_inf)
+        grid[query, torch.arange(total) - q_first[query]] = cand_score
+        new_width = max(1, min(beam, int(torch.isfinite(grid).sum(1).max())))
+        top = torch.topk(grid, new_width, dim=1)
+        alive = torch.isfinite(top.values)
+        pick = (q_first[:, None] + top.indices).clamp(max=max(total - 1, 0))
+        own_row = (torch.arange(b) * width)[:, None].expand_as(pick)
+        rows = torch.where(alive, row[pick], own_row).reshape(-1)
+        codes = torch.where(alive, code[pick], n_out - 1)
+        nodes = torch.where(alive, child[pick], 0)
         scores, width = top.values, new_width
         state = model.reorder(state, rows.to(memory.device))
         prev = codes.reshape(-1).to(memory.device)
-        if bool(trie.is_leaf[nodes.reshape(-1)].all()):
+        if bool((trie.is_leaf[nodes.reshape(-1)] | ~alive.reshape(-1)).all()):
             break
     return nodes, scores
 

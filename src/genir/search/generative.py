@@ -35,7 +35,7 @@ class GenerativeSearcher(Searcher):
             batch = qids[s: s + self.batch_size]
             texts = [queries[q] for q in batch]
             with torch.inference_mode():
-                memory, mask = self.model.encode_texts(texts)
+                memory, mask = self.encode_queries(texts)
                 nodes, scores = beam_search(self.model, self.trie, memory, mask, self.beam, self.normalize)
             for i, qid in enumerate(batch):
                 hits: list[Hit] = []
@@ -50,6 +50,10 @@ class GenerativeSearcher(Searcher):
                     hits.extend(Hit(self.table.doc_ids[d], score) for d in docs)
                 out[qid] = hits[:k]
         return {q: out[q] for q in queries}
+
+    def encode_queries(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encoder states of a batch of queries (a subclass may keep what its tie-break needs)."""
+        return self.model.encode_texts(texts)
 
     def index_bytes(self) -> int:
         """The trie plus every decoder-side parameter (the model is the index; the encoder is not)."""

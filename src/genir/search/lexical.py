@@ -3,6 +3,8 @@
 - The decoder's outputs are restricted to the tokens that occur in some identifier; scores stay exact
   log P(z | q) (the normaliser is over the whole vocabulary, see
   :meth:`genir.models.lexical.LexicalSeq2Seq.step`).
+- With the hidden feed every beam of a query shares q_1..q_n, so the decoder runs once per query
+  (``shared_steps``; :class:`genir.models.lexical.LexicalSeq2Seq`); ``shared_steps=False`` decodes per beam.
 - Documents that share an identifier are ranked by cos(w^q, w^d) (GLEN Eq. 9), w = the identifier
   logits; ``tie_break="random"`` shuffles them instead (the paper's Table 5 comparison).
 """
@@ -10,7 +12,6 @@
 from __future__ import annotations
 
 import random
-from collections import OrderedDict
 
 import numpy as np
 import torch
@@ -24,26 +25,38 @@ from genir.training.glen import collision_order
 class LexicalSearcher(GenerativeSearcher):
     def __init__(self, model, table: DocIdTable, doc_logits: np.ndarray, beam: int = 100, batch_size: int = 16,
                  tie_break: str = "cosine", name: str = "glen", show_progress: bool = False, seed: int = 0,
-                 restrict: bool = True):
+                 restrict: bool = True, shared_steps: bool = True):
         # restrict=False decodes over the whole vocabulary (the slow reference the speed bench compares)
         tokens = np.unique(table.codes[table.codes >= 0]) if restrict else np.arange(model.config.n_codes)
         compact = np.where(table.codes >= 0, np.searchsorted(tokens, table.codes), -1)
         self.compact_table = DocIdTable(table.doc_ids, compact, len(tokens), "lexical-compact")
         model.restrict_outputs(torch.from_numpy(tokens))
+        model.shared_steps = shared_steps  # hidden feed: one decoding per query, not per beam
         self.doc_logits = np.asarray(doc_logits, dtype=np.float32)
         self.tie_mode, self.rng = tie_break, random.Random(seed)
-        self._queries: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._queries: dict[str, torch.Tensor] = {}  # q_1..q_n per query text, one search call
         super().__init__(model, table, beam=beam, batch_size=batch_size, tie_break=self._order, name=name,
                          show_progress=show_progress, normalize=False, trie=PrefixTree(self.compact_table))
 
+    def batch_search(self, queries, k: int = 100):
+        try:
+            return super().batch_search(queries, k)
+        finally:
+            self._queries.clear()
+
+    def encode_queries(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        memory, mask = self.model.encode_texts(texts)
+        if self.tie_mode == "cosine" and self.model.feed == "hidden":  # q_1..q_n for the ties, same pass
+            hidden, _ = self.model.hidden_states(memory, mask, with_tokens=False)
+            self._queries.update(zip(texts, hidden, strict=True))
+        return memory, mask
+
     def _query_states(self, text: str) -> torch.Tensor:
-        """q_1..q_n of a query (hidden feed: independent of the identifier), cached for its ties."""
+        """q_1..q_n of a query (hidden feed: independent of the identifier)."""
         if text not in self._queries:
             with torch.inference_mode():
                 mem, mask = self.model.encode_texts([text])
                 self._queries[text] = self.model.hidden_states(mem, mask)[0][0]
-            if len(self._queries) > 256:
-                self._queries.popitem(last=False)
         return self._queries[text]
 
     def _order(self, text: str, docs: list[int]) -> list[int]:
@@ -53,9 +66,8 @@ class LexicalSearcher(GenerativeSearcher):
             return docs
         tokens = torch.as_tensor(self.table.codes[docs[0]])
         if self.model.feed == "hidden":
-            q_h = self._query_states(text)
-            with torch.inference_mode():
-                w_q = self.model.vocab_logits(q_h).gather(-1, tokens[:, None])[:, 0]
+            with torch.inference_mode():  # w^q_t = q_t . e_{z_t}: only the identifier's own tokens
+                w_q = (self._query_states(text) * self.model.word_embeddings[tokens]).sum(-1)
         else:
             with torch.inference_mode():
                 mem, mask = self.model.encode_texts([text])

@@ -158,7 +158,7 @@ class GlenRefineObjective:
         self.calls += 1
         tau = temperature(epoch)
         group = int(batch["group"])
-        q_h, _ = model.hidden_states(batch["q_memory"], batch["q_mask"])
+        q_h, _ = model.hidden_states(batch["q_memory"], batch["q_mask"], with_tokens=False)
         d_h, d_tok = model.hidden_states(batch["d_memory"], batch["d_mask"])
         e = model.word_embeddings
         d_logits = model.vocab_logits(d_h)
