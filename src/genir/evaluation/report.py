@@ -153,8 +153,9 @@ def render_markdown(report: dict, plots: list[str]) -> str:
             lines += ["", f"Identifiers by the number of documents they hold (documents: identifiers): {sizes}.", ""]
         tb = s.get("tie_break")
         if tb and tb.get("cosine"):
-            lines += [f"{s['name']}: documents sharing an identifier, on the {tb['queries']} test queries whose relevant "
-                      f"document collides ({tb['colliding_documents']} colliding documents; GLEN Table 5):", "",
+            lines += [f"{s['name']}: documents sharing an identifier, on the {tb['queries']} test queries whose "
+                      f"relevant document collides ({tb['colliding_documents']} colliding documents; GLEN Table 5):",
+                      "",
                       "| order within an identifier | nDCG@10 | R@1 | R@10 | MRR@10 |", "|---|---|---|---|---|"]
             for mode, label in (("cosine", "cos(w^q, w^d) (Eq. 9)"), ("random", "random (mean of 3 orders)")):
                 m = tb[mode]
