@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -40,6 +41,31 @@ def scifact_slice(tmp_path_factory, shared_datasets) -> Path:
             f.write("query-id\tcorpus-id\tscore\n")
             for q in qs:
                 for d, g in c.qrels[split][q].items():
+                    f.write(f"{q}\t{d}\t{g}\n")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def cisi_slice(tmp_path_factory, shared_datasets) -> Path:
+    """80 CISI documents (test split only): those judged for the first 10 queries, plus filler."""
+    c = load_dataset("cisi", shared_datasets)
+    test_q = list(c.qrels["test"])[:10]
+    keep = {d for q in test_q for d in c.qrels["test"][q]}
+    keep |= set([d for d in c.doc_ids if d not in keep][: max(0, 80 - len(keep))])
+    folder = tmp_path_factory.mktemp("data") / "cisi-slice"
+    (folder / "qrels").mkdir(parents=True)
+    with open(folder / "corpus.jsonl", "w") as f:
+        for d in c.doc_ids:
+            if d in keep:
+                f.write(json.dumps({"_id": d, "title": c.corpus[d].title, "text": c.corpus[d].text}) + "\n")
+    with open(folder / "queries.jsonl", "w") as f:
+        for q in test_q:
+            f.write(json.dumps({"_id": q, "text": c.queries[q]}) + "\n")
+    with open(folder / "qrels" / "test.tsv", "w") as f:
+        f.write("query-id\tcorpus-id\tscore\n")
+        for q in test_q:
+            for d, g in c.qrels["test"][q].items():
+                if d in keep:
                     f.write(f"{q}\t{d}\t{g}\n")
     return folder
 
@@ -176,3 +202,37 @@ def test_glen_two_phases_collision_ranking_and_cli_search(scifact_slice, tiny_be
     assert not (out / "glen-keyword" / "phase1").exists()  # phase 1 is shared with the glen run
     res = CliRunner().invoke(app, ["search", str(out / "glen"), "vitamin D and bone fractures", "--k", "3"])
     assert res.exit_code == 0, res.output
+
+
+def test_transfer_indexes_another_corpus_without_retraining(scifact_slice, cisi_slice, tiny_bert, tmp_path):
+    # zero-shot (GLEN Sec. 4, BEIR): models trained on a SciFact slice index and search a CISI slice
+    src = tmp_path / "src"
+    run(RunConfig(dataset=str(scifact_slice), backbone=tiny_bert, baselines=[], out=str(src), beam=10,
+                  methods=["glen", "dsi-semantic", "dsi-atomic"], epochs=1, batch_size=16, semantic_c=8,
+                  glen_keyword_epochs=1, glen_refine_epochs=1, glen_batch_size=8, glen_negatives=3))
+    dst = tmp_path / "dst"
+    res = CliRunner().invoke(app, ["transfer", "--from", str(src), "--dataset", str(cisi_slice), "--baseline", "bm25",
+                                   "--out", str(dst)])
+    assert res.exit_code == 0, res.output
+    report = json.loads((dst / "report.json").read_text())
+    # dsi-atomic has no output for an unseen document, so by default it is not transferred
+    assert [s["name"] for s in report["systems"]] == ["bm25", "glen", "dsi-semantic"]
+    cisi = load_dataset(str(cisi_slice))
+    glen = report["systems"][1]
+    assert glen["transferred_from"] == str(src) and glen["train_steps"] == 0
+    assert glen["docids"]["documents"] == len(cisi.corpus) and glen["metrics"]["full"]["n"] == 10
+    from genir.docids import DocIdTable
+    from genir.methods import identify_texts
+    from genir.models import DocidSeq2Seq
+    from genir.pipeline import Run
+
+    model = DocidSeq2Seq.load(src / "glen" / "model").eval()
+    target = Run(RunConfig.from_dict(json.loads((src / "config.json").read_text())
+                                     | {"dataset": str(cisi_slice), "train_split": None, "out": str(tmp_path / "x")}))
+    ids, logits = identify_texts(model, target.lead_texts(target.docs), target.cfg.doc_max_length, "cpu")
+    table = DocIdTable.load(dst / "glen" / "docids")
+    assert table.doc_ids == list(cisi.corpus) and (table.codes == ids).all()  # the trained model's Eq. 2
+    assert np.allclose(np.load(dst / "glen" / "identifier_logits.npy"), logits, atol=1e-5)
+    bad = CliRunner().invoke(app, ["transfer", "--from", str(src), "--dataset", str(cisi_slice), "--method",
+                                   "dsi-atomic", "--out", str(tmp_path / "bad")])
+    assert bad.exit_code != 0 and "without retraining" in bad.output

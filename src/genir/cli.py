@@ -1,4 +1,4 @@
-"""The genir command line: run | evaluate | search | serve | docids | datasets."""
+"""The genir command line: run | transfer | evaluate | search | serve | docids | datasets."""
 
 from __future__ import annotations
 
@@ -134,6 +134,49 @@ def run(
     out_dir = Path(cfg.out or f"runs/{report['dataset']}")
     typer.echo((out_dir / "report.md").read_text())
     typer.secho(f"report: {out_dir / 'report.md'}", fg=typer.colors.GREEN)
+
+
+def _transferable(name: str) -> bool:
+    from genir.methods import METHODS
+
+    return name in METHODS and METHODS[name].index_corpus is not None
+
+
+@app.command()
+def transfer(
+    source: Annotated[Path, typer.Option("--from", help="run folder whose trained methods are transferred")],
+    dataset: Annotated[str, typer.Option(help="target dataset name or BEIR-layout folder")],
+    method: Annotated[list[str] | None, typer.Option(help="method(s) trained in --from; repeat")] = None,
+    baseline: Annotated[list[str] | None, typer.Option(help="baselines run on the target (bm25, dense)")] = None,
+    test_split: Annotated[str, typer.Option(help="qrels split evaluated")] = "test",
+    data_dir: Annotated[str | None, typer.Option()] = None,
+    qrels_dir: Annotated[str | None, typer.Option()] = None,
+    beam: Annotated[int | None, typer.Option()] = None,
+    out: Annotated[str | None, typer.Option(help="report folder")] = None,
+) -> None:
+    """Zero-shot: models trained in a run folder index another corpus without retraining and search it."""
+    from genir.data.collection import DataError
+    from genir.pipeline import RunConfig
+    from genir.pipeline import transfer as run_transfer
+
+    config = source / "config.json"
+    if not config.exists():
+        _fail(f"{source}: not a genir run folder (no config.json)")
+    settings = json.loads(config.read_text())
+    settings.update({"dataset": dataset, "data_dir": data_dir, "train_split": None, "test_split": test_split,
+                     "qrels_dir": qrels_dir or "qrels", "holdout": 0.0, "new_docs": 0.0, "max_test_queries": None,
+                     "methods": method or [m for m in settings.get("methods", []) if _transferable(m)],
+                     "baselines": [b for b in (baseline if baseline is not None else ["bm25", "dense"])],
+                     "out": out or f"runs/{Path(dataset).name}-from-{source.name}"})
+    if beam:
+        settings["beam"] = beam
+    try:
+        cfg = RunConfig.from_dict(settings)
+        report = run_transfer(source, cfg)
+    except (DataError, KeyError, ValueError) as e:
+        _fail(str(e).strip("'\""))
+    typer.echo((Path(cfg.out) / "report.md").read_text())
+    typer.secho(f"report: {Path(cfg.out) / 'report.md'} ({len(report['systems'])} systems)", fg=typer.colors.GREEN)
 
 
 @app.command()

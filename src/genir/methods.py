@@ -175,6 +175,37 @@ def genret_learn(run, folder):
                           "history": history, "genret_config": cfg.__dict__}
 
 
+# -- zero-shot: a trained model indexes a corpus it never saw, without retraining ------------------------
+def glen_index_corpus(run, model, folder) -> DocIdTable:
+    """GLEN: every document's identifier and w^d from the model (Eq. 2), the BEIR setting of Sec. 4."""
+    import numpy as np
+
+    ids, logits = identify_texts(model, run.lead_texts(run.docs), run.cfg.doc_max_length, run.device)
+    np.save(folder / "identifier_logits.npy", logits)
+    return DocIdTable(run.doc_ids, ids, model.config.n_codes, "glen", {"zero_shot": True})
+
+
+def genret_index_corpus(run, model, folder) -> DocIdTable:
+    """GenRet: Q(z | d) tokenizes the new corpus (Eq. 4), as it does new documents."""
+    import torch
+
+    texts = run.lead_texts(run.docs)
+    codes = []
+    for s in range(0, len(texts), 256):
+        with torch.inference_mode():
+            mem, mask = model.encode_texts(texts[s: s + 256], run.cfg.doc_max_length)
+            codes.append(model.assign_codes(mem.to(run.device), mask.to(run.device)).cpu())
+    return DocIdTable(run.doc_ids, torch.cat(codes).numpy(), model.config.n_codes, "genret", {"zero_shot": True})
+
+
+def semantic_index_corpus(run, model, folder) -> DocIdTable:
+    """DSI-semantic: the new corpus clustered by the same recipe (hierarchical k-means of its dense
+    embeddings, same c); the trained decoder's codes keep no meaning across corpora, which is what the
+    static-docid rows of GLEN's Table 4 measure."""
+    c = model.config.n_codes
+    return semantic_docids(run.doc_ids, run.doc_embeddings(), c=c, seed=run.cfg.seed)
+
+
 def _learned_while_training(ctx: MethodContext) -> DocIdTable:
     raise ValueError("this method learns its docids while training (learn_docids); there is no separate scheme")
 
@@ -205,6 +236,22 @@ def _glen_model(run, cfg):
     return model
 
 
+def identify_texts(model, texts: list[str], max_length: int, device, batch_size: int = 256):
+    """GLEN Eq. 2 for documents given as text (no cached states): identifiers (N, n) and w^d (N, n)."""
+    import numpy as np
+    import torch
+
+    ids = np.zeros((len(texts), model.n_steps), dtype=np.int64)
+    logits = np.zeros((len(texts), model.n_steps), dtype=np.float32)
+    model.eval()
+    for s in range(0, len(texts), batch_size):
+        with torch.inference_mode():
+            mem, mask = model.encode_texts(texts[s: s + batch_size], max_length)
+            z, w = model.assign_ids(mem.to(device), mask.to(device))
+        ids[s: s + batch_size], logits[s: s + batch_size] = z.cpu().numpy(), w.float().cpu().numpy()
+    return ids, logits
+
+
 def _identify_all(run, model, tokens=None):
     """Identifiers (Eq. 2) and identifier logits w^d of every document: trained documents from their cached
     states, documents no training saw from their text (no retraining). With ``tokens`` (N, n) the
@@ -217,25 +264,29 @@ def _identify_all(run, model, tokens=None):
     ids = np.zeros((n, model.n_steps), dtype=np.int64)
     logits = np.zeros((n, model.n_steps), dtype=np.float32)
     model.eval()
-    order = list(range(n))
-    for s in range(0, n, 256):
-        chunk = order[s: s + 256]
-        cached = [i for i in chunk if i in examples.doc_text]
-        fresh = [i for i in chunk if i not in examples.doc_text]
+    fresh = [i for i in range(n) if i not in examples.doc_text]
+    if fresh and tokens is None:
+        ids[fresh], logits[fresh] = identify_texts(model, run.lead_texts([run.docs[i] for i in fresh]),
+                                                   run.cfg.doc_max_length, run.device)
+    todo = [i for i in range(n) if i in examples.doc_text] if tokens is None else list(range(n))
+    for s in range(0, len(todo), 256):
+        group = todo[s: s + 256]
+        cached = [i for i in group if i in examples.doc_text]
+        texts = [i for i in group if i not in examples.doc_text]
         with torch.inference_mode():
-            for group, states in ((cached, lambda g: run.encoded(model).batch([examples.doc_text[i] for i in g])),
-                                  (fresh, lambda g: model.encode_texts(run.lead_texts([run.docs[i] for i in g]),
-                                                                       run.cfg.doc_max_length))):
-                if not group:
+            for part, states in ((cached, lambda g: run.encoded(model).batch([examples.doc_text[i] for i in g])),
+                                 (texts, lambda g: model.encode_texts(run.lead_texts([run.docs[i] for i in g]),
+                                                                      run.cfg.doc_max_length))):
+                if not part:
                     continue
-                mem, mask = states(group)
+                mem, mask = states(part)
                 mem, mask = mem.to(run.device), mask.to(run.device)
                 if tokens is None:
                     z, w = model.assign_ids(mem, mask)
                 else:
-                    z = torch.as_tensor(tokens[group], device=mem.device)
+                    z = torch.as_tensor(tokens[part], device=mem.device)
                     w = model.identifier_logits(mem, mask, z)
-                ids[group], logits[group] = z.cpu().numpy(), w.float().cpu().numpy()
+                ids[part], logits[part] = z.cpu().numpy(), w.float().cpu().numpy()
     return ids, logits
 
 
@@ -335,6 +386,9 @@ class Method:
     # methods that learn their docids while training return (model, table, train_info) from here, and
     # make_docids is not called
     learn_docids: Callable | None = None
+    # zero-shot: (run on another corpus, trained model, output folder) -> that corpus's docids; None when
+    # the method cannot index a corpus without retraining (atomic docids have no output for a new document)
+    index_corpus: Callable | None = None
 
 
 METHODS: dict[str, Method] = {
@@ -345,7 +399,8 @@ METHODS: dict[str, Method] = {
                lambda ctx: naive_docids(ctx.doc_ids)),
         Method("dsi-semantic", "DSI, semantic docids: hierarchical k-means over dense document embeddings",
                lambda ctx: semantic_docids(ctx.doc_ids, ctx.embed_docs(), c=ctx.options.get("semantic_c", 32),
-                                           seed=ctx.options.get("seed", 0))),
+                                           seed=ctx.options.get("seed", 0)),
+               index_corpus=semantic_index_corpus),
         Method("tied-atomic", "Tied-Atomic: atomic docids tied to the model's own document encodings",
                lambda ctx: atomic_docids(ctx.doc_ids), objective=tied_contrastive_loss,
                training_data=tied_training_data, searcher=tied_searcher, n_codes=lambda table: 1),
@@ -353,12 +408,13 @@ METHODS: dict[str, Method] = {
                lambda ctx: atomic_docids(ctx.doc_ids), objective=tied_margin_mse_loss,
                training_data=tied_distillation_data, searcher=tied_searcher, n_codes=lambda table: 1),
         Method("genret", "GenRet: docids learned by discrete auto-encoding, progressive training, diverse "
-               "clustering", _learned_while_training, learn_docids=genret_learn),
+               "clustering", _learned_while_training, learn_docids=genret_learn, index_corpus=genret_index_corpus),
         Method("glen", "GLEN: lexical docids over the backbone's vocabulary, keyword assignment then ranking "
                "refinement, collision-free inference", _learned_while_training, learn_docids=glen_learn,
-               searcher=glen_searcher),
+               searcher=glen_searcher, index_corpus=glen_index_corpus),
         Method("glen-keyword", "GLEN after phase 1 only: fixed keyword IDs (BM25 top-n tokens)",
-               _learned_while_training, learn_docids=glen_keyword_learn, searcher=glen_searcher),
+               _learned_while_training, learn_docids=glen_keyword_learn, searcher=glen_searcher,
+               index_corpus=glen_index_corpus),
         Method("genret-nolearn", "GenRet ablation 'without learning': a seq2seq retriever trained on "
                "GenRet's final docids", genret_docids),
     ]

@@ -453,6 +453,43 @@ class Run:
         _write_json(folder / "train.json", train_info)
         return model, train_info
 
+    def transferred(self, source: Path, method_name: str) -> dict:
+        """Zero-shot: the model trained in ``source/method_name`` indexes this run's corpus (no retraining)
+        and answers its test queries (GLEN Sec. 4, the BEIR setting)."""
+        from genir.models import DocidSeq2Seq
+
+        method = get_method(method_name)
+        folder = self.out / method_name
+        done = folder / "result.json"
+        if done.exists():
+            return json.loads(done.read_text())
+        model_dir = Path(source) / method_name / "model"
+        if not (model_dir / "genir_model.json").exists():
+            raise ValueError(f"{model_dir}: no trained {method_name} model to transfer")
+        if method.index_corpus is None:
+            raise ValueError(f"{method_name} cannot index a corpus it was not trained on without retraining")
+        folder.mkdir(parents=True, exist_ok=True)
+        model = DocidSeq2Seq.load(model_dir).to(self.device).eval()
+        start = time.perf_counter()
+        table = method.index_corpus(self, model, folder)
+        trie = PrefixTree(table)
+        if trie.depth > model.config.max_docid_length:
+            raise ValueError(f"{method_name}: this corpus needs docids of {trie.depth} steps; the model decodes "
+                             f"at most {model.config.max_docid_length}")
+        table.save(folder / "docids")
+        index_s = time.perf_counter() - start
+        searcher = method.searcher(self, model, table, method_name, self.cfg.beam)
+        result = self.evaluate_searcher(searcher, method_name, folder, {
+            "label": f"{method_name} (trained on {Path(source).name})", "kind": "generative",
+            "method": method_name, "description": method.description, "transferred_from": str(source),
+            "beam": self.cfg.beam, "docids": table.stats(), "train_seconds": 0.0, "train_steps": 0,
+            "index_seconds": index_s, "indexing_docs_per_second": len(self.docs) / max(index_s, 1e-9),
+            "index_bytes_per_doc": searcher.index_bytes() / len(self.docs), "parameters": model.n_parameters()})
+        if table.scheme == "glen":
+            result["tie_break"] = self.tie_break_comparison(searcher, table)
+        _write_json(done, result)
+        return result
+
     def tie_break_comparison(self, searcher, table: DocIdTable, random_seeds: int = 3) -> dict:
         """GLEN Table 5: on the test queries whose relevant document shares its identifier with another
         document, colliding documents ranked by cos(w^q, w^d) (Eq. 9) vs in random order (mean of
@@ -529,3 +566,23 @@ class Run:
 
 def run(cfg: RunConfig) -> dict:
     return Run(cfg).run()
+
+
+def transfer(source: str | Path, cfg: RunConfig) -> dict:
+    """Zero-shot transfer: the methods trained in the run folder ``source`` index ``cfg.dataset``'s corpus
+    and search its test queries without retraining; ``cfg.baselines`` run on it as usual."""
+    source = Path(source)
+    if not (source / "config.json").exists():
+        raise ValueError(f"{source}: not a genir run folder (no config.json)")
+    run_ = Run(cfg)
+    start = time.perf_counter()
+    _write_json(run_.out / "config.json", {**asdict(cfg), "transferred_from": str(source)})
+    results = [run_.baseline(b) for b in cfg.baselines]
+    results += [run_.transferred(source, m) for m in cfg.methods]
+    report = {"dataset": run_.collection.name, "test_split": run_.test_split,
+              "queries": {"full": len(run_.qrels), **{k: len(v) for k, v in run_.subsets.items()}},
+              "documents": len(run_.docs), "config": asdict(cfg), "systems": results,
+              "transferred_from": str(source), "device": run_.device,
+              "wall_seconds_this_invocation": time.perf_counter() - start}
+    write_report(report, run_.out)
+    return report
