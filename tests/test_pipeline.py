@@ -70,6 +70,31 @@ def cisi_slice(tmp_path_factory, shared_datasets) -> Path:
     return folder
 
 
+@pytest.fixture(scope="module")
+def cranfield_slice(tmp_path_factory, shared_datasets) -> Path:
+    """150 Cranfield documents with graded judgements (0-4): split_train / split_test queries."""
+    c = load_dataset("cranfield", shared_datasets)
+    splits = {"split_train": list(c.qrels["split_train"])[:40], "split_test": list(c.qrels["split_test"])[:12]}
+    keep = {d for split, qs in splits.items() for q in qs for d in c.qrels[split][q]}
+    keep |= set([d for d in c.doc_ids if d not in keep][: max(0, 150 - len(keep))])
+    folder = tmp_path_factory.mktemp("data") / "cranfield-slice"
+    (folder / "qrels").mkdir(parents=True)
+    with open(folder / "corpus.jsonl", "w") as f:
+        for d in c.doc_ids:
+            if d in keep:
+                f.write(json.dumps({"_id": d, "title": c.corpus[d].title, "text": c.corpus[d].text}) + "\n")
+    with open(folder / "queries.jsonl", "w") as f:
+        for q in {q for qs in splits.values() for q in qs}:
+            f.write(json.dumps({"_id": q, "text": c.queries[q]}) + "\n")
+    for split, qs in splits.items():
+        with open(folder / "qrels" / f"{split}.tsv", "w") as f:
+            f.write("query-id\tcorpus-id\tscore\n")
+            for q in qs:
+                for d, g in c.qrels[split][q].items():
+                    f.write(f"{q}\t{d}\t{g}\n")
+    return folder
+
+
 def test_run_writes_a_full_report(scifact_slice, tiny_bert, tmp_path):
     out = tmp_path / "report"
     cfg = RunConfig(dataset=str(scifact_slice), backbone=tiny_bert, baselines=["bm25", "dense"],
@@ -236,3 +261,36 @@ def test_transfer_indexes_another_corpus_without_retraining(scifact_slice, cisi_
     bad = CliRunner().invoke(app, ["transfer", "--from", str(src), "--dataset", str(cisi_slice), "--method",
                                    "dsi-atomic", "--out", str(tmp_path / "bad")])
     assert bad.exit_code != 0 and "without retraining" in bad.output
+
+
+def test_merge_and_vanilla_rqvae_on_graded_judgements(cranfield_slice, tiny_bert, tmp_path):
+    out = tmp_path / "merge"
+    res = CliRunner().invoke(app, [
+        "run", "--dataset", str(cranfield_slice), "--backbone", tiny_bert, "--train-split", "split_train",
+        "--test-split", "split_test", "--method", "merge", "--method", "rqvae", "--no-baselines", "--epochs", "2",
+        "--beam", "10", "--out", str(out), "--set", "merge_codes=8", "--set", "merge_epochs=20",
+        "--set", "merge_batch_size=64"])
+    assert res.exit_code == 0, res.output
+    report = json.loads((out / "report.json").read_text())
+    merge, vanilla = report["systems"]
+    for s in (merge, vanilla):
+        d = s["docids"]
+        assert d["collision_rate"] == 0.0  # Sinkhorn re-assignment, or an extra level where a prefix is full
+        extended = s["rqvae"]["extended"]
+        assert s["rqvae"]["reassigned"] + extended == s["rqvae"]["collisions_before"]
+        assert d["max_length"] == (5 if extended else 4) and (d["vocab_size"] == 32 or extended)  # <a_i>..<d_l>
+        assert len(s["docid_relevance"]["test"]) == d["max_length"] and s["metrics"]["full"]["n"] == 12
+    assert merge["rqvae"]["relevance"] and not vanilla["rqvae"]["relevance"]
+    assert merge["rqvae"]["relevance_documents"] > 0 and merge["rqvae"]["grades"] == 4
+    info = json.loads((out / "merge" / "rqvae" / "info.json").read_text())
+    n_docs = len(load_dataset(str(cranfield_slice)).corpus)
+    assert info["steps"] == 20 * -(-n_docs // 64) and "align" in info["final"] and "inner" in info["final"]
+    from genir.models import DocidSeq2Seq
+
+    model = DocidSeq2Seq.load(out / "merge" / "model")
+    assert model.query_prefix == "<retrieval>" and model.config.extra["position_weight"] is True
+    codes = np.array([list(map(int, line.split("\t")[1].split())) for line in
+                      (out / "merge" / "docids" / "docids.tsv").read_text().splitlines()])
+    for level in range(4):  # level l's code c is token l * K + c
+        assert ((codes[:, level] >= 8 * level) & (codes[:, level] < 8 * (level + 1))).all()
+    assert "distinct codes per level" in (out / "report.md").read_text()

@@ -206,6 +206,88 @@ def semantic_index_corpus(run, model, folder) -> DocIdTable:
     return semantic_docids(run.doc_ids, run.doc_embeddings(), c=c, seed=run.cfg.seed)
 
 
+# -- MERGE / vanilla RQ-VAE -------------------------------------------------------------------------------
+def rqvae_docids(ctx: MethodContext, relevance: bool) -> DocIdTable:
+    """RQ-VAE docids over the dense document embeddings (MERGE Sec. 3.1): trained with the graded training
+    judgements (MERGE, ``relevance=True``) or without (vanilla RQ-VAE), then de-collided (Sec. 3.1.3).
+    Level l's code c becomes token l * K + c: <a_i><b_j><c_k><d_l> are distinct tokens."""
+    import json
+    import time
+    from pathlib import Path
+
+    import torch
+
+    from genir.docids.rqvae import decollide
+    from genir.training.merge import train_rqvae
+
+    cfg = ctx.options["run_config"].merge(relevance)
+    folder = Path(ctx.options["folder"]) / "rqvae"
+    emb = np.asarray(ctx.embed_docs(), dtype=np.float32)
+    new = set(ctx.options.get("new_docs", []))
+    trained = np.array([i for i in range(len(emb)) if i not in new])
+    # standardised per dimension (statistics of the trained documents): unit-norm sentence embeddings put
+    # the reconstruction MSE near 0.002, below the commitment terms, and the auto-encoder collapsed
+    # (Cranfield: 36 distinct docids of 1,400, codes used per level 8/4/2/2; standardised: 1,396, 60/117/137/152)
+    mean, std = emb[trained].mean(0), emb[trained].std(0)
+    emb = (emb - mean) / np.where(std < 1e-6, 1.0, std)
+    start = time.perf_counter()
+    qrels = None
+    if relevance:  # judgements by row of the trained embeddings
+        row = {int(d): r for r, d in enumerate(trained)}
+        qrels = {q: {row[d]: g for d, g in rels.items() if d in row} for q, rels in ctx.options["train_qrels"].items()}
+        qrels = {q: r for q, r in qrels.items() if r}
+    model, info = train_rqvae(emb[trained], qrels, cfg, folder)
+    codes, last = model.encode_codes(torch.from_numpy(emb))  # every document, new ones included
+    codes = codes.numpy()
+    stats = {"collisions_before": int(len(codes) - len({tuple(c) for c in codes.tolist()})),
+             "reassigned": 0, "extended": 0}
+    if cfg.decollide:
+        codes, stats = decollide(codes, last.numpy(), model.codebooks[-1].detach().numpy())
+    k = cfg.codes
+    vocab = k * cfg.levels + (int(codes[:, cfg.levels:].max()) + 1 if codes.shape[1] > cfg.levels else 0)
+    tokens = codes + (np.arange(codes.shape[1]) * k)[None, :]
+    used = [int(len(np.unique(codes[:, level]))) for level in range(cfg.levels)]
+    meta = {"rqvae": {**stats, "codes_used_per_level": used, "seconds": time.perf_counter() - start,
+                      "steps": info["steps"], "final": info["final"], "relevance": relevance,
+                      "relevance_documents": info["relevance_documents"], "grades": info["grades"],
+                      "config": {k_: v for k_, v in cfg.__dict__.items() if k_ != "extra"}}}
+    (folder / "info.json").write_text(json.dumps({**meta["rqvae"], "history": info["history"]}, default=float))
+    return DocIdTable(ctx.doc_ids, tokens, vocab, "merge" if relevance else "rqvae", meta)
+
+
+def merge_training_data(run, model, table: DocIdTable, trie: PrefixTree):
+    """MERGE Sec. 3.2: the DSI multi-task data with the <retrieval> token in front of every query (not of
+    the documents' own indexing texts)."""
+    from genir.training.data import DocidCollator, DocidDataset, EncodedTexts, IndexingExamples
+
+    examples = run.examples()
+    if not model.query_prefix:
+        return seq2seq_training_data(run, model, table, trie)
+    queries = sorted({t for t, _, kind in examples.examples if kind == "retrieval"})
+    moved = {t: len(examples.texts) + i for i, t in enumerate(queries)}
+    prefixed = model.query_texts([examples.texts[t] for t in queries])
+    joined = IndexingExamples(examples.texts + prefixed,
+                              [(moved[t] if kind == "retrieval" else t, d, kind) for t, d, kind in examples.examples],
+                              examples.doc_text)
+    targets = [trie.full_sequence(i) for i in range(len(table))]
+    encoded = None
+    if run.cfg.encoder == "frozen":
+        extra = EncodedTexts(model, prefixed, run.cfg.doc_max_length, desc="encode <retrieval> queries")
+        encoded = EncodedTexts.joined(run.encoded(model), extra)
+    return DocidDataset(joined, targets), DocidCollator(joined, targets, model, encoded, run.cfg.doc_max_length)
+
+
+def merge_loss(model, batch):
+    """MERGE Eq. 9 with the setting the model was trained with (w_t = 1/sqrt(t) unless switched off)."""
+    from genir.training.merge import position_weighted_loss
+
+    return position_weighted_loss(model, batch, weighted=model.config.extra.get("position_weight", True))
+
+
+def _merge_extra(run) -> dict:
+    return {"query_prefix": "<retrieval>", "position_weight": run.cfg.merge_position_weight}
+
+
 def _learned_while_training(ctx: MethodContext) -> DocIdTable:
     raise ValueError("this method learns its docids while training (learn_docids); there is no separate scheme")
 
@@ -389,6 +471,8 @@ class Method:
     # zero-shot: (run on another corpus, trained model, output folder) -> that corpus's docids; None when
     # the method cannot index a corpus without retraining (atomic docids have no output for a new document)
     index_corpus: Callable | None = None
+    # method settings saved with the model (ModelConfig.extra), e.g. a query task token
+    model_extra: Callable = lambda run: {}
 
 
 METHODS: dict[str, Method] = {
@@ -415,6 +499,12 @@ METHODS: dict[str, Method] = {
         Method("glen-keyword", "GLEN after phase 1 only: fixed keyword IDs (BM25 top-n tokens)",
                _learned_while_training, learn_docids=glen_keyword_learn, searcher=glen_searcher,
                index_corpus=glen_index_corpus),
+        Method("merge", "MERGE: RQ-VAE docids shaped by graded relevance (alignment, outer InfoNCE, inner "
+               "triplets), <retrieval> queries, position-weighted loss", lambda ctx: rqvae_docids(ctx, True),
+               objective=merge_loss, training_data=merge_training_data, model_extra=_merge_extra),
+        Method("rqvae", "Vanilla RQ-VAE docids (MERGE's baseline): the same retriever, docids without relevance",
+               lambda ctx: rqvae_docids(ctx, False), objective=merge_loss, training_data=merge_training_data,
+               model_extra=_merge_extra),
         Method("genret-nolearn", "GenRet ablation 'without learning': a seq2seq retriever trained on "
                "GenRet's final docids", genret_docids),
     ]

@@ -103,6 +103,21 @@ class RunConfig:
     glen_lr: float = 1e-4
     glen_batch_size: int = 32
     genret_assign: str = "argmax"  # corpus docids after each step: argmax (Eq. 4) or sinkhorn (per prefix)
+    # merge / rqvae (see genir.training.merge.MergeConfig); the retriever trains --epochs at --lr like DSI
+    merge_levels: int = 4
+    merge_codes: int = 256
+    merge_epochs: float = 300
+    merge_batch_size: int = 2048
+    merge_lr: float = 1e-3
+    merge_lambda_align: float = 0.01
+    merge_lambda_rel: float = 0.001
+    merge_temperature: float = 0.7
+    merge_margin: float = 0.2
+    merge_align: bool = True  # ablation switches (MERGE Table 2)
+    merge_outer: bool = True
+    merge_inner: bool = True
+    merge_position_weight: bool = True
+    merge_decollide: bool = True
 
     def genret(self):
         from genir.training.genret import GenRetConfig
@@ -121,6 +136,19 @@ class RunConfig:
                           refine_epochs=self.glen_refine_epochs, negatives=self.glen_negatives,
                           negative_mode=self.glen_negative_mode, batch_size=self.glen_batch_size, lr=self.glen_lr,
                           feed=self.glen_feed, tie_break=self.glen_tie_break, seed=self.seed)
+
+    def merge(self, relevance: bool = True):
+        from genir.training.merge import MergeConfig
+
+        betas = (1.0, 0.75, 0.5, 0.25) if self.merge_levels == 4 else tuple(
+            float(b) for b in np.linspace(1.0, 0.25, self.merge_levels))
+        return MergeConfig(levels=self.merge_levels, codes=self.merge_codes, epochs=self.merge_epochs,
+                           batch_size=self.merge_batch_size, lr=self.merge_lr, lambda_align=self.merge_lambda_align,
+                           lambda_rel=self.merge_lambda_rel, betas=betas, temperature=self.merge_temperature,
+                           margin=self.merge_margin, relevance=relevance, align=self.merge_align,
+                           outer=self.merge_outer, inner=self.merge_inner,
+                           position_weight=self.merge_position_weight, decollide=self.merge_decollide,
+                           seed=self.seed)
 
     @classmethod
     def from_dict(cls, d: dict) -> RunConfig:
@@ -384,8 +412,10 @@ class Run:
             if (folder / "docids" / "docids.json").exists():
                 table = DocIdTable.load(folder / "docids")
             else:
-                ctx = MethodContext(self.doc_ids, self.doc_embeddings, {"semantic_c": cfg.semantic_c,
-                                                                        "seed": cfg.seed, "run_out": str(self.out)})
+                ctx = MethodContext(self.doc_ids, self.doc_embeddings, {
+                    "semantic_c": cfg.semantic_c, "seed": cfg.seed, "run_out": str(self.out),
+                    "folder": str(folder), "run_config": cfg, "train_qrels": self.train_qrels(),
+                    "new_docs": sorted(i for i, d in enumerate(self.doc_ids) if d in self.new_doc_ids)})
                 table = method.make_docids(ctx)
                 table.save(folder / "docids")
             docid_s = time.perf_counter() - start
@@ -414,6 +444,10 @@ class Run:
         if "progressive" in train_info:  # learned docids: diversity and collapse checks per step
             result["progressive"] = [{k: v for k, v in e.items() if k not in ("train", "warmup")}
                                      for e in train_info["progressive"]]
+        if table.max_length > 1:  # MERGE Table 3, for every multi-level docid scheme
+            result["docid_relevance"] = self.docid_relevance(table)
+        if "rqvae" in table.meta:  # RQ-VAE training and de-collision figures (MERGE, vanilla RQ-VAE)
+            result["rqvae"] = table.meta["rqvae"]
         if table.scheme in ("glen", "keyword"):  # lexical identifiers, shown as words (GLEN Table 7)
             result["inspection"] = self.lexical_inspection(model, table, folder, method_name)
             result["tie_break"] = self.tie_break_comparison(searcher, table)
@@ -436,7 +470,7 @@ class Run:
                            decoder_layers=cfg.decoder_layers, decoder_ff=cfg.decoder_ff,
                            decoder_dim=cfg.decoder_dim, max_docid_length=trie.depth,
                            query_max_length=cfg.query_max_length, doc_max_length=cfg.doc_max_length,
-                           extra={"method": method_name})
+                           extra={"method": method_name, **method.model_extra(self)})
         model = DocidSeq2Seq(mcfg).to(self.device)
         model.freeze_encoder(cfg.encoder == "frozen")
         dataset, collate = method.training_data(self, model, table, trie)
@@ -490,6 +524,27 @@ class Run:
         _write_json(done, result)
         return result
 
+    def train_qrels(self) -> dict[str, dict[int, int]]:
+        """Graded training judgements by document index (documents held out as new are left out)."""
+        split = self.cfg.train_split
+        if not split or split not in self.collection.qrels:
+            return {}
+        index = {d: i for i, d in enumerate(self.doc_ids) if d not in self.new_doc_ids}
+        return {q: {index[d]: g for d, g in rels.items() if d in index}
+                for q, rels in self.collection.qrels_for(split).items()}
+
+    def docid_relevance(self, table: DocIdTable) -> dict:
+        """MERGE Table 3: distinct codes per docid level among each query's relevant documents (test and
+        training queries with at least two relevant documents; lower = they share more of their docids)."""
+        from genir.docids.rqvae import distinct_codes_per_level
+
+        index = {d: i for i, d in enumerate(table.doc_ids)}
+        out = {"test": distinct_codes_per_level(table.codes, index, self.qrels)}
+        split = self.cfg.train_split
+        if split and split in self.collection.qrels:
+            out["train"] = distinct_codes_per_level(table.codes, index, self.collection.qrels_for(split))
+        return out
+
     def tie_break_comparison(self, searcher, table: DocIdTable, random_seeds: int = 3) -> dict:
         """GLEN Table 5: on the test queries whose relevant document shares its identifier with another
         document, colliding documents ranked by cos(w^q, w^d) (Eq. 9) vs in random order (mean of
@@ -534,15 +589,17 @@ class Run:
             top = [h.doc_id for h in run_file.get(qid, [])[:3]]
             queries.append({"query": self.test_queries[qid],
                             "top": [[d, words[index[d]], self.qrels.get(qid, {}).get(d, 0) > 0] for d in top]})
-        docs = []
         before = folder / "identifiers_phase1.npy"
         phase1 = np.load(before) if before.exists() else None
-        for i in range(min(n, len(table))):
-            docs.append({"doc": table.doc_ids[i], "title": self.docs[i].title[:80] or self.docs[i].text[:80],
-                         "phase1": identifier_words(tok, phase1[i]) if phase1 is not None else None,
-                         "final": words[i]})
+        changed = [] if phase1 is None else np.flatnonzero((phase1 != table.codes).any(1)).tolist()
+        # the first documents, then (when refinement moved any) documents whose identifier changed
+        shown = list(range(min(n, len(table)))) + [i for i in changed if i >= n][:n]
+        docs = [{"doc": table.doc_ids[i], "title": self.docs[i].title[:80] or self.docs[i].text[:80],
+                 "phase1": identifier_words(tok, phase1[i]) if phase1 is not None else None,
+                 "final": words[i]} for i in shown]
         sizes = Counter(Counter(words).values())
-        return {"queries": queries, "documents": docs, "docs_per_identifier": dict(sorted(sizes.items()))}
+        return {"queries": queries, "documents": docs, "docs_per_identifier": dict(sorted(sizes.items())),
+                "changed_by_refinement": None if phase1 is None else len(changed)}
 
     def run(self) -> dict:
         start = time.perf_counter()

@@ -20,13 +20,26 @@ def naive_docids(doc_ids: list[str]) -> DocIdTable:
     return DocIdTable(doc_ids, codes, len(alphabet), "naive", {"alphabet": "".join(alphabet)})
 
 
-def _kmeans(x: np.ndarray, k: int, seed: int) -> np.ndarray:
+def _faiss_kmeans(x: np.ndarray, k: int, seed: int):
     import faiss
 
     km = faiss.Kmeans(x.shape[1], k, niter=20, seed=seed, verbose=False, spherical=False,
                       min_points_per_centroid=1, max_points_per_centroid=1 << 20)
     km.train(np.ascontiguousarray(x, dtype=np.float32))
+    return km
+
+
+def _kmeans(x: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Cluster labels of k-means (faiss)."""
+    km = _faiss_kmeans(x, k, seed)
     return km.index.search(np.ascontiguousarray(x, dtype=np.float32), 1)[1].ravel()
+
+
+def kmeans_centroids(x: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
+    """k centroids of k-means (faiss), (k, D); fewer points than k is an error (a codebook needs k)."""
+    if len(x) < k:
+        raise ValueError(f"k-means with k={k} needs at least {k} points, got {len(x)}")
+    return _faiss_kmeans(x, k, seed).centroids.copy()
 
 
 def semantic_docids(doc_ids: list[str], embeddings: np.ndarray, c: int = 32, seed: int = 0) -> DocIdTable:

@@ -149,8 +149,18 @@ def render_markdown(report: dict, plots: list[str]) -> str:
             lines += ["", "| document | after phase 1 (keywords) | final |", "|---|---|---|"]
             for d in ins["documents"]:
                 lines.append(f"| {d['title']} | {d['phase1'] or '-'} | {d['final']} |")
+            if ins.get("changed_by_refinement") is not None:
+                lines += ["", f"Phase 2 (refinement) changed the identifier of {ins['changed_by_refinement']:,} of "
+                          f"{s['docids']['documents']:,} documents."]
             sizes = ", ".join(f"{k}: {v}" for k, v in ins["docs_per_identifier"].items())
             lines += ["", f"Identifiers by the number of documents they hold (documents: identifiers): {sizes}.", ""]
+        rq = s.get("rqvae")
+        if rq:
+            lines += [f"{s['name']}: RQ-VAE {'with graded relevance (MERGE)' if rq['relevance'] else '(vanilla)'}, "
+                      f"{rq['steps']} steps in {rq['seconds']:.0f} s; codes used per level "
+                      f"{', '.join(map(str, rq['codes_used_per_level']))}; {rq['collisions_before']} colliding "
+                      f"documents, {rq['reassigned']} re-assigned by Sinkhorn, {rq['extended']} given an extra level.",
+                      ""]
         tb = s.get("tie_break")
         if tb and tb.get("cosine"):
             lines += [f"{s['name']}: documents sharing an identifier, on the {tb['queries']} test queries whose "
@@ -167,6 +177,20 @@ def render_markdown(report: dict, plots: list[str]) -> str:
             lines += [f"{s['name']}: generative decoding and faiss search gave the same ranking on "
                       f"{a['same_ranking']} of {a['queries']} queries (ties aside); largest score difference "
                       f"{a['max_score_difference']:.2e}.", ""]
+    rel = [s for s in gen if s.get("docid_relevance", {}).get("test")]
+    if rel:
+        width = max(len(s["docid_relevance"]["test"]) for s in rel)
+        lines += ["Relevant documents' docids: distinct codes per level among each query's relevant documents "
+                  "(queries with at least 2; MERGE Table 3; lower = relevant documents share more of their docid), "
+                  "test / training queries:", "",
+                  "| system | " + " | ".join(f"level {i + 1}" for i in range(width)) + " |",
+                  "|---|" + "---|" * width]
+        for s in rel:
+            test, train = s["docid_relevance"]["test"], s["docid_relevance"].get("train") or []
+            cells = [f"{test[i]:.2f}" + (f" / {train[i]:.2f}" if i < len(train) else "") if i < len(test) else "-"
+                     for i in range(width)]
+            lines.append(f"| {s['name']} | " + " | ".join(cells) + " |")
+        lines.append("")
     for p in plots:
         lines += [f"![{p}]({p})", ""]
     lines += ["Metrics: ir_measures (pytrec_eval); R = recall, MRR = RR, nDCG with graded judgements; "

@@ -73,10 +73,33 @@ class DocidSeq2Seq(nn.Module):
                                        config.max_docid_length + 1, config.dropout)
         self.hf_config, self.d_model = hf_config, (hf_config.d_model if self.is_encoder_decoder
                                                    else hf_config.hidden_size)  # encoder-state width
+        self.query_prefix = config.extra.get("query_prefix")
+        if self.query_prefix:
+            self._add_query_token(self.query_prefix)
         self.eos, self.bos = config.n_codes, config.n_codes + 1
         self.code_embed = nn.Embedding(config.n_codes + 2, d)
         self.head = nn.Linear(d, config.n_codes + 1)  # codes + end-of-docid
         nn.init.normal_(self.code_embed.weight, std=0.02)
+
+    def _add_query_token(self, token: str) -> None:
+        """A task token prefixed to every query (MERGE's <retrieval>, Sec. 3.2): a new special token whose
+        input embedding starts at the mean of the others (deterministic, so cached frozen states agree)."""
+        if token in self.tokenizer.get_vocab():
+            return
+        self.tokenizer.add_special_tokens({"additional_special_tokens": [token]})
+        emb = self.encoder.get_input_embeddings()
+        old = emb.weight.data
+        new = nn.Embedding(len(self.tokenizer), old.shape[1], padding_idx=emb.padding_idx).to(old)
+        new.weight.data[: old.shape[0]] = old
+        new.weight.data[old.shape[0]:] = old.mean(0)
+        self.encoder.set_input_embeddings(new)
+        self.hf_config.vocab_size = len(self.tokenizer)
+        if hasattr(self.encoder, "config"):
+            self.encoder.config.vocab_size = len(self.tokenizer)
+
+    def query_texts(self, texts: list[str]) -> list[str]:
+        """Queries as the model reads them: with its task token in front when it has one."""
+        return [f"{self.query_prefix} {t}" for t in texts] if self.query_prefix else list(texts)
 
     # -- encoder ---------------------------------------------------------------------------------
     def tokenize(self, texts: list[str], max_length: int) -> dict[str, torch.Tensor]:

@@ -53,7 +53,7 @@ class GenerativeSearcher(Searcher):
 
     def encode_queries(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Encoder states of a batch of queries (a subclass may keep what its tie-break needs)."""
-        return self.model.encode_texts(texts)
+        return self.model.encode_texts(self.model.query_texts(texts))
 
     def index_bytes(self) -> int:
         """The trie plus every decoder-side parameter (the model is the index; the encoder is not)."""

@@ -81,6 +81,16 @@ class EncodedTexts:
                 self.mask[idx, :n] = mask.bool().cpu()
         model.encoder.train(was_training)
 
+    @classmethod
+    def joined(cls, first: EncodedTexts, second: EncodedTexts) -> EncodedTexts:
+        """The texts of ``first`` then those of ``second`` (same max_length), as one store."""
+        if first.max_length != second.max_length:
+            raise ValueError("joined EncodedTexts need the same max_length")
+        out = cls.__new__(cls)
+        out.max_length = first.max_length
+        out.states, out.mask = torch.cat([first.states, second.states]), torch.cat([first.mask, second.mask])
+        return out
+
     def batch(self, idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         mask = self.mask[idx]
         n = int(mask.sum(1).max())
