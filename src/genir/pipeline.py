@@ -387,7 +387,13 @@ class Run:
         folder = self.out / method_name
         done = folder / "result.json"
         if done.exists():
-            return json.loads(done.read_text())
+            result = json.loads(done.read_text())
+            if "docid_relevance" not in result and (folder / "docids" / "docids.json").exists():
+                table = DocIdTable.load(folder / "docids")  # a result from before the Table 3 statistic
+                if table.max_length > 1:
+                    result["docid_relevance"] = self.docid_relevance(table)
+                    _write_json(done, result)
+            return result
         folder.mkdir(exist_ok=True)
         start = time.perf_counter()
         model_dir = folder / "model"
