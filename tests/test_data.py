@@ -163,3 +163,39 @@ def test_doc2query_hook_with_a_local_model(tiny_t5):
     pq = Doc2Query(tiny_t5, n_queries=2, max_query_tokens=5, batch_size=2).generate(docs)
     assert set(pq) == {"d1", "d2"}
     assert all(len(v) <= 2 for v in pq.values())
+
+
+def test_esci_loader_maps_labels_to_grades(tmp_path):
+    from genir.data import load_dataset
+    from genir.data.collection import DataError
+    from genir.data.esci import load_esci
+
+    folder = tmp_path / "esci"
+    folder.mkdir()
+    (folder / "shopping_queries_dataset_examples.csv").write_text(
+        "example_id,query,query_id,product_id,product_locale,esci_label,small_version,large_version,split\n"
+        "0,usb c cable,1,P1,us,E,1,1,train\n"
+        "1,usb c cable,1,P2,us,S,1,1,train\n"
+        "2,usb c cable,1,P3,us,C,1,1,train\n"
+        "3,usb c cable,1,P4,us,I,1,1,train\n"
+        "4,red kettle,2,P2,us,E,1,1,test\n"
+        "5,tetera roja,3,P9,es,E,1,1,test\n"
+        "6,lamp,4,P5,us,E,0,1,test\n")
+    (folder / "shopping_queries_dataset_products.csv").write_text(
+        "product_id,product_title,product_description,product_bullet_point,product_brand,product_color,product_locale\n"
+        'P1,USB-C cable,"A braided cable",Fast charging,Anker,black,us\n'
+        "P2,Kettle,,Boils water,Acme,red,us\n"
+        "P3,Charger,Wall charger,,,white,us\n"
+        "P4,Lamp,Desk lamp,,,,us\n"
+        "P5,Lamp 2,Floor lamp,,,,us\n"
+        "P9,Tetera,Roja,,,,es\n")
+    c = load_dataset(str(folder))
+    assert c.qrels["train"]["1"] == {"P1": 3, "P2": 2, "P3": 1, "P4": 0}  # E/S/C/I -> 3/2/1/0
+    assert c.qrels["test"] == {"2": {"P2": 3}}  # Spanish locale and large-only rows left out
+    assert list(c.corpus) == ["P1", "P2", "P3", "P4"]
+    assert c.corpus["P1"].title == "USB-C cable" and c.corpus["P1"].text == "A braided cable Fast charging Anker black"
+    assert set(load_esci(folder, version=None).qrels["test"]) == {"2", "4"}
+    bad = folder / "shopping_queries_dataset_examples.csv"
+    bad.write_text(bad.read_text().replace("P3,us,C", "P3,us,X"))
+    with pytest.raises(DataError, match=r"examples.csv:4: esci_label 'X'"):
+        load_esci(folder)

@@ -26,7 +26,9 @@ def cache_dir() -> Path:
 
 
 def _is_beir_folder(p: Path) -> bool:
-    return (p / "corpus.jsonl").is_file() and (p / "queries.jsonl").is_file()
+    from genir.data.esci import is_esci_folder
+
+    return ((p / "corpus.jsonl").is_file() and (p / "queries.jsonl").is_file()) or is_esci_folder(p)
 
 
 def resolve_dataset(name_or_path: str | Path, data_dir: str | Path | None = None,
@@ -37,13 +39,18 @@ def resolve_dataset(name_or_path: str | Path, data_dir: str | Path | None = None
         return p
     name = str(name_or_path)
     if os.sep in name or name.startswith("."):
-        raise DataError(p, None, "no corpus.jsonl and queries.jsonl in this folder")
+        raise DataError(p, None, "no corpus.jsonl and queries.jsonl (BEIR), nor ESCI's "
+                                 "shopping_queries_dataset_examples (ESCI) in this folder")
     places = [Path(data_dir) if data_dir else None,
               Path(os.environ["GENIR_DATASETS"]) if os.environ.get("GENIR_DATASETS") else None,
               cache_dir()]
     for base in places:
         if base is not None and _is_beir_folder(base / name):
             return base / name
+    if name.startswith("esci"):  # ESCI is not a BEIR archive: the user points at the release's tables
+        raise DataError(name, None, "ESCI is read from a local folder holding the release's "
+                                    "shopping_queries_dataset_{examples,products} tables (github.com/amazon-"
+                                    "science/esci-data); give --dataset that folder, or put it under --data-dir")
     if not download:
         looked = ", ".join(str(b / name) for b in places if b is not None)
         raise DataError(name, None, f"dataset not found (looked in {looked}) and downloading is off")
@@ -85,5 +92,9 @@ def fetch_beir(name: str, url: str | None = None) -> Path:
 def load_dataset(name_or_path: str | Path, data_dir: str | Path | None = None,
                  qrels_dir: str = "qrels", download: bool = True) -> Collection:
     """Load a collection by name (``scifact``) or path; ``qrels_dir`` picks a graded variant."""
+    from genir.data.esci import is_esci_folder, load_esci
+
     path = resolve_dataset(name_or_path, data_dir, download)
+    if is_esci_folder(path) and not (path / "corpus.jsonl").is_file():
+        return load_esci(path, name=Path(str(name_or_path)).name)
     return load_beir(path, Path(str(name_or_path)).name, qrels_dir=qrels_dir)
