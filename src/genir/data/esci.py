@@ -104,7 +104,8 @@ def load_esci(folder: str | Path, locale: str = "us", version: str | None = "sma
             raise DataError(examples, line, f"duplicate judgement for ({qid!r}, {pid!r})")
         judged[pid] = ESCI_GRADES[label]
     if not queries:
-        raise DataError(examples, None, f"no rows for locale {locale!r}" + (f", version {version!r}" if version else ""))
+        kept = f"locale {locale!r}" + (f", version {version!r}" if version else "")
+        raise DataError(examples, None, f"no rows for {kept}")
     wanted = {pid for split in qrels.values() for rels in split.values() for pid in rels}
     corpus: dict[str, Document] = {}
     for line, row in _rows(products):
