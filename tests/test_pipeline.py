@@ -15,84 +15,47 @@ from genir.evaluation import read_run
 from genir.pipeline import RunConfig, run
 
 
-@pytest.fixture(scope="module")
-def scifact_slice(tmp_path_factory, shared_datasets) -> Path:
-    """120 SciFact documents: those judged for the first train and test queries, plus filler."""
-    c = load_dataset("scifact", shared_datasets)
-    train_q = list(c.qrels["train"])[:40]
-    test_q = list(c.qrels["test"])[:25]
-    keep = {d for q in train_q for d in c.qrels["train"][q]} | {d for q in test_q for d in c.qrels["test"][q]}
-    for d in c.doc_ids:
-        if len(keep) >= 120:
-            break
-        keep.add(d)
-    folder = tmp_path_factory.mktemp("data") / "scifact-slice"
+def _slice(tmp_path_factory, shared_datasets, name: str, splits: dict[str, int], n_docs: int) -> Path:
+    """A BEIR folder holding the first queries of each split, the documents judged for them, and filler
+    documents in corpus order up to ``n_docs``."""
+    c = load_dataset(name, shared_datasets)
+    chosen = {split: list(c.qrels[split])[:n] for split, n in splits.items()}
+    keep = {d for split, qs in chosen.items() for q in qs for d in c.qrels[split][q]}
+    keep |= set([d for d in c.doc_ids if d not in keep][: max(0, n_docs - len(keep))])
+    folder = tmp_path_factory.mktemp("data") / f"{name}-slice"
     (folder / "qrels").mkdir(parents=True)
     with open(folder / "corpus.jsonl", "w") as f:
         for d in c.doc_ids:
             if d in keep:
                 f.write(json.dumps({"_id": d, "title": c.corpus[d].title, "text": c.corpus[d].text}) + "\n")
-    qids = set(train_q) | set(test_q)
     with open(folder / "queries.jsonl", "w") as f:
-        for q in qids:
+        for q in sorted({q for qs in chosen.values() for q in qs}):
             f.write(json.dumps({"_id": q, "text": c.queries[q]}) + "\n")
-    for split, qs in (("train", train_q), ("test", test_q)):
+    for split, qs in chosen.items():
         with open(folder / "qrels" / f"{split}.tsv", "w") as f:
             f.write("query-id\tcorpus-id\tscore\n")
             for q in qs:
                 for d, g in c.qrels[split][q].items():
                     f.write(f"{q}\t{d}\t{g}\n")
     return folder
+
+
+@pytest.fixture(scope="module")
+def scifact_slice(tmp_path_factory, shared_datasets) -> Path:
+    """120 SciFact documents: those judged for the first 40 train and 25 test queries, plus filler."""
+    return _slice(tmp_path_factory, shared_datasets, "scifact", {"train": 40, "test": 25}, 120)
 
 
 @pytest.fixture(scope="module")
 def cisi_slice(tmp_path_factory, shared_datasets) -> Path:
-    """80 CISI documents (test split only): those judged for the first 10 queries, plus filler."""
-    c = load_dataset("cisi", shared_datasets)
-    test_q = list(c.qrels["test"])[:10]
-    keep = {d for q in test_q for d in c.qrels["test"][q]}
-    keep |= set([d for d in c.doc_ids if d not in keep][: max(0, 80 - len(keep))])
-    folder = tmp_path_factory.mktemp("data") / "cisi-slice"
-    (folder / "qrels").mkdir(parents=True)
-    with open(folder / "corpus.jsonl", "w") as f:
-        for d in c.doc_ids:
-            if d in keep:
-                f.write(json.dumps({"_id": d, "title": c.corpus[d].title, "text": c.corpus[d].text}) + "\n")
-    with open(folder / "queries.jsonl", "w") as f:
-        for q in test_q:
-            f.write(json.dumps({"_id": q, "text": c.queries[q]}) + "\n")
-    with open(folder / "qrels" / "test.tsv", "w") as f:
-        f.write("query-id\tcorpus-id\tscore\n")
-        for q in test_q:
-            for d, g in c.qrels["test"][q].items():
-                if d in keep:
-                    f.write(f"{q}\t{d}\t{g}\n")
-    return folder
+    """CISI (test split only): the documents judged for the first 10 queries, plus filler up to 80."""
+    return _slice(tmp_path_factory, shared_datasets, "cisi", {"test": 10}, 80)
 
 
 @pytest.fixture(scope="module")
 def cranfield_slice(tmp_path_factory, shared_datasets) -> Path:
-    """150 Cranfield documents with graded judgements (0-4): split_train / split_test queries."""
-    c = load_dataset("cranfield", shared_datasets)
-    splits = {"split_train": list(c.qrels["split_train"])[:40], "split_test": list(c.qrels["split_test"])[:12]}
-    keep = {d for split, qs in splits.items() for q in qs for d in c.qrels[split][q]}
-    keep |= set([d for d in c.doc_ids if d not in keep][: max(0, 150 - len(keep))])
-    folder = tmp_path_factory.mktemp("data") / "cranfield-slice"
-    (folder / "qrels").mkdir(parents=True)
-    with open(folder / "corpus.jsonl", "w") as f:
-        for d in c.doc_ids:
-            if d in keep:
-                f.write(json.dumps({"_id": d, "title": c.corpus[d].title, "text": c.corpus[d].text}) + "\n")
-    with open(folder / "queries.jsonl", "w") as f:
-        for q in {q for qs in splits.values() for q in qs}:
-            f.write(json.dumps({"_id": q, "text": c.queries[q]}) + "\n")
-    for split, qs in splits.items():
-        with open(folder / "qrels" / f"{split}.tsv", "w") as f:
-            f.write("query-id\tcorpus-id\tscore\n")
-            for q in qs:
-                for d, g in c.qrels[split][q].items():
-                    f.write(f"{q}\t{d}\t{g}\n")
-    return folder
+    """Cranfield with graded judgements (0-4): 40 split_train and 12 split_test queries, >= 150 documents."""
+    return _slice(tmp_path_factory, shared_datasets, "cranfield", {"split_train": 40, "split_test": 12}, 150)
 
 
 def test_run_writes_a_full_report(scifact_slice, tiny_bert, tmp_path):
@@ -223,6 +186,8 @@ def test_glen_two_phases_collision_ranking_and_cli_search(scifact_slice, tiny_be
     ins = glen["inspection"]
     assert len(ins["queries"]) == 5 and all(d["phase1"] and d["final"] for d in ins["documents"])
     assert sum(ins["docs_per_identifier"].values()) == glen["docids"]["distinct_docids"]
+    assert 0 <= ins["changed_by_refinement"] <= glen["docids"]["documents"]
+    assert glen["tie_break"]["queries"] >= 0 and len(glen["docid_relevance"]["test"]) == 3
     assert "identifiers as words" in (out / "report.md").read_text()
     assert not (out / "glen-keyword" / "phase1").exists()  # phase 1 is shared with the glen run
     res = CliRunner().invoke(app, ["search", str(out / "glen"), "vitamin D and bone fractures", "--k", "3"])

@@ -102,6 +102,7 @@ class RunConfig:
     glen_tie_break: str = "cosine"
     glen_lr: float = 1e-4
     glen_batch_size: int = 32
+    glen_soft_scale: float = 1.0  # scale of d_t . E^T in Eq. 6's soft identifier (authors' code: m^-0.5)
     genret_assign: str = "argmax"  # corpus docids after each step: argmax (Eq. 4) or sinkhorn (per prefix)
     # merge / rqvae (see genir.training.merge.MergeConfig); the retriever trains --epochs at --lr like DSI
     merge_levels: int = 4
@@ -135,7 +136,8 @@ class RunConfig:
         return GlenConfig(length=self.glen_length, keyword_epochs=self.glen_keyword_epochs,
                           refine_epochs=self.glen_refine_epochs, negatives=self.glen_negatives,
                           negative_mode=self.glen_negative_mode, batch_size=self.glen_batch_size, lr=self.glen_lr,
-                          feed=self.glen_feed, tie_break=self.glen_tie_break, seed=self.seed)
+                          feed=self.glen_feed, tie_break=self.glen_tie_break, soft_scale=self.glen_soft_scale,
+                          seed=self.seed)
 
     def merge(self, relevance: bool = True):
         from genir.training.merge import MergeConfig

@@ -30,6 +30,9 @@ class GlenConfig:
     lr: float = 1e-4
     feed: str = "hidden"  # decoder input d_<t (GLEN) or "token" (e_{z_<t}, the ablation)
     tie_break: str = "cosine"  # documents sharing an identifier: cos(w^q, w^d) (Eq. 9) or "random"
+    # multiplies d_t . E^T inside Eq. 6's softmax only; 1 = as written. m^-0.5 is the authors' T5 scale:
+    # after phase 1 the unscaled softmax is one-hot (bench/glen_refinement.py) and r_t carries no gradient
+    soft_scale: float = 1.0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -164,7 +167,7 @@ class GlenRefineObjective:
         d_logits = model.vocab_logits(d_h)
         # Eq. 5-6: pairwise ranking over the query's positive, its negatives and every other query's
         # documents (in-batch negatives)
-        rel = relevance(q_h, soft_identifier(d_logits, e, tau))
+        rel = relevance(q_h, soft_identifier(d_logits * self.cfg.soft_scale, e, tau))
         target = torch.arange(q_h.shape[0], device=rel.device) * group
         pair = F.cross_entropy(rel, target)
         # Eq. 7: the query generates z+, the identifier the model now assigns to its positive document
