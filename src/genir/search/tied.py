@@ -112,6 +112,9 @@ class TiedGenerativeView:
     def encode_texts(self, texts: list[str], max_length: int | None = None):
         return self.model.encode_texts(texts, max_length)
 
+    def query_texts(self, texts: list[str]) -> list[str]:
+        return self.model.query_texts(texts)
+
     def start(self, memory, memory_mask):
         return self.model.start(memory, memory_mask)
 
