@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from genir.cli import app
@@ -198,15 +199,16 @@ def test_transfer_indexes_another_corpus_without_retraining(scifact_slice, cisi_
     # zero-shot (GLEN Sec. 4, BEIR): models trained on a SciFact slice index and search a CISI slice
     src = tmp_path / "src"
     run(RunConfig(dataset=str(scifact_slice), backbone=tiny_bert, baselines=[], out=str(src), beam=10,
-                  methods=["glen", "dsi-semantic", "dsi-atomic"], epochs=1, batch_size=16, semantic_c=8,
-                  glen_keyword_epochs=1, glen_refine_epochs=1, glen_batch_size=8, glen_negatives=3))
+                  methods=["glen", "genret", "dsi-semantic", "dsi-atomic"], epochs=1, batch_size=16, semantic_c=8,
+                  glen_keyword_epochs=1, glen_refine_epochs=1, glen_batch_size=8, glen_negatives=3,
+                  genret_codes=8, genret_epochs=1, genret_warmup_epochs=1, genret_fit_epochs=0))
     dst = tmp_path / "dst"
     res = CliRunner().invoke(app, ["transfer", "--from", str(src), "--dataset", str(cisi_slice), "--baseline", "bm25",
                                    "--out", str(dst)])
     assert res.exit_code == 0, res.output
     report = json.loads((dst / "report.json").read_text())
     # dsi-atomic has no output for an unseen document, so by default it is not transferred
-    assert [s["name"] for s in report["systems"]] == ["bm25", "glen", "dsi-semantic"]
+    assert [s["name"] for s in report["systems"]] == ["bm25", "glen", "genret", "dsi-semantic"]
     cisi = load_dataset(str(cisi_slice))
     glen = report["systems"][1]
     assert glen["transferred_from"] == str(src) and glen["train_steps"] == 0
@@ -223,6 +225,11 @@ def test_transfer_indexes_another_corpus_without_retraining(scifact_slice, cisi_
     table = DocIdTable.load(dst / "glen" / "docids")
     assert table.doc_ids == list(cisi.corpus) and (table.codes == ids).all()  # the trained model's Eq. 2
     assert np.allclose(np.load(dst / "glen" / "identifier_logits.npy"), logits, atol=1e-5)
+    genret = DocidSeq2Seq.load(src / "genret" / "model").eval()  # GenRet: Q(z | d) tokenizes the new corpus
+    with torch.inference_mode():
+        mem, mask = genret.encode_texts(target.lead_texts(target.docs), target.cfg.doc_max_length)
+        codes = genret.assign_codes(mem, mask).numpy()
+    assert (DocIdTable.load(dst / "genret" / "docids").codes == codes).all()
     bad = CliRunner().invoke(app, ["transfer", "--from", str(src), "--dataset", str(cisi_slice), "--method",
                                    "dsi-atomic", "--out", str(tmp_path / "bad")])
     assert bad.exit_code != 0 and "without retraining" in bad.output
