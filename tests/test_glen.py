@@ -110,6 +110,35 @@ def test_refinement_pieces_eq5_to_eq7():
     assert identifier_distance(w, -w).item() == pytest.approx(2.0)
 
 
+@pytest.mark.parametrize("soft_scale", [1.0, 0.05])
+def test_eq8_objective_matches_its_parts(model, soft_scale):
+    # L = L_pair + lambda_point * (CE(q -> z+) + lambda_dist * dist), at epoch 0 (tau = 1); soft_scale
+    # multiplies d_t . E^T inside Eq. 6's softmax only
+    from genir.training.glen import GlenConfig, GlenRefineObjective
+
+    cfg = GlenConfig(negative_mode="random", soft_scale=soft_scale)
+    objective = GlenRefineObjective(cfg, 10, None, None, {})
+    q_mem, q_mask = _memory(model, ["protein folding", "vitamin d and bones"])
+    d_mem, d_mask = _memory(model, ["proteins fold", "a negative", "vitamin d", "another negative"])
+    batch = {"q_memory": q_mem, "q_mask": q_mask, "d_memory": d_mem, "d_mask": d_mask, "group": torch.tensor(2)}
+    with torch.no_grad():
+        loss, logs = objective(model, batch)
+        q_h, _ = model.hidden_states(q_mem, q_mask)
+        d_h, d_tok = model.hidden_states(d_mem, d_mask)
+        e = model.word_embeddings
+        rel = relevance(q_h, soft_identifier(model.vocab_logits(d_h) * soft_scale, e, 1.0))
+        target = torch.tensor([0, 2])
+        pair = F.cross_entropy(rel, target)
+        z_pos = d_tok[target]
+        q_logits = model.vocab_logits(q_h)
+        ce = sum(F.cross_entropy(q_logits[:, t], z_pos[:, t]) for t in range(3))
+        w_q = q_logits.gather(-1, z_pos[..., None])[..., 0]
+        w_d = model.vocab_logits(d_h)[target].gather(-1, z_pos[..., None])[..., 0]
+        expected = pair + 0.5 * (ce + 0.5 * identifier_distance(w_q, w_d).mean())
+    assert logs["pair"] == pytest.approx(float(pair), rel=1e-5)
+    assert float(loss) == pytest.approx(float(expected), rel=1e-5)
+
+
 def test_prefix_aware_negatives_widen_the_prefix_until_full():
     ids = {0: (1, 2, 3), 1: (1, 2, 3), 2: (1, 2, 4), 3: (1, 5, 5), 4: (9, 9, 9), 5: (9, 8, 8)}
     neg = PrefixNegatives(list(ids), n_neg=3, seed=0)
