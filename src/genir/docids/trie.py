@@ -58,17 +58,21 @@ class PrefixTree:
         # in lexicographic order a proper prefix sorts immediately before some sequence that extends it
         return any(b[: len(a)] == a and len(b) > len(a) for a, b in zip(sorted_seqs, sorted_seqs[1:], strict=False))
 
-    def allowed_mask(self, nodes: torch.Tensor) -> torch.Tensor:
-        """(len(nodes), n_out) bool: which codes continue each node's prefix to some docid."""
+    def edges(self, nodes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Every edge out of ``nodes`` (one CSR gather), grouped by node in order: (position in ``nodes``,
+        code, child node)."""
         nodes = nodes.reshape(-1)
         counts = self.n_children[nodes]
-        total = int(counts.sum())
+        rows = torch.repeat_interleave(torch.arange(nodes.numel()), counts)
+        first = torch.cumsum(counts, 0) - counts
+        edge = torch.repeat_interleave(self.child_ptr[nodes] - first, counts) + torch.arange(len(rows))
+        return rows, self.edge_code[edge], self.edge_child[edge]
+
+    def allowed_mask(self, nodes: torch.Tensor) -> torch.Tensor:
+        """(len(nodes), n_out) bool: which codes continue each node's prefix to some docid."""
+        rows, codes, _ = self.edges(nodes)
         mask = torch.zeros(nodes.numel(), self.n_out, dtype=torch.bool)
-        if total:
-            rows = torch.repeat_interleave(torch.arange(nodes.numel()), counts)
-            starts = torch.repeat_interleave(self.child_ptr[nodes], counts)
-            offsets = torch.arange(total) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
-            mask[rows, self.edge_code[starts + offsets]] = True
+        mask[rows, codes] = True
         return mask
 
     def advance(self, nodes: torch.Tensor, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

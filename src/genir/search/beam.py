@@ -39,23 +39,25 @@ def beam_search(model, trie: PrefixTree, memory: torch.Tensor, memory_mask: torc
     prev = torch.full((b,), model.bos, dtype=torch.long, device=memory.device)
     width = 1
     neg_inf = float("-inf")
-    last_edge = max(len(trie.edge_code) - 1, 0)
     for _ in range(trie.depth):
         logits, state = model.step(state, prev)
         logp = (F.log_softmax(logits.float(), dim=-1) if normalize else logits.float()).cpu()
         flat_nodes, flat_scores = nodes.reshape(-1), scores.reshape(-1)
+        live = torch.isfinite(flat_scores)  # dead beams have no candidates
         done = trie.is_leaf[flat_nodes]  # a finished docid stays as it is: one candidate, no score change
-        counts = torch.where(done, 1, trie.n_children[flat_nodes])
-        counts = counts.masked_fill(~torch.isfinite(flat_scores), 0)  # dead beams have no candidates
-        total = int(counts.sum())
-        row = torch.repeat_interleave(torch.arange(flat_nodes.numel()), counts)
-        first = torch.cumsum(counts, 0) - counts
-        edge = (torch.repeat_interleave(trie.child_ptr[flat_nodes] - first, counts)
-                + torch.arange(total)).clamp(max=last_edge)
-        stay = done[row]
-        code = torch.where(stay, n_out - 1, trie.edge_code[edge])
-        child = torch.where(stay, flat_nodes[row], trie.edge_child[edge])
-        cand_score = flat_scores[row] + torch.where(stay, 0.0, logp[row, code])
+        growing = torch.nonzero(live & ~done).squeeze(1)
+        staying = torch.nonzero(live & done).squeeze(1)
+        e_row, e_code, e_child = trie.edges(flat_nodes[growing])
+        e_row = growing[e_row]
+        row = torch.cat([e_row, staying])
+        code = torch.cat([e_code, torch.full_like(staying, n_out - 1)])
+        child = torch.cat([e_child, flat_nodes[staying]])
+        gain = torch.cat([logp[e_row, e_code], torch.zeros(len(staying))])
+        if len(staying):  # edges come grouped by beam row already; finished beams are merged in
+            order = torch.argsort(row, stable=True)
+            row, code, child, gain = row[order], code[order], child[order], gain[order]
+        cand_score = flat_scores[row] + gain
+        total = len(row)
         # per query: its candidates side by side (padded with -inf), one top-k
         query = torch.div(row, width, rounding_mode="floor")
         per_query = torch.bincount(query, minlength=b)
