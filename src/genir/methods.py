@@ -105,6 +105,18 @@ def tied_searcher(run, model, table: DocIdTable, name: str, beam: int):
     return searcher
 
 
+def tokenize_texts(model, texts: list[str], max_length: int, device, batch_size: int = 256):
+    """GenRet Eq. 4 for documents given as text (no cached states): their codes (N, M), on the CPU."""
+    import torch
+
+    codes = []
+    for s in range(0, len(texts), batch_size):
+        with torch.inference_mode():
+            mem, mask = model.encode_texts(texts[s: s + batch_size], max_length)
+            codes.append(model.assign_codes(mem.to(device), mask.to(device)).cpu())
+    return torch.cat(codes)
+
+
 def genret_learn(run, folder):
     """GenRet: learn docids and the retriever together by progressive discrete auto-encoding, then
     tokenize documents no training saw (``--new-docs``) with the tokenization model alone (Sec. 5.2).
@@ -112,8 +124,6 @@ def genret_learn(run, folder):
     Returns (model, table, train_info); resumes from ``folder/progressive``.
     """
     import time
-
-    import torch
 
     from genir.docids.trie import PrefixTree
     from genir.models import ModelConfig
@@ -144,11 +154,8 @@ def genret_learn(run, folder):
     def tokenize_new() -> float:  # documents no training saw: Q(z | d) alone, no retraining
         start = time.perf_counter()
         if new:
-            texts = run.lead_texts([run.docs[i] for i in new])
-            for s in range(0, len(new), 256):
-                with torch.inference_mode():
-                    mem, mask = model.encode_texts(texts[s: s + 256], run.cfg.doc_max_length)
-                    codes[new[s: s + 256]] = model.assign_codes(mem, mask).cpu()
+            codes[new] = tokenize_texts(model, run.lead_texts([run.docs[i] for i in new]), run.cfg.doc_max_length,
+                                        run.device)
         return time.perf_counter() - start
 
     new_seconds = tokenize_new()
@@ -187,15 +194,8 @@ def glen_index_corpus(run, model, folder) -> DocIdTable:
 
 def genret_index_corpus(run, model, folder) -> DocIdTable:
     """GenRet: Q(z | d) tokenizes the new corpus (Eq. 4), as it does new documents."""
-    import torch
-
-    texts = run.lead_texts(run.docs)
-    codes = []
-    for s in range(0, len(texts), 256):
-        with torch.inference_mode():
-            mem, mask = model.encode_texts(texts[s: s + 256], run.cfg.doc_max_length)
-            codes.append(model.assign_codes(mem.to(run.device), mask.to(run.device)).cpu())
-    return DocIdTable(run.doc_ids, torch.cat(codes).numpy(), model.config.n_codes, "genret", {"zero_shot": True})
+    codes = tokenize_texts(model, run.lead_texts(run.docs), run.cfg.doc_max_length, run.device)
+    return DocIdTable(run.doc_ids, codes.numpy(), model.config.n_codes, "genret", {"zero_shot": True})
 
 
 def semantic_index_corpus(run, model, folder) -> DocIdTable:
