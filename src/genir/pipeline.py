@@ -609,18 +609,21 @@ class Run:
         return {"queries": queries, "documents": docs, "docs_per_identifier": dict(sorted(sizes.items())),
                 "changed_by_refinement": None if phase1 is None else len(changed)}
 
-    def run(self) -> dict:
+    def run(self, transfer_from: Path | None = None) -> dict:
+        """Baselines, then the methods: trained here, or (``transfer_from``, a run folder) the models
+        trained there indexing this corpus without retraining."""
         start = time.perf_counter()
-        _write_json(self.out / "config.json", asdict(self.cfg))
+        origin = {"transferred_from": str(transfer_from)} if transfer_from else {}
+        _write_json(self.out / "config.json", {**asdict(self.cfg), **origin})
         results = []
         for b in tqdm(self.cfg.baselines, desc="baselines", leave=False):
             results.append(self.baseline(b))
         for m in self.cfg.methods:
-            results.append(self.generative(m))
+            results.append(self.transferred(transfer_from, m) if transfer_from else self.generative(m))
         report = {
             "dataset": self.collection.name, "test_split": self.test_split,
             "queries": {"full": len(self.qrels), **{k: len(v) for k, v in self.subsets.items()}},
-            "documents": len(self.docs), "config": asdict(self.cfg), "systems": results,
+            "documents": len(self.docs), "config": asdict(self.cfg), "systems": results, **origin,
             "device": (torch.cuda.get_device_name() if self.device == "cuda"
                        else f"cpu ({torch.get_num_threads()} threads)"),
             "wall_seconds_this_invocation": time.perf_counter() - start,
@@ -639,15 +642,4 @@ def transfer(source: str | Path, cfg: RunConfig) -> dict:
     source = Path(source)
     if not (source / "config.json").exists():
         raise ValueError(f"{source}: not a genir run folder (no config.json)")
-    run_ = Run(cfg)
-    start = time.perf_counter()
-    _write_json(run_.out / "config.json", {**asdict(cfg), "transferred_from": str(source)})
-    results = [run_.baseline(b) for b in cfg.baselines]
-    results += [run_.transferred(source, m) for m in cfg.methods]
-    report = {"dataset": run_.collection.name, "test_split": run_.test_split,
-              "queries": {"full": len(run_.qrels), **{k: len(v) for k, v in run_.subsets.items()}},
-              "documents": len(run_.docs), "config": asdict(cfg), "systems": results,
-              "transferred_from": str(source), "device": run_.device,
-              "wall_seconds_this_invocation": time.perf_counter() - start}
-    write_report(report, run_.out)
-    return report
+    return Run(cfg).run(transfer_from=source)
