@@ -318,8 +318,21 @@ def _glen_model(run, cfg):
     return model
 
 
-def identify_texts(model, texts: list[str], max_length: int, device, batch_size: int = 256):
-    """GLEN Eq. 2 for documents given as text (no cached states): identifiers (N, n) and w^d (N, n)."""
+def _identify(model, mem, mask, given=None):
+    """GLEN Eq. 2 (identifiers and w^d) for encoder states; with ``given`` identifiers only their w^d."""
+    import torch
+
+    if given is None:
+        z, w = model.assign_ids(mem, mask)
+    else:
+        z = torch.as_tensor(given, device=mem.device)
+        w = model.identifier_logits(mem, mask, z)
+    return z.cpu().numpy(), w.float().cpu().numpy()
+
+
+def identify_texts(model, texts: list[str], max_length: int, device, batch_size: int = 256, given=None):
+    """GLEN Eq. 2 for documents given as text (no cached states): identifiers (N, n) and w^d (N, n);
+    with ``given`` (N, n) identifiers, only their w^d."""
     import numpy as np
     import torch
 
@@ -329,8 +342,8 @@ def identify_texts(model, texts: list[str], max_length: int, device, batch_size:
     for s in range(0, len(texts), batch_size):
         with torch.inference_mode():
             mem, mask = model.encode_texts(texts[s: s + batch_size], max_length)
-            z, w = model.assign_ids(mem.to(device), mask.to(device))
-        ids[s: s + batch_size], logits[s: s + batch_size] = z.cpu().numpy(), w.float().cpu().numpy()
+            part = None if given is None else given[s: s + batch_size]
+            ids[s: s + batch_size], logits[s: s + batch_size] = _identify(model, mem.to(device), mask.to(device), part)
     return ids, logits
 
 
@@ -347,28 +360,17 @@ def _identify_all(run, model, tokens=None):
     logits = np.zeros((n, model.n_steps), dtype=np.float32)
     model.eval()
     fresh = [i for i in range(n) if i not in examples.doc_text]
-    if fresh and tokens is None:
+    if fresh:
         ids[fresh], logits[fresh] = identify_texts(model, run.lead_texts([run.docs[i] for i in fresh]),
-                                                   run.cfg.doc_max_length, run.device)
-    todo = [i for i in range(n) if i in examples.doc_text] if tokens is None else list(range(n))
-    for s in range(0, len(todo), 256):
-        group = todo[s: s + 256]
-        cached = [i for i in group if i in examples.doc_text]
-        texts = [i for i in group if i not in examples.doc_text]
+                                                   run.cfg.doc_max_length, run.device,
+                                                   given=None if tokens is None else tokens[fresh])
+    cached = [i for i in range(n) if i in examples.doc_text]
+    for s in range(0, len(cached), 256):
+        group = cached[s: s + 256]
         with torch.inference_mode():
-            for part, states in ((cached, lambda g: run.encoded(model).batch([examples.doc_text[i] for i in g])),
-                                 (texts, lambda g: model.encode_texts(run.lead_texts([run.docs[i] for i in g]),
-                                                                      run.cfg.doc_max_length))):
-                if not part:
-                    continue
-                mem, mask = states(part)
-                mem, mask = mem.to(run.device), mask.to(run.device)
-                if tokens is None:
-                    z, w = model.assign_ids(mem, mask)
-                else:
-                    z = torch.as_tensor(tokens[part], device=mem.device)
-                    w = model.identifier_logits(mem, mask, z)
-                ids[part], logits[part] = z.cpu().numpy(), w.float().cpu().numpy()
+            mem, mask = run.encoded(model).batch([examples.doc_text[i] for i in group])
+            ids[group], logits[group] = _identify(model, mem.to(run.device), mask.to(run.device),
+                                                  None if tokens is None else tokens[group])
     return ids, logits
 
 
