@@ -18,10 +18,12 @@ import numpy as np
 import torch
 
 from genir.docids.balance import diversity, largest_share
+from genir.methods import make_settings
+from genir.methods.genret import resolved
 from genir.models import ModelConfig
 from genir.models.codebook import CodebookSeq2Seq
-from genir.pipeline import Run, RunConfig
 from genir.training.genret import GenRetData, ProgressiveTrainer
+from genir.workspace import Workspace
 
 SETTINGS = {
     "genret": {},
@@ -40,7 +42,7 @@ def main() -> None:
     ap.add_argument("--set", nargs="*", default=[], help="extra GenRetConfig KEY=VALUE")
     args = ap.parse_args()
     out = Path(args.out)
-    run = Run(RunConfig(dataset=args.dataset, out=str(out), methods=[], baselines=[]))
+    run = Workspace(make_settings({"data": {"dataset": args.dataset}, "methods": [], "baselines": []}), out=out)
     examples = run.examples()
     queries: dict[int, list[int]] = {d: [] for d in examples.doc_text}
     for t, d, _ in examples.examples:
@@ -51,7 +53,7 @@ def main() -> None:
         if args.only and name not in args.only:
             continue
         extra = dict(kv.split("=", 1) for kv in args.set)
-        gcfg = run.cfg.genret()
+        gcfg = resolved(run, run.settings.genret)
         for k, v in {**overrides, "epochs": args.epochs, "warmup_epochs": args.warmup_epochs, **extra}.items():
             cur = getattr(gcfg, k)
             setattr(gcfg, k, v if not isinstance(v, str) else type(cur)(v) if cur is not None else v)

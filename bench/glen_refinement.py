@@ -42,19 +42,18 @@ def main() -> None:
     ap.add_argument("--docs", type=int, default=2000, help="documents sampled (corpus order)")
     args = ap.parse_args()
 
-    from genir.data import load_dataset
     from genir.docids import DocIdTable
+    from genir.methods import read_settings
     from genir.models import DocidSeq2Seq
-    from genir.pipeline import Run, RunConfig
+    from genir.workspace import Workspace
 
-    cfg = json.loads((args.run_dir / "config.json").read_text())
-    run = Run(RunConfig.from_dict({**cfg, "out": str(args.run_dir)}))
-    docs = list(load_dataset(cfg["dataset"], cfg.get("data_dir"), cfg.get("qrels_dir", "qrels")).corpus.values())
-    texts = run.lead_texts(docs[: args.docs])
+    settings = read_settings(args.run_dir)
+    ws = Workspace(settings, out=args.run_dir)
+    texts = ws.lead_texts(ws.docs[: args.docs])
     out = {}
     for name, folder in (("after phase 1", args.run_dir / "glen" / "phase1" / "model"),
                          ("after phase 2", args.run_dir / "glen" / "model")):
-        out[name] = sharpness(DocidSeq2Seq.load(folder), texts, cfg["doc_max_length"])
+        out[name] = sharpness(DocidSeq2Seq.load(folder), texts, settings.model.doc_max_length)
     before = np.load(args.run_dir / "glen" / "identifiers_phase1.npy")
     after = DocIdTable.load(args.run_dir / "glen" / "docids").codes
     out["identifiers changed by phase 2"] = int((before != after).any(1).sum())

@@ -34,27 +34,34 @@ def main() -> None:
     args = ap.parse_args()
 
     from genir.data import load_dataset
+    from genir.docids import DocIdTable
+    from genir.methods import open_method_folder, read_settings
+    from genir.models import DocidSeq2Seq
     from genir.search.bm25 import BM25Searcher
     from genir.search.dense import DenseSearcher
-    from genir.search.folders import open_method_folder
+    from genir.search.lexical import LexicalSearcher
 
-    cfg = json.loads((args.run_dir / "config.json").read_text())
-    coll = load_dataset(cfg["dataset"], cfg.get("data_dir"), cfg.get("qrels_dir", "qrels"))
-    queries = coll.split_queries(cfg.get("test_split", "test"))
+    settings = read_settings(args.run_dir)
+    data = settings.data
+    coll = load_dataset(data.dataset, data.data_dir, data.qrels_dir)
+    queries = coll.split_queries(data.test_split)
     docs = list(coll.corpus.values())
     emb = np.load(args.run_dir / "doc_embeddings.npy")
-    searchers = {"bm25": BM25Searcher(docs), "dense": DenseSearcher(docs, model=cfg.get("dense_model"),
+    searchers = {"bm25": BM25Searcher(docs), "dense": DenseSearcher(docs, model=settings.dense.model,
                                                                       doc_embeddings=emb, batch_size=args.batch_size)}
     methods = args.method or [p.parent.parent.name for p in args.run_dir.glob("*/model/genir_model.json")]
     for m in methods:
         for beam in args.beams:
-            searchers[f"{m}@beam{beam}"] = open_method_folder(args.run_dir / m, beam, docs, args.batch_size)
-            if args.glen_reference and (args.run_dir / m / "identifier_logits.npy").exists():
+            searchers[f"{m}@beam{beam}"] = open_method_folder(args.run_dir / m, beam, docs,
+                                                              {"search.batch_size": args.batch_size})
+            folder = args.run_dir / m
+            if args.glen_reference and (folder / "identifier_logits.npy").exists():
                 # GLEN references: every beam row decodes (restricted output layer, then the whole vocabulary)
-                searchers[f"{m}@beam{beam}-per-beam"] = open_method_folder(
-                    args.run_dir / m, beam, docs, args.batch_size, shared_steps=False)
-                searchers[f"{m}@beam{beam}-per-beam-full-vocab"] = open_method_folder(
-                    args.run_dir / m, beam, docs, args.batch_size, shared_steps=False, restrict=False)
+                table, logits = DocIdTable.load(folder / "docids"), np.load(folder / "identifier_logits.npy")
+                for label, restrict in (("per-beam", True), ("per-beam-full-vocab", False)):
+                    searchers[f"{m}@beam{beam}-{label}"] = LexicalSearcher(
+                        DocidSeq2Seq.load(folder / "model"), table, logits, beam=beam, batch_size=args.batch_size,
+                        tie_break=settings.glen.tie_break, shared_steps=False, restrict=restrict)
     for s in searchers.values():  # warm-up: first calls allocate and load lazily
         s.batch_search(dict(list(queries.items())[:8]), args.k)
     times: dict[str, list[float]] = {n: [] for n in searchers}

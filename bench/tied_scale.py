@@ -84,8 +84,7 @@ def tiny_model(dim: int):
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from genir.models import DocidSeq2Seq, ModelConfig
-    from genir.search.dense import bundled_minilm_path
+    from genir.models import DocidSeq2Seq, ModelConfig, bundled_minilm_path
 
     folder = tempfile.mkdtemp(prefix="genir-tiny-")
     torch.manual_seed(0)

@@ -16,7 +16,7 @@ def _save_tiny(kind: str, folder: Path) -> Path:
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel, T5Config, T5ForConditionalGeneration
 
-    from genir.search.dense import bundled_minilm_path
+    from genir.models import bundled_minilm_path
 
     torch.manual_seed(0)
     tok = AutoTokenizer.from_pretrained(bundled_minilm_path())

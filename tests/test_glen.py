@@ -13,11 +13,10 @@ from genir.docids import DocIdTable
 from genir.docids.lexical import identifier_words, keyword_docids
 from genir.models import DocidSeq2Seq, ModelConfig
 from genir.models.lexical import LexicalSeq2Seq
-from genir.search.lexical import LexicalSearcher
+from genir.search.lexical import LexicalSearcher, collision_order
 from genir.training.glen import (
     GlenConfig,
     PrefixNegatives,
-    collision_order,
     identifier_distance,
     relevance,
     soft_identifier,
@@ -185,6 +184,14 @@ def test_searcher_ranks_colliding_documents_by_eq9(model, shared_steps):
     assert first == expected
     assert len({h.score for h in hits if h.doc_id in expected}) == 1  # one identifier, one P(z | q)
     shuffled = LexicalSearcher(model, table, doc_logits, beam=10, tie_break="random", seed=3)
-    orders = {tuple(h.doc_id for h in shuffled.batch_search({"q": text}, k=6)["q"] if h.doc_id in expected)
-              for _ in range(6)}
+
+    def order(s, queries=None):
+        hits = s.batch_search(queries or {"q": text}, k=6)["q"]
+        return tuple(h.doc_id for h in hits if h.doc_id in expected)
+
+    # random order: fixed by the seed and the query, so a query ranks the same alone or in a batch
+    assert order(shuffled) == order(shuffled, {"other": "an unrelated query", "q": text})
+    orders = {order(shuffled.with_tie_break("random", seed)) for seed in range(6)}
     assert len(orders) > 1 and all(sorted(o) == sorted(expected) for o in orders)
+    assert order(shuffled.with_tie_break("cosine")) == tuple(expected)
+    assert shuffled.tie_mode == "random"  # with_tie_break returns a copy; the original is unchanged

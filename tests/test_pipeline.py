@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 from genir.cli import app
 from genir.data import load_dataset
 from genir.evaluation import read_run
-from genir.pipeline import RunConfig, run
+from genir.methods import make_settings
+from genir.pipeline import run
 
 
 def _slice(tmp_path_factory, shared_datasets, name: str, splits: dict[str, int], n_docs: int) -> Path:
@@ -61,9 +62,11 @@ def cranfield_slice(tmp_path_factory, shared_datasets) -> Path:
 
 def test_run_writes_a_full_report(scifact_slice, tiny_bert, tmp_path):
     out = tmp_path / "report"
-    cfg = RunConfig(dataset=str(scifact_slice), backbone=tiny_bert, baselines=["bm25", "dense"],
-                    methods=["dsi-semantic", "dsi-atomic", "dsi-naive", "tied-atomic"], new_docs=0.2,
-                    epochs=2, batch_size=32, semantic_c=8, out=str(out), beam=20)
+    cfg = make_settings({"data": {"dataset": str(scifact_slice), "new_docs": 0.2}, "model": {"backbone": tiny_bert},
+                         "baselines": ["bm25", "dense"], "methods": ["dsi-semantic", "dsi-atomic", "dsi-naive",
+                                                                      "tied-atomic"],
+                         "training": {"epochs": 2, "batch_size": 32}, "dsi": {"semantic_c": 8}, "out": str(out),
+                         "search": {"beam": 20}})
     report = run(cfg)
     names = [s["name"] for s in report["systems"]]
     assert names == ["bm25", "dense", "dsi-semantic", "dsi-atomic", "dsi-naive", "tied-atomic"]
@@ -108,8 +111,8 @@ def test_cli_run_evaluate_search_and_errors(scifact_slice, tiny_bert, tmp_path):
     res = runner.invoke(app, ["run", "--dataset", str(scifact_slice), "--backbone", tiny_bert, "--method",
                               "tied-atomic", "--no-baselines", "--epochs", "1", "--out", str(tied)])
     assert res.exit_code == 0, res.output
-    res = runner.invoke(app, ["search", str(tied / "tied-atomic"), "vitamin D"])
-    assert res.exit_code == 2 and "--dataset" in res.output
+    res = runner.invoke(app, ["search", str(tied / "tied-atomic"), "vitamin D"])  # the run's dataset is encoded
+    assert res.exit_code == 0, res.output
     res = runner.invoke(app, ["search", str(tied / "tied-atomic"), "vitamin D", "--k", "4",
                               "--dataset", str(scifact_slice)])
     assert res.exit_code == 0, res.output
@@ -119,14 +122,21 @@ def test_cli_run_evaluate_search_and_errors(scifact_slice, tiny_bert, tmp_path):
     res = runner.invoke(app, ["run", "--dataset", str(scifact_slice), "--method", "dsi-magic"])
     assert res.exit_code == 2 and "unknown method" in res.output
     cfg = tmp_path / "c.yaml"
-    cfg.write_text("dataset: x\nepochz: 3\n")
+    cfg.write_text("data: {dataset: x}\ntraining: {epochz: 3}\n")
     res = runner.invoke(app, ["run", "--config", str(cfg)])
-    assert res.exit_code == 2 and "unknown config keys: epochz" in res.output
+    assert res.exit_code == 2 and "unknown setting training.epochz" in res.output and "epochs" in res.output
+    res = runner.invoke(app, ["run", "--dataset", str(scifact_slice), "--set", "glen.tie_break=sometimes"])
+    assert res.exit_code == 2 and "glen.tie_break" in res.output and "cosine, random" in res.output
+    res = runner.invoke(app, ["run", "--dataset", str(scifact_slice), "--set", "training.epochs=many"])
+    assert res.exit_code == 2 and "training.epochs: expected a number" in res.output
+    res = runner.invoke(app, ["run", "--dataset", str(scifact_slice), "--set", "nosuch.key=1"])
+    assert res.exit_code == 2 and "unknown settings group 'nosuch'" in res.output
 
 
 def test_dense_trained_baseline(scifact_slice, tmp_path):
-    report = run(RunConfig(dataset=str(scifact_slice), baselines=["dense", "dense-trained"], methods=[],
-                           dense_epochs=1, dense_batch_size=8, dense_train_max_length=64, out=str(tmp_path / "d")))
+    report = run(make_settings({"data": {"dataset": str(scifact_slice)}, "baselines": ["dense", "dense-trained"],
+                                "methods": [], "dense": {"epochs": 1, "batch_size": 8, "train_max_length": 64},
+                                "out": str(tmp_path / "d")}))
     zero_shot, trained = report["systems"]
     assert trained["name"] == "dense-trained" and trained["encoder"] == "full" and trained["train_seconds"] > 0
     assert trained["metrics"]["full"]["n"] == zero_shot["metrics"]["full"]["n"] == 25
@@ -137,9 +147,10 @@ def test_dense_trained_baseline(scifact_slice, tmp_path):
 
 def test_genret_learns_docids_tokenizes_new_documents_and_feeds_the_ablation(scifact_slice, tiny_bert, tmp_path):
     out = tmp_path / "genret"
-    cfg = RunConfig(dataset=str(scifact_slice), backbone=tiny_bert, baselines=[], new_docs=0.2,
-                    methods=["genret", "genret-nolearn"], epochs=1, batch_size=16, out=str(out), beam=10,
-                    genret_codes=8, genret_epochs=2, genret_warmup_epochs=1, genret_fit_epochs=1)
+    cfg = make_settings({"data": {"dataset": str(scifact_slice), "new_docs": 0.2}, "model": {"backbone": tiny_bert},
+                         "baselines": [], "methods": ["genret", "genret-nolearn"], "out": str(out),
+                         "training": {"epochs": 1, "batch_size": 16}, "search": {"beam": 10},
+                         "genret": {"codes": 8, "epochs": 2, "warmup_epochs": 1, "fit_epochs": 1}})
     report = run(cfg)
     genret, nolearn = report["systems"]
     assert genret["docids"]["documents"] == 120 and genret["docids"]["max_length"] == 4  # 8^4 >= 10 x 120
@@ -162,22 +173,23 @@ def test_genret_learns_docids_tokenizes_new_documents_and_feeds_the_ablation(sci
     # the ablation switches reach the trainer through --set
     result = CliRunner().invoke(app, ["run", "--dataset", str(scifact_slice), "--backbone", tiny_bert,
                                       "--no-baselines", "--method", "genret", "--out", str(tmp_path / "abl"),
-                                      "--set", "genret_reassign=false", "--set", "genret_diverse_init=false",
-                                      "--set", "genret_codes=8", "--set", "genret_length=1",
-                                      "--set", "genret_epochs=1", "--set", "genret_fit_epochs=0",
+                                      "--set", "genret.reassign=false", "--set", "genret.diverse_init=false",
+                                      "--set", "genret.codes=8", "--set", "genret.length=1",
+                                      "--set", "genret.epochs=1", "--set", "genret.fit_epochs=0",
                                       "--max-test-queries", "5"])
     assert result.exit_code == 0, result.output
     saved = json.loads((tmp_path / "abl" / "genret" / "train.json").read_text())["genret_config"]
     assert saved["reassign"] is False and saved["diverse_init"] is False
-    bad = CliRunner().invoke(app, ["run", "--dataset", str(scifact_slice), "--set", "genret_codes=many"])
-    assert bad.exit_code == 2 and "expected a int" in bad.output
+    bad = CliRunner().invoke(app, ["run", "--dataset", str(scifact_slice), "--set", "genret.codes=many"])
+    assert bad.exit_code == 2 and "genret.codes: expected an integer" in bad.output
 
 
 def test_glen_two_phases_collision_ranking_and_cli_search(scifact_slice, tiny_bert, tmp_path):
     out = tmp_path / "glen"
-    cfg = RunConfig(dataset=str(scifact_slice), backbone=tiny_bert, baselines=[], new_docs=0.2,
-                    methods=["glen", "glen-keyword"], epochs=1, batch_size=16, out=str(out), beam=10,
-                    glen_keyword_epochs=2, glen_refine_epochs=2, glen_batch_size=8, glen_negatives=3)
+    cfg = make_settings({"data": {"dataset": str(scifact_slice), "new_docs": 0.2}, "model": {"backbone": tiny_bert},
+                         "baselines": [], "methods": ["glen", "glen-keyword"], "out": str(out),
+                         "training": {"epochs": 1, "batch_size": 16}, "search": {"beam": 10},
+                         "glen": {"keyword_epochs": 2, "refine_epochs": 2, "batch_size": 8, "negatives": 3}})
     report = run(cfg)
     glen, keyword = report["systems"]
     assert glen["docids"]["max_length"] == 3 and glen["docids"]["vocab_size"] == 30522
@@ -198,10 +210,12 @@ def test_glen_two_phases_collision_ranking_and_cli_search(scifact_slice, tiny_be
 def test_transfer_indexes_another_corpus_without_retraining(scifact_slice, cisi_slice, tiny_bert, tmp_path):
     # zero-shot (GLEN Sec. 4, BEIR): models trained on a SciFact slice index and search a CISI slice
     src = tmp_path / "src"
-    run(RunConfig(dataset=str(scifact_slice), backbone=tiny_bert, baselines=[], out=str(src), beam=10,
-                  methods=["glen", "genret", "dsi-semantic", "dsi-atomic"], epochs=1, batch_size=16, semantic_c=8,
-                  glen_keyword_epochs=1, glen_refine_epochs=1, glen_batch_size=8, glen_negatives=3,
-                  genret_codes=8, genret_epochs=1, genret_warmup_epochs=1, genret_fit_epochs=0))
+    run(make_settings({"data": {"dataset": str(scifact_slice)}, "model": {"backbone": tiny_bert}, "baselines": [],
+                       "out": str(src), "search": {"beam": 10}, "methods": ["glen", "genret", "dsi-semantic",
+                                                                           "dsi-atomic"],
+                       "training": {"epochs": 1, "batch_size": 16}, "dsi": {"semantic_c": 8},
+                       "glen": {"keyword_epochs": 1, "refine_epochs": 1, "batch_size": 8, "negatives": 3},
+                       "genret": {"codes": 8, "epochs": 1, "warmup_epochs": 1, "fit_epochs": 0}}))
     dst = tmp_path / "dst"
     res = CliRunner().invoke(app, ["transfer", "--from", str(src), "--dataset", str(cisi_slice), "--baseline", "bm25",
                                    "--out", str(dst)])
@@ -214,20 +228,23 @@ def test_transfer_indexes_another_corpus_without_retraining(scifact_slice, cisi_
     assert glen["transferred_from"] == str(src) and glen["train_steps"] == 0
     assert glen["docids"]["documents"] == len(cisi.corpus) and glen["metrics"]["full"]["n"] == 10
     from genir.docids import DocIdTable
-    from genir.methods import identify_texts
+    from genir.methods import read_settings
+    from genir.methods.glen import identify_texts
     from genir.models import DocidSeq2Seq
-    from genir.pipeline import Run
+    from genir.workspace import Workspace
 
     model = DocidSeq2Seq.load(src / "glen" / "model").eval()
-    target = Run(RunConfig.from_dict(json.loads((src / "config.json").read_text())
-                                     | {"dataset": str(cisi_slice), "train_split": None, "out": str(tmp_path / "x")}))
-    ids, logits = identify_texts(model, target.lead_texts(target.docs), target.cfg.doc_max_length, "cpu")
+    settings = read_settings(src)
+    settings.set("data.dataset", str(cisi_slice))
+    settings.set("data.train_split", "none")
+    target = Workspace(settings, out=tmp_path / "x")
+    ids, logits = identify_texts(model, target.lead_texts(target.docs), settings.model.doc_max_length, "cpu")
     table = DocIdTable.load(dst / "glen" / "docids")
     assert table.doc_ids == list(cisi.corpus) and (table.codes == ids).all()  # the trained model's Eq. 2
     assert np.allclose(np.load(dst / "glen" / "identifier_logits.npy"), logits, atol=1e-5)
     genret = DocidSeq2Seq.load(src / "genret" / "model").eval()  # GenRet: Q(z | d) tokenizes the new corpus
     with torch.inference_mode():
-        mem, mask = genret.encode_texts(target.lead_texts(target.docs), target.cfg.doc_max_length)
+        mem, mask = genret.encode_texts(target.lead_texts(target.docs), settings.model.doc_max_length)
         codes = genret.assign_codes(mem, mask).numpy()
     assert (DocIdTable.load(dst / "genret" / "docids").codes == codes).all()
     bad = CliRunner().invoke(app, ["transfer", "--from", str(src), "--dataset", str(cisi_slice), "--method",
@@ -240,8 +257,8 @@ def test_merge_and_vanilla_rqvae_on_graded_judgements(cranfield_slice, tiny_bert
     res = CliRunner().invoke(app, [
         "run", "--dataset", str(cranfield_slice), "--backbone", tiny_bert, "--train-split", "split_train",
         "--test-split", "split_test", "--method", "merge", "--method", "rqvae", "--no-baselines", "--epochs", "2",
-        "--beam", "10", "--out", str(out), "--set", "merge_codes=8", "--set", "merge_epochs=20",
-        "--set", "merge_batch_size=64"])
+        "--beam", "10", "--out", str(out), "--set", "merge.codes=8", "--set", "merge.epochs=20",
+        "--set", "merge.batch_size=64"])
     assert res.exit_code == 0, res.output
     report = json.loads((out / "report.json").read_text())
     merge, vanilla = report["systems"]
@@ -266,3 +283,44 @@ def test_merge_and_vanilla_rqvae_on_graded_judgements(cranfield_slice, tiny_bert
     for level in range(4):  # level l's code c is token l * K + c
         assert ((codes[:, level] >= 8 * level) & (codes[:, level] < 8 * (level + 1))).all()
     assert "distinct codes per level" in (out / "report.md").read_text()
+
+
+def test_search_and_serve_rank_exactly_as_the_report(scifact_slice, tiny_bert, tmp_path):
+    """One searcher factory: `genir search` and `genir serve` open a folder with the settings the run
+    measured (tied-atomic with tied.mode=dense, GLEN with glen.tie_break=random), not the defaults."""
+    import urllib.request
+
+    from genir.methods import open_method_folder
+    from genir.serve import make_server
+
+    out = tmp_path / "run"
+    res = CliRunner().invoke(app, [
+        "run", "--dataset", str(scifact_slice), "--backbone", tiny_bert, "--no-baselines", "--method", "tied-atomic",
+        "--method", "glen", "--epochs", "1", "--beam", "10", "--tied-mode", "dense", "--out", str(out),
+        "--set", "glen.tie_break=random", "--set", "glen.keyword_epochs=1", "--set", "glen.refine_epochs=1",
+        "--set", "glen.batch_size=8", "--set", "glen.negatives=3"])
+    assert res.exit_code == 0, res.output
+    queries = load_dataset(str(scifact_slice)).split_queries("test")
+    for name in ("tied-atomic", "glen"):
+        folder = out / name
+        reported = {q: [h.doc_id for h in hits] for q, hits in read_run(folder / f"{name}.trec").items()}
+        if name == "glen":  # the random order within an identifier is exercised: some ranking holds a tie
+            assert any(len(h) > len({round(x.score, 6) for x in h}) for h in read_run(folder / "glen.trec").values())
+        res = CliRunner().invoke(app, ["search", str(folder), *queries.values(), "--k", "100"])
+        assert res.exit_code == 0, res.output
+        lines = [json.loads(line) for line in res.output.strip().splitlines()]
+        assert [[d for d, _ in line["hits"]] for line in lines] == [reported[q] for q in queries]
+        searcher = open_method_folder(folder)
+        assert getattr(searcher, "mode", "dense") == "dense" and getattr(searcher, "tie_mode", "random") == "random"
+        server = make_server(searcher, "127.0.0.1", 0)
+        import threading
+
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            body = json.dumps({"queries": queries, "k": 100}).encode()
+            req = urllib.request.Request(f"http://127.0.0.1:{server.server_port}/search", data=body, method="POST")
+            served = json.loads(urllib.request.urlopen(req, timeout=60).read())
+        finally:
+            server.shutdown()
+        assert {q: [d for d, _ in hits] for q, hits in served.items()} == {q: reported[q] for q in queries}

@@ -99,7 +99,8 @@ def test_contrastive_training_separates_positives(tiny_bert):
 
 def test_teacher_scores_file_and_distillation_run(tmp_path, tiny_bert, shared_datasets):
     from genir.data import DataError, load_dataset
-    from genir.pipeline import RunConfig, run
+    from genir.methods import make_settings
+    from genir.pipeline import run
     from genir.search.bm25 import BM25Searcher
     from genir.training.data import read_teacher_scores
 
@@ -132,8 +133,9 @@ def test_teacher_scores_file_and_distillation_run(tmp_path, tiny_bert, shared_da
                 f.write(f"{q}\t{h.doc_id}\t{h.score}\n")
             for d in train[q]:  # the teacher also scores each positive
                 f.write(f"{q}\t{d}\t{max(h.score for h in hs) + 1 if hs else 1.0}\n")
-    report = run(RunConfig(dataset=str(folder), backbone=tiny_bert, baselines=[], methods=["tied-atomic-distill"],
-                           teacher_scores=str(teacher), epochs=2, batch_size=8, out=str(tmp_path / "out")))
+    report = run(make_settings({"data": {"dataset": str(folder)}, "model": {"backbone": tiny_bert}, "baselines": [],
+                                "methods": ["tied-atomic-distill"], "tied": {"teacher_scores": str(teacher)},
+                                "training": {"epochs": 2, "batch_size": 8}, "out": str(tmp_path / "out")}))
     system = report["systems"][0]
     assert system["name"] == "tied-atomic-distill" and system["metrics"]["full"]["n"] == 10
     assert system["train_steps"] > 0

@@ -1,4 +1,4 @@
-"""The genir command line: run | transfer | evaluate | search | serve | docids | datasets."""
+"""The genir command line: run | methods | transfer | evaluate | search | serve | docids | datasets."""
 
 from __future__ import annotations
 
@@ -32,48 +32,60 @@ def _load_config_file(path: Path) -> dict:
     except Exception as e:  # noqa: BLE001 - report any parse error with the file name
         _fail(f"{path}: cannot parse config ({e})")
     if not isinstance(data, dict):
-        _fail(f"{path}: the config must be a mapping of RunConfig keys")
+        _fail(f"{path}: the config must be a mapping of settings (top-level keys and groups)")
     return data
 
 
-def _parse_setting(key: str, value: str):
-    """A --set value typed by its RunConfig field (bool, int, float, str, optional, list)."""
-    from dataclasses import fields
+# command-line flags -> settings keys (group.key, or a top-level key)
+RUN_FLAGS = {"dataset": "data.dataset", "data_dir": "data.data_dir", "qrels_dir": "data.qrels_dir",
+             "train_split": "data.train_split", "test_split": "data.test_split", "method": "methods",
+             "baseline": "baselines", "backbone": "model.backbone", "encoder": "model.encoder",
+             "epochs": "training.epochs", "batch_size": "training.batch_size", "lr": "training.lr",
+             "seed": "training.seed", "beam": "search.beam", "semantic_c": "dsi.semantic_c",
+             "pseudo_queries": "data.pseudo_queries", "holdout": "data.holdout",
+             "max_test_queries": "data.max_test_queries", "new_docs": "data.new_docs", "tied_mode": "tied.mode",
+             "teacher_scores": "tied.teacher_scores", "out": "out"}
 
-    from genir.pipeline import RunConfig
 
-    types = {f.name: str(f.type) for f in fields(RunConfig)}
-    if key not in types:
-        _fail(f"--set {key}: unknown setting; known: {', '.join(sorted(types))}")
-    kind = types[key]
-    if value.lower() in ("none", "null") and "None" in kind:
-        return None
+def build_settings(base: dict, flags: dict, sets: list[str] | None):
+    """Settings from a config mapping, then flags, then ``--set group.key=value`` (each typed and checked
+    before anything runs); a wrong key or value exits with code 2 and a message naming it."""
+    from genir.methods import check_names, make_settings
+    from genir.settings import SettingsError
+
     try:
-        if kind.startswith("bool"):
-            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError(value)
-            return value.lower() in ("true", "1", "yes")
-        if kind.startswith("int"):
-            return int(value)
-        if kind.startswith("float"):
-            return float(value)
-        if kind.startswith("list"):
-            return [v for v in value.split(",") if v]
-    except ValueError:
-        _fail(f"--set {key}={value}: expected a {kind.split(' ')[0]}")
-    return value
+        settings = make_settings(base)
+        for name, value in flags.items():
+            if value is not None:
+                settings.set(RUN_FLAGS[name], value)
+        for item in sets or []:
+            key, sep, value = item.partition("=")
+            if not sep:
+                _fail(f"--set {item!r}: expected GROUP.KEY=VALUE")
+            settings.set(key.strip(), value.strip())
+        check_names(settings)
+    except SettingsError as e:
+        _fail(str(e))
+    return settings
+
+
+def _names(kind: str) -> str:
+    from genir.methods import BASELINES, METHODS
+
+    return ", ".join(METHODS if kind == "methods" else BASELINES)
 
 
 @app.command()
 def run(
-    config: Annotated[Path | None, typer.Option(help="YAML or JSON file of run settings; flags override it")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML or JSON file of settings, nested by group "
+                                                "(training: {epochs: 5}); flags and --set override it")] = None,
     dataset: Annotated[str | None, typer.Option(help="dataset name (scifact, ...) or BEIR-layout folder")] = None,
     data_dir: Annotated[str | None, typer.Option(help="folder holding datasets by name (checked first)")] = None,
     qrels_dir: Annotated[str | None, typer.Option(help="qrels folder inside the dataset (graded variants)")] = None,
     train_split: Annotated[str | None, typer.Option(help="qrels split used for training queries")] = None,
     test_split: Annotated[str | None, typer.Option(help="qrels split evaluated")] = None,
-    method: Annotated[list[str] | None, typer.Option(help="generative method(s); repeat the flag")] = None,
-    baseline: Annotated[list[str] | None, typer.Option(help="bm25, dense, dense-trained; repeat")] = None,
+    method: Annotated[list[str] | None, typer.Option(help=f"method, repeat the flag: {_names('methods')}")] = None,
+    baseline: Annotated[list[str] | None, typer.Option(help=f"baseline, repeat: {_names('baselines')}")] = None,
     no_baselines: Annotated[bool, typer.Option(help="run no baseline")] = False,
     no_methods: Annotated[bool, typer.Option(help="run the baselines only")] = False,
     backbone: Annotated[str | None, typer.Option(help="'minilm' (bundled) or any HF model name or path")] = None,
@@ -96,50 +108,45 @@ def run(
     out: Annotated[str | None, typer.Option(help="report folder (a second run with it resumes)")] = None,
     seed: Annotated[int | None, typer.Option()] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help=(
-        "any run setting as KEY=VALUE, e.g. --set genret_reassign=false --set genret_codes=256; repeat"))] = None,
+        "any setting as GROUP.KEY=VALUE, e.g. --set genret.reassign=false --set genret.codes=256; repeat "
+        "('genir methods' lists the groups and their keys)"))] = None,
 ) -> None:
     """Train, index, search and evaluate; write report.md, report.json, run files and plots."""
     from genir.data.collection import DataError
-    from genir.pipeline import RunConfig
     from genir.pipeline import run as run_pipeline
 
-    settings = _load_config_file(config) if config else {}
-    flags = {"dataset": dataset, "data_dir": data_dir, "qrels_dir": qrels_dir, "train_split": train_split,
-             "test_split": test_split, "methods": method or None, "baselines": baseline or None,
-             "backbone": backbone, "encoder": encoder, "epochs": epochs, "batch_size": batch_size, "lr": lr,
-             "beam": beam, "semantic_c": semantic_c, "pseudo_queries": pseudo_queries, "holdout": holdout,
-             "max_test_queries": max_test_queries, "out": out, "seed": seed, "new_docs": new_docs,
-             "tied_mode": tied_mode, "teacher_scores": teacher_scores}
-    settings.update({k: v for k, v in flags.items() if v is not None})
-    for item in set_ or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            _fail(f"--set {item!r}: expected KEY=VALUE")
-        settings[key.strip()] = _parse_setting(key.strip(), value.strip())
+    flags = {k: v for k, v in locals().items() if k in RUN_FLAGS}
+    flags["method"], flags["baseline"] = method or None, baseline or None
+    settings = build_settings(_load_config_file(config) if config else {}, flags, set_)
     if no_baselines:
-        settings["baselines"] = []
+        settings.baselines = []
     if no_methods:
-        settings["methods"] = []
-    if settings.get("encoder", "frozen") not in ("frozen", "full"):
-        _fail("--encoder must be 'frozen' or 'full'")
+        settings.methods = []
     try:
-        cfg = RunConfig.from_dict(settings)
-        from genir.methods import get_method
-
-        for m in cfg.methods:
-            get_method(m)
-        report = run_pipeline(cfg)
+        report = run_pipeline(settings)
     except (DataError, KeyError, ValueError) as e:
         _fail(str(e).strip("'\""))
-    out_dir = Path(cfg.out or f"runs/{report['dataset']}")
+    out_dir = Path(settings.out or f"runs/{report['dataset']}")
     typer.echo((out_dir / "report.md").read_text())
     typer.secho(f"report: {out_dir / 'report.md'}", fg=typer.colors.GREEN)
 
 
-def _transferable(name: str) -> bool:
-    from genir.methods import METHODS
+@app.command()
+def methods() -> None:
+    """Every method: its docid scheme, objective, search mode and settings group (keys and defaults)."""
+    from genir.methods import BASELINES, GROUPS, METHODS
+    from genir.settings import SHARED_GROUPS, group_to_dict
 
-    return name in METHODS and METHODS[name].index_corpus is not None
+    for m in METHODS.values():
+        typer.secho(m.name, bold=True)
+        typer.echo(f"  {m.description}\n  docids:    {m.docids}\n  objective: {m.objective_text}\n"
+                   f"  search:    {m.search_mode}\n  settings:  {m.group or '-'}"
+                   + ("" if m.index_corpus else "\n  (cannot index a new corpus without retraining: no transfer)"))
+    typer.echo(f"\nbaselines: {', '.join(BASELINES)}\n\nsettings groups (--set GROUP.KEY=VALUE, or nested YAML):")
+    for name, cls in GROUPS.items():
+        kind = "shared" if name in SHARED_GROUPS else "method"
+        values = ", ".join(f"{k}={v}" for k, v in group_to_dict(cls()).items())
+        typer.echo(f"  {name} ({kind}): {values}")
 
 
 @app.command()
@@ -156,27 +163,28 @@ def transfer(
 ) -> None:
     """Zero-shot: models trained in a run folder index another corpus without retraining and search it."""
     from genir.data.collection import DataError
-    from genir.pipeline import RunConfig
+    from genir.methods import METHODS, read_settings
     from genir.pipeline import transfer as run_transfer
 
-    config = source / "config.json"
-    if not config.exists():
-        _fail(f"{source}: not a genir run folder (no config.json)")
-    settings = json.loads(config.read_text())
-    settings.update({"dataset": dataset, "data_dir": data_dir, "train_split": None, "test_split": test_split,
-                     "qrels_dir": qrels_dir or "qrels", "holdout": 0.0, "new_docs": 0.0, "max_test_queries": None,
-                     "methods": method or [m for m in settings.get("methods", []) if _transferable(m)],
-                     "baselines": [b for b in (baseline if baseline is not None else ["bm25", "dense"])],
-                     "out": out or f"runs/{Path(dataset).name}-from-{source.name}"})
-    if beam:
-        settings["beam"] = beam
     try:
-        cfg = RunConfig.from_dict(settings)
-        report = run_transfer(source, cfg)
+        settings = read_settings(source)
+    except ValueError as e:
+        _fail(str(e))
+    values = settings.to_dict()
+    values["data"].update({"dataset": dataset, "data_dir": data_dir, "train_split": None, "test_split": test_split,
+                           "qrels_dir": qrels_dir or "qrels", "holdout": 0.0, "new_docs": 0.0,
+                           "max_test_queries": None})
+    values["methods"] = method or [m for m in values["methods"] if m in METHODS and METHODS[m].index_corpus]
+    values["baselines"] = list(baseline) if baseline is not None else ["bm25", "dense"]
+    values["out"] = out or f"runs/{Path(dataset).name}-from-{source.name}"
+    settings = build_settings(values, {"beam": beam}, None)
+    try:
+        report = run_transfer(source, settings)
     except (DataError, KeyError, ValueError) as e:
         _fail(str(e).strip("'\""))
-    typer.echo((Path(cfg.out) / "report.md").read_text())
-    typer.secho(f"report: {Path(cfg.out) / 'report.md'} ({len(report['systems'])} systems)", fg=typer.colors.GREEN)
+    typer.echo((Path(settings.out) / "report.md").read_text())
+    typer.secho(f"report: {Path(settings.out) / 'report.md'} ({len(report['systems'])} systems)",
+                fg=typer.colors.GREEN)
 
 
 @app.command()
@@ -208,19 +216,30 @@ def evaluate(
     typer.echo(json.dumps(table, indent=1))
 
 
-def _method_searcher(method_dir: Path, beam: int, dataset: str | None):
-    """The searcher of a trained method folder, the way its recipe searches (see open_method_folder)."""
-    from genir.search.folders import open_method_folder
+def _method_searcher(method_dir: Path, beam: int | None, dataset: str | None, sets: list[str] | None = None):
+    """A trained method folder's searcher, exactly as the run measured it (``genir.methods.open_method_folder``)."""
+    from genir.data.collection import DataError
+    from genir.methods import open_method_folder
+    from genir.settings import SettingsError
 
+    overrides = {}
+    for item in sets or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            _fail(f"--set {item!r}: expected GROUP.KEY=VALUE")
+        overrides[key.strip()] = value.strip()
     try:
         docs = None
         if dataset:
             from genir.data import load_dataset
 
             docs = list(load_dataset(dataset).corpus.values())
-        return open_method_folder(method_dir, beam, docs)
-    except ValueError as e:
-        _fail(str(e).replace("give the dataset", "give --dataset"))
+        return open_method_folder(method_dir, beam, docs, overrides)
+    except (DataError, KeyError, ValueError, SettingsError) as e:
+        _fail(str(e).strip("'\""))
+
+
+_SEARCH_SET = "a search setting other than the run's, as GROUP.KEY=VALUE (e.g. glen.tie_break=random); repeat"
 
 
 @app.command()
@@ -228,11 +247,13 @@ def search(
     method_dir: Annotated[Path, typer.Argument(help="a method folder of a run (holds model/ and docids/)")],
     query: Annotated[list[str], typer.Argument(help="query text(s)")],
     k: Annotated[int, typer.Option()] = 10,
-    beam: Annotated[int, typer.Option()] = 100,
-    dataset: Annotated[str | None, typer.Option(help="the corpus, for tied-atomic folders")] = None,
+    beam: Annotated[int | None, typer.Option(help="beam size (default: the run's)")] = None,
+    dataset: Annotated[str | None, typer.Option(help="the corpus to encode for tied-atomic folders "
+                                                "(default: the run's dataset)")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help=_SEARCH_SET)] = None,
 ) -> None:
-    """Search a trained generative retriever: prints doc ids and scores as JSON lines."""
-    searcher = _method_searcher(method_dir, beam, dataset)
+    """Search a trained generative retriever, as the run's report did: prints doc ids and scores as JSON lines."""
+    searcher = _method_searcher(method_dir, beam, dataset, set_)
     results = searcher.batch_search({str(i): q for i, q in enumerate(query)}, k)
     for i, q in enumerate(query):
         typer.echo(json.dumps({"query": q, "hits": [[h.doc_id, round(h.score, 4)] for h in results[str(i)]]}))
@@ -241,10 +262,12 @@ def search(
 @app.command()
 def serve(
     method_dir: Annotated[Path, typer.Argument(help="a method folder of a run (model/ + docids/), or 'bm25'")],
-    dataset: Annotated[str | None, typer.Option(help="dataset (needed for bm25 and tied-atomic)")] = None,
+    dataset: Annotated[str | None, typer.Option(help="dataset (needed for bm25; tied-atomic default: the run's)")
+                       ] = None,
     host: Annotated[str, typer.Option()] = "127.0.0.1",
     port: Annotated[int, typer.Option()] = 8000,
-    beam: Annotated[int, typer.Option()] = 100,
+    beam: Annotated[int | None, typer.Option(help="beam size (default: the run's)")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help=_SEARCH_SET)] = None,
 ) -> None:
     """Serve a searcher over HTTP: GET /search?q=...&k=10, POST /search, GET /health."""
     from genir.serve import make_server
@@ -257,7 +280,7 @@ def serve(
             _fail("bm25 needs --dataset")
         searcher = BM25Searcher(list(load_dataset(dataset).corpus.values()))
     else:
-        searcher = _method_searcher(method_dir, beam, dataset)
+        searcher = _method_searcher(method_dir, beam, dataset, set_)
     server = make_server(searcher, host, port)
     typer.echo(f"serving {searcher.name} on http://{host}:{server.server_port}/search")
     try:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
 from genir.data.collection import DataError
+from genir.io import write_text
 
 
 class DocIdTable:
@@ -76,15 +76,11 @@ class DocIdTable:
     # Plain-folder persistence: a human-readable TSV plus a small JSON header.
     def save(self, folder: str | Path) -> None:
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / "docids.tsv.tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            for i, d in enumerate(self.doc_ids):
-                f.write(f"{d}\t{' '.join(map(str, self.sequence(i)))}\n")
-        header = {"scheme": self.scheme, "vocab_size": self.vocab_size, "meta": self.meta}
-        (folder / "docids.json.tmp").write_text(json.dumps(header, indent=1))
-        os.replace(tmp, folder / "docids.tsv")
-        os.replace(folder / "docids.json.tmp", folder / "docids.json")
+        rows = "".join(f"{d}\t{' '.join(map(str, self.sequence(i)))}\n" for i, d in enumerate(self.doc_ids))
+        write_text(folder / "docids.tsv", rows)
+        # the header last: a folder with docids.json is complete
+        write_text(folder / "docids.json", json.dumps({"scheme": self.scheme, "vocab_size": self.vocab_size,
+                                                       "meta": self.meta}, indent=1))
 
     @classmethod
     def load(cls, folder: str | Path) -> DocIdTable:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
+
+from genir.io import write_text
 
 MAIN_METRICS = ["R@1", "R@10", "R@100", "MRR@10", "MRR@100", "nDCG@10", "nDCG@100"]
 
@@ -91,7 +92,8 @@ def plot_training(systems: list[dict], out: Path, root: Path) -> Path | None:
     return path
 
 
-def render_markdown(report: dict, plots: list[str]) -> str:
+def render_markdown(report: dict, plots: list[str], sections: dict[str, list[str]] | None = None) -> str:
+    sections = sections or {}
     systems = report["systems"]
     subsets = list(systems[0]["metrics"]) if systems else []
     lines = [f"# genir report: {report['dataset']} ({report['test_split']})", ""]
@@ -128,55 +130,8 @@ def render_markdown(report: dict, plots: list[str]) -> str:
             lines.append(f"| {s['name']} | {d['distinct_docids']:,} | {d['collision_rate']:.2%} | "
                          f"{d['largest_group']} | {d['mean_length']:.2f} | {d['vocab_size']} |")
         lines.append("")
-    for s in gen:
-        prog = s.get("progressive")
-        if prog:
-            lines += [f"{s['name']}: learned docids, progressive steps (diversity d = 1 - sum_j |n_j - n/K| / 2n, "
-                      "GenRet Sec. 5.3; 1 = uniform):", "",
-                      "| step | diversity d | codes used | largest docid share | distinct prefixes | k-means init d "
-                      "| collapsed |", "|---|---|---|---|---|---|---|"]
-            for e in prog:
-                lines.append(f"| {e['step']} | {e['diversity']:.3f} | {e['codes_used']} | "
-                             f"{e['largest_docid_share']:.2%} | {e['distinct_docids']:,} | "
-                             f"{_fmt(e.get('kmeans_diversity'))} | {'YES' if e['collapsed'] else 'no'} |")
-            lines.append("")
-        ins = s.get("inspection")
-        if ins:
-            lines += [f"{s['name']}: identifiers as words (top 3 documents of sample test queries; * = relevant):", ""]
-            for q in ins["queries"]:
-                tops = "; ".join(f"{w}{' *' if rel else ''}" for _, w, rel in q["top"])
-                lines.append(f"- {q['query'][:90]} -> {tops}")
-            lines += ["", "| document | after phase 1 (keywords) | final |", "|---|---|---|"]
-            for d in ins["documents"]:
-                lines.append(f"| {d['title']} | {d['phase1'] or '-'} | {d['final']} |")
-            if ins.get("changed_by_refinement") is not None:
-                lines += ["", f"Phase 2 (refinement) changed the identifier of {ins['changed_by_refinement']:,} of "
-                          f"{s['docids']['documents']:,} documents."]
-            sizes = ", ".join(f"{k}: {v}" for k, v in ins["docs_per_identifier"].items())
-            lines += ["", f"Identifiers by the number of documents they hold (documents: identifiers): {sizes}.", ""]
-        rq = s.get("rqvae")
-        if rq:
-            lines += [f"{s['name']}: RQ-VAE {'with graded relevance (MERGE)' if rq['relevance'] else '(vanilla)'}, "
-                      f"{rq['steps']} steps in {rq['seconds']:.0f} s; codes used per level "
-                      f"{', '.join(map(str, rq['codes_used_per_level']))}; {rq['collisions_before']} colliding "
-                      f"documents, {rq['reassigned']} re-assigned by Sinkhorn, {rq['extended']} given an extra level.",
-                      ""]
-        tb = s.get("tie_break")
-        if tb and tb.get("cosine"):
-            lines += [f"{s['name']}: documents sharing an identifier, on the {tb['queries']} test queries whose "
-                      f"relevant document collides ({tb['colliding_documents']} colliding documents; GLEN Table 5):",
-                      "",
-                      "| order within an identifier | nDCG@10 | R@1 | R@10 | MRR@10 |", "|---|---|---|---|---|"]
-            for mode, label in (("cosine", "cos(w^q, w^d) (Eq. 9)"), ("random", "random (mean of 3 orders)")):
-                m = tb[mode]
-                lines.append(f"| {label} | {_fmt(m.get('nDCG@10'))} | {_fmt(m.get('R@1'))} | {_fmt(m.get('R@10'))} | "
-                             f"{_fmt(m.get('MRR@10'))} |")
-            lines.append("")
-        a = s.get("mode_agreement")
-        if a:
-            lines += [f"{s['name']}: generative decoding and faiss search gave the same ranking on "
-                      f"{a['same_ranking']} of {a['queries']} queries (ties aside); largest score difference "
-                      f"{a['max_score_difference']:.2e}.", ""]
+    for s in gen:  # each method's own figures, rendered by its recipe
+        lines += sections.get(s["name"], [])
     rel = [s for s in gen if s.get("docid_relevance", {}).get("test")]
     if rel:
         width = max(len(s["docid_relevance"]["test"]) for s in rel)
@@ -198,7 +153,8 @@ def render_markdown(report: dict, plots: list[str]) -> str:
     return "\n".join(lines)
 
 
-def write_report(report: dict, out: Path) -> None:
+def write_report(report: dict, out: Path, sections: dict[str, list[str]] | None = None) -> None:
+    """``sections``: markdown lines per system, placed after the docid table (a method's own figures)."""
     out = Path(out)
     plots = []
     for s in report["systems"]:
@@ -209,8 +165,5 @@ def write_report(report: dict, out: Path) -> None:
     p = plot_training(report["systems"], out, out)
     if p:
         plots.append(p.name)
-    for name, text in (("report.json", json.dumps(report, indent=1, default=float)),
-                       ("report.md", render_markdown(report, plots))):
-        tmp = out / (name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, out / name)
+    write_text(out / "report.json", json.dumps(report, indent=1, default=float))
+    write_text(out / "report.md", render_markdown(report, plots, sections))

@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from genir.data.collection import DataError, numbered_lines
+from genir.io import atomic_path
 from genir.search.base import Hit, Results
 
 
 def write_run(results: Results, path: str | Path, tag: str = "genir") -> None:
     """Written to a temporary file and renamed, so a reader never sees half a run."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         for qid, hits in results.items():
             for rank, hit in enumerate(hits, 1):
                 f.write(f"{qid} Q0 {hit.doc_id} {rank} {hit.score:.6g} {tag}\n")
-    os.replace(tmp, path)
 
 
 def read_run(path: str | Path) -> Results:

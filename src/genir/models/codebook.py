@@ -16,11 +16,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from genir.models.seq2seq import DocidSeq2Seq, ModelConfig
+from genir.models.seq2seq import DocidSeq2Seq, ModelConfig, register_architecture
 
 ARCHITECTURE = "codebook"
 
 
+@register_architecture(ARCHITECTURE)
 class CodebookSeq2Seq(DocidSeq2Seq):
     """``config.n_codes`` = K (codes per step); ``config.max_docid_length`` = M (docid length);
     ``config.extra["architecture"] == "codebook"`` so that :meth:`DocidSeq2Seq.load` rebuilds this class."""

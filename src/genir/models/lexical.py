@@ -26,7 +26,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from genir.models.seq2seq import DocidSeq2Seq, ModelConfig
+from genir.models.seq2seq import DocidSeq2Seq, ModelConfig, register_architecture
 
 ARCHITECTURE = "lexical"
 
@@ -38,6 +38,7 @@ class _PerQuery(NamedTuple):
     t: int
 
 
+@register_architecture(ARCHITECTURE)
 class LexicalSeq2Seq(DocidSeq2Seq):
     """``config.n_codes`` = |V|; ``config.max_docid_length`` = n; ``config.extra["feed"]`` = hidden | token."""
 

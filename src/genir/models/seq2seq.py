@@ -14,7 +14,6 @@ The output layer covers only docid codes (+ end-of-docid). Saves and loads as a 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -22,8 +21,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from genir.io import atomic_path
 from genir.models.decoder import CodeDecoder
 from genir.models.hf_decoder import HFDecoder
+from genir.models.pretrained import bundled_minilm_path
 
 
 @dataclass
@@ -41,10 +42,16 @@ class ModelConfig:
     extra: dict = field(default_factory=dict)  # method-specific settings, saved with the model
 
 
-def _bundled_minilm() -> str:
-    from genir.search.dense import bundled_minilm_path
+# architecture name (ModelConfig.extra["architecture"]) -> model class; subclasses register themselves
+ARCHITECTURES: dict[str, type[DocidSeq2Seq]] = {}
 
-    return bundled_minilm_path()
+
+def register_architecture(name: str):
+    def register(cls: type[DocidSeq2Seq]) -> type[DocidSeq2Seq]:
+        ARCHITECTURES[name] = cls
+        return cls
+
+    return register
 
 
 class DocidSeq2Seq(nn.Module):
@@ -53,7 +60,7 @@ class DocidSeq2Seq(nn.Module):
         from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM, AutoTokenizer
 
         self.config = config
-        source = _hf_dir or (_bundled_minilm() if config.backbone == "minilm" else config.backbone)
+        source = _hf_dir or (bundled_minilm_path() if config.backbone == "minilm" else config.backbone)
         hf_config = AutoConfig.from_pretrained(source)
         self.tokenizer = AutoTokenizer.from_pretrained(source)
         self.is_encoder_decoder = bool(getattr(hf_config, "is_encoder_decoder", False))
@@ -152,36 +159,21 @@ class DocidSeq2Seq(nn.Module):
     # -- persistence -----------------------------------------------------------------------------
     def save(self, folder: str | Path) -> None:
         """Written into a temporary sibling folder and renamed, so a reader never sees half a model."""
-        folder = Path(folder)
-        tmp = folder.with_name(folder.name + ".tmp")
-        (tmp / "backbone").mkdir(parents=True, exist_ok=True)
-        self.hf_config.save_pretrained(tmp / "backbone")
-        self.tokenizer.save_pretrained(tmp / "backbone")
-        (tmp / "genir_model.json").write_text(json.dumps(asdict(self.config), indent=1))
-        state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
-        save_file(_untie(state), str(tmp / "model.safetensors"))
-        if folder.exists():
-            old = folder.with_name(folder.name + ".old")
-            os.replace(folder, old)
-            os.replace(tmp, folder)
-            import shutil
-
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, folder)
+        with atomic_path(folder) as tmp:
+            (tmp / "backbone").mkdir(parents=True)
+            self.hf_config.save_pretrained(tmp / "backbone")
+            self.tokenizer.save_pretrained(tmp / "backbone")
+            (tmp / "genir_model.json").write_text(json.dumps(asdict(self.config), indent=1))
+            state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
+            save_file(_untie(state), str(tmp / "model.safetensors"))
 
     @classmethod
     def load(cls, folder: str | Path, map_location: str = "cpu") -> DocidSeq2Seq:
         folder = Path(folder)
         config = ModelConfig(**json.loads((folder / "genir_model.json").read_text()))
-        if config.extra.get("architecture") == "codebook" and cls is DocidSeq2Seq:
-            from genir.models.codebook import CodebookSeq2Seq  # per-step codebooks (GenRet)
-
-            cls = CodebookSeq2Seq
-        elif config.extra.get("architecture") == "lexical" and cls is DocidSeq2Seq:
-            from genir.models.lexical import LexicalSeq2Seq  # vocabulary docids (GLEN)
-
-            cls = LexicalSeq2Seq
+        architecture = config.extra.get("architecture")
+        if cls is DocidSeq2Seq and architecture in ARCHITECTURES:
+            cls = ARCHITECTURES[architecture]  # the subclass that saved it (GenRet codebooks, GLEN vocabulary)
         model = cls(config, _hf_dir=str(folder / "backbone"), _from_config=True)
         state = load_file(str(folder / "model.safetensors"), device=map_location)
         model.load_state_dict(state, strict=False)

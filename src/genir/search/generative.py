@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Mapping
 
 import torch
@@ -50,6 +51,12 @@ class GenerativeSearcher(Searcher):
                     hits.extend(Hit(self.table.doc_ids[d], score) for d in docs)
                 out[qid] = hits[:k]
         return {q: out[q] for q in queries}
+
+    def with_beam(self, beam: int) -> GenerativeSearcher:
+        """The same searcher (model, trie, tie-break) at another beam size; this one is not changed."""
+        other = copy.copy(self)
+        other.beam = beam
+        return other
 
     def encode_queries(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Encoder states of a batch of queries (a subclass may keep what its tie-break needs)."""

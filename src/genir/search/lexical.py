@@ -6,11 +6,13 @@
 - With the hidden feed every beam of a query shares q_1..q_n, so the decoder runs once per query
   (``shared_steps``; :class:`genir.models.lexical.LexicalSeq2Seq`); ``shared_steps=False`` decodes per beam.
 - Documents that share an identifier are ranked by cos(w^q, w^d) (GLEN Eq. 9), w = the identifier
-  logits; ``tie_break="random"`` shuffles them instead (the paper's Table 5 comparison).
+  logits; ``tie_break="random"`` shuffles them instead (the paper's Table 5 comparison), in an order fixed
+  by the seed and the query text, so that a query gets the same ranking alone or in any batch.
 """
 
 from __future__ import annotations
 
+import copy
 import random
 
 import numpy as np
@@ -19,7 +21,15 @@ import torch
 from genir.docids.table import DocIdTable
 from genir.docids.trie import PrefixTree
 from genir.search.generative import GenerativeSearcher
-from genir.training.glen import collision_order
+
+TIE_BREAKS = ("cosine", "random")
+
+
+def collision_order(w_q: np.ndarray, w_docs: np.ndarray) -> np.ndarray:
+    """GLEN Eq. 9: documents sharing one identifier, best first by cos(w^q, w^d)."""
+    qn = w_q / (np.linalg.norm(w_q) + 1e-12)
+    dn = w_docs / (np.linalg.norm(w_docs, axis=1, keepdims=True) + 1e-12)
+    return np.argsort(-(dn @ qn), kind="stable")
 
 
 class LexicalSearcher(GenerativeSearcher):
@@ -32,11 +42,27 @@ class LexicalSearcher(GenerativeSearcher):
         self.compact_table = DocIdTable(table.doc_ids, compact, len(tokens), "lexical-compact")
         model.restrict_outputs(torch.from_numpy(tokens))
         model.shared_steps = shared_steps  # hidden feed: one decoding per query, not per beam
+        if tie_break not in TIE_BREAKS:
+            raise ValueError(f"tie_break must be one of {TIE_BREAKS}, not {tie_break!r}")
         self.doc_logits = np.asarray(doc_logits, dtype=np.float32)
-        self.tie_mode, self.rng = tie_break, random.Random(seed)
+        self.tie_mode, self.seed = tie_break, seed
         self._queries: dict[str, torch.Tensor] = {}  # q_1..q_n per query text, one search call
         super().__init__(model, table, beam=beam, batch_size=batch_size, tie_break=self._order, name=name,
                          show_progress=show_progress, normalize=False, trie=PrefixTree(self.compact_table))
+
+    def with_tie_break(self, tie_break: str, seed: int = 0) -> LexicalSearcher:
+        """The same searcher with another order within an identifier; this one is not changed."""
+        if tie_break not in TIE_BREAKS:
+            raise ValueError(f"tie_break must be one of {TIE_BREAKS}, not {tie_break!r}")
+        other = copy.copy(self)
+        other.tie_mode, other.seed, other._queries = tie_break, seed, {}
+        other.tie_break = other._order
+        return other
+
+    def with_beam(self, beam: int) -> LexicalSearcher:
+        other = super().with_beam(beam)
+        other._queries, other.tie_break = {}, other._order
+        return other
 
     def batch_search(self, queries, k: int = 100):
         try:
@@ -62,7 +88,7 @@ class LexicalSearcher(GenerativeSearcher):
     def _order(self, text: str, docs: list[int]) -> list[int]:
         if self.tie_mode == "random":
             docs = list(docs)
-            self.rng.shuffle(docs)
+            random.Random(f"{self.seed}:{text}").shuffle(docs)
             return docs
         tokens = torch.as_tensor(self.table.codes[docs[0]])
         if self.model.feed == "hidden":

@@ -11,7 +11,6 @@ Documents are added by encoding them and deleted by id, with no retraining; the 
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,6 +22,7 @@ import torch
 from genir.data.collection import Document
 from genir.docids.schemes import atomic_docids
 from genir.docids.trie import PrefixTree
+from genir.io import atomic_path, write_text
 from genir.search.base import Hit, Results, Searcher
 
 
@@ -80,12 +80,10 @@ class TiedAtomicIndex:
 
     def save(self, folder: str | Path) -> None:
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        faiss.write_index(self.index, str(folder / "index.faiss.tmp"))
-        (folder / "index.json.tmp").write_text(json.dumps(
+        with atomic_path(folder / "index.faiss") as tmp:
+            faiss.write_index(self.index, str(tmp))
+        write_text(folder / "index.json", json.dumps(
             {"dim": self.dim, "factory": self.factory, "next_id": self.next_id, "ids": self.id_of}))
-        os.replace(folder / "index.faiss.tmp", folder / "index.faiss")
-        os.replace(folder / "index.json.tmp", folder / "index.json")
 
     @classmethod
     def load(cls, folder: str | Path) -> TiedAtomicIndex:

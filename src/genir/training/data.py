@@ -91,6 +91,26 @@ class EncodedTexts:
         out.states, out.mask = torch.cat([first.states, second.states]), torch.cat([first.mask, second.mask])
         return out
 
+    def save(self, path) -> None:
+        """States and masks as safetensors (no pickle: a run folder someone sends cannot run code)."""
+        from safetensors.torch import save_file
+
+        from genir.io import atomic_path
+
+        with atomic_path(path) as tmp:
+            save_file({"states": self.states.contiguous(), "mask": self.mask.contiguous()}, str(tmp),
+                      metadata={"max_length": str(self.max_length)})
+
+    @classmethod
+    def load(cls, path) -> EncodedTexts:
+        from safetensors import safe_open
+
+        out = cls.__new__(cls)
+        with safe_open(str(path), framework="pt") as f:
+            out.max_length = int(f.metadata()["max_length"])
+            out.states, out.mask = f.get_tensor("states"), f.get_tensor("mask")
+        return out
+
     def batch(self, idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         mask = self.mask[idx]
         n = int(mask.sum(1).max())

@@ -38,6 +38,8 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from genir.docids.balance import constrained_kmeans, diversity, largest_share, sinkhorn
+from genir.io import atomic_path, save_npy, write_text
+from genir.settings import choice, derived
 from genir.training.data import EncodedTexts
 from genir.training.loop import TrainConfig, Trainer
 
@@ -50,24 +52,25 @@ class GenRetConfig:
     epochs: float = 30  # per progressive step
     warmup_epochs: float = 3  # codebook initialisation warm-up (continuous d_T), per step
     # after the last step: seq2seq training on the final, fixed docids (the authors' code's "fit" stage;
-    # the last step trains queries towards re-assigned codes, the stored docids are plain argmax)
-    fit_epochs: float = 5
-    batch_size: int = 128
+    # the last step trains queries towards re-assigned codes, the stored docids are plain argmax);
+    # None: the training group's epochs, the budget DSI trains its retriever with; 0 = off
+    fit_epochs: float | None = None
+    batch_size: int = derived(128)  # the training group's batch size
     lr: float = 5e-4  # GenRet Sec. 4.4 (AdamW)
     reassign: bool = True  # docid re-assignment by Sinkhorn-Knopp during training
     diverse_init: bool = True  # warm-up + constrained k-means codebook initialisation (else random)
     epsilon: float = 1.0  # Sinkhorn eps (GenRet Sec. 4.4)
     sinkhorn_iterations: int = 100
-    rec_set: str = "bank"  # S(z_<t): "bank" (whole corpus, refreshed) or "batch"
+    rec_set: str = choice("bank", "bank", "batch")  # S(z_<t): whole corpus, refreshed, or the batch
     # the warm-up also trains the ranking term of L_Ret (q_T . d_T, in-batch): see GenRetObjective
     warmup_ranking: bool = True
     bank_refresh: int = 0  # steps between bank refreshes; 0 = once per epoch
     # how the corpus's docids are fixed after each step: "argmax" (Eq. 4, plain look-up; the authors' code)
     # or "sinkhorn" (Sec. 3.3.2's re-assignment applied to the corpus, per group of documents sharing z_<T)
-    assign: str = "argmax"
+    assign: str = choice("argmax", "argmax", "sinkhorn")
     collapse_share: float = 0.5  # warn when one docid prefix holds more than this share of documents
     collapse_diversity: float = 0.2  # ... or when step diversity d falls below this
-    seed: int = 0
+    seed: int = derived(0)  # the training group's seed
 
     def __post_init__(self) -> None:
         if self.rec_set not in ("bank", "batch"):
@@ -338,18 +341,13 @@ class ProgressiveTrainer:
         return state["steps_done"]
 
     def _save_progress(self, steps_done: int) -> None:
-        import os
-
-        self.folder.mkdir(parents=True, exist_ok=True)
         state = {k: v for k, v in self.model.state_dict().items() if not k.startswith("encoder.")}
-        torch.save(state, self.folder / "model_after_step.pt.tmp")
-        np.save(self.folder / "codes.tmp.npy", self.codes.numpy())
-        os.replace(self.folder / "model_after_step.pt.tmp", self.folder / "model_after_step.pt")
-        os.replace(self.folder / "codes.tmp.npy", self.folder / "codes.npy")
-        tmp = self.folder / "progress.json.tmp"
-        tmp.write_text(json.dumps({"steps_done": steps_done, "log": self.log, "config": asdict(self.cfg)},
-                                  indent=1, default=float))
-        os.replace(tmp, self.folder / "progress.json")
+        with atomic_path(self.folder / "model_after_step.pt") as tmp:
+            torch.save(state, tmp)
+        save_npy(self.folder / "codes.npy", self.codes.numpy())
+        # the progress record last: it names a step only once its weights and codes are complete
+        write_text(self.folder / "progress.json", json.dumps(
+            {"steps_done": steps_done, "log": self.log, "config": asdict(self.cfg)}, indent=1, default=float))
 
     def train(self, steps: int | None = None) -> dict:
         start = time.perf_counter()

@@ -9,11 +9,11 @@ import math
 import random
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from genir.settings import choice, derived
 from genir.training.data import EncodedTexts
 
 
@@ -23,17 +23,17 @@ class GlenConfig:
     keyword_epochs: float = 30  # phase 1
     refine_epochs: float = 10  # phase 2
     negatives: int = 8  # N_neg per query (Sec. 4.4)
-    negative_mode: str = "prefix"  # prefix-aware dynamic negatives, or "random" (the comparison)
+    negative_mode: str = choice("prefix", "prefix", "random")  # prefix-aware dynamic negatives, or random
     lambda_point: float = 0.5  # Eq. 8
     lambda_dist: float = 0.5  # Eq. 7
     batch_size: int = 32  # queries per step (each with 1 + negatives documents)
     lr: float = 1e-4
-    feed: str = "hidden"  # decoder input d_<t (GLEN) or "token" (e_{z_<t}, the ablation)
-    tie_break: str = "cosine"  # documents sharing an identifier: cos(w^q, w^d) (Eq. 9) or "random"
+    feed: str = choice("hidden", "hidden", "token")  # decoder input d_<t (GLEN), or e_{z_<t} (the ablation)
+    tie_break: str = choice("cosine", "cosine", "random")  # sharing an identifier: cos(w^q, w^d) (Eq. 9) | random
     # multiplies d_t . E^T inside Eq. 6's softmax only; 1 = as written. m^-0.5 is the authors' T5 scale:
     # after phase 1 the unscaled softmax is one-hot (bench/glen_refinement.py) and r_t carries no gradient
     soft_scale: float = 1.0
-    seed: int = 0
+    seed: int = derived(0)  # the training group's seed
 
     def __post_init__(self) -> None:
         if self.negative_mode not in ("prefix", "random"):
@@ -184,9 +184,3 @@ class GlenRefineObjective:
         return loss, {"loss": float(loss.detach()), "pair": float(pair.detach()), "ce": float(ce.detach()),
                       "dist": float(dist.detach()), "acc": float(acc), "tau": tau}
 
-
-def collision_order(w_q: np.ndarray, w_docs: np.ndarray) -> np.ndarray:
-    """GLEN Eq. 9: documents sharing one identifier, best first by cos(w^q, w^d)."""
-    qn = w_q / (np.linalg.norm(w_q) + 1e-12)
-    dn = w_docs / (np.linalg.norm(w_docs, axis=1, keepdims=True) + 1e-12)
-    return np.argsort(-(dn @ qn), kind="stable")

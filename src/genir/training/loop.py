@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -21,6 +20,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
 from tqdm.auto import tqdm
+
+from genir.io import atomic_path
 
 Objective = Callable[[nn.Module, dict], tuple[torch.Tensor, dict]]
 
@@ -85,13 +86,11 @@ class Trainer:
     def _save(self, path: Path, optimizer, scheduler, epoch: int, step_in_epoch: int, step: int) -> None:
         if self.rank != 0:
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save({"model": self._trainable_state(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "epoch": epoch, "step_in_epoch": step_in_epoch,
-                    "step": step, "history": self.history, "config": asdict(self.config),
-                    "world": self.world}, tmp)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            torch.save({"model": self._trainable_state(), "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(), "epoch": epoch, "step_in_epoch": step_in_epoch,
+                        "step": step, "history": self.history, "config": asdict(self.config),
+                        "world": self.world}, tmp)
 
     def train(self) -> dict:
         cfg = self.config
@@ -114,7 +113,7 @@ class Trainer:
         epoch, skip, step = 0, 0, 0
         ckpt = self.checkpoint_dir / "last.pt" if self.checkpoint_dir else None
         if ckpt and ckpt.exists():
-            state = torch.load(ckpt, map_location="cpu", weights_only=False)
+            state = torch.load(ckpt, map_location="cpu", weights_only=True)  # tensors and plain values only
             self.model.load_state_dict(state["model"], strict=False)
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from genir.settings import derived
 from genir.training.objectives import memory_of
 
 
@@ -34,22 +35,31 @@ class MergeConfig:
     weight_decay: float = 1e-4
     lambda_align: float = 0.01  # lambda_1, Eq. 8
     lambda_rel: float = 0.001  # lambda_2, Eq. 8
-    betas: tuple[float, ...] = (1.0, 0.75, 0.5, 0.25)  # beta_l, Eq. 7
+    betas: tuple[float, ...] | None = None  # beta_l, Eq. 7 (None: see level_weights)
     temperature: float = 0.7  # tau of Eq. 5 (Appendix C)
     margin: float = 0.2  # gamma of Eq. 6 (Appendix C)
     # ablation switches (MERGE Table 2); relevance=False is the vanilla RQ-VAE baseline
-    relevance: bool = True
+    relevance: bool = derived(True)  # set by the method: merge (True) or rqvae (False)
     align: bool = True
     outer: bool = True
     inner: bool = True
     position_weight: bool = True  # w_t = 1/sqrt(t) in the retriever's loss (Eq. 9)
     decollide: bool = True  # Sinkhorn re-assignment of colliding docids (Sec. 3.1.3)
-    seed: int = 0
-    extra: dict = field(default_factory=dict)
+    seed: int = derived(0)  # the training group's seed
+    extra: dict = field(default_factory=dict, metadata={"derived": True})
 
     def __post_init__(self) -> None:
-        if len(self.betas) != self.levels:
+        if self.betas is not None and len(self.betas) != self.levels:
             raise ValueError(f"betas needs one weight per level ({self.levels}), got {len(self.betas)}")
+
+    @property
+    def level_weights(self) -> tuple[float, ...]:
+        """beta_l of Eq. 7: as set, else 1.0, 0.75, 0.5, 0.25 for 4 levels (evenly from 1 to .25 otherwise)."""
+        if self.betas is not None:
+            return tuple(self.betas)
+        if self.levels == 4:
+            return (1.0, 0.75, 0.5, 0.25)
+        return tuple(float(b) for b in np.linspace(1.0, 0.25, self.levels))
 
 
 # -- the relevance losses ---------------------------------------------------------------------------
@@ -108,13 +118,13 @@ def relevance_loss(residuals: torch.Tensor, pairs: torch.Tensor, triplets: torch
     every level; ``cfg.outer`` / ``cfg.inner`` switch a term off (Table 2)."""
     total = residuals.new_zeros(())
     logs: dict[str, float] = {}
-    for level, beta in enumerate(cfg.betas):
+    for level, beta in enumerate(cfg.level_weights):
         o = outer_loss(residuals[level], pairs, cfg.temperature) if cfg.outer else residuals.new_zeros(())
         i = inner_loss(residuals[level], triplets, cfg.margin) if cfg.inner else residuals.new_zeros(())
         total = total + beta * o + (1 - beta) * i
-        logs["outer"] = logs.get("outer", 0.0) + float(o.detach()) / len(cfg.betas)  # mean over levels
-        logs["inner"] = logs.get("inner", 0.0) + float(i.detach()) / len(cfg.betas)
-    return total / len(cfg.betas), logs
+        logs["outer"] = logs.get("outer", 0.0) + float(o.detach()) / len(cfg.level_weights)  # mean over levels
+        logs["inner"] = logs.get("inner", 0.0) + float(i.detach()) / len(cfg.level_weights)
+    return total / len(cfg.level_weights), logs
 
 
 # -- batches (Appendix C) -----------------------------------------------------------------------------

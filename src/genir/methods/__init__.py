@@ -1,0 +1,103 @@
+"""The method registry: every generative method genir runs, each family in one module of this package.
+
+A family module declares ``METHODS`` (its :class:`~genir.methods.base.Method` recipes) and ``GROUPS`` (its
+settings dataclasses); adding a method means adding one module and listing it in ``FAMILIES``.
+:func:`open_searcher` is the one searcher factory: ``genir run`` measures a method with it, and ``genir
+search``, ``serve`` and ``transfer`` open a method folder through it, with the settings the run recorded.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from genir.data.collection import Document
+from genir.docids import DocIdTable
+from genir.methods import dsi, genret, glen, merge, tied
+from genir.methods.base import Method, SearchRequest, Trained
+from genir.methods.baselines import BASELINES
+from genir.search.base import Searcher
+from genir.settings import SHARED_GROUPS, Settings, SettingsError
+
+FAMILIES = [dsi, tied, genret, glen, merge]
+METHODS: dict[str, Method] = {m.name: m for family in FAMILIES for m in family.METHODS}
+GROUPS: dict[str, type] = {**SHARED_GROUPS, **{k: v for family in FAMILIES for k, v in family.GROUPS.items()}}
+
+__all__ = ["BASELINES", "GROUPS", "METHODS", "Method", "SearchRequest", "Trained", "get_method", "make_settings",
+           "open_method_folder", "open_searcher", "read_settings"]
+
+
+def get_method(name: str) -> Method:
+    if name not in METHODS:
+        raise KeyError(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
+    return METHODS[name]
+
+
+def make_settings(values: dict[str, Any] | None = None) -> Settings:
+    """A run's settings over the shared and the methods' groups; method and baseline names are checked."""
+    settings = Settings(GROUPS, values)
+    check_names(settings)
+    return settings
+
+
+def check_names(settings: Settings) -> None:
+    for m in settings.methods:
+        if m not in METHODS:
+            raise SettingsError(f"unknown method {m!r}; choose from {', '.join(METHODS)}")
+    for b in settings.baselines:
+        if b not in BASELINES:
+            raise SettingsError(f"unknown baseline {b!r}; choose from {', '.join(BASELINES)}")
+
+
+def method_settings(settings: Settings, method: Method) -> Any:
+    return settings.group(method.group) if method.group else None
+
+
+def open_searcher(method: Method, settings: Settings, model, table: DocIdTable | None, folder: Path,
+                  docs: list[Document] | None = None, beam: int | None = None, show_progress: bool = False
+                  ) -> Searcher:
+    """The searcher of a trained method, built the way its recipe searches, from the run's settings."""
+    req = SearchRequest(model=model, table=table, folder=Path(folder), settings=method_settings(settings, method),
+                        search=settings.search, docs=docs, beam=beam,
+                        show_progress=show_progress)
+    return method.open_searcher(req)
+
+
+def read_settings(run_dir: str | Path) -> Settings:
+    """The settings a run folder was made with (its ``config.json``)."""
+    path = Path(run_dir) / "config.json"
+    if not path.exists():
+        raise ValueError(f"{run_dir}: not a genir run folder (no config.json)")
+    try:
+        values = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not readable as JSON ({e})") from None
+    values.pop("transferred_from", None)
+    return make_settings(values)
+
+
+def open_method_folder(method_dir: str | Path, beam: int | None = None, docs: list[Document] | None = None,
+                       overrides: dict[str, Any] | None = None) -> Searcher:
+    """A method folder of a run (``model/`` + ``docids/``), searched exactly as the run's report measured it:
+    the same method recipe and the run's recorded settings (``overrides``: ``group.key`` -> value). Methods
+    whose index is the model's encodings of the corpus (tied docids) encode ``docs``, or else the run's
+    dataset. Raises ValueError when the folder cannot be searched."""
+    from genir.data import load_dataset
+    from genir.models import DocidSeq2Seq
+
+    method_dir = Path(method_dir)
+    if not (method_dir / "model" / "genir_model.json").exists():
+        raise ValueError(f"{method_dir}: no trained model (expected {method_dir / 'model'})")
+    settings = read_settings(method_dir.parent)
+    for key, value in (overrides or {}).items():
+        settings.set(key, value)
+    method = get_method(method_dir.name)
+    model = DocidSeq2Seq.load(method_dir / "model")
+    if not (method_dir / "docids" / "docids.json").exists():
+        raise ValueError(f"{method_dir}: no docids (expected {method_dir / 'docids'})")
+    table = DocIdTable.load(method_dir / "docids")
+    if docs is None and method.needs_corpus:
+        data = settings.data
+        docs = list(load_dataset(data.dataset, data.data_dir, data.qrels_dir).corpus.values())
+    return open_searcher(method, settings, model, table, method_dir, docs, beam)

@@ -1,0 +1,143 @@
+"""What a method is, and the recipe parts several methods share.
+
+A :class:`Method` is a docid scheme (``make_docids``, or ``learn`` for docids that come out of training),
+a training objective and its data, a searcher factory (``open_searcher``: the one way a method folder is
+searched, by ``genir run``, ``search``, ``serve`` and ``transfer`` alike), and report extras. Each family
+of methods lives in one module of this package and registers its methods in ``genir.methods``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from genir.data.collection import Document
+from genir.docids import DocIdTable, PrefixTree
+from genir.search.base import Searcher
+from genir.settings import SearchSettings
+from genir.training import TrainConfig, Trainer
+from genir.training.data import DocidCollator, DocidDataset
+from genir.training.objectives import seq2seq_loss
+from genir.workspace import Workspace
+
+
+@dataclass
+class SearchRequest:
+    """Everything a searcher factory may use: the trained parts of a method folder and the run's settings."""
+
+    model: Any
+    table: DocIdTable | None
+    folder: Path
+    settings: Any  # the method's settings group (None when it has none)
+    search: SearchSettings
+    docs: list[Document] | None = None  # the corpus, for methods whose index is the model's encodings of it
+    beam: int | None = None  # None: search.beam
+    show_progress: bool = False  # a progress bar over query batches (long evaluations)
+
+    @property
+    def name(self) -> str:
+        return self.folder.name
+
+    @property
+    def beam_size(self) -> int:
+        return self.search.beam if self.beam is None else self.beam
+
+
+@dataclass
+class Trained:
+    """A method's trained parts, as the report extras see them."""
+
+    name: str
+    folder: Path
+    model: Any
+    table: DocIdTable
+    info: dict = field(default_factory=dict)
+
+
+def no_extras(*_: Any) -> dict:
+    return {}
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    description: str
+    docids: str  # the docid scheme, in words (``genir methods``)
+    objective_text: str  # the training objective, in words
+    search_mode: str  # how it searches, in words
+    group: str | None = None  # its settings group (``--set GROUP.key=value``)
+    # (workspace, settings, folder) -> DocIdTable, for docids fixed before training
+    make_docids: Callable | None = None
+    # (workspace, settings, folder) -> (model, table, train_info), for docids learned while training
+    learn: Callable | None = None
+    objective: Callable = seq2seq_loss
+    # (workspace, settings, model, table, trie) -> (dataset, collate)
+    training_data: Callable | None = None
+    n_codes: Callable[[DocIdTable], int] = lambda table: table.vocab_size
+    model_extra: Callable[[Any], dict] = lambda settings: {}  # saved with the model (ModelConfig.extra)
+    open_searcher: Callable[[SearchRequest], Searcher] | None = None
+    needs_corpus: bool = False  # its searcher encodes the corpus (SearchRequest.docs) when it opens
+    # zero-shot: (workspace of another corpus, settings, trained model, folder) -> that corpus's docids; None
+    # when the method cannot index a corpus without retraining
+    index_corpus: Callable | None = None
+    # (workspace, settings, Trained, searcher) -> extra result fields; (result) -> markdown lines
+    report: Callable = no_extras
+    render: Callable[[dict], list[str]] = lambda result: []
+
+    def __post_init__(self) -> None:
+        if (self.make_docids is None) == (self.learn is None):
+            raise ValueError(f"{self.name}: give make_docids or learn, not both")
+        if self.open_searcher is None:
+            object.__setattr__(self, "open_searcher", beam_searcher)
+        if self.training_data is None:
+            object.__setattr__(self, "training_data", seq2seq_training_data)
+
+
+# -- shared recipe parts -----------------------------------------------------------------------------
+def train_config(ws: Workspace, **overrides: Any) -> TrainConfig:
+    """The training group as the loop's TrainConfig; a method overrides what its own group sets."""
+    t = ws.settings.training
+    return TrainConfig(**{"epochs": t.epochs, "batch_size": t.batch_size, "lr": t.lr, "encoder_lr": t.encoder_lr,
+                          "seed": t.seed, **overrides})
+
+
+def train(ws: Workspace, model, objective, data: tuple, folder: Path, desc: str, **overrides: Any) -> tuple[dict, list]:
+    """Runs the shared training loop (checkpoints in ``folder``, resumed when present): (info, loss history)."""
+    dataset, collate = data
+    trainer = Trainer(model, objective, dataset, collate, train_config(ws, **overrides), folder, desc=desc)
+    return trainer.train(), trainer.history
+
+
+def model_config(ws: Workspace, n_codes: int, max_docid_length: int, extra: dict, decoder_dim: Any = "model"):
+    """A ModelConfig from the model group (``decoder_dim=None``: the encoder's width, as GLEN needs)."""
+    from genir.models import ModelConfig
+
+    m = ws.settings.model
+    return ModelConfig(n_codes=n_codes, backbone=m.backbone, decoder_layers=m.decoder_layers,
+                       decoder_ff=m.decoder_ff, decoder_dim=m.decoder_dim if decoder_dim == "model" else decoder_dim,
+                       max_docid_length=max_docid_length, query_max_length=m.query_max_length,
+                       doc_max_length=m.doc_max_length, extra=extra)
+
+
+def require_frozen(ws: Workspace, name: str) -> None:
+    if ws.settings.model.encoder != "frozen":
+        raise ValueError(f"{name} trains on cached encoder states here: use --encoder frozen")
+
+
+def seq2seq_training_data(ws: Workspace, settings, model, table: DocIdTable, trie: PrefixTree):
+    """DSI multi-task data: indexing (document text, pseudo-queries) + retrieval (training queries)."""
+    examples = ws.examples()
+    targets = [trie.full_sequence(i) for i in range(len(table))]
+    encoded = ws.encoded(model) if ws.settings.model.encoder == "frozen" else None
+    return (DocidDataset(examples, targets),
+            DocidCollator(examples, targets, model, encoded, ws.settings.model.doc_max_length))
+
+
+def beam_searcher(req: SearchRequest) -> Searcher:
+    """The shared constrained beam search over the docid table, colliding documents in corpus order."""
+    from genir.search.generative import GenerativeSearcher
+
+    return GenerativeSearcher(req.model, req.table, beam=req.beam_size, batch_size=req.search.batch_size,
+                              name=req.name, show_progress=req.show_progress)

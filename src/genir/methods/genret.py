@@ -1,0 +1,142 @@
+"""GenRet (Sun et al., "Learning to Tokenize for Generative Retrieval"): docids learned by discrete
+auto-encoding, one step at a time (progressive training), with diverse clustering; then a seq2seq "fit"
+on the final docids. Documents no training saw are tokenized by the model alone (Q(z | d), Sec. 5.2).
+
+The trainer and its equations are in :mod:`genir.training.genret`; this module puts them together.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import torch
+
+from genir.docids import DocIdTable, PrefixTree
+from genir.methods.base import Method, Trained, model_config, require_frozen, seq2seq_training_data, train
+from genir.models import CodebookSeq2Seq
+from genir.training.genret import GenRetConfig, GenRetData, ProgressiveTrainer
+from genir.training.objectives import seq2seq_loss
+from genir.workspace import Workspace
+
+
+def resolved(ws: Workspace, cfg: GenRetConfig) -> GenRetConfig:
+    """The group with what it takes from the training group: batch size, seed, and the fit's epochs."""
+    t = ws.settings.training
+    return dataclasses.replace(cfg, batch_size=t.batch_size, seed=t.seed,
+                               fit_epochs=t.epochs if cfg.fit_epochs is None else cfg.fit_epochs)
+
+
+def tokenize_texts(model, texts: list[str], max_length: int, device, batch_size: int = 256) -> torch.Tensor:
+    """GenRet Eq. 4 for documents given as text (no cached states): their codes (N, M), on the CPU."""
+    codes = []
+    for s in range(0, len(texts), batch_size):
+        with torch.inference_mode():
+            mem, mask = model.encode_texts(texts[s: s + batch_size], max_length)
+            codes.append(model.assign_codes(mem.to(device), mask.to(device)).cpu())
+    return torch.cat(codes)
+
+
+def learn(ws: Workspace, cfg: GenRetConfig, folder: Path):
+    """Learn docids and the retriever together by progressive discrete auto-encoding, then tokenize the
+    documents no training saw (``--new-docs``) with the tokenization model alone.
+
+    Returns (model, table, train_info); resumes from ``folder/progressive``."""
+    require_frozen(ws, "genret")
+    cfg = resolved(ws, cfg)
+    n = len(ws.doc_ids)
+    model = CodebookSeq2Seq(model_config(ws, cfg.codes, cfg.docid_length(n), {"method": "genret"})).to(ws.device)
+    model.freeze_encoder(True)
+    examples = ws.examples()
+    queries: dict[int, list[int]] = {d: [] for d in examples.doc_text}
+    for t, d, _ in examples.examples:
+        if t != examples.doc_text.get(d):  # the document's own text is its input, not one of its queries
+            queries[d].append(t)
+    data = GenRetData(ws.encoded(model), examples.doc_text, queries, cfg.seed)
+    trainer = ProgressiveTrainer(model, data, n, cfg, folder / "progressive")
+    info = trainer.train()
+    codes = trainer.codes.clone()
+    new = [i for i in range(n) if codes[i, 0] < 0]
+
+    def tokenize_new() -> float:  # documents no training saw: Q(z | d) alone, no retraining
+        start = time.perf_counter()
+        if new:
+            codes[new] = tokenize_texts(model, ws.lead_texts([ws.docs[i] for i in new]),
+                                        ws.settings.model.doc_max_length, ws.device)
+        return time.perf_counter() - start
+
+    new_seconds = tokenize_new()
+    meta = {"length": model.n_steps, "codes": cfg.codes, "new_documents": len(new)}
+    table = DocIdTable(ws.doc_ids, codes.numpy(), cfg.codes, "genret", meta)
+    steps = sum(e["train"]["steps"] + e.get("warmup", {}).get("steps", 0) for e in info["log"])
+    fit_seconds = 0.0
+    if cfg.fit_epochs:
+        data = seq2seq_training_data(ws, cfg, model, table, PrefixTree(table))
+        fit, _ = train(ws, model, seq2seq_loss, data, folder / "progressive" / "fit", "genret fit",
+                       epochs=cfg.fit_epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed)
+        steps, fit_seconds = steps + fit["steps"], fit["seconds"]
+        new_seconds = tokenize_new()  # again, by the model that searches
+        table = DocIdTable(ws.doc_ids, codes.numpy(), cfg.codes, "genret", meta)
+    history = [(i + 1, loss) for i, (_, loss) in enumerate(
+        [h for e in info["log"] for h in e["train"]["history"]])]
+    # training time from the per-step log, so that a resumed run still reports the whole of it
+    progressive_s = sum(e["train"]["seconds"] + e.get("warmup", {}).get("seconds", 0.0) + e.get("kmeans_seconds", 0.0)
+                        for e in info["log"])
+    return model, table, {"seconds": progressive_s + fit_seconds, "steps": steps, "progressive": info["log"],
+                          "fit_seconds": fit_seconds, "new_documents": len(new), "new_doc_seconds": new_seconds,
+                          "history": history, "genret_config": dataclasses.asdict(cfg)}
+
+
+def index_corpus(ws: Workspace, cfg: GenRetConfig, model, folder: Path) -> DocIdTable:
+    """Zero-shot: Q(z | d) tokenizes the new corpus (Eq. 4), as it does new documents."""
+    codes = tokenize_texts(model, ws.lead_texts(ws.docs), ws.settings.model.doc_max_length, ws.device)
+    return DocIdTable(ws.doc_ids, codes.numpy(), model.config.n_codes, "genret", {"zero_shot": True})
+
+
+def nolearn_docids(ws: Workspace, cfg: GenRetConfig, folder: Path) -> DocIdTable:
+    """GenRet's final docids from this run's ``genret`` folder (the "without learning" ablation)."""
+    source = ws.out / "genret" / "docids"
+    if not (source / "docids.json").exists():
+        raise ValueError("genret-nolearn trains on GenRet's docids: run --method genret first (same --out)")
+    table = DocIdTable.load(source)
+    if table.doc_ids != ws.doc_ids:
+        raise ValueError(f"{source}: docids are for another corpus")
+    return table
+
+
+def report(ws: Workspace, cfg: GenRetConfig, trained: Trained, searcher) -> dict:
+    """Diversity and collapse checks of every progressive step."""
+    log = trained.info.get("progressive")
+    if not log:
+        return {}
+    return {"progressive": [{k: v for k, v in e.items() if k not in ("train", "warmup")} for e in log]}
+
+
+def render(result: dict) -> list[str]:
+    prog = result.get("progressive")
+    if not prog:
+        return []
+    lines = [f"{result['name']}: learned docids, progressive steps (diversity d = 1 - sum_j |n_j - n/K| / 2n, "
+             "GenRet Sec. 5.3; 1 = uniform):", "",
+             "| step | diversity d | codes used | largest docid share | distinct prefixes | k-means init d "
+             "| collapsed |", "|---|---|---|---|---|---|---|"]
+    for e in prog:
+        kmeans = e.get("kmeans_diversity")
+        lines.append(f"| {e['step']} | {e['diversity']:.3f} | {e['codes_used']} | {e['largest_docid_share']:.2%} | "
+                     f"{e['distinct_docids']:,} | {'-' if kmeans is None else f'{kmeans:.3f}'} | "
+                     f"{'YES' if e['collapsed'] else 'no'} |")
+    return [*lines, ""]
+
+
+METHODS = [
+    Method("genret", "GenRet: docids learned by discrete auto-encoding, progressive training, diverse clustering",
+           "learned: K codes per step, M steps (Q(z|d), Eq. 3-4)",
+           "reconstruction + commitment + retrieval (Eq. 11), step by step; then seq2seq fit",
+           "constrained beam search over the learned docids", group="genret", learn=learn,
+           index_corpus=index_corpus, report=report, render=render),
+    Method("genret-nolearn", "GenRet ablation 'without learning': a seq2seq retriever trained on GenRet's final "
+           "docids", "GenRet's final docids (run genret first)", "seq2seq cross-entropy to the docid",
+           "constrained beam search over the docid prefix tree", group="genret", make_docids=nolearn_docids),
+]
+GROUPS = {"genret": GenRetConfig}

@@ -1,0 +1,114 @@
+"""Tied-Atomic (Nguyen and Yates, "Generative Retrieval as Dense Retrieval"): atomic docids whose output
+vectors are the model's own encodings of the documents (Eq. 2), trained contrastively with BM25 negatives,
+or by Margin-MSE from teacher scores; searched generatively (one constrained step) or with faiss."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from genir.docids import DocIdTable, PrefixTree, atomic_docids
+from genir.methods.base import Method, SearchRequest, Trained, require_frozen
+from genir.search.tied import TiedAtomicIndex, TiedAtomicSearcher
+from genir.settings import choice
+from genir.training.data import (
+    ContrastiveCollator,
+    ContrastiveDataset,
+    MarginCollator,
+    read_teacher_scores,
+)
+from genir.training.objectives import tied_contrastive_loss, tied_margin_mse_loss
+from genir.workspace import Workspace
+
+
+@dataclass
+class TiedSettings:
+    mode: str = choice("generative", "generative", "dense")  # docid vectors as the output layer | faiss
+    negatives: int = 3  # BM25 negatives per query (plus in-batch negatives)
+    negative_depth: int = 30  # negatives are sampled from BM25's top-k
+    teacher_scores: str | None = None  # tied-atomic-distill: TSV query_id, doc_id, score (or a TREC run)
+
+
+def contrastive_data(ws: Workspace, cfg: TiedSettings, model, table: DocIdTable, trie: PrefixTree):
+    """(query, positive document) pairs from training queries and pseudo-queries, with BM25 top-k negatives
+    (Tied-Atomic Sec. 4: "contrastive loss with BM25 negatives sampled from top-k")."""
+    require_frozen(ws, "tied-atomic")
+    examples = ws.examples()
+    pairs = [(t, d) for t, d, kind in examples.examples
+             if kind == "retrieval" or (kind == "indexing" and t != examples.doc_text.get(d))]
+    query_texts = sorted({t for t, _ in pairs})
+    ranked = ws.bm25().batch_search({str(t): examples.texts[t] for t in query_texts}, cfg.negative_depth)
+    index = {d: i for i, d in enumerate(table.doc_ids)}
+    negatives = {t: [index[h.doc_id] for h in ranked[str(t)]] for t in query_texts}
+    positives: dict[int, set[int]] = {}
+    for t, d in pairs:
+        positives.setdefault(t, set()).add(d)
+    # negatives only among trained documents: held-out ("new") documents stay unseen in training
+    negatives = {t: [d for d in negs if d not in positives[t] and d in examples.doc_text]
+                 for t, negs in negatives.items()}
+    collate = ContrastiveCollator(ws.encoded(model), examples.doc_text, negatives, sorted(examples.doc_text),
+                                  cfg.negatives, ws.settings.training.seed)
+    return ContrastiveDataset(pairs), collate
+
+
+def distillation_data(ws: Workspace, cfg: TiedSettings, model, table: DocIdTable, trie: PrefixTree):
+    """Margin-MSE data: training queries whose positive and at least one other document carry teacher
+    scores (``tied.teacher_scores``: TSV query_id, doc_id, score, or a TREC run)."""
+    if not cfg.teacher_scores:
+        raise ValueError("tied-atomic-distill needs --teacher-scores FILE (query_id, doc_id, score)")
+    require_frozen(ws, "tied-atomic-distill")
+    coll = ws.collection
+    teacher = read_teacher_scores(cfg.teacher_scores, coll.queries, coll.corpus)
+    examples = ws.examples()
+    index = {d: i for i, d in enumerate(table.doc_ids)}
+    text_id = {t: i for i, t in enumerate(examples.texts)}
+    text_of = {q: text_id[coll.queries[q]] for q in teacher if coll.queries[q] in text_id}
+    by_text = {text_of[q]: {index[d]: s for d, s in scores.items() if index[d] in examples.doc_text}
+               for q, scores in teacher.items() if q in text_of}
+    pairs = [(t, d) for t, d, kind in examples.examples
+             if kind == "retrieval" and d in by_text.get(t, {}) and len(by_text[t]) > 1]
+    if not pairs:
+        raise ValueError("no training query has teacher scores for its positive and another document")
+    return (ContrastiveDataset(pairs),
+            MarginCollator(ws.encoded(model), examples.doc_text, by_text, ws.settings.training.seed))
+
+
+def open_searcher(req: SearchRequest) -> TiedAtomicSearcher:
+    """Encode every document into the tied docid matrix; search it generatively or with faiss."""
+    if req.docs is None:
+        raise ValueError(f"{req.folder}: tied docids are encodings of the corpus; give the dataset to encode it")
+    searcher = TiedAtomicSearcher(req.model, TiedAtomicIndex(req.model.decoder.d_model), mode=req.settings.mode,
+                                  name=req.name)
+    searcher.add_documents(req.docs)
+    return searcher
+
+
+def report(ws: Workspace, cfg: TiedSettings, trained: Trained, searcher: TiedAtomicSearcher) -> dict:
+    """Generative and dense inference must agree: both run on the test queries."""
+    return {"mode_agreement": searcher.compare_modes(ws.test_queries, ws.settings.search.k)}
+
+
+def render(result: dict) -> list[str]:
+    a = result.get("mode_agreement")
+    if not a:
+        return []
+    return [f"{result['name']}: generative decoding and faiss search gave the same ranking on "
+            f"{a['same_ranking']} of {a['queries']} queries (ties aside); largest score difference "
+            f"{a['max_score_difference']:.2e}.", ""]
+
+
+_DOCIDS = "atomic, tied to the model's own document encodings (Eq. 2)"
+_SEARCH = "one constrained decoding step over the tied vectors (tied.mode=generative) or faiss (dense)"
+
+METHODS = [
+    Method("tied-atomic", "Tied-Atomic: atomic docids tied to the model's own document encodings", _DOCIDS,
+           "contrastive: in-batch + BM25 top-k negatives", _SEARCH, group="tied",
+           make_docids=lambda ws, cfg, folder: atomic_docids(ws.doc_ids), objective=tied_contrastive_loss,
+           training_data=contrastive_data, n_codes=lambda table: 1, open_searcher=open_searcher, needs_corpus=True,
+           report=report, render=render),
+    Method("tied-atomic-distill", "Tied-Atomic trained by Margin-MSE on teacher scores (--teacher-scores)", _DOCIDS,
+           "Margin-MSE on teacher score margins", _SEARCH, group="tied",
+           make_docids=lambda ws, cfg, folder: atomic_docids(ws.doc_ids), objective=tied_margin_mse_loss,
+           training_data=distillation_data, n_codes=lambda table: 1, open_searcher=open_searcher, needs_corpus=True,
+           report=report, render=render),
+]
+GROUPS = {"tied": TiedSettings}

@@ -1,0 +1,166 @@
+"""The workspace: the shared state every method draws on, computed once per run.
+
+The collection and its splits (test queries, seen/unseen/new-docs subsets, held-out training queries), the
+texts that index documents (pseudo-queries, training queries) and their frozen-encoder states, BM25, the
+dense encoder and document embeddings, and the run folder. Recipes receive a Workspace; it knows no
+method by name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from genir.data import DocAsQuery, load_dataset, load_pseudo_queries, seen_unseen
+from genir.data.collection import Collection, Document
+from genir.data.splits import hold_out
+from genir.io import save_npy, write_json
+from genir.settings import Settings
+from genir.training.data import EncodedTexts, IndexingExamples, build_dsi_examples
+
+
+class Workspace:
+    def __init__(self, settings: Settings, out: str | Path | None = None):
+        self.settings = settings
+        data, training = settings.data, settings.training
+        torch.manual_seed(training.seed)
+        self.collection: Collection = load_dataset(data.dataset, data.data_dir, data.qrels_dir)
+        self.out = Path(out or settings.out or f"runs/{self.collection.name}")
+        self.docs: list[Document] = list(self.collection.corpus.values())
+        self.doc_ids = [d.id for d in self.docs]
+        self.test_split = data.test_split
+        if data.holdout:
+            if not data.train_split:
+                raise ValueError("--holdout needs a training split")
+            kept, held = hold_out(self.collection.qrels_for(data.train_split), data.holdout, training.seed)
+            self.collection.qrels[data.train_split] = kept
+            self.collection.qrels["holdout"] = held
+            self.test_split = "holdout"
+        test = self.collection.qrels_for(self.test_split)
+        self.test_queries = self.collection.split_queries(self.test_split)
+        if data.max_test_queries:
+            self.test_queries = dict(list(self.test_queries.items())[: data.max_test_queries])
+        self.qrels = {q: test[q] for q in self.test_queries}
+        self.subsets: dict[str, set[str]] = {}
+        if self.has_train_split:
+            seen, unseen = seen_unseen(self.collection.qrels[data.train_split], self.qrels)
+            self.subsets = {"seen": seen, "unseen": unseen}
+        # new documents: a slice of the corpus no training example touches; methods index it afterwards
+        # (their own way: tied vectors are encoded, semantic docids are clustered, atomic ones never trained)
+        self.new_doc_ids: set[str] = set()
+        if data.new_docs:
+            n_new = int(round(len(self.doc_ids) * data.new_docs))
+            self.new_doc_ids = set(random.Random(training.seed).sample(self.doc_ids, n_new))
+            self.subsets["new-docs"] = {q for q, r in self.qrels.items()
+                                        if any(g > 0 and d in self.new_doc_ids for d, g in r.items())}
+        self.device = (("cuda" if torch.cuda.is_available() else "cpu") if training.device == "auto"
+                       else training.device)
+        self._dense_encoder = None
+        self._doc_embeddings: np.ndarray | None = None
+        self._examples: IndexingExamples | None = None
+        self._encoded: EncodedTexts | None = None
+        self._bm25 = None
+        self.encode_seconds = 0.0
+
+    @property
+    def has_train_split(self) -> bool:
+        split = self.settings.data.train_split
+        return bool(split) and split in self.collection.qrels
+
+    @property
+    def new_doc_indices(self) -> list[int]:
+        return [i for i, d in enumerate(self.doc_ids) if d in self.new_doc_ids]
+
+    # -- retrievers shared by baselines and methods -------------------------------------------------
+    def bm25(self):
+        """One BM25 index for the baseline and for methods that mine negatives with it."""
+        if self._bm25 is None:
+            from genir.search.bm25 import BM25Searcher
+
+            self._bm25 = BM25Searcher(self.docs)
+        return self._bm25
+
+    def dense_encoder(self):
+        if self._dense_encoder is None:
+            from genir.search.dense import load_sentence_encoder
+
+            self._dense_encoder = load_sentence_encoder(self.settings.dense.model)
+        return self._dense_encoder
+
+    def doc_embeddings(self) -> np.ndarray:
+        """Dense document embeddings, shared by the dense baseline and semantic docids; cached on disk."""
+        path, meta = self.out / "doc_embeddings.npy", self.out / "doc_embeddings.json"
+        model = self.settings.dense.model or "bundled all-MiniLM-L6-v2"
+        if self._doc_embeddings is None and path.exists() and meta.exists() \
+                and json.loads(meta.read_text()).get("model", model) == model:
+            self._doc_embeddings = np.load(path)
+        if self._doc_embeddings is None:
+            start = time.perf_counter()
+            emb = self.dense_encoder().encode([d.full_text for d in self.docs], batch_size=64,
+                                              normalize_embeddings=True, convert_to_numpy=True,
+                                              show_progress_bar=True)
+            save_npy(path, emb)
+            write_json(meta, {"seconds": time.perf_counter() - start, "model": model})
+            self._doc_embeddings = emb
+        return self._doc_embeddings
+
+    # -- texts that index documents -----------------------------------------------------------------
+    def pseudo_queries(self) -> dict[str, list[str]]:
+        data, seed = self.settings.data, self.settings.training.seed
+        if data.pseudo_queries == "docasquery":
+            return DocAsQuery(data.span_words, data.random_spans, seed).generate(self.docs)
+        if data.pseudo_queries.startswith("doc2query:"):
+            from genir.data.pseudo_queries import Doc2Query
+
+            model_name = data.pseudo_queries.split(":", 1)[1]
+            pq = Doc2Query(model_name, n_queries=data.doc2query_n, seed=seed).generate(self.docs)
+        else:
+            pq = load_pseudo_queries(data.pseudo_queries, self.collection.corpus)
+        lead = DocAsQuery(data.span_words, 0).generate(self.docs)  # the document's own text comes first
+        return {d: lead[d] + pq.get(d, []) for d in lead}
+
+    def lead_texts(self, docs: list[Document]) -> list[str]:
+        """The text a document is represented by as model input: its leading span (as in training)."""
+        lead = DocAsQuery(self.settings.data.span_words, 0).generate(docs)
+        return [(lead[d.id] or [d.full_text])[0] for d in docs]
+
+    def examples(self) -> IndexingExamples:
+        """DSI's multi-task examples (indexing texts and training queries -> document), new documents left out."""
+        if self._examples is None:
+            train = self.settings.data.train_split if self.has_train_split else None
+            trained = {d: i for i, d in enumerate(self.doc_ids) if d not in self.new_doc_ids}
+            self._examples = build_dsi_examples(self.collection, self.pseudo_queries(), train, trained)
+        return self._examples
+
+    def train_qrels(self) -> dict[str, dict[int, int]]:
+        """Graded training judgements by document index (documents held out as new are left out)."""
+        if not self.has_train_split:
+            return {}
+        index = {d: i for i, d in enumerate(self.doc_ids) if d not in self.new_doc_ids}
+        return {q: {index[d]: g for d, g in rels.items() if d in index}
+                for q, rels in self.collection.qrels_for(self.settings.data.train_split).items()}
+
+    def encoded(self, model) -> EncodedTexts:
+        """Frozen-encoder states of every training text, shared by all methods on this backbone; kept in
+        ``encoded_texts.safetensors`` so that a resumed run does not encode again (keyed by backbone and texts)."""
+        if self._encoded is None:
+            texts = self.examples().texts
+            max_length = self.settings.model.doc_max_length
+            key = hashlib.sha1("\n".join([self.settings.model.backbone, str(max_length), *texts]).encode()).hexdigest()
+            path, meta = self.out / "encoded_texts.safetensors", self.out / "encoded_texts.json"
+            if path.exists() and meta.exists() and json.loads(meta.read_text()).get("key") == key:
+                self._encoded = EncodedTexts.load(path)
+                self.encode_seconds = float(json.loads(meta.read_text()).get("seconds", 0.0))
+            else:
+                start = time.perf_counter()
+                self._encoded = EncodedTexts(model, texts, max_length)
+                self.encode_seconds = time.perf_counter() - start
+                self._encoded.save(path)
+                write_json(meta, {"key": key, "seconds": self.encode_seconds, "texts": len(texts)})
+        return self._encoded
