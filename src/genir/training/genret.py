@@ -373,7 +373,7 @@ class ProgressiveTrainer:
                                                            self.cfg.seed + t)
                     entry["kmeans_seconds"] = time.perf_counter() - k_start
                     entry["kmeans_diversity"] = diversity(labels, self.cfg.codes)
-                    np.save(init, centroids)
+                    save_npy(init, centroids)
                 with torch.no_grad():
                     self.model.codebooks[t].copy_(torch.from_numpy(centroids).to(device))
             objective = GenRetObjective(t, self.codes, self.data, self.cfg, phase="train")
