@@ -214,10 +214,6 @@ class Settings:
     baselines = property(lambda s: s._top.baselines, lambda s, v: setattr(s._top, "baselines", v))
     out = property(lambda s: s._top.out, lambda s, v: setattr(s._top, "out", v))
 
-    @property
-    def group_names(self) -> list[str]:
-        return list(self._groups)
-
     def group(self, name: str) -> Any:
         return getattr(self, name)
 
@@ -240,11 +236,6 @@ class Settings:
 
     def to_dict(self) -> dict[str, Any]:
         return {**group_to_dict(self._top), **{g: group_to_dict(self.group(g)) for g in self._groups}}
-
-    def copy(self, **top: Any) -> Settings:
-        values = self.to_dict()
-        values.update(top)
-        return Settings(self._groups, values)
 
     def __repr__(self) -> str:
         return f"Settings({self.to_dict()!r})"
