@@ -55,7 +55,19 @@ def test_loads_good_collection_with_grades(tmp_path):
      "duplicate query id 'q1'"),
     (GOOD_CORPUS, GOOD_QUERIES, {"test": [("q1", "nope", 1)]}, "test.tsv:2", "corpus id 'nope' is not in corpus"),
     (GOOD_CORPUS, GOOD_QUERIES, {"test": [("q9", "d1", 1)]}, "test.tsv:2", "query id 'q9' is not in queries"),
-    (GOOD_CORPUS, GOOD_QUERIES, {"test": [("q1", "d1", "high")]}, "test.tsv:2", "score 'high' is not a number"),
+    (GOOD_CORPUS, GOOD_QUERIES, {"test": [("q1", "d1", "high")]}, "test.tsv:2", "grade 'high' is not a number"),
+    (GOOD_CORPUS, GOOD_QUERIES, {"test": [("q1", "d1", "1.7")]}, "test.tsv:2", "grade '1.7' is not a finite integer"),
+    (GOOD_CORPUS, GOOD_QUERIES, {"test": [("q1", "d1", "inf")]}, "test.tsv:2", "grade 'inf' is not a finite integer"),
+    (GOOD_CORPUS, GOOD_QUERIES, {"test": [("q1", "d1", "nan")]}, "test.tsv:2", "grade 'nan' is not a finite integer"),
+    (GOOD_CORPUS, GOOD_QUERIES, {"test": [("q1", "d1", 0), ("q2", "d2", 0)]}, "test.tsv", "no relevant judgement"),
+    (GOOD_CORPUS, GOOD_QUERIES, {"test": []}, "test.tsv", "no judgements"),
+    ([{"_id": "d 1", "text": "x"}], GOOD_QUERIES, None, "corpus.jsonl:1", "contains whitespace"),
+    ([{"_id": "d1", "text": "x", "title": ["a", "list"]}], GOOD_QUERIES, None, "corpus.jsonl:1",
+     "'title' must be a string"),
+    ([{"_id": "d1", "text": ""}, {"_id": "d2", "text": " "}], GOOD_QUERIES, None, "corpus.jsonl",
+     "every document is empty"),
+    (GOOD_CORPUS, [{"_id": "q1", "text": "a"}, {"_id": "q2", "text": ""}], None, "queries.jsonl:2",
+     "query 'q2' has an empty text"),
     (GOOD_CORPUS, GOOD_QUERIES, {"test": [("q1", "d1")]}, "test.tsv:2", "expected 3 tab-separated columns"),
     (GOOD_CORPUS, GOOD_QUERIES, {"test": [("q1", "d1", 1), ("q1", "d1", 2)]}, "test.tsv:3", "duplicate judgement"),
 ])
@@ -65,6 +77,40 @@ def test_bad_input_is_rejected_with_file_line_and_problem(tmp_path, corpus, quer
         load_beir(folder)
     text = str(err.value)
     assert where in text and message in text, text
+
+
+@pytest.mark.parametrize("raw, message", [
+    ('{"_id": "d1", "text": "caf\u00e9"}\n'.encode("utf-16"), "corpus.jsonl:1: the file is UTF-16"),
+    ('{"_id": "d1", "text": "ok"}\n{"_id": "d2", "text": "caf\u00e9"}\n'.encode("latin-1"),
+     "corpus.jsonl:2: not UTF-8: byte 0xe9 at column 27"),
+    (bytes(range(256)) * 4, "corpus.jsonl:1: holds NUL bytes"),
+])
+def test_bytes_that_are_not_utf8_are_named_with_file_and_line(tmp_path, raw, message):
+    folder = write_beir(tmp_path / "enc", GOOD_CORPUS, GOOD_QUERIES)
+    (folder / "corpus.jsonl").write_bytes(raw)
+    with pytest.raises(DataError, match=message.replace("(", r"\(")):
+        load_beir(folder)
+
+
+def test_a_dataset_name_resolves_to_one_place(tmp_path, monkeypatch, shared_datasets):
+    """A ./scifact folder in the working directory does not shadow --data-dir, and an incomplete --data-dir
+    copy is an error, not a fall-back to the $GENIR_DATASETS mirror."""
+    monkeypatch.setenv("GENIR_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("GENIR_DATASETS", str(shared_datasets))
+    monkeypatch.chdir(tmp_path)
+    write_beir(tmp_path / "scifact", GOOD_CORPUS, GOOD_QUERIES, {"test": [("q1", "d1", 1)]})  # a stray ./scifact
+    mine = write_beir(tmp_path / "mine" / "scifact", GOOD_CORPUS[:2], GOOD_QUERIES, {"test": [("q1", "d2", 1)]})
+    c = load_dataset("scifact", data_dir=tmp_path / "mine")
+    assert c.path == mine.resolve() and len(c.corpus) == 2
+    assert len(load_dataset("scifact").corpus) == 5183  # the mirror, not ./scifact
+    assert len(load_dataset("./scifact").corpus) == 3  # a path is read where it points
+    (mine / "queries.jsonl").unlink()
+    with pytest.raises(DataError, match="incomplete dataset folder: no queries.jsonl"):
+        load_dataset("scifact", data_dir=tmp_path / "mine")
+    with pytest.raises(DataError, match="no such dataset folder under --data-dir"):
+        load_dataset("cranfield", data_dir=tmp_path / "mine")
+    # the content hash tells two copies of one collection from two collections
+    assert load_dataset("./scifact").content_hash != c.content_hash
 
 
 def test_missing_files(tmp_path):

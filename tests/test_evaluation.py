@@ -36,7 +36,32 @@ def test_run_file_round_trip(tmp_path):
     results = {"q1": [Hit("d3", 2.5), Hit("d1", 2.5), Hit("d2", -1.0)], "q2": [Hit("d9", 0.1)]}
     path = tmp_path / "r.trec"
     write_run(results, path, tag="t")
-    assert read_run(path) == results
+    back = read_run(path)
+    assert {q: [h.doc_id for h in hits] for q, hits in back.items()} == {"q1": ["d3", "d1", "d2"], "q2": ["d9"]}
+    assert back["q1"][0].score == 2.5 and 2.49999 < back["q1"][1].score < 2.5  # a tie, lowered by one float
     path.write_text("q1 Q0 d1 1 2.0\n")
     with pytest.raises(DataError, match="r.trec:1: expected 6 columns"):
         read_run(path)
+
+
+def test_a_run_file_rescored_by_pytrec_eval_gives_the_reports_figures(tmp_path):
+    """Documents sharing a docid come back tied; trec_eval would re-order them by document id. The run file's
+    scores decrease strictly in the searcher's order, so pytrec_eval, reading the file on its own, agrees
+    with genir's evaluation of the same ranking."""
+    import pytrec_eval
+
+    qrels = {"q1": {"a": 1, "z": 2}, "q2": {"m": 1}}
+    # the searcher ranks z before a, both tied; trec_eval's tie-break (by id) would put a first
+    results = {"q1": [Hit("z", 3.0), Hit("a", 3.0), Hit("b", 3.0), Hit("c", 1.0)],
+               "q2": [Hit("n", 5.0), Hit("m", 5.0), Hit("k", 5.0)]}
+    path = tmp_path / "run.trec"
+    write_run(results, path)
+    with open(path) as f:
+        run = pytrec_eval.parse_run(f)
+    measures = {"ndcg_cut_10", "recip_rank"}
+    by_pytrec = pytrec_eval.RelevanceEvaluator(qrels, measures).evaluate(run)
+    ours = per_query(results, qrels)
+    for q in qrels:
+        assert by_pytrec[q]["ndcg_cut_10"] == pytest.approx(ours[q]["nDCG@10"], abs=1e-12)
+        assert by_pytrec[q]["recip_rank"] == pytest.approx(ours[q]["MRR@100"], abs=1e-12)
+    assert by_pytrec["q2"]["recip_rank"] == 0.5  # m second, as the searcher ranked it (by id it would be first)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -133,6 +134,50 @@ def test_cli_run_evaluate_search_and_errors(scifact_slice, tiny_bert, tmp_path):
     assert res.exit_code == 2 and "unknown settings group 'nosuch'" in res.output
 
 
+def test_a_rerun_never_reports_a_stage_made_with_other_settings_or_data(scifact_slice, tiny_bert, tmp_path):
+    """Same --out, other settings: stop before any work naming the keys; --redo recomputes only what differs."""
+    runner, out = CliRunner(), tmp_path / "stale"
+    base = ["run", "--dataset", str(scifact_slice), "--backbone", tiny_bert, "--method", "dsi-atomic",
+            "--baseline", "bm25", "--epochs", "1", "--out", str(out)]
+    res = runner.invoke(app, [*base, "--beam", "5"])
+    assert res.exit_code == 0, res.output
+    report_md, config = (out / "report.md").read_bytes(), (out / "config.json").read_bytes()
+    weights = out / "dsi-atomic" / "model" / "model.safetensors"
+    trained_at = weights.stat().st_mtime_ns
+    first = json.loads((out / "dsi-atomic" / "result.json").read_text())
+    assert first["fingerprint"] in report_md.decode()
+
+    res = runner.invoke(app, [*base, "--beam", "3"])  # the search part differs
+    assert res.exit_code == 2, res.output
+    assert "dsi-atomic:" in res.output and "search.beam = 5 there, 3 now" in res.output and "bm25:" not in res.output
+    assert (out / "report.md").read_bytes() == report_md and (out / "config.json").read_bytes() == config
+    res = runner.invoke(app, [*base, "--beam", "3", "--set", "training.lr=0.002"])
+    assert res.exit_code == 2 and "training.lr = 0.001 there, 0.002 now" in res.output
+
+    res = runner.invoke(app, [*base, "--beam", "3", "--redo", "dsi-atomic"])  # re-searched, not retrained
+    assert res.exit_code == 0, res.output
+    again = json.loads((out / "dsi-atomic" / "result.json").read_text())
+    assert again["beam"] == 3 and weights.stat().st_mtime_ns == trained_at
+    assert again["fingerprint"] != first["fingerprint"]
+
+    res = runner.invoke(app, [*base, "--beam", "3", "--epochs", "2", "--redo", "dsi-atomic"])  # retrained
+    assert res.exit_code == 0, res.output
+    assert json.loads((out / "dsi-atomic" / "result.json").read_text())["train_steps"] == 2 * again["train_steps"]
+
+    # the same settings on other data: every stage differs by the dataset's content hash
+    changed = tmp_path / "changed"
+    shutil.copytree(scifact_slice, changed)
+    lines = (changed / "corpus.jsonl").read_text().splitlines()
+    lines[0] = json.dumps({**json.loads(lines[0]), "text": "edited"})
+    (changed / "corpus.jsonl").write_text("\n".join(lines) + "\n")
+    res = runner.invoke(app, [*base[:2], str(changed), *base[3:], "--beam", "3", "--epochs", "2"])
+    assert res.exit_code == 2 and "dataset.sha256 = " in res.output and "bm25:" in res.output
+    res = runner.invoke(app, [*base[:2], str(changed), *base[3:], "--beam", "3", "--epochs", "2", "--fresh"])
+    assert res.exit_code == 0, res.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["dataset_path"] == str(changed.resolve()) and len(report["dataset_sha256"]) == 64
+
+
 def test_dense_trained_baseline(scifact_slice, tmp_path):
     report = run(make_settings({"data": {"dataset": str(scifact_slice)}, "baselines": ["dense", "dense-trained"],
                                 "methods": [], "dense": {"epochs": 1, "batch_size": 8, "train_max_length": 64},
@@ -142,7 +187,7 @@ def test_dense_trained_baseline(scifact_slice, tmp_path):
     assert trained["metrics"]["full"]["n"] == zero_shot["metrics"]["full"]["n"] == 25
     # fine-tuning changed the encoder: the run differs from the zero-shot one
     assert trained["metrics"]["full"] != zero_shot["metrics"]["full"]
-    assert (tmp_path / "d" / "baselines" / "dense-trained" / "checkpoints" / "last.pt").exists()
+    assert (tmp_path / "d" / "baselines" / "dense-trained" / "checkpoints" / "step-00000004").is_dir()
 
 
 def test_genret_learns_docids_tokenizes_new_documents_and_feeds_the_ablation(scifact_slice, tiny_bert, tmp_path):
@@ -247,9 +292,15 @@ def test_transfer_indexes_another_corpus_without_retraining(scifact_slice, cisi_
         mem, mask = genret.encode_texts(target.lead_texts(target.docs), settings.model.doc_max_length)
         codes = genret.assign_codes(mem, mask).numpy()
     assert (DocIdTable.load(dst / "genret" / "docids").codes == codes).all()
+    # one method that cannot run does not lose the others' rows: it is reported as failed
     bad = CliRunner().invoke(app, ["transfer", "--from", str(src), "--dataset", str(cisi_slice), "--method",
-                                   "dsi-atomic", "--out", str(tmp_path / "bad")])
-    assert bad.exit_code != 0 and "without retraining" in bad.output
+                                   "dsi-atomic", "--method", "genret", "--baseline", "bm25",
+                                   "--out", str(tmp_path / "bad")])
+    assert bad.exit_code == 2 and "dsi-atomic failed" in bad.output and "without retraining" in bad.output
+    partial = json.loads((tmp_path / "bad" / "report.json").read_text())
+    assert [s["name"] for s in partial["systems"]] == ["bm25", "genret"]
+    assert [f["name"] for f in partial["failed"]] == ["dsi-atomic"]
+    assert "dsi-atomic failed" in (tmp_path / "bad" / "report.md").read_text()
 
 
 def test_merge_and_vanilla_rqvae_on_graded_judgements(cranfield_slice, tiny_bert, tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 import torch
 
@@ -11,7 +13,7 @@ from genir.training import EncodedTexts, IndexingExamples, TrainConfig, Trainer,
 from genir.training.data import DocidCollator, DocidDataset
 
 
-def _setup(tiny_bert, n_docs=12):
+def _setup(tiny_bert, n_docs=12, dropout=0.0):
     texts = [f"document number {i} about topic {i % 3}" for i in range(n_docs)]
     examples = IndexingExamples(texts, [(i, i, "indexing") for i in range(n_docs)])
     table = atomic_docids([f"d{i}" for i in range(n_docs)])
@@ -19,7 +21,7 @@ def _setup(tiny_bert, n_docs=12):
     targets = [trie.full_sequence(i) for i in range(n_docs)]
     torch.manual_seed(0)
     model = DocidSeq2Seq(ModelConfig(n_codes=table.vocab_size, backbone=tiny_bert, decoder_heads=2,
-                                     decoder_ff=64, dropout=0.0))
+                                     decoder_ff=64, dropout=dropout))
     model.freeze_encoder(True)
     encoded = EncodedTexts(model, texts, max_length=16, show_progress=False)
     return model, examples, targets, encoded
@@ -40,12 +42,31 @@ def test_frozen_training_learns_and_leaves_encoder_alone(tiny_bert):
         assert torch.equal(v, before[k]), k
 
 
-def test_killed_run_resumes_to_identical_weights(tiny_bert, tmp_path):
-    cfg = TrainConfig(epochs=3, batch_size=4, lr=1e-3, checkpoint_every=2)
+class NoisyCollate:
+    """A collator that draws from its own generator (as negative samplers do): drops an item at random."""
 
-    model, examples, targets, encoded = _setup(tiny_bert)
-    Trainer(model, seq2seq_loss, DocidDataset(examples, targets), DocidCollator(examples, targets, model, encoded),
-            cfg, tmp_path / "straight", show_progress=False).train()
+    def __init__(self, inner):
+        self.inner, self.rng = inner, random.Random(123)
+
+    def __call__(self, items):
+        if len(items) > 1 and self.rng.random() < 0.5:
+            items = items[: -1]
+        return self.inner(items)
+
+
+def _trainer(tiny_bert, folder, cfg, objective=seq2seq_loss):
+    model, examples, targets, encoded = _setup(tiny_bert, dropout=0.1)
+    collate = NoisyCollate(DocidCollator(examples, targets, model, encoded))
+    return model, Trainer(model, objective, DocidDataset(examples, targets), collate, cfg, folder,
+                          show_progress=False)
+
+
+def test_killed_run_resumes_to_identical_weights(tiny_bert, tmp_path):
+    """Dropout and a collator with its own generator: the resumed run follows the uninterrupted one only if
+    the checkpoint restores every random generator and the position in the epoch."""
+    cfg = TrainConfig(epochs=3, batch_size=4, lr=1e-3, checkpoint_every=2)
+    model, trainer = _trainer(tiny_bert, tmp_path / "straight", cfg)
+    trainer.train()
     straight = {k: v.clone() for k, v in model.state_dict().items()}
 
     calls = {"n": 0}
@@ -56,20 +77,29 @@ def test_killed_run_resumes_to_identical_weights(tiny_bert, tmp_path):
             raise KeyboardInterrupt("killed")
         return seq2seq_loss(m, batch)
 
-    model, examples, targets, encoded = _setup(tiny_bert)
-    ds, collate = DocidDataset(examples, targets), DocidCollator(examples, targets, model, encoded)
+    _, trainer = _trainer(tiny_bert, tmp_path / "killed", cfg, dies_after_five)
     with pytest.raises(KeyboardInterrupt):
-        Trainer(model, dies_after_five, ds, collate, cfg, tmp_path / "killed", show_progress=False).train()
-    assert (tmp_path / "killed" / "last.pt").exists()
-    assert not (tmp_path / "killed" / "last.pt.tmp").exists()
-
-    model, examples, targets, encoded = _setup(tiny_bert)  # a fresh process: new model, same folder
-    trainer = Trainer(model, seq2seq_loss, ds, DocidCollator(examples, targets, model, encoded), cfg,
-                      tmp_path / "killed", show_progress=False)
+        trainer.train()
+    kept = sorted(p.name for p in (tmp_path / "killed").iterdir())
+    assert kept == ["step-00000003", "step-00000004"]  # the newest two (step 3 ends epoch 1), no temporary one
+    assert sorted(p.name for p in (tmp_path / "killed" / "step-00000004").iterdir()) == ["meta.json",
+                                                                                          "state.safetensors"]
+    model, trainer = _trainer(tiny_bert, tmp_path / "killed", cfg)  # a fresh process: new model, same folder
+    random.random(), torch.rand(3)  # the new process's generators are elsewhere
     assert trainer.train()["steps"] == 9
     assert [s for s, _ in trainer.history] == list(range(1, 10))
     for k, v in model.state_dict().items():
-        torch.testing.assert_close(v, straight[k], msg=k)
+        assert torch.equal(v, straight[k]), k
+
+
+def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(tiny_bert, tmp_path):
+    cfg = TrainConfig(epochs=3, batch_size=4, lr=1e-3, checkpoint_every=2)
+    _, trainer = _trainer(tiny_bert, tmp_path / "run", cfg)
+    trainer.train()
+    newest = sorted((tmp_path / "run").iterdir())[-1]
+    (newest / "state.safetensors").write_bytes(b"\x00" * 10)
+    _, trainer = _trainer(tiny_bert, tmp_path / "run", cfg)
+    assert trainer.train()["steps"] == 9  # resumed from the previous checkpoint, trained to the end
 
 
 def test_full_finetuning_updates_encoder(tiny_bert):

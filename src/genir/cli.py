@@ -19,9 +19,12 @@ def _fail(msg: str) -> None:
 
 
 def _load_config_file(path: Path) -> dict:
-    if not path.exists():
+    if not path.is_file():
         _fail(f"{path}: config file not found")
-    text = path.read_text()
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        _fail(f"{path}: cannot parse config (not UTF-8: byte 0x{e.object[e.start]:02x} at offset {e.start})")
     try:
         if path.suffix in (".yaml", ".yml"):
             import yaml
@@ -110,9 +113,14 @@ def run(
     set_: Annotated[list[str] | None, typer.Option("--set", help=(
         "any setting as GROUP.KEY=VALUE, e.g. --set genret.reassign=false --set genret.codes=256; repeat "
         "('genir methods' lists the groups and their keys)"))] = None,
+    redo: Annotated[list[str] | None, typer.Option(
+        help="recompute this stage (a method or baseline) where --out holds it with other settings; repeat")] = None,
+    fresh: Annotated[bool, typer.Option(help="recompute every stage of this run in --out")] = False,
 ) -> None:
-    """Train, index, search and evaluate; write report.md, report.json, run files and plots."""
-    from genir.data.collection import DataError
+    """Train, index, search and evaluate; write report.md, report.json, run files and plots.
+
+    A second run with the same --out reuses each stage made with the same settings and data, and stops
+    (naming the settings that differ) where a stage was made otherwise: --redo NAME or --fresh recompute."""
     from genir.pipeline import run as run_pipeline
 
     flags = {k: v for k, v in locals().items() if k in RUN_FLAGS}
@@ -122,13 +130,30 @@ def run(
         settings.baselines = []
     if no_methods:
         settings.methods = []
+    report = _run_or_fail(lambda: run_pipeline(settings, set(redo or ()), fresh))
+    _show_report(Path(settings.out or f"runs/{report['dataset']}"), report)
+
+
+def _run_or_fail(job):
+    """Run a pipeline job; a bad input (data, settings, run folder) exits with code 2 and its message."""
+    from genir.data.collection import DataError
+
     try:
-        report = run_pipeline(settings)
+        return job()
     except (DataError, KeyError, ValueError) as e:
         _fail(str(e).strip("'\""))
-    out_dir = Path(settings.out or f"runs/{report['dataset']}")
-    typer.echo((out_dir / "report.md").read_text())
-    typer.secho(f"report: {out_dir / 'report.md'}", fg=typer.colors.GREEN)
+
+
+def _show_report(out_dir: Path, report: dict) -> None:
+    """Print the report. When a method failed (the report holds the others' rows), exit with code 2 if
+    every failure was a bad input (data, settings, a damaged folder), else 1."""
+    typer.echo((out_dir / "report.md").read_text(encoding="utf-8"))
+    typer.secho(f"report: {out_dir / 'report.md'} ({len(report['systems'])} systems)", fg=typer.colors.GREEN)
+    failed = report.get("failed") or []
+    for f in failed:
+        typer.secho(f"error: {f['name']} failed: {f['error']}", fg=typer.colors.RED, err=True)
+    if failed:
+        raise typer.Exit(2 if all(f.get("input_error") for f in failed) else 1)
 
 
 @app.command()
@@ -160,9 +185,10 @@ def transfer(
     qrels_dir: Annotated[str | None, typer.Option()] = None,
     beam: Annotated[int | None, typer.Option()] = None,
     out: Annotated[str | None, typer.Option(help="report folder")] = None,
+    redo: Annotated[list[str] | None, typer.Option(help="recompute this stage of --out; repeat")] = None,
+    fresh: Annotated[bool, typer.Option(help="recompute every stage in --out")] = False,
 ) -> None:
     """Zero-shot: models trained in a run folder index another corpus without retraining and search it."""
-    from genir.data.collection import DataError
     from genir.methods import METHODS, read_settings
     from genir.pipeline import transfer as run_transfer
 
@@ -178,13 +204,8 @@ def transfer(
     values["baselines"] = list(baseline) if baseline is not None else ["bm25", "dense"]
     values["out"] = out or f"runs/{Path(dataset).name}-from-{source.name}"
     settings = build_settings(values, {"beam": beam}, None)
-    try:
-        report = run_transfer(source, settings)
-    except (DataError, KeyError, ValueError) as e:
-        _fail(str(e).strip("'\""))
-    typer.echo((Path(settings.out) / "report.md").read_text())
-    typer.secho(f"report: {Path(settings.out) / 'report.md'} ({len(report['systems'])} systems)",
-                fg=typer.colors.GREEN)
+    report = _run_or_fail(lambda: run_transfer(source, settings, set(redo or ()), fresh))
+    _show_report(Path(settings.out), report)
 
 
 @app.command()
@@ -207,7 +228,10 @@ def evaluate(
         results = read_run(run_file)
         qrels = coll.qrels_for(split)
     except (DataError, KeyError, OSError) as e:
-        _fail(str(e))
+        _fail(str(e).strip("'\""))
+    if not set(results) & set(qrels):
+        _fail(f"{run_file}: none of its {len(results)} queries is judged in {coll.name}'s {split} qrels "
+              "(a run of another dataset or split?)")
     subsets = {}
     if train_split and train_split in coll.qrels and train_split != split:
         seen, unseen = seen_unseen(coll.qrels[train_split], qrels)
@@ -253,6 +277,10 @@ def search(
     set_: Annotated[list[str] | None, typer.Option("--set", help=_SEARCH_SET)] = None,
 ) -> None:
     """Search a trained generative retriever, as the run's report did: prints doc ids and scores as JSON lines."""
+    if k < 1:
+        _fail(f"--k: must be at least 1, got {k}")
+    if beam is not None and beam < 1:
+        _fail(f"--beam: must be at least 1, got {beam}")
     searcher = _method_searcher(method_dir, beam, dataset, set_)
     results = searcher.batch_search({str(i): q for i, q in enumerate(query)}, k)
     for i, q in enumerate(query):
@@ -272,6 +300,10 @@ def serve(
     """Serve a searcher over HTTP: GET /search?q=...&k=10, POST /search, GET /health."""
     from genir.serve import make_server
 
+    if not 0 <= port <= 65535:
+        _fail(f"--port: must be between 0 and 65535, got {port}")
+    if beam is not None and beam < 1:
+        _fail(f"--beam: must be at least 1, got {beam}")
     if str(method_dir) == "bm25":
         from genir.data import load_dataset
         from genir.search.bm25 import BM25Searcher

@@ -1,15 +1,18 @@
 """``genir run``: baselines and methods on one collection, each a stage with its own folder, then a report.
 
-Every stage writes its outputs atomically and is skipped when its ``result.json`` exists, so a killed run
-started again with the same ``--out`` resumes (training itself resumes from its last checkpoint). The
-pipeline knows stages, not methods: each method's recipe (``genir.methods``) supplies its docids, model,
-training data, searcher and report extras.
+Every stage writes its outputs atomically and records its fingerprint (``genir.stages``) before anything
+else; a second run with the same ``--out`` reuses a stage only when its fingerprint matches, and otherwise
+stops before any work, naming the settings that differ (``--redo NAME`` / ``--fresh`` recompute). A killed
+run started again resumes (training itself from its last checkpoint). One method that fails is reported as
+failed; the others' rows are written. The pipeline knows stages, not methods: each method's recipe
+(``genir.methods``) supplies its docids, model, training data, searcher and report extras.
 """
 
 from __future__ import annotations
 
 import json
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -27,16 +30,43 @@ from genir.methods.base import Method, Trained, model_config, train, train_confi
 from genir.models import DocidSeq2Seq
 from genir.search.base import Searcher, timed_search
 from genir.settings import Settings
+from genir.stages import STAGE_FILE, Stage, baseline_fingerprint, check_stages, method_fingerprint, short_hash
 from genir.workspace import Workspace
 
 __all__ = ["Pipeline", "make_settings", "run", "transfer"]
 
 
 class Pipeline:
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, redo: set[str] | None = None, fresh: bool = False):
         self.settings = settings
         self.ws = Workspace(settings)
-        self.ws.out.mkdir(parents=True, exist_ok=True)
+        self.redo, self.fresh = set(redo or ()), fresh
+        unknown = self.redo - set(settings.methods) - set(settings.baselines)
+        if unknown:
+            stages = ", ".join(settings.methods + settings.baselines) or "none"
+            raise ValueError(f"--redo {sorted(unknown)[0]}: not a stage of this run (its stages: {stages})")
+        self.stages: dict[str, Stage] = {}
+
+    # -- stage records ------------------------------------------------------------------------------
+    def _common(self) -> dict[str, Any]:
+        from genir import __version__
+
+        return {"genir": __version__, "dataset.sha256": self.ws.collection.content_hash}
+
+    def baseline_stage(self, name: str) -> Stage:
+        folder = self.ws.out / "baselines"
+        search_owned = [folder / f"{name}.json", folder / f"{name}.trec"]
+        return Stage(name, folder / f"{name}.{STAGE_FILE}", [*search_owned, folder / name], search_owned,
+                     baseline_fingerprint(self.settings, name, self._common()))
+
+    def method_stage(self, name: str, transfer_from: Path | None = None) -> Stage:
+        folder = self.ws.out / name
+        fp = method_fingerprint(self.settings, get_method(name).group, self._common())
+        if transfer_from is not None:  # the trained model comes from there: its own record stands for it
+            source = Path(transfer_from) / name / STAGE_FILE
+            fp.train = {**fp.train, "transferred_from": str(Path(transfer_from).resolve()),
+                        "source.stage": short_hash(source.read_text(encoding="utf-8")) if source.exists() else None}
+        return Stage(name, folder / STAGE_FILE, [folder], [folder / "result.json", folder / f"{name}.trec"], fp)
 
     # -- stages ------------------------------------------------------------------------------------
     def evaluate(self, searcher: Searcher, name: str, folder: Path, extra: dict) -> dict:
@@ -54,6 +84,7 @@ class Pipeline:
         if name not in BASELINES:
             raise ValueError(f"unknown baseline {name!r}; choose from {', '.join(BASELINES)}")
         folder.mkdir(parents=True, exist_ok=True)
+        self.stages[name].start()
         start = time.perf_counter()
         searcher, label, extra = BASELINES[name](self.ws)
         index_s = extra.pop("index_seconds", time.perf_counter() - start)
@@ -61,7 +92,8 @@ class Pipeline:
         result = self.evaluate(searcher, name, folder, {
             "label": label, "kind": "baseline", "index_seconds": index_s,
             "indexing_docs_per_second": n / max(index_s, 1e-9),
-            "index_bytes_per_doc": (searcher.index_bytes() or 0) / n, **extra})
+            "index_bytes_per_doc": (searcher.index_bytes() or 0) / n,
+            "fingerprint": self.stages[name].fingerprint.hash, **extra})
         write_json(done, result)
         return result
 
@@ -73,6 +105,8 @@ class Pipeline:
         if done.exists():
             return json.loads(done.read_text())
         folder.mkdir(parents=True, exist_ok=True)
+        self.stages[name].start()
+        seed_everything(self.settings.training.seed)  # a stage's figures do not depend on the stages before it
         start = time.perf_counter()
         docid_s = 0.0
         model_ready = (folder / "model" / "genir_model.json").exists()
@@ -110,7 +144,8 @@ class Pipeline:
             "train_seconds": info["seconds"], "train_steps": info["steps"],
             "encode_seconds": info.get("encode_seconds", 0.0),
             "index_seconds": index_s, "indexing_docs_per_second": len(ws.docs) / max(index_s, 1e-9),
-            "index_bytes_per_doc": searcher.index_bytes() / len(ws.docs), "parameters": info.get("parameters")})
+            "index_bytes_per_doc": searcher.index_bytes() / len(ws.docs), "parameters": info.get("parameters"),
+            "fingerprint": self.stages[name].fingerprint.hash})
         result.update(self._extras(method, cfg, Trained(name, folder, model, table, info), searcher,
                                    result["queries_per_second"]))
         write_json(done, result)
@@ -131,6 +166,7 @@ class Pipeline:
         if method.index_corpus is None:
             raise ValueError(f"{name} cannot index a corpus it was not trained on without retraining")
         folder.mkdir(parents=True, exist_ok=True)
+        self.stages[name].start()
         model = DocidSeq2Seq.load(model_dir).to(ws.device).eval()
         start = time.perf_counter()
         table = method.index_corpus(ws, cfg, model, folder)
@@ -146,11 +182,23 @@ class Pipeline:
             "method": name, "description": method.description, "transferred_from": str(source),
             "beam": self.settings.search.beam, "docids": table.stats(), "train_seconds": 0.0, "train_steps": 0,
             "index_seconds": index_s, "indexing_docs_per_second": len(ws.docs) / max(index_s, 1e-9),
-            "index_bytes_per_doc": searcher.index_bytes() / len(ws.docs), "parameters": model.n_parameters()})
+            "index_bytes_per_doc": searcher.index_bytes() / len(ws.docs), "parameters": model.n_parameters(),
+            "fingerprint": self.stages[name].fingerprint.hash})
         trained = Trained(name, folder, model, table, {"transferred_from": str(source)})
         result.update(method.report(ws, cfg, trained, searcher))
         write_json(done, result)
         return result
+
+    def _failed(self, name: str, error: Exception) -> dict:
+        """A method that could not run: its error in the report and in ``errors/NAME.json`` (with the traceback
+        when it is not an input problem); its stage writes no result, so the next run tries it again."""
+        from genir.data.collection import DataError
+
+        message = str(error).strip("'\"") or type(error).__name__
+        detail = "" if isinstance(error, (DataError, ValueError, KeyError)) else traceback.format_exc()
+        write_json(self.ws.out / "errors" / f"{name}.json", {"name": name, "error": message, "traceback": detail})
+        tqdm.write(f"{name} failed: {message}")
+        return {"name": name, "error": message, "input_error": not detail}
 
     # -- parts of a method stage ---------------------------------------------------------------------
     def _encoder_info(self, model) -> dict:
@@ -196,15 +244,34 @@ class Pipeline:
         trained there indexing this corpus without retraining."""
         start = time.perf_counter()
         ws = self.ws
+        if ws.out.exists() and not ws.out.is_dir():
+            raise ValueError(f"--out {ws.out}: a file is there, not a run folder")
+        if self.settings.methods:
+            ws.check_inputs()
+        for name in self.settings.methods:  # inputs a method cannot use stop the run before any work
+            method = get_method(name)
+            if method.check is not None:
+                method.check(ws, method_settings(self.settings, method))
+        self.stages = {b: self.baseline_stage(b) for b in self.settings.baselines}
+        self.stages.update({m: self.method_stage(m, transfer_from) for m in self.settings.methods})
+        check_stages(list(self.stages.values()), self.redo, self.fresh, ws.out)  # before any work
+        ws.out.mkdir(parents=True, exist_ok=True)
         origin = {"transferred_from": str(transfer_from)} if transfer_from else {}
         write_json(ws.out / "config.json", {**self.settings.to_dict(), **origin})
         results = [self.baseline(b) for b in tqdm(self.settings.baselines, desc="baselines", leave=False)]
+        failed = []
         for name in self.settings.methods:
-            results.append(self.transferred(transfer_from, name) if transfer_from else self.method(name))
+            try:
+                results.append(self.transferred(transfer_from, name) if transfer_from else self.method(name))
+                (ws.out / "errors" / f"{name}.json").unlink(missing_ok=True)
+            except Exception as e:  # noqa: BLE001 - one method's failure must not lose the others' rows
+                failed.append(self._failed(name, e))
         report = {
             "dataset": ws.collection.name, "test_split": ws.test_split,
+            "dataset_path": str(ws.collection.path), "dataset_sha256": ws.collection.content_hash,
             "queries": {"full": len(ws.qrels), **{k: len(v) for k, v in ws.subsets.items()}},
-            "documents": len(ws.docs), "config": self.settings.to_dict(), "systems": results, **origin,
+            "documents": len(ws.docs), "config": self.settings.to_dict(), "systems": results, "failed": failed,
+            **origin,
             "device": (torch.cuda.get_device_name() if ws.device == "cuda"
                        else f"cpu ({torch.get_num_threads()} threads)"),
             "wall_seconds_this_invocation": time.perf_counter() - start,
@@ -214,13 +281,23 @@ class Pipeline:
         return report
 
 
-def run(settings: Settings) -> dict:
-    return Pipeline(settings).run()
+def seed_everything(seed: int) -> None:
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
 
 
-def transfer(source: str | Path, settings: Settings) -> dict:
+def run(settings: Settings, redo: set[str] | None = None, fresh: bool = False) -> dict:
+    return Pipeline(settings, redo, fresh).run()
+
+
+def transfer(source: str | Path, settings: Settings, redo: set[str] | None = None, fresh: bool = False) -> dict:
     """Zero-shot transfer: the methods trained in the run folder ``source`` index ``settings.data.dataset``'s
     corpus and search its test queries without retraining; the baselines run on it as usual."""
     source = Path(source)
     read_settings(source)  # a genir run folder, with readable settings
-    return Pipeline(settings).run(transfer_from=source)
+    return Pipeline(settings, redo, fresh).run(transfer_from=source)

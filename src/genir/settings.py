@@ -5,15 +5,24 @@ declares its own group beside its recipe. A run's settings are one :class:`Setti
 keys (``methods``, ``baselines``, ``out``) plus one attribute per group, read from nested YAML/JSON
 (``training: {epochs: 5}``) and from ``--set group.key=value``, every value typed from its dataclass field.
 
-Field metadata (``dataclasses.field(metadata=...)``):
-- ``choices``: the accepted values of a mode;
+Field metadata (``dataclasses.field(metadata=...)``), declared with the helpers below:
+- ``choices``: the accepted values of a mode (:func:`choice`);
+- ``gt`` / ``ge`` / ``lt``: the range of a number (:func:`positive`, :func:`at_least`, :func:`fraction`);
+  every number is finite, and non-negative unless declared otherwise;
 - ``derived``: not a setting of this group (filled in from another group by the code that uses it), so it
-  is neither read nor written.
+  is neither read nor written;
+- ``runtime``: changes how fast, not what comes out (the device, a search batch size), so a stage made
+  with another value is still valid (left out of the stage fingerprints);
+- ``search``: read only when searching (the beam, a tie-break): a trained model stays valid when it changes.
+
+Every value is checked when it is read (a YAML file, a flag, ``--set``), so a wrong one stops the run
+before anything is written.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -25,12 +34,31 @@ class SettingsError(ValueError):
     """A setting that does not exist or does not fit its declared type; the message names the key."""
 
 
-def choice(default: Any, *choices: Any) -> Any:
-    return field(default=default, metadata={"choices": choices})
+def choice(default: Any, *choices: Any, **meta: Any) -> Any:
+    return field(default=default, metadata={"choices": choices, **meta})
 
 
 def derived(default: Any) -> Any:
     return field(default=default, metadata={"derived": True})
+
+
+def positive(default: Any, **meta: Any) -> Any:
+    """A number > 0 (epochs, rates)."""
+    return field(default=default, metadata={"gt": 0, **meta})
+
+
+def at_least(default: Any, low: float, **meta: Any) -> Any:
+    """A number >= ``low`` (counts: batch sizes, beams, lengths)."""
+    return field(default=default, metadata={"ge": low, **meta})
+
+
+def fraction(default: float, **meta: Any) -> Any:
+    """A share in [0, 1)."""
+    return field(default=default, metadata={"ge": 0, "lt": 1, **meta})
+
+
+def runtime(default: Any, **meta: Any) -> Any:
+    return field(default=default, metadata={"runtime": True, **meta})
 
 
 # -- the shared groups ------------------------------------------------------------------------------
@@ -40,47 +68,47 @@ class DataSettings:
     data_dir: str | None = None  # a folder holding datasets by name
     qrels_dir: str = "qrels"  # the qrels folder inside the dataset (graded variants)
     train_split: str | None = "train"
-    test_split: str = "test"
+    test_split: str = field(default="test", metadata={"search": True})  # the split evaluated
     # tuning: hold out this share of the training queries, train without them and evaluate on them
     # (the test split is not touched); choose hyper-parameters this way, never on test queries
-    holdout: float = 0.0
+    holdout: float = fraction(0.0)
     # new documents: hold this share of the corpus out of all training; the report adds a "new-docs" subset
-    new_docs: float = 0.0
-    max_test_queries: int | None = None
+    new_docs: float = fraction(0.0)
+    max_test_queries: int | None = at_least(None, 1, search=True)
     pseudo_queries: str = "docasquery"  # docasquery | a TSV/JSONL file | doc2query:<model name or path>
-    span_words: int = 64
+    span_words: int = at_least(64, 1)
     random_spans: int = 1
-    doc2query_n: int = 5
+    doc2query_n: int = at_least(5, 1)
 
 
 @dataclass
 class ModelSettings:
     backbone: str = "minilm"  # the bundled MiniLM, or any HF model name or path
     encoder: str = choice("frozen", "frozen", "full")  # frozen (cached states) | full (fine-tune)
-    decoder_layers: int = 2
+    decoder_layers: int = at_least(2, 1)
     # decoder 2 x 256 wide, FFN 512: chosen on held-out SciFact training queries (--holdout 0.2) for
     # quality at beam 100 within half of dense search's speed (see README, "Choosing the decoder")
-    decoder_dim: int | None = 256
-    decoder_ff: int | None = 512
-    doc_max_length: int = 64
-    query_max_length: int = 64
+    decoder_dim: int | None = at_least(256, 1)
+    decoder_ff: int | None = at_least(512, 1)
+    doc_max_length: int = at_least(64, 1)
+    query_max_length: int = at_least(64, 1)
 
 
 @dataclass
 class TrainingSettings:
-    epochs: float = 30
-    batch_size: int = 128
-    lr: float = 1e-3
-    encoder_lr: float = 5e-5
+    epochs: float = positive(30)
+    batch_size: int = at_least(128, 1)
+    lr: float = positive(1e-3)
+    encoder_lr: float = positive(5e-5)
     seed: int = 0
-    device: str = choice("auto", "auto", "cpu", "cuda")  # auto: cuda when available
+    device: str = choice("auto", "auto", "cpu", "cuda", runtime=True)  # auto: cuda when available
 
 
 @dataclass
 class SearchSettings:
-    beam: int = 100
-    k: int = 100
-    batch_size: int = 16  # queries per beam-search batch
+    beam: int = at_least(100, 1, search=True)
+    k: int = at_least(100, 1, search=True)
+    batch_size: int = at_least(16, 1, runtime=True)  # queries per beam-search batch
 
 
 @dataclass
@@ -88,10 +116,10 @@ class DenseSettings:
     """The dense baselines: zero-shot (``dense``) and fine-tuned on the training queries (``dense-trained``)."""
 
     model: str | None = None  # sentence-transformers name or path; None = the bundled all-MiniLM-L6-v2
-    epochs: float = 1
-    batch_size: int = 16
-    train_max_length: int = 128
-    negative_depth: int = 30  # BM25 negatives are sampled from its top-k
+    epochs: float = positive(1)
+    batch_size: int = at_least(16, 2)  # in-batch negatives need two pairs
+    train_max_length: int = at_least(128, 1)
+    negative_depth: int = at_least(30, 1)  # BM25 negatives are sampled from its top-k
 
 
 SHARED_GROUPS: dict[str, type] = {"data": DataSettings, "model": ModelSettings, "training": TrainingSettings,
@@ -115,7 +143,7 @@ def _type_name(tp: Any) -> str:
     return {bool: "true/false", int: "an integer", float: "a number", str: "text"}.get(tp, str(tp))
 
 
-def coerce(tp: Any, value: Any, key: str, choices: tuple = ()) -> Any:
+def coerce(tp: Any, value: Any, key: str, choices: tuple = (), meta: Mapping[str, Any] | None = None) -> Any:
     """``value`` (a parsed YAML/JSON value, or the text of a --set) as type ``tp``, or a SettingsError."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
@@ -123,7 +151,7 @@ def coerce(tp: Any, value: Any, key: str, choices: tuple = ()) -> Any:
             if type(None) in args:
                 return None
         inner = [a for a in args if a is not type(None)]
-        return coerce(inner[0], value, key, choices)
+        return coerce(inner[0], value, key, choices, meta)
     bad = SettingsError(f"{key}: expected {_type_name(tp)}, got {value!r}"
                         + (f" (one of: {', '.join(map(str, choices))})" if choices else ""))
     if origin in (list, tuple):
@@ -131,7 +159,7 @@ def coerce(tp: Any, value: Any, key: str, choices: tuple = ()) -> Any:
         if not isinstance(items, (list, tuple)):
             raise bad
         items = [i.strip() if isinstance(i, str) else i for i in items if i != ""]
-        out = [coerce(args[0], i, key) for i in items]
+        out = [coerce(args[0], i, key, meta=meta) for i in items]
         return tuple(out) if origin is tuple else out
     if tp is bool:
         if isinstance(value, bool):
@@ -158,7 +186,22 @@ def coerce(tp: Any, value: Any, key: str, choices: tuple = ()) -> Any:
         raise bad from None
     if choices and out not in choices:
         raise SettingsError(f"{key}: {out!r} is not one of: {', '.join(map(str, choices))}")
+    if tp in (int, float):
+        check_range(out, key, meta or {})
     return out
+
+
+def check_range(value: float, key: str, meta: Mapping[str, Any]) -> None:
+    """Finite, and within the field's declared range (non-negative when none is declared)."""
+    if not math.isfinite(value):
+        raise SettingsError(f"{key}: expected a finite number, got {value!r}")
+    if "gt" in meta and not value > meta["gt"]:
+        raise SettingsError(f"{key}: must be greater than {meta['gt']}, got {value!r}")
+    low = meta.get("ge", None if "gt" in meta or meta.get("signed") else 0)
+    if low is not None and value < low:
+        raise SettingsError(f"{key}: must be at least {low}, got {value!r}")
+    if "lt" in meta and not value < meta["lt"]:
+        raise SettingsError(f"{key}: must be less than {meta['lt']}, got {value!r}")
 
 
 def group_from_dict(cls: type, values: Mapping[str, Any], name: str) -> Any:
@@ -168,8 +211,8 @@ def group_from_dict(cls: type, values: Mapping[str, Any], name: str) -> Any:
     unknown = sorted(set(values) - set(known))
     if unknown:
         raise SettingsError(f"unknown setting {name}.{unknown[0]}; {name} settings: {', '.join(known)}")
-    kwargs = {k: coerce(known[k][1], v, f"{name}.{k}", known[k][0].metadata.get("choices", ()))
-              for k, v in values.items()}
+    kwargs = {k: coerce(known[k][1], v, f"{name}.{k}", known[k][0].metadata.get("choices", ()),
+                        known[k][0].metadata) for k, v in values.items()}
     try:
         return cls(**kwargs)
     except ValueError as e:  # a group's own consistency checks (__post_init__)

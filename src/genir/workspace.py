@@ -66,6 +66,7 @@ class Workspace:
         self._examples: IndexingExamples | None = None
         self._encoded: EncodedTexts | None = None
         self._bm25 = None
+        self._pseudo_queries: dict[str, list[str]] | None = None
         self.encode_seconds = 0.0
 
     @property
@@ -97,20 +98,29 @@ class Workspace:
         """Dense document embeddings, shared by the dense baseline and semantic docids; cached on disk."""
         path, meta = self.out / "doc_embeddings.npy", self.out / "doc_embeddings.json"
         model = self.settings.dense.model or "bundled all-MiniLM-L6-v2"
-        if self._doc_embeddings is None and path.exists() and meta.exists() \
-                and json.loads(meta.read_text()).get("model", model) == model:
-            self._doc_embeddings = np.load(path)
+        key = {"model": model, "dataset": self.collection.content_hash, "documents": len(self.docs)}
+        if self._doc_embeddings is None and path.exists() and meta.exists():
+            recorded = json.loads(meta.read_text(encoding="utf-8"))
+            if {k: recorded.get(k) for k in key} == key:
+                self._doc_embeddings = np.load(path)
         if self._doc_embeddings is None:
             start = time.perf_counter()
             emb = self.dense_encoder().encode([d.full_text for d in self.docs], batch_size=64,
                                               normalize_embeddings=True, convert_to_numpy=True,
                                               show_progress_bar=True)
             save_npy(path, emb)
-            write_json(meta, {"seconds": time.perf_counter() - start, "model": model})
+            write_json(meta, {"seconds": time.perf_counter() - start, **key})
             self._doc_embeddings = emb
         return self._doc_embeddings
 
     # -- texts that index documents -----------------------------------------------------------------
+    def check_inputs(self) -> None:
+        """Read the indexing files a method will use (a pseudo-query file) now, so that a bad one stops the
+        run before any stage has written anything."""
+        pq = self.settings.data.pseudo_queries
+        if pq != "docasquery" and not pq.startswith("doc2query:"):
+            self._pseudo_queries = load_pseudo_queries(pq, self.collection.corpus)
+
     def pseudo_queries(self) -> dict[str, list[str]]:
         data, seed = self.settings.data, self.settings.training.seed
         if data.pseudo_queries == "docasquery":
@@ -121,7 +131,7 @@ class Workspace:
             model_name = data.pseudo_queries.split(":", 1)[1]
             pq = Doc2Query(model_name, n_queries=data.doc2query_n, seed=seed).generate(self.docs)
         else:
-            pq = load_pseudo_queries(data.pseudo_queries, self.collection.corpus)
+            pq = self._pseudo_queries or load_pseudo_queries(data.pseudo_queries, self.collection.corpus)
         lead = DocAsQuery(data.span_words, 0).generate(self.docs)  # the document's own text comes first
         return {d: lead[d] + pq.get(d, []) for d in lead}
 

@@ -10,7 +10,9 @@ nothing is written, so a failed load leaves nothing behind.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,11 +42,54 @@ Qrels = dict[str, dict[str, int]]  # query id -> document id -> grade
 
 
 def numbered_lines(path: str | Path):
-    """Non-blank lines of a UTF-8 text file with their 1-based numbers, for ``file:line`` errors."""
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
+    """Non-blank lines of a UTF-8 text file with their 1-based numbers, for ``file:line`` errors.
+
+    Decoding is strict: a byte that is not UTF-8, a UTF-16 file or a binary one is a :class:`DataError`
+    naming the line and the byte, never a silent replacement character (a UTF-8 byte-order mark is allowed)."""
+    path = Path(path)
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        raise DataError(path, None, "file not found") from None
+    except IsADirectoryError:
+        raise DataError(path, None, "is a folder, expected a file") from None
+    except OSError as e:
+        raise DataError(path, None, f"cannot read ({e.strerror})") from None
+    with f:
+        for line_no, raw in enumerate(f, 1):
+            if line_no == 1:
+                if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+                    raise DataError(path, 1, "the file is UTF-16; save it as UTF-8")
+                raw = raw.removeprefix(b"\xef\xbb\xbf")
+            if b"\x00" in raw:
+                raise DataError(path, line_no, "holds NUL bytes: a binary or UTF-16 file, not UTF-8 text")
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(path, line_no, f"not UTF-8: byte 0x{raw[e.start]:02x} at column "
+                                               f"{len(raw[: e.start].decode('utf-8', 'replace')) + 1}") from None
             if line.strip():
                 yield line_no, line
+
+
+def check_id(path: str | Path, line_no: int, kind: str, value: str) -> str:
+    """An id as TREC files need it: non-empty, no whitespace (a space would split a run file's columns)."""
+    if not value:
+        raise DataError(path, line_no, f"{kind} id is empty")
+    if any(c.isspace() for c in value):
+        raise DataError(path, line_no, f"{kind} id {value!r} contains whitespace (TREC files split on it)")
+    return value
+
+
+def parse_grade(path: str | Path, line_no: int, text: str) -> int:
+    """A relevance grade: a finite integer (``2`` or ``2.0``); ``1.7``, ``inf`` and ``nan`` are refused."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise DataError(path, line_no, f"grade {text!r} is not a number") from None
+    if not math.isfinite(value) or not value.is_integer():
+        raise DataError(path, line_no, f"grade {text!r} is not a finite integer")
+    return int(value)
 
 
 @dataclass
@@ -56,6 +101,7 @@ class Collection:
     queries: dict[str, str]
     qrels: dict[str, Qrels] = field(default_factory=dict)
     path: Path | None = None
+    content_hash: str | None = None  # sha256 of the files read (see :func:`content_hash`)
 
     @property
     def doc_ids(self) -> list[str]:
@@ -87,14 +133,16 @@ def _read_jsonl(path: Path, kind: str, require_text: bool) -> dict[str, dict]:
             raise DataError(path, line_no, f"expected a JSON object, got {type(row).__name__}")
         if "_id" not in row:
             raise DataError(path, line_no, f"{kind} has no '_id' field")
-        doc_id = str(row["_id"])
-        if not doc_id:
-            raise DataError(path, line_no, f"{kind} has an empty '_id'")
+        if not isinstance(row["_id"], (str, int)) or isinstance(row["_id"], bool):
+            raise DataError(path, line_no, f"{kind} '_id' must be a string, got {type(row['_id']).__name__}")
+        doc_id = check_id(path, line_no, kind, str(row["_id"]))
         if require_text and "text" not in row:
             raise DataError(path, line_no, f"{kind} {doc_id!r} has no 'text' field")
-        text = row.get("text")
-        if text is not None and not isinstance(text, str):
-            raise DataError(path, line_no, f"{kind} {doc_id!r}: 'text' must be a string")
+        for key in ("text", "title"):
+            value = row.get(key)
+            if value is not None and not isinstance(value, str):
+                raise DataError(path, line_no, f"{kind} {doc_id!r}: {key!r} must be a string, "
+                                               f"got {type(value).__name__}")
         if doc_id in rows:
             raise DataError(path, line_no, f"duplicate {kind} id {doc_id!r} (first seen on line "
                                            f"{rows[doc_id]['__line']})")
@@ -117,10 +165,9 @@ def read_qrels(path: str | Path, corpus: dict | None = None, queries: dict | Non
             raise DataError(path, line_no, f"expected 3 tab-separated columns "
                                            f"(query-id, corpus-id, score), got {len(cols)}")
         qid, did, grade_s = (c.strip() for c in cols)
-        try:
-            grade = int(float(grade_s))
-        except ValueError:
-            raise DataError(path, line_no, f"score {grade_s!r} is not a number") from None
+        check_id(path, line_no, "query", qid)
+        check_id(path, line_no, "corpus", did)
+        grade = parse_grade(path, line_no, grade_s)
         if queries is not None and qid not in queries:
             raise DataError(path, line_no, f"query id {qid!r} is not in queries.jsonl")
         if corpus is not None and did not in corpus:
@@ -128,6 +175,10 @@ def read_qrels(path: str | Path, corpus: dict | None = None, queries: dict | Non
         if did in qrels.get(qid, {}):
             raise DataError(path, line_no, f"duplicate judgement for ({qid!r}, {did!r})")
         qrels.setdefault(qid, {})[did] = grade
+    if not qrels:
+        raise DataError(path, None, "no judgements (the file is empty or holds only a header)")
+    if not any(g > 0 for rels in qrels.values() for g in rels.values()):
+        raise DataError(path, None, "no relevant judgement (every grade is <= 0): nothing to evaluate or train on")
     return qrels
 
 
@@ -146,10 +197,30 @@ def load_beir(path: str | Path, name: str | None = None, qrels_dir: str = "qrels
     corpus = {
         d: Document(d, r.get("text") or "", str(r.get("title") or "")) for d, r in corpus_rows.items()
     }
-    queries = {q: r.get("text") or "" for q, r in _read_jsonl(queries_path, "query", True).items()}
+    if not any(doc.full_text.strip() for doc in corpus.values()):
+        raise DataError(corpus_path, None, "every document is empty (no title and no text)")
+    query_rows = _read_jsonl(queries_path, "query", True)
+    for q, r in query_rows.items():
+        if not (r.get("text") or "").strip():
+            raise DataError(queries_path, r["__line"], f"query {q!r} has an empty text")
+    queries = {q: r["text"] for q, r in query_rows.items()}
     qrels: dict[str, Qrels] = {}
     qdir = path / qrels_dir
     if qdir.is_dir():
         for split_file in sorted(qdir.glob("*.tsv")):
             qrels[split_file.stem] = read_qrels(split_file, corpus, queries)
-    return Collection(name or path.name, corpus, queries, qrels, path)
+    files = [corpus_path, queries_path, *(sorted(qdir.glob("*.tsv")) if qdir.is_dir() else [])]
+    return Collection(name or path.name, corpus, queries, qrels, path.resolve(), content_hash(path, files))
+
+
+def content_hash(root: Path, files: list[Path]) -> str:
+    """sha256 over the names (relative to ``root``) and bytes of the files a collection was read from: two
+    folders with the same hash hold the same collection, whatever their place."""
+    h = hashlib.sha256()
+    for f in files:
+        h.update(str(f.relative_to(root)).encode() + b"\0")
+        with open(f, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                h.update(chunk)
+        h.update(b"\0")
+    return h.hexdigest()

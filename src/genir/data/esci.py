@@ -21,7 +21,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from genir.data.collection import Collection, DataError, Document, Qrels
+from genir.data.collection import Collection, DataError, Document, Qrels, content_hash, numbered_lines
 
 ESCI_GRADES = {"E": 3, "S": 2, "C": 1, "I": 0}
 EXAMPLES, PRODUCTS = "shopping_queries_dataset_examples", "shopping_queries_dataset_products"
@@ -51,22 +51,21 @@ def _rows(path: Path) -> Iterator[tuple[int, dict]]:
         for i, row in enumerate(pq.read_table(path).to_pylist(), 1):
             yield i, row
     elif path.suffix == ".jsonl":
-        with open(path, encoding="utf-8") as f:
-            for line_no, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise DataError(path, line_no, f"invalid JSON ({e.msg})") from None
-                if not isinstance(row, dict):
-                    raise DataError(path, line_no, "expected a JSON object")
-                yield line_no, row
+        for line_no, line in numbered_lines(path):
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(path, line_no, f"invalid JSON ({e.msg})") from None
+            if not isinstance(row, dict):
+                raise DataError(path, line_no, "expected a JSON object")
+            yield line_no, row
     else:
-        with open(path, encoding="utf-8", newline="") as f:
+        with open(path, encoding="utf-8", errors="strict", newline="") as f:
             reader = csv.DictReader(f, delimiter="\t" if path.suffix == ".tsv" else ",")
-            for row in reader:
-                yield reader.line_num, row
+            try:
+                yield from ((reader.line_num, row) for row in reader)
+            except UnicodeDecodeError as e:
+                raise DataError(path, reader.line_num + 1, f"not UTF-8 (byte 0x{e.object[e.start]:02x})") from None
 
 
 def _need(path: Path, line: int, row: dict, column: str) -> str:
@@ -123,4 +122,5 @@ def load_esci(folder: str | Path, locale: str = "us", version: str | None = "sma
     absent = wanted - set(corpus)
     if absent:
         raise DataError(products, None, f"{len(absent)} judged products have no row here, e.g. {sorted(absent)[0]!r}")
-    return Collection(name or f"esci-{locale}", corpus, queries, qrels, folder)
+    return Collection(name or f"esci-{locale}", corpus, queries, qrels, folder.resolve(),
+                      content_hash(folder, [examples, products]))

@@ -81,9 +81,11 @@ def load_pseudo_queries(path: str | Path, corpus: dict[str, Document] | None = N
                 row = json.loads(line)
             except json.JSONDecodeError as e:
                 raise DataError(path, line_no, f"malformed JSON ({e.msg})") from None
-            if "doc_id" not in row or not ("query" in row or "queries" in row):
-                raise DataError(path, line_no, "expected fields 'doc_id' and 'query' or 'queries'")
+            if not isinstance(row, dict) or "doc_id" not in row or not ("query" in row or "queries" in row):
+                raise DataError(path, line_no, "expected an object with 'doc_id' and 'query' or 'queries'")
             doc_id, queries = str(row["doc_id"]), row.get("queries") or [row["query"]]
+            if not isinstance(queries, list) or not all(isinstance(q, str) for q in queries):
+                raise DataError(path, line_no, "'query' must be text and 'queries' a list of texts")
         else:
             cols = line.rstrip("\n").split("\t")
             if len(cols) != 2:
@@ -93,4 +95,6 @@ def load_pseudo_queries(path: str | Path, corpus: dict[str, Document] | None = N
         if corpus is not None and doc_id not in corpus:
             raise DataError(path, line_no, f"document id {doc_id!r} is not in the corpus")
         out.setdefault(doc_id, []).extend(q for q in queries if q.strip())
+    if not any(out.values()):
+        raise DataError(path, None, "no pseudo-queries in this file")
     return out

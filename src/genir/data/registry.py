@@ -1,5 +1,11 @@
-"""Find a dataset by name or path: --data-dir, then $GENIR_DATASETS (offline mirror), then the cache,
-then the public BEIR archive (downloaded into the cache, atomically)."""
+"""Find a dataset: a path is read where it points; a name resolves to exactly one place.
+
+A name (``scifact``) is looked up as ``--data-dir/NAME`` when ``--data-dir`` is given (and nowhere else);
+otherwise as ``$GENIR_DATASETS/NAME``, then ``$GENIR_CACHE/datasets/NAME``, then it is downloaded from the
+public BEIR archive into the cache. The first of these folders that exists is the dataset: if it lacks a
+file, that is an error, never a fall-back to the next place. A folder in the working directory is read
+only when written as a path (``./scifact``), so a stray ``./scifact`` cannot shadow the dataset named.
+"""
 
 from __future__ import annotations
 
@@ -34,27 +40,51 @@ def _is_beir_folder(p: Path) -> bool:
 def resolve_dataset(name_or_path: str | Path, data_dir: str | Path | None = None,
                     download: bool = True) -> Path:
     """The folder holding ``name_or_path``; fetches a BEIR dataset into the cache when nowhere else."""
-    p = Path(name_or_path).expanduser()
-    if _is_beir_folder(p):
-        return p
     name = str(name_or_path)
-    if os.sep in name or name.startswith("."):
-        raise DataError(p, None, "no corpus.jsonl and queries.jsonl (BEIR), nor ESCI's "
-                                 "shopping_queries_dataset_examples (ESCI) in this folder")
-    places = [Path(data_dir) if data_dir else None,
-              Path(os.environ["GENIR_DATASETS"]) if os.environ.get("GENIR_DATASETS") else None,
-              cache_dir()]
+    if _is_path(name):
+        p = Path(name).expanduser()
+        if not p.exists():
+            raise DataError(p, None, "no such dataset folder")
+        _require_complete(p)
+        return p
+    if data_dir:
+        places = [Path(data_dir).expanduser()]
+        if not places[0].is_dir():
+            raise DataError(places[0], None, "--data-dir is not a folder")
+    else:
+        places = [Path(os.environ["GENIR_DATASETS"]).expanduser()] if os.environ.get("GENIR_DATASETS") else []
+        places.append(cache_dir())
     for base in places:
-        if base is not None and _is_beir_folder(base / name):
+        if (base / name).exists():
+            _require_complete(base / name)
             return base / name
     if name.startswith("esci"):  # ESCI is not a BEIR archive: the user points at the release's tables
         raise DataError(name, None, "ESCI is read from a local folder holding the release's "
                                     "shopping_queries_dataset_{examples,products} tables (github.com/amazon-"
                                     "science/esci-data); give --dataset that folder, or put it under --data-dir")
+    looked = ", ".join(str(b / name) for b in places)
+    if data_dir:
+        raise DataError(Path(data_dir) / name, None, "no such dataset folder under --data-dir")
     if not download:
-        looked = ", ".join(str(b / name) for b in places if b is not None)
         raise DataError(name, None, f"dataset not found (looked in {looked}) and downloading is off")
+    if name not in BEIR_DATASETS and not os.environ.get("GENIR_BEIR_URL"):
+        raise DataError(name, None, f"no dataset of this name (looked in {looked}); the public BEIR archive "
+                                    f"holds {', '.join(BEIR_DATASETS)}; a folder is given as a path (./{name})")
     return fetch_beir(name)
+
+
+def _is_path(name: str) -> bool:
+    return (os.sep in name or (os.altsep or os.sep) in name or name.startswith((".", "~"))
+            or Path(name).is_absolute())
+
+
+def _require_complete(folder: Path) -> None:
+    if not folder.is_dir():
+        raise DataError(folder, None, "not a folder (expected corpus.jsonl, queries.jsonl, qrels/)")
+    if not _is_beir_folder(folder):
+        missing = [f for f in ("corpus.jsonl", "queries.jsonl") if not (folder / f).is_file()]
+        raise DataError(folder, None, f"incomplete dataset folder: no {' and no '.join(missing)} (BEIR), nor "
+                                      "ESCI's shopping_queries_dataset_examples table")
 
 
 def fetch_beir(name: str, url: str | None = None) -> Path:

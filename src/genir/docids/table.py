@@ -80,22 +80,42 @@ class DocIdTable:
         write_text(folder / "docids.tsv", rows)
         # the header last: a folder with docids.json is complete
         write_text(folder / "docids.json", json.dumps({"scheme": self.scheme, "vocab_size": self.vocab_size,
-                                                       "meta": self.meta}, indent=1))
+                                                       "documents": len(self), "meta": self.meta}, indent=1))
 
     @classmethod
     def load(cls, folder: str | Path) -> DocIdTable:
+        """Read a docid folder; any damage (a missing or truncated file, a code outside the vocabulary, a
+        repeated document) is a DataError naming the file and line."""
+        from genir.data.collection import numbered_lines
+
         folder = Path(folder)
-        header = json.loads((folder / "docids.json").read_text())
-        doc_ids, codes = [], []
-        path = folder / "docids.tsv"
-        with open(path, encoding="utf-8") as f:
-            for line_no, line in enumerate(f, 1):
-                cols = line.rstrip("\n").split("\t")
-                if len(cols) != 2 or not cols[1].strip():
-                    raise DataError(path, line_no, "expected 'doc_id<TAB>code code ...'")
-                try:
-                    codes.append([int(x) for x in cols[1].split()])
-                except ValueError:
-                    raise DataError(path, line_no, "codes must be integers") from None
-                doc_ids.append(cols[0])
-        return cls(doc_ids, codes, header["vocab_size"], header.get("scheme", "custom"), header.get("meta"))
+        head_path, path = folder / "docids.json", folder / "docids.tsv"
+        for p in (head_path, path):
+            if not p.is_file():
+                raise DataError(p, None, "missing: not a complete docid folder")
+        try:
+            header = json.loads(head_path.read_text(encoding="utf-8"))
+            vocab_size = int(header["vocab_size"])
+        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+            raise DataError(head_path, None, f"not a docid header ({type(e).__name__}: {e})") from None
+        doc_ids, codes, seen = [], [], {}
+        for line_no, line in numbered_lines(path):
+            cols = line.rstrip("\n").split("\t")
+            if len(cols) != 2 or not cols[1].strip():
+                raise DataError(path, line_no, "expected 'doc_id<TAB>code code ...'")
+            try:
+                row = [int(x) for x in cols[1].split()]
+            except ValueError:
+                raise DataError(path, line_no, "codes must be integers") from None
+            if any(not 0 <= c < vocab_size for c in row):
+                raise DataError(path, line_no, f"a code outside the vocabulary [0, {vocab_size})")
+            if cols[0] in seen:
+                raise DataError(path, line_no, f"document {cols[0]!r} again (first on line {seen[cols[0]]})")
+            seen[cols[0]] = line_no
+            codes.append(row)
+            doc_ids.append(cols[0])
+        expected = header.get("documents")
+        if expected is not None and expected != len(doc_ids):
+            raise DataError(path, None, f"holds {len(doc_ids)} documents; docids.json says {expected} "
+                                        "(a truncated or edited table)")
+        return cls(doc_ids, codes, vocab_size, header.get("scheme", "custom"), header.get("meta"))

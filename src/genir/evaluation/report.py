@@ -100,7 +100,12 @@ def render_markdown(report: dict, plots: list[str], sections: dict[str, list[str
     q = report["queries"]
     lines.append(f"{report['documents']:,} documents; test queries: " +
                  ", ".join(f"{k} {v}" for k, v in q.items()) + f". Device: {report['device']}.")
+    if report.get("dataset_sha256"):
+        lines.append(f"Dataset read from `{report.get('dataset_path')}`, content sha256 "
+                     f"`{report['dataset_sha256'][:16]}`.")
     lines.append("")
+    for f in report.get("failed") or []:
+        lines += [f"**{f['name']} failed**: {f['error']}", ""]
     for sub in subsets:
         n = systems[0]["metrics"][sub]["n"]
         lines += [f"## Effectiveness, {sub} ({n} queries)", "",
@@ -112,15 +117,19 @@ def render_markdown(report: dict, plots: list[str], sections: dict[str, list[str
         lines.append("")
     lines += ["## Efficiency", "",
               "| system | encoder | training s | indexing docs/s | queries/s (beam 10) "
-              "| queries/s (beam 100 or as run) | index bytes/doc |", "|---|---|---|---|---|---|---|"]
+              "| queries/s (beam 100 or as run) | index bytes/doc | stage fingerprint |",
+              "|---|---|---|---|---|---|---|---|"]
     for s in systems:
         lines.append(
             f"| {s['label']} | {s.get('encoder', '-')} | {_fmt(s.get('train_seconds'), 1)} "
             f"| {_fmt(s.get('indexing_docs_per_second'), 1)} | {_fmt(s.get('queries_per_second_beam10'), 1)} "
-            f"| {_fmt(s.get('queries_per_second'), 1)} | {_fmt(s.get('index_bytes_per_doc'), 0)} |")
+            f"| {_fmt(s.get('queries_per_second'), 1)} | {_fmt(s.get('index_bytes_per_doc'), 0)} "
+            f"| `{s.get('fingerprint', '-')}` |")
     lines += ["", "Generative indexing time = docid assignment + frozen-encoder caching + training. Generative "
               "index bytes = prefix tree + every non-encoder parameter (the model is the index); dense = "
-              "embeddings; BM25 = the sparse score matrix.", ""]
+              "embeddings; BM25 = the sparse score matrix. Stage fingerprint: a hash of what made the row (genir's "
+              "version, the dataset's content, every setting the stage reads; each stage's `stage.json` lists them).",
+              ""]
     gen = [s for s in systems if s.get("kind") == "generative"]
     if gen:
         lines += ["## Docids", "", "| method | distinct | collision rate | largest group | mean length | codes |",

@@ -70,11 +70,16 @@ def read_settings(run_dir: str | Path) -> Settings:
     if not path.exists():
         raise ValueError(f"{run_dir}: not a genir run folder (no config.json)")
     try:
-        values = json.loads(path.read_text())
+        values = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{path}: not readable as JSON ({e})") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: expected a JSON object of settings")
     values.pop("transferred_from", None)
-    return make_settings(values)
+    try:
+        return make_settings(values)
+    except SettingsError as e:
+        raise ValueError(f"{path}: {e}") from None
 
 
 def open_method_folder(method_dir: str | Path, beam: int | None = None, docs: list[Document] | None = None,
@@ -84,20 +89,42 @@ def open_method_folder(method_dir: str | Path, beam: int | None = None, docs: li
     whose index is the model's encodings of the corpus (tied docids) encode ``docs``, or else the run's
     dataset. Raises ValueError when the folder cannot be searched."""
     from genir.data import load_dataset
+    from genir.data.collection import DataError
     from genir.models import DocidSeq2Seq
 
     method_dir = Path(method_dir)
-    if not (method_dir / "model" / "genir_model.json").exists():
-        raise ValueError(f"{method_dir}: no trained model (expected {method_dir / 'model'})")
+    if not method_dir.is_dir():
+        raise ValueError(f"{method_dir}: no such method folder")
+    for part in ("model", "docids"):
+        if not (method_dir / part).is_dir():
+            raise ValueError(f"{method_dir}: not a trained method folder (no {part}/)")
     settings = read_settings(method_dir.parent)
     for key, value in (overrides or {}).items():
         settings.set(key, value)
     method = get_method(method_dir.name)
-    model = DocidSeq2Seq.load(method_dir / "model")
-    if not (method_dir / "docids" / "docids.json").exists():
-        raise ValueError(f"{method_dir}: no docids (expected {method_dir / 'docids'})")
-    table = DocIdTable.load(method_dir / "docids")
-    if docs is None and method.needs_corpus:
+    model = DocidSeq2Seq.load(method_dir / "model")  # strict: every weight present, of its shape
+    table = DocIdTable.load(method_dir / "docids")  # every line whole, codes in the vocabulary
+    check_fits(method_dir, model, table)
+    if docs is None:
         data = settings.data
-        docs = list(load_dataset(data.dataset, data.data_dir, data.qrels_dir).corpus.values())
-    return open_searcher(method, settings, model, table, method_dir, docs, beam)
+        try:
+            docs = list(load_dataset(data.dataset, data.data_dir, data.qrels_dir).corpus.values())
+        except DataError:
+            if method.needs_corpus:
+                raise
+    if docs is not None:
+        absent = set(table.doc_ids) - {d.id for d in docs}
+        if absent:
+            raise ValueError(f"{method_dir / 'docids'}: {len(absent)} documents of the docid table are not in "
+                             f"the corpus (e.g. {sorted(absent)[0]!r}): the folder does not belong to this dataset")
+    return open_searcher(method, settings, model, table, method_dir, docs if method.needs_corpus else None, beam)
+
+
+def check_fits(method_dir: Path, model, table: DocIdTable) -> None:
+    """The docid table and the model of one folder belong together."""
+    if table.vocab_size > model.config.n_codes:
+        raise ValueError(f"{method_dir}: the docids use {table.vocab_size} codes; the model decodes "
+                         f"{model.config.n_codes}")
+    if table.max_length > model.config.max_docid_length:
+        raise ValueError(f"{method_dir}: the docids are {table.max_length} codes long; the model decodes at most "
+                         f"{model.config.max_docid_length}")

@@ -85,6 +85,8 @@ class Method:
     # (workspace, settings, Trained, searcher) -> extra result fields; (result) -> markdown lines
     report: Callable = no_extras
     render: Callable[[dict], list[str]] = lambda result: []
+    # (workspace, settings) -> None: raises on an input this method cannot use, before any stage runs
+    check: Callable | None = None
 
     def __post_init__(self) -> None:
         if (self.make_docids is None) == (self.learn is None):

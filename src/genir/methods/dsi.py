@@ -7,12 +7,13 @@ from dataclasses import dataclass
 
 from genir.docids import DocIdTable, atomic_docids, naive_docids, semantic_docids
 from genir.methods.base import Method
+from genir.settings import at_least
 from genir.workspace import Workspace
 
 
 @dataclass
 class DsiSettings:
-    semantic_c: int = 32  # semantic docids: children per node and leaf size
+    semantic_c: int = at_least(32, 2)  # semantic docids: children per node and leaf size
 
 
 def semantic(ws: Workspace, cfg: DsiSettings, folder) -> DocIdTable:

@@ -94,6 +94,14 @@ def index_corpus(ws: Workspace, cfg: GenRetConfig, model, folder: Path) -> DocId
     return DocIdTable(ws.doc_ids, codes.numpy(), model.config.n_codes, "genret", {"zero_shot": True})
 
 
+def check_nolearn(ws: Workspace, cfg: GenRetConfig) -> None:
+    methods = ws.settings.methods
+    before = methods[: methods.index("genret-nolearn")] if "genret-nolearn" in methods else methods
+    if "genret" not in before and not (ws.out / "genret" / "docids" / "docids.json").exists():
+        raise ValueError("genret-nolearn trains on GenRet's docids: run --method genret first (same --out), "
+                         "or list genret before it")
+
+
 def nolearn_docids(ws: Workspace, cfg: GenRetConfig, folder: Path) -> DocIdTable:
     """GenRet's final docids from this run's ``genret`` folder (the "without learning" ablation)."""
     source = ws.out / "genret" / "docids"
@@ -134,9 +142,10 @@ METHODS = [
            "learned: K codes per step, M steps (Q(z|d), Eq. 3-4)",
            "reconstruction + commitment + retrieval (Eq. 11), step by step; then seq2seq fit",
            "constrained beam search over the learned docids", group="genret", learn=learn,
-           index_corpus=index_corpus, report=report, render=render),
+           index_corpus=index_corpus, report=report, render=render, check=lambda ws, cfg: require_frozen(ws, "genret")),
     Method("genret-nolearn", "GenRet ablation 'without learning': a seq2seq retriever trained on GenRet's final "
            "docids", "GenRet's final docids (run genret first)", "seq2seq cross-entropy to the docid",
-           "constrained beam search over the docid prefix tree", group="genret", make_docids=nolearn_docids),
+           "constrained beam search over the docid prefix tree", group="genret", make_docids=nolearn_docids,
+           check=check_nolearn),
 ]
 GROUPS = {"genret": GenRetConfig}

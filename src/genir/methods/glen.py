@@ -258,7 +258,7 @@ METHODS = [
            "refinement, collision-free inference", "lexical: n vocabulary tokens, from the model (Eq. 2)",
            "phase 1 seq2seq to keyword IDs; phase 2 pairwise + pointwise ranking (Eq. 5-8)", _SEARCH,
            group="glen", learn=learn, open_searcher=open_searcher, index_corpus=index_corpus, report=report,
-           render=render),
+           render=render, check=lambda ws, cfg: require_frozen(ws, "glen")),
     Method("glen-keyword", "GLEN after phase 1 only: fixed keyword IDs (BM25 top-n tokens)",
            "keyword IDs: the document's BM25 top-n tokens (Eq. 4)", "phase 1 only: seq2seq to keyword IDs",
            _SEARCH, group="glen", learn=keyword_learn, open_searcher=open_searcher, index_corpus=index_corpus,

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from genir.docids import DocIdTable, PrefixTree, atomic_docids
 from genir.methods.base import Method, SearchRequest, Trained, require_frozen
 from genir.search.tied import TiedAtomicIndex, TiedAtomicSearcher
-from genir.settings import choice
+from genir.settings import at_least, choice
 from genir.training.data import (
     ContrastiveCollator,
     ContrastiveDataset,
@@ -22,9 +22,9 @@ from genir.workspace import Workspace
 
 @dataclass
 class TiedSettings:
-    mode: str = choice("generative", "generative", "dense")  # docid vectors as the output layer | faiss
+    mode: str = choice("generative", "generative", "dense", search=True)  # docid vectors as the output layer | faiss
     negatives: int = 3  # BM25 negatives per query (plus in-batch negatives)
-    negative_depth: int = 30  # negatives are sampled from BM25's top-k
+    negative_depth: int = at_least(30, 1)  # negatives are sampled from BM25's top-k
     teacher_scores: str | None = None  # tied-atomic-distill: TSV query_id, doc_id, score (or a TREC run)
 
 
@@ -72,6 +72,14 @@ def distillation_data(ws: Workspace, cfg: TiedSettings, model, table: DocIdTable
             MarginCollator(ws.encoded(model), examples.doc_text, by_text, ws.settings.training.seed))
 
 
+def check_distillation(ws: Workspace, cfg: TiedSettings) -> None:
+    """Before any stage runs: the teacher scores are given and read (file and line on a bad one)."""
+    if not cfg.teacher_scores:
+        raise ValueError("tied-atomic-distill needs --teacher-scores FILE (query_id, doc_id, score)")
+    require_frozen(ws, "tied-atomic-distill")
+    read_teacher_scores(cfg.teacher_scores, ws.collection.queries, ws.collection.corpus)
+
+
 def open_searcher(req: SearchRequest) -> TiedAtomicSearcher:
     """Encode every document into the tied docid matrix; search it generatively or with faiss."""
     if req.docs is None:
@@ -104,11 +112,11 @@ METHODS = [
            "contrastive: in-batch + BM25 top-k negatives", _SEARCH, group="tied",
            make_docids=lambda ws, cfg, folder: atomic_docids(ws.doc_ids), objective=tied_contrastive_loss,
            training_data=contrastive_data, n_codes=lambda table: 1, open_searcher=open_searcher, needs_corpus=True,
-           report=report, render=render),
+           report=report, render=render, check=lambda ws, cfg: require_frozen(ws, "tied-atomic")),
     Method("tied-atomic-distill", "Tied-Atomic trained by Margin-MSE on teacher scores (--teacher-scores)", _DOCIDS,
            "Margin-MSE on teacher score margins", _SEARCH, group="tied",
            make_docids=lambda ws, cfg, folder: atomic_docids(ws.doc_ids), objective=tied_margin_mse_loss,
            training_data=distillation_data, n_codes=lambda table: 1, open_searcher=open_searcher, needs_corpus=True,
-           report=report, render=render),
+           report=report, render=render, check=check_distillation),
 ]
 GROUPS = {"tied": TiedSettings}

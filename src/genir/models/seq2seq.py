@@ -14,13 +14,14 @@ The output layer covers only docid codes (+ end-of-docid). Saves and loads as a 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from genir.data.collection import DataError
 from genir.io import atomic_path
 from genir.models.decoder import CodeDecoder
 from genir.models.hf_decoder import HFDecoder
@@ -169,18 +170,56 @@ class DocidSeq2Seq(nn.Module):
 
     @classmethod
     def load(cls, folder: str | Path, map_location: str = "cpu") -> DocidSeq2Seq:
+        """Load a model folder strictly: a missing, damaged or foreign file, an unknown setting in
+        ``genir_model.json`` or a weight that is missing, unknown or of another shape is a DataError naming
+        the file (never a model that silently keeps random weights)."""
         folder = Path(folder)
-        config = ModelConfig(**json.loads((folder / "genir_model.json").read_text()))
+        config = read_model_config(folder)
         architecture = config.extra.get("architecture")
         if cls is DocidSeq2Seq and architecture in ARCHITECTURES:
             cls = ARCHITECTURES[architecture]  # the subclass that saved it (GenRet codebooks, GLEN vocabulary)
+        weights = folder / "model.safetensors"
+        if not weights.is_file():
+            raise DataError(weights, None, "missing: not a complete model folder")
+        try:
+            state = load_file(str(weights), device=map_location)
+        except Exception as e:  # noqa: BLE001 - safetensors raises its own error types for damaged files
+            raise DataError(weights, None, f"not a readable safetensors file ({e})") from None
+        if not (folder / "backbone" / "config.json").is_file():
+            raise DataError(folder / "backbone", None, "missing the backbone's config.json")
         model = cls(config, _hf_dir=str(folder / "backbone"), _from_config=True)
-        state = load_file(str(folder / "model.safetensors"), device=map_location)
-        model.load_state_dict(state, strict=False)
+        own = model.state_dict()
+        missing, unknown = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+        shapes = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
+        if missing or unknown or shapes:
+            parts = [f"{len(v)} {what} (e.g. {v[0]})" for what, v in (("missing weights", missing),
+                     ("unknown weights", unknown), ("weights of another shape", shapes)) if v]
+            raise DataError(weights, None, "does not fit the model in genir_model.json: " + "; ".join(parts))
+        model.load_state_dict(state, strict=True)
         return model.eval()
 
     def n_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+def read_model_config(folder: Path) -> ModelConfig:
+    path = folder / "genir_model.json"
+    if not path.is_file():
+        raise DataError(path, None, "missing: not a genir model folder")
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(path, None, f"not readable as JSON ({e})") from None
+    if not isinstance(values, dict):
+        raise DataError(path, None, "expected a JSON object of model settings")
+    known = {f.name for f in fields(ModelConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown or "n_codes" not in values:
+        raise DataError(path, None, f"unknown setting {unknown[0]!r}" if unknown else "no 'n_codes'")
+    try:
+        return ModelConfig(**values)
+    except TypeError as e:
+        raise DataError(path, None, str(e)) from None
 
 
 def _untie(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

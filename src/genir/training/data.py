@@ -6,6 +6,7 @@ examples (training query -> each relevant document's docid), mixed in one stream
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -213,11 +214,15 @@ def read_teacher_scores(path, queries: dict[str, str] | None = None, corpus: dic
             score = float(cols[2])
         except ValueError:
             raise DataError(path, line_no, f"score {cols[2]!r} is not a number") from None
+        if not math.isfinite(score):
+            raise DataError(path, line_no, f"score {cols[2]!r} is not finite")
         if queries is not None and cols[0] not in queries:
             raise DataError(path, line_no, f"query id {cols[0]!r} is not in queries.jsonl")
         if corpus is not None and cols[1] not in corpus:
             raise DataError(path, line_no, f"document id {cols[1]!r} is not in the corpus")
         out.setdefault(cols[0], {})[cols[1]] = score
+    if not out:
+        raise DataError(path, None, "no teacher scores in this file")
     return out
 
 

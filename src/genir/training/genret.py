@@ -34,33 +34,34 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from genir.docids.balance import constrained_kmeans, diversity, largest_share, sinkhorn
 from genir.io import atomic_path, save_npy, write_text
-from genir.settings import choice, derived
+from genir.settings import at_least, choice, derived, positive
 from genir.training.data import EncodedTexts
-from genir.training.loop import TrainConfig, Trainer
+from genir.training.loop import TrainConfig, Trainer, load_weights
 
 
 @dataclass
 class GenRetConfig:
-    codes: int = 512  # K, codes per step (GenRet Sec. 4.4)
-    length: int | None = None  # M; None: the smallest M with K^M >= headroom x documents
-    headroom: float = 10.0
-    epochs: float = 30  # per progressive step
+    codes: int = at_least(512, 2)  # K, codes per step (GenRet Sec. 4.4)
+    length: int | None = at_least(None, 1)  # M; None: the smallest M with K^M >= headroom x documents
+    headroom: float = positive(10.0)
+    epochs: float = positive(30)  # per progressive step
     warmup_epochs: float = 3  # codebook initialisation warm-up (continuous d_T), per step
     # after the last step: seq2seq training on the final, fixed docids (the authors' code's "fit" stage;
     # the last step trains queries towards re-assigned codes, the stored docids are plain argmax);
     # None: the training group's epochs, the budget DSI trains its retriever with; 0 = off
     fit_epochs: float | None = None
     batch_size: int = derived(128)  # the training group's batch size
-    lr: float = 5e-4  # GenRet Sec. 4.4 (AdamW)
+    lr: float = positive(5e-4)  # GenRet Sec. 4.4 (AdamW)
     reassign: bool = True  # docid re-assignment by Sinkhorn-Knopp during training
     diverse_init: bool = True  # warm-up + constrained k-means codebook initialisation (else random)
-    epsilon: float = 1.0  # Sinkhorn eps (GenRet Sec. 4.4)
-    sinkhorn_iterations: int = 100
+    epsilon: float = positive(1.0)  # Sinkhorn eps (GenRet Sec. 4.4)
+    sinkhorn_iterations: int = at_least(100, 1)
     rec_set: str = choice("bank", "bank", "batch")  # S(z_<t): whole corpus, refreshed, or the batch
     # the warm-up also trains the ranking term of L_Ret (q_T . d_T, in-batch): see GenRetObjective
     warmup_ranking: bool = True
@@ -333,17 +334,18 @@ class ProgressiveTrainer:
         progress = self.folder / "progress.json"
         if not progress.exists():
             return 0
-        state = json.loads(progress.read_text())
+        state = json.loads(progress.read_text(encoding="utf-8"))
         self.codes = torch.from_numpy(np.load(self.folder / "codes.npy"))
-        self.model.load_state_dict(torch.load(self.folder / "model_after_step.pt", map_location="cpu",
-                                              weights_only=True), strict=False)
+        weights = self.folder / "model_after_step.safetensors"
+        load_weights(self.model, load_file(str(weights)), weights, may_lack="encoder.")
         self.log = state["log"]
         return state["steps_done"]
 
     def _save_progress(self, steps_done: int) -> None:
-        state = {k: v for k, v in self.model.state_dict().items() if not k.startswith("encoder.")}
-        with atomic_path(self.folder / "model_after_step.pt") as tmp:
-            torch.save(state, tmp)
+        state = {k: v.detach().clone().contiguous() for k, v in self.model.state_dict().items()
+                 if not k.startswith("encoder.")}
+        with atomic_path(self.folder / "model_after_step.safetensors") as tmp:
+            save_file(state, str(tmp))  # tensors only: no pickle in a run folder
         save_npy(self.folder / "codes.npy", self.codes.numpy())
         # the progress record last: it names a step only once its weights and codes are complete
         write_text(self.folder / "progress.json", json.dumps(

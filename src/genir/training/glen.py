@@ -13,26 +13,27 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from genir.settings import choice, derived
+from genir.settings import at_least, choice, derived, positive
 from genir.training.data import EncodedTexts
 
 
 @dataclass
 class GlenConfig:
-    length: int = 3  # n, identifier tokens (GLEN Sec. 4.4, NQ320k)
-    keyword_epochs: float = 30  # phase 1
-    refine_epochs: float = 10  # phase 2
-    negatives: int = 8  # N_neg per query (Sec. 4.4)
+    length: int = at_least(3, 1)  # n, identifier tokens (GLEN Sec. 4.4, NQ320k)
+    keyword_epochs: float = positive(30)  # phase 1
+    refine_epochs: float = positive(10)  # phase 2
+    negatives: int = at_least(8, 1)  # N_neg per query (Sec. 4.4)
     negative_mode: str = choice("prefix", "prefix", "random")  # prefix-aware dynamic negatives, or random
     lambda_point: float = 0.5  # Eq. 8
     lambda_dist: float = 0.5  # Eq. 7
-    batch_size: int = 32  # queries per step (each with 1 + negatives documents)
-    lr: float = 1e-4
+    batch_size: int = at_least(32, 1)  # queries per step (each with 1 + negatives documents)
+    lr: float = positive(1e-4)
     feed: str = choice("hidden", "hidden", "token")  # decoder input d_<t (GLEN), or e_{z_<t} (the ablation)
-    tie_break: str = choice("cosine", "cosine", "random")  # sharing an identifier: cos(w^q, w^d) (Eq. 9) | random
+    # documents sharing an identifier: ranked by cos(w^q, w^d) (Eq. 9) | in random order
+    tie_break: str = choice("cosine", "cosine", "random", search=True)
     # multiplies d_t . E^T inside Eq. 6's softmax only; 1 = as written. m^-0.5 is the authors' T5 scale:
     # after phase 1 the unscaled softmax is one-hot (bench/glen_refinement.py) and r_t carries no gradient
-    soft_scale: float = 1.0
+    soft_scale: float = positive(1.0)
     seed: int = derived(0)  # the training group's seed
 
     def __post_init__(self) -> None:

@@ -2,26 +2,31 @@
 
 - Runs unchanged under ``torchrun``: when torch.distributed is initialised, batches are sharded with a
   DistributedSampler and the objective runs inside DistributedDataParallel; only rank 0 writes.
-- Checkpoints (trainable weights, optimiser, scheduler, position in the epoch, loss history) are written
-  to a temporary file and renamed, so a killed run never leaves half a checkpoint, and resumes from the
-  last one at the same batch.
+- Checkpoints (``genir.training.checkpoint``: safetensors + JSON) hold the trainable weights, optimiser,
+  scheduler, position in the epoch, loss history and every random generator, so that a killed run resumes
+  at the same batch on the same trajectory: the resumed run's weights equal the uninterrupted run's.
+- A fresh run seeds every generator from the seed and the run's name, so each training run's randomness
+  is its own, whatever ran before it in the process.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
+import random
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm.auto import tqdm
 
-from genir.io import atomic_path
+import genir.training.checkpoint as checkpoint
 
 Objective = Callable[[nn.Module, dict], tuple[torch.Tensor, dict]]
 
@@ -83,18 +88,76 @@ class Trainer:
         return {k: v for k, v in self.model.state_dict().items()
                 if k in trainable or not k.startswith("encoder.")}
 
-    def _save(self, path: Path, optimizer, scheduler, epoch: int, step_in_epoch: int, step: int) -> None:
-        if self.rank != 0:
+    def _generators(self) -> dict:
+        return checkpoint.find_generators({"dataset": self.dataset, "collate": self.collate,
+                                           "objective": self.objective})
+
+    def _seed_everything(self) -> None:
+        """A fresh run: every generator seeded from (seed, this run's name), so that its randomness does
+        not depend on what ran before it (and a run resumed after a kill between runs draws the same)."""
+        seed, name = self.config.seed, self.desc
+        torch.manual_seed(seed)
+        random.seed(seed)
+        np.random.seed(seed)
+        for key, gen in self._generators().items():
+            sub = int.from_bytes(hashlib.sha256(f"{seed}:{name}:{key}".encode()).digest()[:8], "little")
+            if isinstance(gen, random.Random):
+                gen.seed(sub)
+            elif isinstance(gen, np.random.Generator):
+                gen.bit_generator.state = np.random.default_rng(sub).bit_generator.state
+            elif isinstance(gen, np.random.RandomState):
+                gen.seed(sub % 2**32)
+            else:
+                gen.manual_seed(sub)
+
+    def _save(self, optimizer, scheduler, epoch: int, step_in_epoch: int, step: int) -> None:
+        if self.rank != 0 or self.checkpoint_dir is None:
             return
-        with atomic_path(path) as tmp:
-            torch.save({"model": self._trainable_state(), "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(), "epoch": epoch, "step_in_epoch": step_in_epoch,
-                        "step": step, "history": self.history, "config": asdict(self.config),
-                        "world": self.world}, tmp)
+        tensors = {f"model.{k}": v for k, v in self._trainable_state().items()}
+        meta = {"optimizer": checkpoint.optimizer_to_flat(optimizer.state_dict(), tensors),
+                "scheduler": scheduler.state_dict(), "epoch": epoch, "step_in_epoch": step_in_epoch, "step": step,
+                "history": self.history, "config": asdict(self.config), "world": self.world,
+                "random": checkpoint.capture_random_state(self._generators(), tensors)}
+        checkpoint.save(self.checkpoint_dir, step, tensors, meta)
+
+    def _load(self, optimizer, scheduler) -> tuple[int, int, int] | None:
+        """(epoch, step in epoch, step) of the newest checkpoint, with every state restored; None: fresh."""
+        found = checkpoint.load_latest(self.checkpoint_dir) if self.checkpoint_dir else None
+        if found is None:
+            return None
+        tensors, meta, path = found
+        if meta.get("config") != asdict(self.config) or meta.get("world") != self.world:
+            raise checkpoint.CheckpointError(f"{path}: made with other training settings "
+                                             f"({meta.get('config')}, {meta.get('world')} processes)")
+        load_weights(self.model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, path,
+                     may_lack="encoder.")
+        optimizer.load_state_dict(checkpoint.optimizer_from_flat(meta["optimizer"], tensors))
+        scheduler.load_state_dict(meta["scheduler"])
+        checkpoint.restore_random_state(meta["random"], self._generators(), tensors)
+        self.history = [tuple(h) for h in meta["history"]]
+        if self.rank == 0:
+            tqdm.write(f"{self.desc}: resumed from {path} at step {meta['step']}")
+        return meta["epoch"], meta["step_in_epoch"], meta["step"]
+
+    def _batches(self, epoch: int, skip: int) -> DataLoader:
+        """This epoch's batches from batch ``skip`` on: the epoch's order is a function of (seed, epoch), and
+        the batches before ``skip`` are not drawn again (so no collator draws twice)."""
+        cfg = self.config
+        if self.world > 1:
+            sampler = DistributedSampler(self.dataset, shuffle=True, seed=cfg.seed)
+            sampler.set_epoch(epoch)
+            order = list(sampler)
+        else:
+            generator = torch.Generator().manual_seed(cfg.seed + epoch)
+            order = torch.randperm(len(self.dataset), generator=generator).tolist()
+        # a generator of its own: a DataLoader draws a worker seed when iterated, which would otherwise take
+        # a number from the global generator (dropout's) at a moment a resumed run does not repeat
+        return DataLoader(self.dataset, batch_size=cfg.batch_size, sampler=order[skip * cfg.batch_size:],
+                          collate_fn=self.collate, drop_last=False, generator=torch.Generator().manual_seed(epoch))
 
     def train(self) -> dict:
         cfg = self.config
-        torch.manual_seed(cfg.seed)
+        self._seed_everything()
         module = _ObjectiveModule(self.model, self.objective)
         if self.world > 1:
             module = nn.parallel.DistributedDataParallel(module)
@@ -110,17 +173,7 @@ class Trainer:
             return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-        epoch, skip, step = 0, 0, 0
-        ckpt = self.checkpoint_dir / "last.pt" if self.checkpoint_dir else None
-        if ckpt and ckpt.exists():
-            state = torch.load(ckpt, map_location="cpu", weights_only=True)  # tensors and plain values only
-            self.model.load_state_dict(state["model"], strict=False)
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            epoch, skip, step, self.history = (state["epoch"], state["step_in_epoch"], state["step"],
-                                               state["history"])
-            if self.rank == 0:
-                tqdm.write(f"{self.desc}: resumed from {ckpt} at step {step}")
+        epoch, skip, step = self._load(optimizer, scheduler) or (0, 0, 0)
         start = time.perf_counter()
         self.model.train()
         frozen_encoder = not any(p.requires_grad for n, p in self.model.named_parameters()
@@ -129,16 +182,7 @@ class Trainer:
         bar = tqdm(total=total_steps, initial=step, desc=self.desc, disable=not self.show_progress)
         last_logs: dict = {}
         while step < total_steps:
-            if self.world > 1:
-                sampler = DistributedSampler(self.dataset, shuffle=True, seed=cfg.seed)
-                sampler.set_epoch(epoch)
-            else:
-                sampler = RandomSampler(self.dataset, generator=torch.Generator().manual_seed(cfg.seed + epoch))
-            loader = DataLoader(self.dataset, batch_size=cfg.batch_size, sampler=sampler,
-                                collate_fn=self.collate, drop_last=False)
-            for i, batch in enumerate(loader):
-                if i < skip:
-                    continue
+            for i, batch in enumerate(self._batches(epoch, skip), skip):
                 if frozen_encoder and hasattr(self.model, "encoder"):
                     self.model.encoder.eval()
                 batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
@@ -153,14 +197,28 @@ class Trainer:
                 self.history.append((step, float(loss.detach())))
                 bar.update(1)
                 bar.set_postfix({k: f"{v:.3f}" for k, v in last_logs.items()}, refresh=False)
-                if ckpt and cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
-                    self._save(ckpt, optimizer, scheduler, epoch, i + 1, step)
+                if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
+                    self._save(optimizer, scheduler, epoch, i + 1, step)
                 if step >= total_steps:
                     break
             epoch, skip = epoch + 1, 0
-            if ckpt:
-                self._save(ckpt, optimizer, scheduler, epoch, 0, step)
+            self._save(optimizer, scheduler, epoch, 0, step)
         bar.close()
         self.model.eval()
         return {"steps": step, "seconds": time.perf_counter() - start, "final": last_logs,
                 "epochs": cfg.epochs, "world_size": self.world}
+
+
+def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str | Path, may_lack: str = "") -> None:
+    """Strict loading: every weight of ``state`` must belong to the model with its shape, and every model
+    weight must be in ``state`` (except those under ``may_lack``, e.g. a frozen encoder not saved)."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state and not (may_lack and k.startswith(may_lack))]
+    unexpected = [k for k in state if k not in own]
+    shapes = [k for k in state if k in own and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shapes:
+        parts = [f"{len(v)} {what} (e.g. {v[0]})" for what, v in
+                 (("missing weights", missing), ("unknown weights", unexpected), ("weights of another shape", shapes))
+                 if v]
+        raise checkpoint.CheckpointError(f"{source}: does not fit the model: " + "; ".join(parts))
+    model.load_state_dict(state, strict=False)

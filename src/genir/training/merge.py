@@ -18,25 +18,25 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from genir.settings import derived
+from genir.settings import at_least, derived, positive
 from genir.training.objectives import memory_of
 
 
 @dataclass
 class MergeConfig:
-    levels: int = 4  # m (MERGE Sec. 4.1: docid length 4)
-    codes: int = 256  # K per level
-    latent_dim: int = 32
+    levels: int = at_least(4, 1)  # m (MERGE Sec. 4.1: docid length 4)
+    codes: int = at_least(256, 2)  # K per level
+    latent_dim: int = at_least(32, 1)
     hidden: tuple[int, ...] = (512, 256, 128, 64)
     commitment: float = 1.0  # alpha of Eq. 2 (Appendix C)
-    epochs: float = 300  # RQ-VAE (Sec. 4.1)
-    batch_size: int = 2048
-    lr: float = 1e-3
+    epochs: float = positive(300)  # RQ-VAE (Sec. 4.1)
+    batch_size: int = at_least(2048, 1)
+    lr: float = positive(1e-3)
     weight_decay: float = 1e-4
     lambda_align: float = 0.01  # lambda_1, Eq. 8
     lambda_rel: float = 0.001  # lambda_2, Eq. 8
     betas: tuple[float, ...] | None = None  # beta_l, Eq. 7 (None: see level_weights)
-    temperature: float = 0.7  # tau of Eq. 5 (Appendix C)
+    temperature: float = positive(0.7)  # tau of Eq. 5 (Appendix C)
     margin: float = 0.2  # gamma of Eq. 6 (Appendix C)
     # ablation switches (MERGE Table 2); relevance=False is the vanilla RQ-VAE baseline
     relevance: bool = derived(True)  # set by the method: merge (True) or rqvae (False)

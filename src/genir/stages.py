@@ -1,0 +1,161 @@
+"""Stage fingerprints: a stage of a run folder is reused only when it was made the way this run would make it.
+
+A stage (a baseline, or a method) records in ``stage.json`` what determines its output, before it writes
+anything else: genir's version, the dataset's content hash, and every setting it reads (runtime settings
+such as the device left out). A method's fingerprint has two parts: ``train`` (docids and model) and
+``search`` (the settings only search reads: beam, k, tie-break, the test split). When a run meets a stage
+folder, the recorded fingerprint must equal the current one; otherwise the run stops before any work and
+names the keys that differ, unless the stage is to be recomputed (``--redo NAME`` or ``--fresh``): then
+only the parts that differ are removed (a new beam re-searches the trained model; new epochs retrain).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from genir.io import write_json
+from genir.settings import Settings, settable_fields
+
+STAGE_FILE = "stage.json"
+# the data settings a baseline reads (a method reads the whole data group)
+COLLECTION_KEYS = ("data.dataset", "data.qrels_dir", "data.train_split", "data.test_split", "data.holdout",
+                   "data.new_docs", "data.max_test_queries")
+
+
+def flat_settings(settings: Settings, groups: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(train keys, search keys) of the named groups as ``group.key -> value``; runtime keys left out."""
+    train, search = {}, {}
+    for name in groups:
+        group = settings.group(name)
+        for key, (f, _) in settable_fields(type(group)).items():
+            if f.metadata.get("runtime"):
+                continue
+            value = getattr(group, key)
+            (search if f.metadata.get("search") else train)[f"{name}.{key}"] = (
+                list(value) if isinstance(value, tuple) else value)
+    return train, search
+
+
+def short_hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+@dataclass
+class Fingerprint:
+    """What determines a stage: ``train`` (its docids and model; empty for a baseline) and ``search``."""
+
+    train: dict[str, Any] = field(default_factory=dict)
+    search: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"train": self.train, "search": self.search, "hash": short_hash([self.train, self.search])}
+
+    @property
+    def hash(self) -> str:
+        return short_hash([self.train, self.search])
+
+
+def method_fingerprint(settings: Settings, group: str | None, common: dict[str, Any]) -> Fingerprint:
+    train, search = flat_settings(settings, ["data", "model", "training", "search"] + ([group] if group else []))
+    train.pop("data.data_dir", None)  # where the dataset lies: its content hash stands for it
+    train["dense.model"] = settings.dense.model  # semantic docids cluster its embeddings
+    return Fingerprint({**common, **train}, search)
+
+
+def baseline_fingerprint(settings: Settings, name: str, common: dict[str, Any]) -> Fingerprint:
+    """A baseline reads the collection settings and k; dense ones their encoder; ``dense-trained`` also
+    trains (its ``train`` part: the dense group and the seed)."""
+    train, search = flat_settings(settings, ["data", "search", "dense", "training"])
+    keys = {**train, **search}
+    wanted = list(COLLECTION_KEYS) + ["search.k"]
+    if settings.data.holdout or settings.data.new_docs:
+        wanted.append("training.seed")  # draws the held-out queries and the new documents
+    if name in ("dense", "dense-trained"):
+        wanted.append("dense.model")
+    trained = [k for k in keys if k.startswith("dense.")] + ["training.seed"] if name == "dense-trained" else []
+    return Fingerprint({k: keys[k] for k in trained},
+                       {**common, **{k: keys[k] for k in dict.fromkeys(wanted) if k not in trained}})
+
+
+def _differences(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    out = []
+    for key in sorted(set(recorded) | set(current)):
+        if key not in current:
+            out.append(f"{key} = {recorded[key]!r} there, not a setting now")
+        elif key not in recorded:
+            out.append(f"{key} not recorded there, {current[key]!r} now")
+        elif json.dumps(recorded[key], default=str) != json.dumps(current[key], default=str):
+            out.append(f"{key} = {recorded[key]!r} there, {current[key]!r} now")
+    return out
+
+
+@dataclass
+class Stage:
+    """One stage of a run folder: its record file, the files it owns, and the files its search part owns."""
+
+    name: str
+    record: Path  # stage.json
+    owned: list[Path]  # everything the stage writes (removed when its train part is redone)
+    search_owned: list[Path]  # what searching writes (removed when only its search part is redone)
+    fingerprint: Fingerprint
+
+    def exists(self) -> bool:
+        return self.record.exists() or any(p.exists() for p in self.owned)
+
+    def recorded(self) -> dict[str, Any] | None:
+        if not self.record.exists():
+            return None
+        try:
+            value = json.loads(self.record.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            return None
+        return value if isinstance(value, dict) else None
+
+    def differences(self) -> tuple[list[str], list[str]]:
+        """(train differences, search differences) between the folder's record and this run."""
+        if not self.exists():
+            return [], []
+        rec = self.recorded()
+        if rec is None:
+            return [f"{self.record} is missing or unreadable: made by an earlier genir, or cut short"], []
+        return (_differences(rec.get("train") or {}, self.fingerprint.train),
+                _differences(rec.get("search") or {}, self.fingerprint.search))
+
+    def start(self) -> None:
+        """Record the fingerprint before the stage writes anything else (a killed stage is checked too)."""
+        write_json(self.record, self.fingerprint.to_dict())
+
+    def clear(self, search_only: bool) -> None:
+        for p in (self.search_owned if search_only else [*self.owned, self.record]):
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
+
+
+class StaleStageError(ValueError):
+    """A run folder holds stages made with other settings or data; the message names the keys."""
+
+
+def check_stages(stages: list[Stage], redo: set[str], fresh: bool, out: Path) -> None:
+    """Before any work: stages to recompute are cleared (only the part that differs); any other stage whose
+    record differs from this run stops the run with every difference named."""
+    problems = []
+    for stage in stages:
+        train, search = stage.differences()
+        if not (train or search):
+            continue
+        if fresh or stage.name in redo:
+            stage.clear(search_only=not train)
+            continue
+        problems.append(f"  {stage.name}:\n" + "\n".join(f"    {d}" for d in train + search))
+    if problems:
+        names = " ".join(f"--redo {p.split(':')[0].strip()}" for p in problems)
+        raise StaleStageError(
+            f"{out} holds stages made with other settings or data; nothing was run:\n" + "\n".join(problems)
+            + f"\nRecompute them with {names} (or --fresh for every stage), or choose another --out.")
