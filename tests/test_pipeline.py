@@ -187,7 +187,7 @@ def test_dense_trained_baseline(scifact_slice, tmp_path):
     assert trained["metrics"]["full"]["n"] == zero_shot["metrics"]["full"]["n"] == 25
     # fine-tuning changed the encoder: the run differs from the zero-shot one
     assert trained["metrics"]["full"] != zero_shot["metrics"]["full"]
-    assert (tmp_path / "d" / "baselines" / "dense-trained" / "checkpoints" / "step-00000004").is_dir()
+    assert list((tmp_path / "d" / "baselines" / "dense-trained" / "checkpoints").glob("step-*/state.safetensors"))
 
 
 def test_genret_learns_docids_tokenizes_new_documents_and_feeds_the_ablation(scifact_slice, tiny_bert, tmp_path):
@@ -355,14 +355,15 @@ def test_search_and_serve_rank_exactly_as_the_report(scifact_slice, tiny_bert, t
     for name in ("tied-atomic", "glen"):
         folder = out / name
         reported = {q: [h.doc_id for h in hits] for q, hits in read_run(folder / f"{name}.trec").items()}
-        if name == "glen":  # the random order within an identifier is exercised: some ranking holds a tie
-            assert any(len(h) > len({round(x.score, 6) for x in h}) for h in read_run(folder / "glen.trec").values())
         res = CliRunner().invoke(app, ["search", str(folder), *queries.values(), "--k", "100"])
         assert res.exit_code == 0, res.output
         lines = [json.loads(line) for line in res.output.strip().splitlines()]
         assert [[d for d, _ in line["hits"]] for line in lines] == [reported[q] for q in queries]
         searcher = open_method_folder(folder)
         assert getattr(searcher, "mode", "dense") == "dense" and getattr(searcher, "tie_mode", "random") == "random"
+        if name == "glen":  # the random order within an identifier is exercised: some ranking holds a tie
+            ranked = searcher.batch_search(queries, 100).values()
+            assert any(len(h) > len({x.score for x in h}) for h in ranked)
         server = make_server(searcher, "127.0.0.1", 0)
         import threading
 

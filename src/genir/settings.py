@@ -102,6 +102,7 @@ class TrainingSettings:
     encoder_lr: float = positive(5e-5)
     seed: int = 0
     device: str = choice("auto", "auto", "cpu", "cuda", runtime=True)  # auto: cuda when available
+    checkpoint_every: int = at_least(200, 0, runtime=True)  # steps between checkpoints (and every epoch's end)
 
 
 @dataclass

@@ -104,7 +104,7 @@ def open_method_folder(method_dir: str | Path, beam: int | None = None, docs: li
     method = get_method(method_dir.name)
     model = DocidSeq2Seq.load(method_dir / "model")  # strict: every weight present, of its shape
     table = DocIdTable.load(method_dir / "docids")  # every line whole, codes in the vocabulary
-    check_fits(method_dir, model, table)
+    check_fits(method, method_dir, model, table)
     if docs is None:
         data = settings.data
         try:
@@ -120,10 +120,10 @@ def open_method_folder(method_dir: str | Path, beam: int | None = None, docs: li
     return open_searcher(method, settings, model, table, method_dir, docs if method.needs_corpus else None, beam)
 
 
-def check_fits(method_dir: Path, model, table: DocIdTable) -> None:
+def check_fits(method: Method, method_dir: Path, model, table: DocIdTable) -> None:
     """The docid table and the model of one folder belong together."""
-    if table.vocab_size > model.config.n_codes:
-        raise ValueError(f"{method_dir}: the docids use {table.vocab_size} codes; the model decodes "
+    if method.n_codes(table) > model.config.n_codes:
+        raise ValueError(f"{method_dir}: the docids use {method.n_codes(table)} codes; the model decodes "
                          f"{model.config.n_codes}")
     if table.max_length > model.config.max_docid_length:
         raise ValueError(f"{method_dir}: the docids are {table.max_length} codes long; the model decodes at most "

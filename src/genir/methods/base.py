@@ -102,7 +102,7 @@ def train_config(ws: Workspace, **overrides: Any) -> TrainConfig:
     """The training group as the loop's TrainConfig; a method overrides what its own group sets."""
     t = ws.settings.training
     return TrainConfig(**{"epochs": t.epochs, "batch_size": t.batch_size, "lr": t.lr, "encoder_lr": t.encoder_lr,
-                          "seed": t.seed, **overrides})
+                          "seed": t.seed, "checkpoint_every": t.checkpoint_every, **overrides})
 
 
 def train(ws: Workspace, model, objective, data: tuple, folder: Path, desc: str, **overrides: Any) -> tuple[dict, list]:

@@ -24,7 +24,7 @@ from genir.workspace import Workspace
 def resolved(ws: Workspace, cfg: GenRetConfig) -> GenRetConfig:
     """The group with what it takes from the training group: batch size, seed, and the fit's epochs."""
     t = ws.settings.training
-    return dataclasses.replace(cfg, batch_size=t.batch_size, seed=t.seed,
+    return dataclasses.replace(cfg, batch_size=t.batch_size, seed=t.seed, checkpoint_every=t.checkpoint_every,
                                fit_epochs=t.epochs if cfg.fit_epochs is None else cfg.fit_epochs)
 
 

@@ -72,6 +72,7 @@ class GenRetConfig:
     collapse_share: float = 0.5  # warn when one docid prefix holds more than this share of documents
     collapse_diversity: float = 0.2  # ... or when step diversity d falls below this
     seed: int = derived(0)  # the training group's seed
+    checkpoint_every: int = derived(200)  # the training group's
 
     def __post_init__(self) -> None:
         if self.rec_set not in ("bank", "batch"):
@@ -266,7 +267,8 @@ class ProgressiveTrainer:
 
     def _phase(self, objective: GenRetObjective, epochs: float, name: str) -> dict:
         cfg = self.cfg
-        tcfg = TrainConfig(epochs=epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=0.0, seed=cfg.seed)
+        tcfg = TrainConfig(epochs=epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=0.0, seed=cfg.seed,
+                           checkpoint_every=cfg.checkpoint_every)
         trainer = Trainer(self.model, objective, self.data, self.data.collate, tcfg, self.folder / name,
                           show_progress=self.show_progress, desc=f"genret {name}")
         info = trainer.train()

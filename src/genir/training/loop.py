@@ -71,6 +71,8 @@ class Trainer:
         self.rank, self.world = _dist()
         self.show_progress = show_progress and self.rank == 0
         self.history: list[tuple[int, float]] = []
+        self._last_logs: dict = {}  # the last step's logged figures (kept in checkpoints)
+        self._resumed_logs: dict = {}
 
     def _optimizer(self) -> torch.optim.Optimizer:
         enc, rest = [], []
@@ -116,7 +118,7 @@ class Trainer:
         tensors = {f"model.{k}": v for k, v in self._trainable_state().items()}
         meta = {"optimizer": checkpoint.optimizer_to_flat(optimizer.state_dict(), tensors),
                 "scheduler": scheduler.state_dict(), "epoch": epoch, "step_in_epoch": step_in_epoch, "step": step,
-                "history": self.history, "config": asdict(self.config), "world": self.world,
+                "history": self.history, "final": self._last_logs, "config": asdict(self.config), "world": self.world,
                 "random": checkpoint.capture_random_state(self._generators(), tensors)}
         checkpoint.save(self.checkpoint_dir, step, tensors, meta)
 
@@ -126,7 +128,8 @@ class Trainer:
         if found is None:
             return None
         tensors, meta, path = found
-        if meta.get("config") != asdict(self.config) or meta.get("world") != self.world:
+        same = {k: v for k, v in asdict(self.config).items() if k != "checkpoint_every"}  # how often: not what
+        if {k: meta.get("config", {}).get(k) for k in same} != same or meta.get("world") != self.world:
             raise checkpoint.CheckpointError(f"{path}: made with other training settings "
                                              f"({meta.get('config')}, {meta.get('world')} processes)")
         load_weights(self.model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, path,
@@ -135,6 +138,7 @@ class Trainer:
         scheduler.load_state_dict(meta["scheduler"])
         checkpoint.restore_random_state(meta["random"], self._generators(), tensors)
         self.history = [tuple(h) for h in meta["history"]]
+        self._resumed_logs = self._last_logs = meta.get("final", {})
         if self.rank == 0:
             tqdm.write(f"{self.desc}: resumed from {path} at step {meta['step']}")
         return meta["epoch"], meta["step_in_epoch"], meta["step"]
@@ -180,13 +184,14 @@ class Trainer:
                                  if n.startswith("encoder."))
         device = next(self.model.parameters()).device
         bar = tqdm(total=total_steps, initial=step, desc=self.desc, disable=not self.show_progress)
-        last_logs: dict = {}
+        last_logs: dict = dict(self._resumed_logs)
         while step < total_steps:
             for i, batch in enumerate(self._batches(epoch, skip), skip):
                 if frozen_encoder and hasattr(self.model, "encoder"):
                     self.model.encoder.eval()
                 batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
                 loss, last_logs = module(batch)
+                self._last_logs = last_logs
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if cfg.grad_clip:
