@@ -13,6 +13,11 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="genir: generative retrieval, trained, searched and evaluated beside BM25 and dense.")
 
 
+def error_text(e: BaseException) -> str:
+    """An exception's message (a KeyError's without the quotes its str() adds)."""
+    return str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+
+
 def _fail(msg: str) -> None:
     typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
     raise typer.Exit(2)
@@ -141,7 +146,7 @@ def _run_or_fail(job):
     try:
         return job()
     except (DataError, KeyError, ValueError) as e:
-        _fail(str(e).strip("'\""))
+        _fail(error_text(e))
 
 
 def _show_report(out_dir: Path, report: dict) -> None:
@@ -228,7 +233,7 @@ def evaluate(
         results = read_run(run_file)
         qrels = coll.qrels_for(split)
     except (DataError, KeyError, OSError) as e:
-        _fail(str(e).strip("'\""))
+        _fail(error_text(e))
     if not set(results) & set(qrels):
         _fail(f"{run_file}: none of its {len(results)} queries is judged in {coll.name}'s {split} qrels "
               "(a run of another dataset or split?)")
@@ -260,7 +265,7 @@ def _method_searcher(method_dir: Path, beam: int | None, dataset: str | None, se
             docs = list(load_dataset(dataset).corpus.values())
         return open_method_folder(method_dir, beam, docs, overrides)
     except (DataError, KeyError, ValueError, SettingsError) as e:
-        _fail(str(e).strip("'\""))
+        _fail(error_text(e))
 
 
 _SEARCH_SET = "a search setting other than the run's, as GROUP.KEY=VALUE (e.g. glen.tie_break=random); repeat"

@@ -194,7 +194,8 @@ class Pipeline:
         when it is not an input problem); its stage writes no result, so the next run tries it again."""
         from genir.data.collection import DataError
 
-        message = str(error).strip("'\"") or type(error).__name__
+        message = (str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)) \
+            or type(error).__name__
         detail = "" if isinstance(error, (DataError, ValueError, KeyError)) else traceback.format_exc()
         write_json(self.ws.out / "errors" / f"{name}.json", {"name": name, "error": message, "traceback": detail})
         tqdm.write(f"{name} failed: {message}")
