@@ -54,7 +54,29 @@ class NoisyCollate:
         return self.inner(items)
 
 
-def _trainer(tiny_bert, folder, cfg, objective=seq2seq_loss):
+class CountingObjective:
+    """An objective with state of its own (as GenRet's bank and GLEN's epoch counter): the loss weight
+    cycles with the number of calls, so a resumed run that restarts the count trains differently."""
+
+    def __init__(self, die_at: int | None = None):
+        self.calls, self.die_at = 0, die_at
+
+    def __call__(self, model, batch):
+        self.calls += 1
+        if self.calls == self.die_at:
+            raise KeyboardInterrupt("killed")
+        loss, logs = seq2seq_loss(model, batch)
+        return loss * (1 + self.calls % 3), logs
+
+    def checkpoint_state(self):
+        return {"calls": torch.tensor(self.calls)}
+
+    def load_checkpoint_state(self, state):
+        self.calls = int(state["calls"])
+
+
+def _trainer(tiny_bert, folder, cfg, objective=None):
+    objective = objective or CountingObjective()
     model, examples, targets, encoded = _setup(tiny_bert, dropout=0.1)
     collate = NoisyCollate(DocidCollator(examples, targets, model, encoded))
     return model, Trainer(model, objective, DocidDataset(examples, targets), collate, cfg, folder,
@@ -62,22 +84,15 @@ def _trainer(tiny_bert, folder, cfg, objective=seq2seq_loss):
 
 
 def test_killed_run_resumes_to_identical_weights(tiny_bert, tmp_path):
-    """Dropout and a collator with its own generator: the resumed run follows the uninterrupted one only if
-    the checkpoint restores every random generator and the position in the epoch."""
+    """Dropout, a collator with its own generator and an objective with a state of its own: the resumed run
+    follows the uninterrupted one only if the checkpoint restores every random generator, the position in
+    the epoch and the objective's state."""
     cfg = TrainConfig(epochs=3, batch_size=4, lr=1e-3, checkpoint_every=2)
     model, trainer = _trainer(tiny_bert, tmp_path / "straight", cfg)
     trainer.train()
     straight = {k: v.clone() for k, v in model.state_dict().items()}
 
-    calls = {"n": 0}
-
-    def dies_after_five(m, batch):
-        calls["n"] += 1
-        if calls["n"] == 6:
-            raise KeyboardInterrupt("killed")
-        return seq2seq_loss(m, batch)
-
-    _, trainer = _trainer(tiny_bert, tmp_path / "killed", cfg, dies_after_five)
+    _, trainer = _trainer(tiny_bert, tmp_path / "killed", cfg, CountingObjective(die_at=6))
     with pytest.raises(KeyboardInterrupt):
         trainer.train()
     kept = sorted(p.name for p in (tmp_path / "killed").iterdir())

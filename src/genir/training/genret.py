@@ -163,6 +163,14 @@ class GenRetObjective:
         self.bank = bank
         model.train(was_training)
 
+    # -- checkpointed with the training loop's state (a resumed epoch keeps the bank it started with) --
+    def checkpoint_state(self) -> dict[str, torch.Tensor]:
+        return {"calls": torch.tensor(self.calls), **({"bank": self.bank} if self.bank is not None else {})}
+
+    def load_checkpoint_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.calls = int(state["calls"])
+        self.bank = state.get("bank")
+
     def reconstruction_loss(self, z: torch.Tensor, d_sg: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """GenRet Eq. 6 at step T: -log exp(z_T . sg(d_T)) / sum_{d* in S(z_<T)} exp(z_T . sg(d*_T)).
 
@@ -173,6 +181,8 @@ class GenRetObjective:
             scores = z @ d_sg.T
             scores = scores.masked_fill(group[:, None] != group[None, :], float("-inf"))
             return F.cross_entropy(scores, torch.arange(len(idx), device=idx.device))
+        if self.bank.device != z.device:  # restored from a checkpoint on the CPU
+            self.bank = self.bank.to(z.device)
         scores = z @ self.bank.T
         same = (self.group.to(idx.device)[None, :] == group[:, None]) & self.trained.to(idx.device)[None, :]
         return F.cross_entropy(scores.masked_fill(~same, float("-inf")), idx)

@@ -139,6 +139,21 @@ class GlenRefineObjective:
         self.encoded, self.doc_text = encoded, doc_text
         self.calls = 0
 
+    # -- checkpointed with the training loop's state: the epoch (tau) and this epoch's identifiers ---------
+    def checkpoint_state(self) -> dict[str, torch.Tensor]:
+        out = {"calls": torch.tensor(self.calls)}
+        ids = getattr(self.negatives, "ids", None)
+        if ids:
+            docs = sorted(ids)
+            out.update(ids_docs=torch.tensor(docs), ids_tokens=torch.tensor([ids[d] for d in docs]))
+        return out
+
+    def load_checkpoint_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.calls = int(state["calls"])
+        if "ids_docs" in state:
+            self.negatives.refresh({int(d): tuple(int(x) for x in z) for d, z in
+                                    zip(state["ids_docs"].tolist(), state["ids_tokens"].tolist(), strict=True)})
+
     @torch.no_grad()
     def refresh_identifiers(self, model) -> None:
         """Every trained document's current identifier (Eq. 2), for the prefix-aware negatives."""

@@ -94,6 +94,12 @@ class Trainer:
         return checkpoint.find_generators({"dataset": self.dataset, "collate": self.collate,
                                            "objective": self.objective})
 
+    def _stateful(self) -> dict:
+        """Parts whose state the trajectory depends on beyond weights and generators: they expose
+        ``checkpoint_state() -> {name: tensor}`` and ``load_checkpoint_state(state)``."""
+        parts = {"dataset": self.dataset, "collate": self.collate, "objective": self.objective}
+        return {k: v for k, v in parts.items() if hasattr(v, "checkpoint_state")}
+
     def _seed_everything(self) -> None:
         """A fresh run: every generator seeded from (seed, this run's name), so that its randomness does
         not depend on what ran before it (and a run resumed after a kill between runs draws the same)."""
@@ -116,6 +122,8 @@ class Trainer:
         if self.rank != 0 or self.checkpoint_dir is None:
             return
         tensors = {f"model.{k}": v for k, v in self._trainable_state().items()}
+        for name, part in self._stateful().items():  # e.g. GenRet's corpus bank, GLEN's epoch and identifiers
+            tensors.update({f"state.{name}.{k}": v for k, v in part.checkpoint_state().items()})
         meta = {"optimizer": checkpoint.optimizer_to_flat(optimizer.state_dict(), tensors),
                 "scheduler": scheduler.state_dict(), "epoch": epoch, "step_in_epoch": step_in_epoch, "step": step,
                 "history": self.history, "final": self._last_logs, "config": asdict(self.config), "world": self.world,
@@ -137,6 +145,9 @@ class Trainer:
         optimizer.load_state_dict(checkpoint.optimizer_from_flat(meta["optimizer"], tensors))
         scheduler.load_state_dict(meta["scheduler"])
         checkpoint.restore_random_state(meta["random"], self._generators(), tensors)
+        for name, part in self._stateful().items():
+            prefix = f"state.{name}."
+            part.load_checkpoint_state({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
         self.history = [tuple(h) for h in meta["history"]]
         self._resumed_logs = self._last_logs = meta.get("final", {})
         if self.rank == 0:
