@@ -122,8 +122,8 @@ class Collection:
         return f"Collection({self.name!r}, {len(self.corpus)} docs, {len(self.queries)} queries, {splits})"
 
 
-def _read_jsonl(path: Path, kind: str, require_text: bool) -> dict[str, dict]:
-    rows: dict[str, dict] = {}
+def jsonl_objects(path: str | Path):
+    """(line number, JSON object) for every non-blank line of a JSONL file; any other line is a DataError."""
     for line_no, line in numbered_lines(path):
         try:
             row = json.loads(line)
@@ -131,6 +131,12 @@ def _read_jsonl(path: Path, kind: str, require_text: bool) -> dict[str, dict]:
             raise DataError(path, line_no, f"malformed JSON ({e.msg} at column {e.colno})") from None
         if not isinstance(row, dict):
             raise DataError(path, line_no, f"expected a JSON object, got {type(row).__name__}")
+        yield line_no, row
+
+
+def _read_jsonl(path: Path, kind: str, require_text: bool) -> dict[str, dict]:
+    rows: dict[str, dict] = {}
+    for line_no, row in jsonl_objects(path):
         if "_id" not in row:
             raise DataError(path, line_no, f"{kind} has no '_id' field")
         if not isinstance(row["_id"], (str, int)) or isinstance(row["_id"], bool):

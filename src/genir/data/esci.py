@@ -17,11 +17,10 @@ Only products judged for a kept query enter the corpus. Errors name the file, th
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from genir.data.collection import Collection, DataError, Document, Qrels, content_hash, numbered_lines
+from genir.data.collection import Collection, DataError, Document, Qrels, content_hash, jsonl_objects
 
 ESCI_GRADES = {"E": 3, "S": 2, "C": 1, "I": 0}
 EXAMPLES, PRODUCTS = "shopping_queries_dataset_examples", "shopping_queries_dataset_products"
@@ -48,17 +47,9 @@ def _rows(path: Path) -> Iterator[tuple[int, dict]]:
         except ImportError:
             raise DataError(path, None, "reading parquet needs pyarrow (pip install pyarrow), or convert the "
                                         "table to .csv / .jsonl") from None
-        for i, row in enumerate(pq.read_table(path).to_pylist(), 1):
-            yield i, row
+        yield from enumerate(pq.read_table(path).to_pylist(), 1)
     elif path.suffix == ".jsonl":
-        for line_no, line in numbered_lines(path):
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(path, line_no, f"invalid JSON ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise DataError(path, line_no, "expected a JSON object")
-            yield line_no, row
+        yield from jsonl_objects(path)
     else:
         with open(path, encoding="utf-8", errors="strict", newline="") as f:
             reader = csv.DictReader(f, delimiter="\t" if path.suffix == ".tsv" else ",")
