@@ -379,15 +379,18 @@ class ProgressiveTrainer:
                     entry["warmup"] = _brief(self._phase(warm, self.cfg.warmup_epochs, f"step{t + 1}-warmup"))
                 self.model.codebooks[t].requires_grad_(True)
                 init = self.folder / f"codebook{t + 1}.npy"
-                if init.exists():
+                if init.exists():  # a resumed run: the initialisation and its figures from before
                     centroids = np.load(init)
+                    entry.update(json.loads(init.with_suffix(".json").read_text(encoding="utf-8")))
                 else:
                     k_start = time.perf_counter()
                     centroids, labels = constrained_kmeans(self.doc_vectors(t).numpy(), self.cfg.codes,
                                                            self.cfg.seed + t)
-                    entry["kmeans_seconds"] = time.perf_counter() - k_start
-                    entry["kmeans_diversity"] = diversity(labels, self.cfg.codes)
-                    save_npy(init, centroids)
+                    kmeans = {"kmeans_seconds": time.perf_counter() - k_start,
+                              "kmeans_diversity": diversity(labels, self.cfg.codes)}
+                    entry.update(kmeans)
+                    write_text(init.with_suffix(".json"), json.dumps(kmeans))
+                    save_npy(init, centroids)  # last: its presence means both are complete
                 with torch.no_grad():
                     self.model.codebooks[t].copy_(torch.from_numpy(centroids).to(device))
             objective = GenRetObjective(t, self.codes, self.data, self.cfg, phase="train")
