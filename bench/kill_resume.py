@@ -8,8 +8,9 @@ Usage:
 
 The run is first made uninterrupted (twice, to show that it repeats bit for bit on this machine). Then one
 run folder is started, killed after a random delay, started again with the same command, killed again, ...
-(10 kills spread over the uninterrupted run's duration, each landing wherever the run happens to be: in
-encoding, k-means, a training step, writing a checkpoint, searching, the report), and finally let finish.
+(10 kills, each after the start-up plus a random share of the uninterrupted run's duration, so that they
+spread over its stages and land wherever the run happens to be: encoding, k-means, a training step,
+writing a checkpoint, searching, the report), and finally let finish.
 Each kill point is recorded from the run's own progress output.
 """
 
@@ -65,9 +66,9 @@ def make_slice(shared: Path, out: Path, n_docs: int) -> Path:
 def command(data: Path, out: Path) -> list[str]:
     return [sys.executable, "-c", "from genir.cli import app; app()", "run", "--dataset", str(data),
             "--train-split", "split_train", "--test-split", "split_test", "--method", "dsi-semantic",
-            "--method", "genret", "--baseline", "bm25", "--epochs", "4", "--batch-size", "32", "--beam", "20",
-            "--semantic-c", "10", "--set", "genret.codes=16", "--set", "genret.epochs=2",
-            "--set", "genret.warmup_epochs=1", "--set", "genret.fit_epochs=2", "--set", "training.checkpoint_every=7",
+            "--method", "genret", "--baseline", "bm25", "--epochs", "8", "--batch-size", "32", "--beam", "20",
+            "--semantic-c", "10", "--set", "genret.codes=16", "--set", "genret.epochs=4",
+            "--set", "genret.warmup_epochs=1", "--set", "genret.fit_epochs=4", "--set", "training.checkpoint_every=7",
             "--out", str(out)]
 
 
@@ -120,6 +121,7 @@ def main() -> None:
     ap.add_argument("--docs", type=int, default=300)
     ap.add_argument("--kills", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--startup", type=float, default=8.0, help="seconds a restart takes before it works")
     ap.add_argument("--reuse", action="store_true", help="keep the uninterrupted runs already in --out")
     args = ap.parse_args()
     rng = random.Random(args.seed)
@@ -141,12 +143,13 @@ def main() -> None:
     repeat_same = outcome(again) == reference
     print(f"uninterrupted runs: {t:.0f} s and {t2:.0f} s, identical outcome: {repeat_same}", flush=True)
 
-    # each attempt is killed after a random delay; a restart costs its start-up (imports, loading), so the
-    # delays are short against the run's duration and the run reaches its end only after the last kill
-    longest = 0.25 * min(t, t2)
+    # each attempt is killed after its start-up (imports, loading: --startup seconds) plus a random share of
+    # the run, 0.4 to 1.2 times duration / kills, so the kills spread over every stage and the run reaches
+    # its end only after the last one
+    share = min(t, t2) / args.kills
     kills = []
     while len(kills) < args.kills:
-        delay = rng.uniform(2.0, longest)
+        delay = args.startup + rng.uniform(0.4, 1.2) * share
         proc = subprocess.Popen(command(data, killed), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 start_new_session=True)
         try:

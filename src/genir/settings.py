@@ -212,7 +212,8 @@ def group_from_dict(cls: type, values: Mapping[str, Any], name: str) -> Any:
     unknown = sorted(set(values) - set(known))
     if unknown:
         raise SettingsError(f"unknown setting {name}.{unknown[0]}; {name} settings: {', '.join(known)}")
-    kwargs = {k: coerce(known[k][1], v, f"{name}.{k}", known[k][0].metadata.get("choices", ()),
+    prefix = "" if cls is TopLevel else f"{name}."
+    kwargs = {k: coerce(known[k][1], v, f"{prefix}{k}", known[k][0].metadata.get("choices", ()),
                         known[k][0].metadata) for k, v in values.items()}
     try:
         return cls(**kwargs)
