@@ -8,9 +8,9 @@ Usage:
 
 The run is first made uninterrupted (twice, to show that it repeats bit for bit on this machine). Then one
 run folder is started, killed after a random delay, started again with the same command, killed again, ...
-(10 kills, each after the start-up plus a random share of the uninterrupted run's duration, so that they
-spread over its stages and land wherever the run happens to be: encoding, k-means, a training step,
-writing a checkpoint, searching, the report), and finally let finish.
+(10 kills, each a random 0.3 to 1.3 times duration / 10 after the attempt starts working — its first
+progress bar — so that they spread over the stages and land wherever the run happens to be: encoding,
+k-means, a training step, writing a checkpoint, searching, the report), and finally let finish.
 Each kill point is recorded from the run's own progress output.
 """
 
@@ -22,9 +22,11 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -66,8 +68,8 @@ def make_slice(shared: Path, out: Path, n_docs: int) -> Path:
 def command(data: Path, out: Path) -> list[str]:
     return [sys.executable, "-c", "from genir.cli import app; app()", "run", "--dataset", str(data),
             "--train-split", "split_train", "--test-split", "split_test", "--method", "dsi-semantic",
-            "--method", "genret", "--baseline", "bm25", "--epochs", "8", "--batch-size", "32", "--beam", "20",
-            "--semantic-c", "10", "--set", "genret.codes=16", "--set", "genret.epochs=4",
+            "--method", "genret", "--baseline", "bm25", "--epochs", "20", "--batch-size", "32", "--beam", "20",
+            "--semantic-c", "10", "--set", "genret.codes=16", "--set", "genret.epochs=8",
             "--set", "genret.warmup_epochs=1", "--set", "genret.fit_epochs=4", "--set", "training.checkpoint_every=7",
             "--out", str(out)]
 
@@ -108,6 +110,37 @@ def where(log: str) -> str:
     return "(before any progress bar: loading, encoding or writing)"
 
 
+PROGRESS = re.compile(r"\d+%\|")
+
+
+def attempt(cmd: list[str], env: dict, delay: float) -> tuple[int | None, str]:
+    """Start the run; SIGKILL it ``delay`` seconds after its first progress bar. (exit code or None when
+    killed, its output)."""
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    chunks: list[bytes] = []
+    working = threading.Event()
+
+    def read() -> None:
+        for chunk in iter(lambda: proc.stdout.read1(4096), b""):
+            chunks.append(chunk)
+            if PROGRESS.search(chunk.decode("utf-8", "replace")):
+                working.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    while not working.wait(0.1):
+        if proc.poll() is not None:
+            break
+    if proc.poll() is None:
+        time.sleep(delay)
+    code = proc.poll()
+    if code is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    reader.join()
+    return code, b"".join(chunks).decode("utf-8", "replace")
+
+
 def run_to_end(cmd: list[str], env: dict) -> float:
     start = time.perf_counter()
     subprocess.run(cmd, check=True, env=env, capture_output=True)
@@ -121,7 +154,6 @@ def main() -> None:
     ap.add_argument("--docs", type=int, default=300)
     ap.add_argument("--kills", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--startup", type=float, default=8.0, help="seconds a restart takes before it works")
     ap.add_argument("--reuse", action="store_true", help="keep the uninterrupted runs already in --out")
     args = ap.parse_args()
     rng = random.Random(args.seed)
@@ -143,32 +175,35 @@ def main() -> None:
     repeat_same = outcome(again) == reference
     print(f"uninterrupted runs: {t:.0f} s and {t2:.0f} s, identical outcome: {repeat_same}", flush=True)
 
-    # each attempt is killed after its start-up (imports, loading: --startup seconds) plus a random share of
-    # the run, 0.4 to 1.2 times duration / kills, so the kills spread over every stage and the run reaches
-    # its end only after the last one
+    # an attempt is killed a random time after it starts working (its first progress bar: loading and
+    # imports excluded), 0.3 to 1.3 times duration / kills, so the kills spread over the stages
     share = min(t, t2) / args.kills
-    kills = []
+    kills: list[dict] = []
+
+    def seed_cache() -> None:
+        """The dense document embeddings (a cache keyed by dataset and model, not a stage) are copied in: their
+        encoding is one unresumable unit longer than most kill delays, and would catch every kill."""
+        killed.mkdir(parents=True, exist_ok=True)
+        for name in ("doc_embeddings.npy", "doc_embeddings.json"):
+            shutil.copy(straight / name, killed / name)
+
+    seed_cache()
     while len(kills) < args.kills:
-        delay = args.startup + rng.uniform(0.4, 1.2) * share
-        proc = subprocess.Popen(command(data, killed), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-        try:
-            out, _ = proc.communicate(timeout=delay)
-            if proc.returncode != 0:
-                print(out.decode("utf-8", "replace")[-3000:])
-                sys.exit(f"a resumed run failed (exit code {proc.returncode}) after {len(kills)} kills")
+        delay = rng.uniform(0.3, 1.3) * share
+        finished, log = attempt(command(data, killed), env, delay)
+        if finished is not None:
+            if finished != 0:
+                print(log[-3000:])
+                sys.exit(f"a resumed run failed (exit code {finished}) after {len(kills)} kills")
             # the run ended before this kill: start the whole series again, so that all kills hit one run
             print(f"the run finished before kill {len(kills) + 1}; starting the series over", flush=True)
             subprocess.run(["rm", "-rf", str(killed)], check=True)
+            seed_cache()
             kills = []
             continue
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            out, _ = proc.communicate()
-        log = out.decode("utf-8", "replace")
-        kills.append({"delay_s": round(delay, 1), "where": where(log),
+        kills.append({"after_start_of_work_s": round(delay, 1), "where": where(log),
                       "resumed_from": re.findall(r"resumed from \S+ at step \d+", log)[-1:] or ""})
-        print(f"kill {len(kills)} after {delay:.1f} s: {kills[-1]['where']}", flush=True)
+        print(f"kill {len(kills)} {delay:.1f} s into work: {kills[-1]['where']}", flush=True)
     run_to_end(command(data, killed), env)
     result = outcome(killed)
     differing = sorted(k for k in set(reference) | set(result) if reference.get(k) != result.get(k))
