@@ -53,7 +53,7 @@ class Fingerprint:
     search: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"train": self.train, "search": self.search, "hash": short_hash([self.train, self.search])}
+        return {"train": self.train, "search": self.search, "hash": self.hash}
 
     @property
     def hash(self) -> str:
