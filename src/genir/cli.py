@@ -14,8 +14,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 
 
 def error_text(e: BaseException) -> str:
-    """An exception's message (a KeyError's without the quotes its str() adds)."""
-    return str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+    from genir.pipeline import error_text as text
+
+    return text(e)
 
 
 def _fail(msg: str) -> None:

@@ -31,6 +31,7 @@ from genir.models import DocidSeq2Seq
 from genir.search.base import Searcher, timed_search
 from genir.settings import Settings
 from genir.stages import STAGE_FILE, Stage, baseline_fingerprint, check_stages, method_fingerprint, short_hash
+from genir.training.loop import seed_everything
 from genir.workspace import Workspace
 
 __all__ = ["Pipeline", "make_settings", "run", "transfer"]
@@ -194,8 +195,7 @@ class Pipeline:
         when it is not an input problem); its stage writes no result, so the next run tries it again."""
         from genir.data.collection import DataError
 
-        message = (str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)) \
-            or type(error).__name__
+        message = error_text(error) or type(error).__name__
         detail = "" if isinstance(error, (DataError, ValueError, KeyError)) else traceback.format_exc()
         write_json(self.ws.out / "errors" / f"{name}.json", {"name": name, "error": message, "traceback": detail})
         tqdm.write(f"{name} failed: {message}")
@@ -282,14 +282,9 @@ class Pipeline:
         return report
 
 
-def seed_everything(seed: int) -> None:
-    import random
-
-    import numpy as np
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+def error_text(e: BaseException) -> str:
+    """An exception's message (a KeyError's without the quotes its str() adds)."""
+    return str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
 
 
 def run(settings: Settings, redo: set[str] | None = None, fresh: bool = False) -> dict:

@@ -104,9 +104,7 @@ class Trainer:
         """A fresh run: every generator seeded from (seed, this run's name), so that its randomness does
         not depend on what ran before it (and a run resumed after a kill between runs draws the same)."""
         seed, name = self.config.seed, self.desc
-        torch.manual_seed(seed)
-        random.seed(seed)
-        np.random.seed(seed)
+        seed_everything(seed)
         for key, gen in self._generators().items():
             sub = int.from_bytes(hashlib.sha256(f"{seed}:{name}:{key}".encode()).digest()[:8], "little")
             if isinstance(gen, random.Random):
@@ -223,6 +221,13 @@ class Trainer:
         self.model.eval()
         return {"steps": step, "seconds": time.perf_counter() - start, "final": last_logs,
                 "epochs": cfg.epochs, "world_size": self.world}
+
+
+def seed_everything(seed: int) -> None:
+    """The global generators (torch, Python, NumPy) from one seed."""
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed)
 
 
 def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str | Path, may_lack: str = "") -> None:
