@@ -61,7 +61,7 @@ def main() -> None:
         model = CodebookSeq2Seq(ModelConfig(n_codes=gcfg.codes, decoder_dim=256, decoder_ff=512,
                                             max_docid_length=gcfg.docid_length(len(run.doc_ids))))
         model.freeze_encoder(True)
-        data = GenRetData(run.encoded(model), examples.doc_text, queries, 0)
+        data = GenRetData(run.text_inputs(model), examples.doc_text, queries, 0)
         folder = out / name.replace(" ", "_").replace("/", "")
         trainer = ProgressiveTrainer(model, data, len(run.doc_ids), gcfg, folder)
         start = time.perf_counter()

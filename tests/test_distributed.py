@@ -22,13 +22,13 @@ def _worker(rank: int, world: int, port: int, backbone: str, out: str) -> None:
     torch.set_num_threads(1)
     try:
         from genir.training import TrainConfig, Trainer, seq2seq_loss
-        from genir.training.data import DocidCollator, DocidDataset
+        from genir.training.data import DocidCollator, DocidDataset, TextInputs
         from tests.test_training import _setup
 
         model, examples, targets, encoded = _setup(backbone)
         torch.manual_seed(rank)  # different start per rank: DDP must broadcast rank 0's weights
         trainer = Trainer(model, seq2seq_loss, DocidDataset(examples, targets),
-                          DocidCollator(examples, targets, model, encoded),
+                          DocidCollator(targets, TextInputs(examples.texts, 16, model, encoded)),
                           TrainConfig(epochs=2, batch_size=3, checkpoint_every=1), out, show_progress=False)
         info = trainer.train()
         flat = torch.cat([p.detach().reshape(-1) for p in model.parameters() if p.requires_grad])

@@ -15,7 +15,7 @@ from genir.docids.balance import constrained_kmeans, diversity, largest_share, s
 from genir.models import DocidSeq2Seq, ModelConfig
 from genir.models.codebook import CodebookSeq2Seq
 from genir.search.beam import beam_search, sequence_scores
-from genir.training.data import EncodedTexts
+from genir.training.data import EncodedTexts, TextInputs
 from genir.training.genret import (
     GenRetConfig,
     GenRetData,
@@ -125,7 +125,7 @@ def _toy_data(model, n_docs: int = 24, seed: int = 0):
     enc = EncodedTexts(model, texts, 16, show_progress=False)
     doc_text = {i: i for i in range(n_docs)}
     qs = {i: [n_docs + 2 * i, n_docs + 2 * i + 1] for i in range(n_docs)}
-    return GenRetData(enc, doc_text, qs, seed)
+    return GenRetData(TextInputs(texts, 16, model, enc), doc_text, qs, seed)
 
 
 def test_reconstruction_loss_eq6_over_same_prefix_documents(model):

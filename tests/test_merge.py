@@ -149,7 +149,7 @@ def test_eq9_position_weights(tiny_bert):
     model = DocidSeq2Seq(ModelConfig(n_codes=10, backbone=tiny_bert, max_docid_length=4, dropout=0.0)).eval()
     mem, mask = model.encode_texts(["a query", "another longer query"], 16)
     targets = torch.tensor([[1, 2, 3, 4], [5, 6, 7, 8]])
-    batch = {"memory": mem.detach(), "memory_mask": mask, "targets": targets}
+    batch = {"memory": mem.detach(), "mask": mask, "targets": targets}
     loss, _ = position_weighted_loss(model, batch)
     logp = F.log_softmax(model(mem, mask, targets), -1)
     nll = -logp.gather(-1, targets[..., None])[..., 0]

@@ -79,7 +79,7 @@ def test_live_add_delete_and_reload(model, tmp_path):
 
 def test_contrastive_training_separates_positives(tiny_bert):
     from genir.training import EncodedTexts, TrainConfig, Trainer
-    from genir.training.data import ContrastiveCollator, ContrastiveDataset
+    from genir.training.data import ContrastiveCollator, ContrastiveDataset, TextInputs
     from genir.training.objectives import tied_contrastive_loss
 
     torch.manual_seed(0)
@@ -89,7 +89,8 @@ def test_contrastive_training_separates_positives(tiny_bert):
     texts = [d.text for d in docs] + [" ".join(d.text.split()[:4]) for d in docs]
     encoded = EncodedTexts(model, texts, 16, show_progress=False)
     pairs = [(16 + i, i) for i in range(16)]
-    collate = ContrastiveCollator(encoded, {i: i for i in range(16)}, {16 + i: [(i + 1) % 16] for i in range(16)},
+    inputs = TextInputs(texts, 16, model, encoded)
+    collate = ContrastiveCollator(inputs, {i: i for i in range(16)}, {16 + i: [(i + 1) % 16] for i in range(16)},
                                   list(range(16)), n_negatives=1)
     trainer = Trainer(model, tied_contrastive_loss, ContrastiveDataset(pairs), collate,
                       TrainConfig(epochs=40, batch_size=8, lr=3e-3, checkpoint_every=0), show_progress=False)

@@ -10,7 +10,7 @@ import torch
 from genir.docids import PrefixTree, atomic_docids, semantic_docids
 from genir.models import DocidSeq2Seq, ModelConfig
 from genir.training import EncodedTexts, IndexingExamples, TrainConfig, Trainer, seq2seq_loss
-from genir.training.data import DocidCollator, DocidDataset
+from genir.training.data import DocidCollator, DocidDataset, TextInputs
 
 
 def _setup(tiny_bert, n_docs=12, dropout=0.0):
@@ -30,7 +30,7 @@ def _setup(tiny_bert, n_docs=12, dropout=0.0):
 def test_frozen_training_learns_and_leaves_encoder_alone(tiny_bert):
     model, examples, targets, encoded = _setup(tiny_bert)
     before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
-    collate = DocidCollator(examples, targets, model, encoded)
+    collate = DocidCollator(targets, TextInputs(examples.texts, 16, model, encoded))
     trainer = Trainer(model, seq2seq_loss, DocidDataset(examples, targets), collate,
                       TrainConfig(epochs=60, batch_size=4, lr=3e-3, checkpoint_every=0), show_progress=False)
     info = trainer.train()
@@ -78,7 +78,7 @@ class CountingObjective:
 def _trainer(tiny_bert, folder, cfg, objective=None):
     objective = objective or CountingObjective()
     model, examples, targets, encoded = _setup(tiny_bert, dropout=0.1)
-    collate = NoisyCollate(DocidCollator(examples, targets, model, encoded))
+    collate = NoisyCollate(DocidCollator(targets, TextInputs(examples.texts, 16, model, encoded)))
     return model, Trainer(model, objective, DocidDataset(examples, targets), collate, cfg, folder,
                           show_progress=False)
 
@@ -121,7 +121,7 @@ def test_full_finetuning_updates_encoder(tiny_bert):
     model, examples, targets, _ = _setup(tiny_bert)
     model.freeze_encoder(False)
     before = next(model.encoder.parameters()).clone()
-    collate = DocidCollator(examples, targets, model, None, max_length=16)
+    collate = DocidCollator(targets, TextInputs(examples.texts, 16, model))
     Trainer(model, seq2seq_loss, DocidDataset(examples, targets), collate,
             TrainConfig(epochs=1, batch_size=4, encoder_lr=1e-2, checkpoint_every=0), show_progress=False).train()
     assert not torch.equal(before, next(model.encoder.parameters()))

@@ -53,7 +53,8 @@ RUN_FLAGS = {"dataset": "data.dataset", "data_dir": "data.data_dir", "qrels_dir"
              "seed": "training.seed", "beam": "search.beam", "semantic_c": "dsi.semantic_c",
              "pseudo_queries": "data.pseudo_queries", "holdout": "data.holdout",
              "max_test_queries": "data.max_test_queries", "new_docs": "data.new_docs", "tied_mode": "tied.mode",
-             "teacher_scores": "tied.teacher_scores", "out": "out"}
+             "teacher_scores": "tied.teacher_scores", "device": "training.device", "precision": "training.precision",
+             "out": "out"}
 
 
 def build_settings(base: dict, flags: dict, sets: list[str] | None):
@@ -99,6 +100,8 @@ def run(
     no_methods: Annotated[bool, typer.Option(help="run the baselines only")] = False,
     backbone: Annotated[str | None, typer.Option(help="'minilm' (bundled) or any HF model name or path")] = None,
     encoder: Annotated[str | None, typer.Option(help="frozen (cached states) or full (fine-tune)")] = None,
+    device: Annotated[str | None, typer.Option(help="auto (cuda when available) | cpu | cuda")] = None,
+    precision: Annotated[str | None, typer.Option(help="fp32 | bf16 (autocast in training)")] = None,
     epochs: Annotated[float | None, typer.Option(help="training epochs over the indexing + retrieval data")] = None,
     batch_size: Annotated[int | None, typer.Option()] = None,
     lr: Annotated[float | None, typer.Option()] = None,

@@ -99,7 +99,15 @@ class TrainingSettings:
     epochs: float = positive(30)
     batch_size: int = at_least(128, 1)
     lr: float = positive(1e-3)
-    encoder_lr: float = positive(5e-5)
+    encoder_lr: float = positive(5e-5)  # the pretrained encoder's own rate (--encoder full)
+    # the encoder's linear warm-up, as a share of the steps (the decoder warms up over warmup_ratio); a
+    # freshly initialised decoder sends large gradients into the pretrained encoder at first
+    encoder_warmup_ratio: float = fraction(0.1)
+    warmup_ratio: float = fraction(0.05)
+    # micro-batches per optimiser step: the effective batch is batch_size x grad_accumulation
+    grad_accumulation: int = at_least(1, 1)
+    precision: str = choice("fp32", "fp32", "bf16")  # bf16: autocast, where the device supports it
+    gradient_checkpointing: bool = runtime(False)  # recompute encoder activations in backward: less memory
     seed: int = 0
     device: str = choice("auto", "auto", "cpu", "cuda", runtime=True)  # auto: cuda when available
     checkpoint_every: int = at_least(200, 0, runtime=True)  # steps between checkpoints (and every epoch's end)

@@ -22,7 +22,7 @@ from genir.data.collection import Collection, Document
 from genir.data.splits import hold_out
 from genir.io import save_npy, write_json
 from genir.settings import Settings
-from genir.training.data import EncodedTexts, IndexingExamples, build_dsi_examples
+from genir.training.data import EncodedTexts, IndexingExamples, TextInputs, build_dsi_examples
 
 
 class Workspace:
@@ -59,8 +59,7 @@ class Workspace:
             self.new_doc_ids = set(random.Random(training.seed).sample(self.doc_ids, n_new))
             self.subsets["new-docs"] = {q for q, r in self.qrels.items()
                                         if any(g > 0 and d in self.new_doc_ids for d, g in r.items())}
-        self.device = (("cuda" if torch.cuda.is_available() else "cpu") if training.device == "auto"
-                       else training.device)
+        self.device = resolve_device(training.device)
         self._dense_encoder = None
         self._doc_embeddings: np.ndarray | None = None
         self._examples: IndexingExamples | None = None
@@ -156,6 +155,16 @@ class Workspace:
         return {q: {index[d]: g for d, g in rels.items() if d in index}
                 for q, rels in self.collection.qrels_for(self.settings.data.train_split).items()}
 
+    @property
+    def frozen_encoder(self) -> bool:
+        return self.settings.model.encoder == "frozen"
+
+    def text_inputs(self, model) -> TextInputs:
+        """The training texts as the model reads them: cached states (frozen encoder) or token ids that the
+        objective streams through the encoder (``--encoder full``). One data path for both."""
+        return TextInputs(self.examples().texts, self.settings.model.doc_max_length, model,
+                          self.encoded(model) if self.frozen_encoder else None)
+
     def encoded(self, model) -> EncodedTexts:
         """Frozen-encoder states of every training text, shared by all methods on this backbone; kept in
         ``encoded_texts.safetensors`` so that a resumed run does not encode again (keyed by backbone and texts)."""
@@ -174,3 +183,12 @@ class Workspace:
                 self._encoded.save(path)
                 write_json(meta, {"key": key, "seconds": self.encode_seconds, "texts": len(texts)})
         return self._encoded
+
+
+def resolve_device(name: str) -> str:
+    """``auto``: cuda when a GPU is visible, else cpu; ``cuda`` without one is an error, not a slow CPU run."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is visible to PyTorch (use --device auto or cpu)")
+    return name

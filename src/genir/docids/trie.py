@@ -9,6 +9,8 @@ two stay distinguishable; otherwise a node without children is where a docid end
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 
@@ -53,6 +55,23 @@ class PrefixTree:
         self.is_leaf = torch.zeros(self.n_nodes, dtype=torch.bool)
         self.is_leaf[list(self.leaf_docs)] = True
 
+    _ARRAYS = ("edge_key", "edge_code", "edge_child", "child_ptr", "n_children", "is_leaf")
+
+    def on(self, device: torch.device | str) -> PrefixTree:
+        """This tree with its arrays on ``device`` (copied once per device and kept): the beam search then
+        runs where the model's logits are, with no host round trip per step."""
+        device = torch.device(device)
+        if self.is_leaf.device == device:
+            return self
+        cache = self.__dict__.setdefault("_devices", {})
+        if device not in cache:
+            moved = copy.copy(self)
+            moved.__dict__.pop("_devices", None)
+            for name in self._ARRAYS:
+                setattr(moved, name, getattr(self, name).to(device))
+            cache[device] = moved
+        return cache[device]
+
     @staticmethod
     def _has_proper_prefix(sorted_seqs: list[tuple[int, ...]]) -> bool:
         # in lexicographic order a proper prefix sorts immediately before some sequence that extends it
@@ -63,15 +82,16 @@ class PrefixTree:
         code, child node)."""
         nodes = nodes.reshape(-1)
         counts = self.n_children[nodes]
-        rows = torch.repeat_interleave(torch.arange(nodes.numel()), counts)
+        dev = nodes.device
+        rows = torch.repeat_interleave(torch.arange(nodes.numel(), device=dev), counts)
         first = torch.cumsum(counts, 0) - counts
-        edge = torch.repeat_interleave(self.child_ptr[nodes] - first, counts) + torch.arange(len(rows))
+        edge = torch.repeat_interleave(self.child_ptr[nodes] - first, counts) + torch.arange(len(rows), device=dev)
         return rows, self.edge_code[edge], self.edge_child[edge]
 
     def allowed_mask(self, nodes: torch.Tensor) -> torch.Tensor:
         """(len(nodes), n_out) bool: which codes continue each node's prefix to some docid."""
         rows, codes, _ = self.edges(nodes)
-        mask = torch.zeros(nodes.numel(), self.n_out, dtype=torch.bool)
+        mask = torch.zeros(nodes.numel(), self.n_out, dtype=torch.bool, device=nodes.device)
         mask[rows, codes] = True
         return mask
 

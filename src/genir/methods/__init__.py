@@ -102,7 +102,12 @@ def open_method_folder(method_dir: str | Path, beam: int | None = None, docs: li
     for key, value in (overrides or {}).items():
         settings.set(key, value)
     method = get_method(method_dir.name)
-    model = DocidSeq2Seq.load(method_dir / "model")  # strict: every weight present, of its shape
+    from genir.workspace import resolve_device
+
+    # strict: every weight present, of its shape; on a GPU when there is one (``training.device`` overrides)
+    model = DocidSeq2Seq.load(method_dir / "model").to(resolve_device(settings.training.device
+                                                                       if "training.device" in (overrides or {})
+                                                                       else "auto"))
     table = DocIdTable.load(method_dir / "docids")  # every line whole, codes in the vocabulary
     check_fits(method, method_dir, model, table)
     if docs is None:

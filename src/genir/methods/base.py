@@ -101,8 +101,10 @@ class Method:
 def train_config(ws: Workspace, **overrides: Any) -> TrainConfig:
     """The training group as the loop's TrainConfig; a method overrides what its own group sets."""
     t = ws.settings.training
-    return TrainConfig(**{"epochs": t.epochs, "batch_size": t.batch_size, "lr": t.lr, "encoder_lr": t.encoder_lr,
-                          "seed": t.seed, "checkpoint_every": t.checkpoint_every, **overrides})
+    shared = {k: getattr(t, k) for k in ("epochs", "batch_size", "lr", "encoder_lr", "warmup_ratio",
+                                         "encoder_warmup_ratio", "grad_accumulation", "precision",
+                                         "gradient_checkpointing", "seed", "checkpoint_every")}
+    return TrainConfig(**{**shared, **overrides})
 
 
 def train(ws: Workspace, model, objective, data: tuple, folder: Path, desc: str, **overrides: Any) -> tuple[dict, list]:
@@ -123,18 +125,11 @@ def model_config(ws: Workspace, n_codes: int, max_docid_length: int, extra: dict
                        doc_max_length=m.doc_max_length, extra=extra)
 
 
-def require_frozen(ws: Workspace, name: str) -> None:
-    if ws.settings.model.encoder != "frozen":
-        raise ValueError(f"{name} trains on cached encoder states here: use --encoder frozen")
-
-
 def seq2seq_training_data(ws: Workspace, settings, model, table: DocIdTable, trie: PrefixTree):
     """DSI multi-task data: indexing (document text, pseudo-queries) + retrieval (training queries)."""
     examples = ws.examples()
     targets = [trie.full_sequence(i) for i in range(len(table))]
-    encoded = ws.encoded(model) if ws.settings.model.encoder == "frozen" else None
-    return (DocidDataset(examples, targets),
-            DocidCollator(examples, targets, model, encoded, ws.settings.model.doc_max_length))
+    return DocidDataset(examples, targets), DocidCollator(targets, ws.text_inputs(model))
 
 
 def beam_searcher(req: SearchRequest) -> Searcher:

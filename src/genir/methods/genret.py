@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from genir.docids import DocIdTable, PrefixTree
-from genir.methods.base import Method, Trained, model_config, require_frozen, seq2seq_training_data, train
+from genir.methods.base import Method, Trained, model_config, seq2seq_training_data, train, train_config
 from genir.models import CodebookSeq2Seq
 from genir.training.genret import GenRetConfig, GenRetData, ProgressiveTrainer
 from genir.training.objectives import seq2seq_loss
@@ -42,19 +42,23 @@ def learn(ws: Workspace, cfg: GenRetConfig, folder: Path):
     """Learn docids and the retriever together by progressive discrete auto-encoding, then tokenize the
     documents no training saw (``--new-docs``) with the tokenization model alone.
 
+    With ``--encoder full`` the encoder trains in every phase of every step (warm-up, Eq. 11, fit), as in
+    the authors' code, where T5 keeps training at each stage and only the earlier codebooks are frozen
+    (the paper's "other parameters are kept fixed" is not what the code does); the corpus bank, the k-means
+    input and the per-step assignment then use the current encoder.
+
     Returns (model, table, train_info); resumes from ``folder/progressive``."""
-    require_frozen(ws, "genret")
     cfg = resolved(ws, cfg)
     n = len(ws.doc_ids)
     model = CodebookSeq2Seq(model_config(ws, cfg.codes, cfg.docid_length(n), {"method": "genret"})).to(ws.device)
-    model.freeze_encoder(True)
+    model.freeze_encoder(ws.frozen_encoder)
     examples = ws.examples()
     queries: dict[int, list[int]] = {d: [] for d in examples.doc_text}
     for t, d, _ in examples.examples:
         if t != examples.doc_text.get(d):  # the document's own text is its input, not one of its queries
             queries[d].append(t)
-    data = GenRetData(ws.encoded(model), examples.doc_text, queries, cfg.seed)
-    trainer = ProgressiveTrainer(model, data, n, cfg, folder / "progressive")
+    data = GenRetData(ws.text_inputs(model), examples.doc_text, queries, cfg.seed)
+    trainer = ProgressiveTrainer(model, data, n, cfg, folder / "progressive", train_config=train_config(ws))
     info = trainer.train()
     codes = trainer.codes.clone()
     new = [i for i in range(n) if codes[i, 0] < 0]
@@ -70,10 +74,10 @@ def learn(ws: Workspace, cfg: GenRetConfig, folder: Path):
     meta = {"length": model.n_steps, "codes": cfg.codes, "new_documents": len(new)}
     table = DocIdTable(ws.doc_ids, codes.numpy(), cfg.codes, "genret", meta)
     steps = sum(e["train"]["steps"] + e.get("warmup", {}).get("steps", 0) for e in info["log"])
-    fit_seconds = 0.0
+    fit_seconds, fit_history = 0.0, []
     if cfg.fit_epochs:
         data = seq2seq_training_data(ws, cfg, model, table, PrefixTree(table))
-        fit, _ = train(ws, model, seq2seq_loss, data, folder / "progressive" / "fit", "genret fit",
+        fit, fit_history = train(ws, model, seq2seq_loss, data, folder / "progressive" / "fit", "genret fit",
                        epochs=cfg.fit_epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed)
         steps, fit_seconds = steps + fit["steps"], fit["seconds"]
         new_seconds = tokenize_new()  # again, by the model that searches
@@ -84,7 +88,8 @@ def learn(ws: Workspace, cfg: GenRetConfig, folder: Path):
     progressive_s = sum(e["train"]["seconds"] + e.get("warmup", {}).get("seconds", 0.0) + e.get("kmeans_seconds", 0.0)
                         for e in info["log"])
     return model, table, {"seconds": progressive_s + fit_seconds, "steps": steps, "progressive": info["log"],
-                          "fit_seconds": fit_seconds, "new_documents": len(new), "new_doc_seconds": new_seconds,
+                          "fit_seconds": fit_seconds, "fit_history": fit_history, "new_documents": len(new),
+                          "new_doc_seconds": new_seconds,
                           "history": history, "genret_config": dataclasses.asdict(cfg)}
 
 
@@ -142,7 +147,7 @@ METHODS = [
            "learned: K codes per step, M steps (Q(z|d), Eq. 3-4)",
            "reconstruction + commitment + retrieval (Eq. 11), step by step; then seq2seq fit",
            "constrained beam search over the learned docids", group="genret", learn=learn,
-           index_corpus=index_corpus, report=report, render=render, check=lambda ws, cfg: require_frozen(ws, "genret")),
+           index_corpus=index_corpus, report=report, render=render),
     Method("genret-nolearn", "GenRet ablation 'without learning': a seq2seq retriever trained on GenRet's final "
            "docids", "GenRet's final docids (run genret first)", "seq2seq cross-entropy to the docid",
            "constrained beam search over the docid prefix tree", group="genret", make_docids=nolearn_docids,

@@ -26,7 +26,6 @@ from genir.methods.base import (
     SearchRequest,
     Trained,
     model_config,
-    require_frozen,
     seq2seq_training_data,
     train,
 )
@@ -47,7 +46,7 @@ def _new_model(ws: Workspace, cfg: GlenConfig) -> LexicalSeq2Seq:
     # the decoder works at the word-embedding width (decoder_dim None: the encoder's width)
     model = LexicalSeq2Seq(model_config(ws, 0, cfg.length, {"method": "glen", "feed": cfg.feed}, decoder_dim=None))
     model = model.to(ws.device)
-    model.freeze_encoder(True)
+    model.freeze_encoder(ws.frozen_encoder)  # full: the encoder trains, and E with it (tied, as in GLEN's T5)
     return model
 
 
@@ -76,9 +75,9 @@ def identify_texts(model, texts: list[str], max_length: int, device, batch_size:
 
 
 def identify_all(ws: Workspace, model, tokens=None):
-    """Identifiers (Eq. 2) and identifier logits w^d of every document: trained documents from their cached
-    states, documents no training saw from their text (no retraining). With ``tokens`` (N, n) the
-    identifiers are given (keyword IDs) and only w^d is computed."""
+    """Identifiers (Eq. 2) and identifier logits w^d of every document: trained documents from their
+    training inputs (cached states, or the current encoder), documents no training saw from their text.
+    With ``tokens`` (N, n) the identifiers are given (keyword IDs) and only w^d is computed."""
     examples = ws.examples()
     n = len(ws.doc_ids)
     ids = np.zeros((n, model.n_steps), dtype=np.int64)
@@ -89,13 +88,13 @@ def identify_all(ws: Workspace, model, tokens=None):
         ids[fresh], logits[fresh] = identify_texts(model, ws.lead_texts([ws.docs[i] for i in fresh]),
                                                    ws.settings.model.doc_max_length, ws.device,
                                                    given=None if tokens is None else tokens[fresh])
-    cached = [i for i in range(n) if i in examples.doc_text]
-    for s in range(0, len(cached), 256):
-        group = cached[s: s + 256]
+    trained = [i for i in range(n) if i in examples.doc_text]
+    inputs = ws.text_inputs(model)
+    for s in range(0, len(trained), 256):
+        group = trained[s: s + 256]
         with torch.inference_mode():
-            mem, mask = ws.encoded(model).batch([examples.doc_text[i] for i in group])
-            ids[group], logits[group] = _identify(model, mem.to(ws.device), mask.to(ws.device),
-                                                  None if tokens is None else tokens[group])
+            mem, mask = inputs.states([examples.doc_text[i] for i in group])
+            ids[group], logits[group] = _identify(model, mem, mask, None if tokens is None else tokens[group])
     return ids, logits
 
 
@@ -107,11 +106,11 @@ def phase1(ws: Workspace, cfg: GlenConfig, folder: Path):
     keywords = keyword_docids(ws.doc_ids, [d.full_text for d in ws.docs], model.tokenizer, cfg.length)
     if (done / "genir_model.json").exists():
         model = DocidSeq2Seq.load(done).to(ws.device)
-        model.freeze_encoder(True)
+        model.freeze_encoder(ws.frozen_encoder)
         return model, keywords, 0.0, 0
     data = seq2seq_training_data(ws, cfg, model, keywords, PrefixTree(keywords))
     info, _ = train(ws, model, seq2seq_loss, data, folder / "phase1" / "checkpoints", "glen phase 1 (keywords)",
-                    epochs=cfg.keyword_epochs, seed=cfg.seed)
+                    epochs=cfg.keyword_epochs, seed=cfg.seed, encoder_lr=cfg.keyword_encoder_lr)
     model.save(done)
     return model, keywords, info["seconds"], info["steps"]
 
@@ -119,7 +118,6 @@ def phase1(ws: Workspace, cfg: GlenConfig, folder: Path):
 def learn(ws: Workspace, cfg: GlenConfig, folder: Path):
     """Phase 1 (keyword IDs), phase 2 (ranking-based refinement, Eq. 5-8, prefix-aware dynamic negatives),
     then identifiers for every document from the model (Sec. 3.4)."""
-    require_frozen(ws, "glen")
     cfg = resolved(ws, cfg)
     model, keywords, p1_seconds, p1_steps = phase1(ws, cfg, folder)
     before, _ = identify_all(ws, model)  # identifiers after phase 1, for the before/after words
@@ -129,12 +127,13 @@ def learn(ws: Workspace, cfg: GlenConfig, folder: Path):
         pairs = [(t, d) for t, d, _ in examples.examples if t != examples.doc_text.get(d)]
     docs = sorted(examples.doc_text)
     negatives = PrefixNegatives(docs, cfg.negatives, cfg.negative_mode, cfg.seed)
-    data = GlenPairs(pairs, ws.encoded(model), examples.doc_text, negatives)
-    objective = GlenRefineObjective(cfg, math.ceil(len(pairs) / cfg.batch_size), negatives, ws.encoded(model),
+    inputs = ws.text_inputs(model)
+    data = GlenPairs(pairs, inputs, examples.doc_text, negatives)
+    objective = GlenRefineObjective(cfg, math.ceil(len(pairs) / cfg.batch_size), negatives, inputs,
                                     examples.doc_text)
     info, history = train(ws, model, objective, (data, data.collate), folder / "phase2" / "checkpoints",
                           "glen phase 2 (refine)", epochs=cfg.refine_epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-                          seed=cfg.seed)
+                          seed=cfg.seed, encoder_lr=cfg.refine_encoder_lr)
     ids, logits = identify_all(ws, model)
     save_npy(folder / LOGITS, logits)
     save_npy(folder / "identifiers_phase1.npy", before)
@@ -258,7 +257,7 @@ METHODS = [
            "refinement, collision-free inference", "lexical: n vocabulary tokens, from the model (Eq. 2)",
            "phase 1 seq2seq to keyword IDs; phase 2 pairwise + pointwise ranking (Eq. 5-8)", _SEARCH,
            group="glen", learn=learn, open_searcher=open_searcher, index_corpus=index_corpus, report=report,
-           render=render, check=lambda ws, cfg: require_frozen(ws, "glen")),
+           render=render),
     Method("glen-keyword", "GLEN after phase 1 only: fixed keyword IDs (BM25 top-n tokens)",
            "keyword IDs: the document's BM25 top-n tokens (Eq. 4)", "phase 1 only: seq2seq to keyword IDs",
            _SEARCH, group="glen", learn=keyword_learn, open_searcher=open_searcher, index_corpus=index_corpus,

@@ -20,7 +20,7 @@ from genir.docids import DocIdTable, PrefixTree
 from genir.docids.rqvae import decollide
 from genir.io import write_text
 from genir.methods.base import Method, seq2seq_training_data
-from genir.training.data import DocidCollator, DocidDataset, EncodedTexts, IndexingExamples
+from genir.training.data import DocidCollator, DocidDataset, EncodedTexts, IndexingExamples, TextInputs
 from genir.training.merge import MergeConfig, position_weighted_loss, train_rqvae
 from genir.workspace import Workspace
 
@@ -80,10 +80,10 @@ def training_data(ws: Workspace, cfg: MergeConfig, model, table: DocIdTable, tri
     targets = [trie.full_sequence(i) for i in range(len(table))]
     encoded = None
     max_length = ws.settings.model.doc_max_length
-    if ws.settings.model.encoder == "frozen":
+    if ws.frozen_encoder:
         extra = EncodedTexts(model, prefixed, max_length, desc="encode <retrieval> queries")
         encoded = EncodedTexts.joined(ws.encoded(model), extra)
-    return DocidDataset(joined, targets), DocidCollator(joined, targets, model, encoded, max_length)
+    return DocidDataset(joined, targets), DocidCollator(targets, TextInputs(joined.texts, max_length, model, encoded))
 
 
 def loss(model, batch):

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from genir.docids import DocIdTable, PrefixTree, atomic_docids
-from genir.methods.base import Method, SearchRequest, Trained, require_frozen
+from genir.methods.base import Method, SearchRequest, Trained
 from genir.search.tied import TiedAtomicIndex, TiedAtomicSearcher
 from genir.settings import at_least, choice
 from genir.training.data import (
@@ -30,8 +30,12 @@ class TiedSettings:
 
 def contrastive_data(ws: Workspace, cfg: TiedSettings, model, table: DocIdTable, trie: PrefixTree):
     """(query, positive document) pairs from training queries and pseudo-queries, with BM25 top-k negatives
-    (Tied-Atomic Sec. 4: "contrastive loss with BM25 negatives sampled from top-k")."""
-    require_frozen(ws, "tied-atomic")
+    (Tied-Atomic Sec. 4: "contrastive loss with BM25 negatives sampled from top-k").
+
+    With ``--encoder full`` every query and document of a batch goes through the encoder being trained, so
+    the loss always sees the current document encodings; the whole corpus is re-encoded once, by the final
+    model, when the searcher opens (the tied output layer; its cost is the report's ``index_seconds``).
+    Training never needs the whole matrix: its negatives are BM25's, fixed before training."""
     examples = ws.examples()
     pairs = [(t, d) for t, d, kind in examples.examples
              if kind == "retrieval" or (kind == "indexing" and t != examples.doc_text.get(d))]
@@ -45,7 +49,7 @@ def contrastive_data(ws: Workspace, cfg: TiedSettings, model, table: DocIdTable,
     # negatives only among trained documents: held-out ("new") documents stay unseen in training
     negatives = {t: [d for d in negs if d not in positives[t] and d in examples.doc_text]
                  for t, negs in negatives.items()}
-    collate = ContrastiveCollator(ws.encoded(model), examples.doc_text, negatives, sorted(examples.doc_text),
+    collate = ContrastiveCollator(ws.text_inputs(model), examples.doc_text, negatives, sorted(examples.doc_text),
                                   cfg.negatives, ws.settings.training.seed)
     return ContrastiveDataset(pairs), collate
 
@@ -55,7 +59,6 @@ def distillation_data(ws: Workspace, cfg: TiedSettings, model, table: DocIdTable
     scores (``tied.teacher_scores``: TSV query_id, doc_id, score, or a TREC run)."""
     if not cfg.teacher_scores:
         raise ValueError("tied-atomic-distill needs --teacher-scores FILE (query_id, doc_id, score)")
-    require_frozen(ws, "tied-atomic-distill")
     coll = ws.collection
     teacher = read_teacher_scores(cfg.teacher_scores, coll.queries, coll.corpus)
     examples = ws.examples()
@@ -69,14 +72,13 @@ def distillation_data(ws: Workspace, cfg: TiedSettings, model, table: DocIdTable
     if not pairs:
         raise ValueError("no training query has teacher scores for its positive and another document")
     return (ContrastiveDataset(pairs),
-            MarginCollator(ws.encoded(model), examples.doc_text, by_text, ws.settings.training.seed))
+            MarginCollator(ws.text_inputs(model), examples.doc_text, by_text, ws.settings.training.seed))
 
 
 def check_distillation(ws: Workspace, cfg: TiedSettings) -> None:
     """Before any stage runs: the teacher scores are given and read (file and line on a bad one)."""
     if not cfg.teacher_scores:
         raise ValueError("tied-atomic-distill needs --teacher-scores FILE (query_id, doc_id, score)")
-    require_frozen(ws, "tied-atomic-distill")
     read_teacher_scores(cfg.teacher_scores, ws.collection.queries, ws.collection.corpus)
 
 
@@ -112,7 +114,7 @@ METHODS = [
            "contrastive: in-batch + BM25 top-k negatives", _SEARCH, group="tied",
            make_docids=lambda ws, cfg, folder: atomic_docids(ws.doc_ids), objective=tied_contrastive_loss,
            training_data=contrastive_data, n_codes=lambda table: 1, open_searcher=open_searcher, needs_corpus=True,
-           report=report, render=render, check=lambda ws, cfg: require_frozen(ws, "tied-atomic")),
+           report=report, render=render),
     Method("tied-atomic-distill", "Tied-Atomic trained by Margin-MSE on teacher scores (--teacher-scores)", _DOCIDS,
            "Margin-MSE on teacher score margins", _SEARCH, group="tied",
            make_docids=lambda ws, cfg, folder: atomic_docids(ws.doc_ids), objective=tied_margin_mse_loss,

@@ -31,17 +31,18 @@ def beam_search(model, trie: PrefixTree, memory: torch.Tensor, memory_mask: torc
     mask: with thousands of outputs (atomic docids, GLEN's identifier tokens) most of a dense mask is
     empty and building and ranking it dominated the search.
     """
-    b = memory.shape[0]
+    b, dev = memory.shape[0], memory.device
+    trie = trie.on(dev)  # every tensor of the search lives where the logits are
     n_out = trie.n_out
     state = model.start(memory, memory_mask)
-    nodes = torch.zeros(b, 1, dtype=torch.long)
-    scores = torch.zeros(b, 1)
-    prev = torch.full((b,), model.bos, dtype=torch.long, device=memory.device)
+    nodes = torch.zeros(b, 1, dtype=torch.long, device=dev)
+    scores = torch.zeros(b, 1, device=dev)
+    prev = torch.full((b,), model.bos, dtype=torch.long, device=dev)
     width = 1
     neg_inf = float("-inf")
     for _ in range(trie.depth):
         logits, state = model.step(state, prev)
-        logp = (F.log_softmax(logits.float(), dim=-1) if normalize else logits.float()).cpu()
+        logp = F.log_softmax(logits.float(), dim=-1) if normalize else logits.float()
         flat_nodes, flat_scores = nodes.reshape(-1), scores.reshape(-1)
         live = torch.isfinite(flat_scores)  # dead beams have no candidates
         done = trie.is_leaf[flat_nodes]  # a finished docid stays as it is: one candidate, no score change
@@ -52,7 +53,7 @@ def beam_search(model, trie: PrefixTree, memory: torch.Tensor, memory_mask: torc
         row = torch.cat([e_row, staying])
         code = torch.cat([e_code, torch.full_like(staying, n_out - 1)])
         child = torch.cat([e_child, flat_nodes[staying]])
-        gain = torch.cat([logp[e_row, e_code], torch.zeros(len(staying))])
+        gain = torch.cat([logp[e_row, e_code], torch.zeros(len(staying), device=dev)])
         if len(staying):  # edges come grouped by beam row already; finished beams are merged in
             order = torch.argsort(row, stable=True)
             row, code, child, gain = row[order], code[order], child[order], gain[order]
@@ -62,19 +63,19 @@ def beam_search(model, trie: PrefixTree, memory: torch.Tensor, memory_mask: torc
         query = torch.div(row, width, rounding_mode="floor")
         per_query = torch.bincount(query, minlength=b)
         q_first = torch.cumsum(per_query, 0) - per_query
-        grid = torch.full((b, max(1, int(per_query.max()))), neg_inf)
-        grid[query, torch.arange(total) - q_first[query]] = cand_score
+        grid = torch.full((b, max(1, int(per_query.max()))), neg_inf, device=dev)
+        grid[query, torch.arange(total, device=dev) - q_first[query]] = cand_score
         new_width = max(1, min(beam, int(torch.isfinite(grid).sum(1).max())))
         top = torch.topk(grid, new_width, dim=1)
         alive = torch.isfinite(top.values)
         pick = (q_first[:, None] + top.indices).clamp(max=max(total - 1, 0))
-        own_row = (torch.arange(b) * width)[:, None].expand_as(pick)
+        own_row = (torch.arange(b, device=dev) * width)[:, None].expand_as(pick)
         rows = torch.where(alive, row[pick], own_row).reshape(-1)
         codes = torch.where(alive, code[pick], n_out - 1)
         nodes = torch.where(alive, child[pick], 0)
         scores, width = top.values, new_width
-        state = model.reorder(state, rows.to(memory.device))
-        prev = codes.reshape(-1).to(memory.device)
+        state = model.reorder(state, rows)
+        prev = codes.reshape(-1)
         if bool((trie.is_leaf[nodes.reshape(-1)] | ~alive.reshape(-1)).all()):
             break
     return nodes, scores

@@ -38,6 +38,7 @@ class GenerativeSearcher(Searcher):
             with torch.inference_mode():
                 memory, mask = self.encode_queries(texts)
                 nodes, scores = beam_search(self.model, self.trie, memory, mask, self.beam, self.normalize)
+                nodes, scores = nodes.cpu(), scores.cpu()  # once per batch, after the search
             for i, qid in enumerate(batch):
                 hits: list[Hit] = []
                 for node, score in zip(nodes[i].tolist(), scores[i].tolist(), strict=True):

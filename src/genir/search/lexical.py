@@ -98,5 +98,5 @@ class LexicalSearcher(GenerativeSearcher):
             with torch.inference_mode():
                 mem, mask = self.model.encode_texts([text])
                 w_q = self.model.identifier_logits(mem, mask, tokens[None])[0]
-        order = collision_order(w_q.float().numpy(), self.doc_logits[docs])
+        order = collision_order(w_q.float().cpu().numpy(), self.doc_logits[docs])
         return [docs[i] for i in order]

@@ -159,7 +159,7 @@ class TiedAtomicSearcher(Searcher):
             from genir.search.generative import GenerativeSearcher
 
             ids = self.index.doc_ids()
-            vectors = torch.from_numpy(self.index.matrix())
+            vectors = torch.from_numpy(self.index.matrix()).to(self.model.code_embed.weight.device)
             table = atomic_docids(ids)
             view = TiedGenerativeView(self.model, vectors)
             self._generative = GenerativeSearcher(view, table, beam=1, batch_size=self.batch_size,

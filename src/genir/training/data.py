@@ -118,6 +118,49 @@ class EncodedTexts:
         return self.states[idx, :n].float(), mask[:, :n]
 
 
+class TextInputs:
+    """How training texts reach the model, the one data path of both encoder modes.
+
+    - frozen (``encoded`` given): every text's encoder states, computed once (:class:`EncodedTexts`);
+      batches carry ``{name}memory`` and ``{name}mask``;
+    - full fine-tuning (``encoded`` None): batches carry token ids, ``{name}input_ids`` and ``{name}mask``,
+      and the objective streams them through the trainable encoder (:func:`~genir.training.objectives.memory_of`).
+
+    ``name`` prefixes the keys of one side of a batch (``"q_"`` queries, ``"d_"`` documents).
+    """
+
+    def __init__(self, texts: list[str], max_length: int, model, encoded: EncodedTexts | None = None):
+        self.texts, self.max_length, self.model, self.encoded = texts, max_length, model, encoded
+
+    @property
+    def frozen(self) -> bool:
+        return self.encoded is not None
+
+    def features(self, idx: list[int], name: str = "") -> dict[str, torch.Tensor]:
+        """A batch's inputs for texts ``idx``, on the CPU (the training loop moves them)."""
+        if self.encoded is not None:
+            memory, mask = self.encoded.batch(list(idx))
+            return {f"{name}memory": memory, f"{name}mask": mask}
+        tokens = self.model.tokenize([self.texts[i] for i in idx], self.max_length)
+        return {f"{name}input_ids": tokens["input_ids"], f"{name}mask": tokens["attention_mask"]}
+
+    @torch.no_grad()
+    def states(self, idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encoder states of texts ``idx`` on the model's device, without gradient: the cache, or the
+        current encoder (dropout off) when it is being fine-tuned. For whole-corpus passes during training
+        (GenRet's bank and k-means, GLEN's identifiers)."""
+        device = next(self.model.parameters()).device
+        if self.encoded is not None:
+            memory, mask = self.encoded.batch(list(idx))
+            return memory.to(device), mask.to(device)
+        was_training = self.model.encoder.training
+        self.model.encoder.eval()
+        try:
+            return self.model.encode_texts([self.texts[i] for i in idx], self.max_length)
+        finally:
+            self.model.encoder.train(was_training)
+
+
 class DocidDataset(Dataset):
     """Examples whose targets are each document's code sequence (from the prefix tree)."""
 
@@ -133,12 +176,11 @@ class DocidDataset(Dataset):
 
 
 class DocidCollator:
-    """Batches as dicts: cached ``memory``/``memory_mask`` when states are given, else token ids."""
+    """Batches as dicts: ``targets`` (each document's code sequence, -100 padded), ``doc_index`` and the
+    texts' inputs (:class:`TextInputs`: cached states or token ids)."""
 
-    def __init__(self, examples: IndexingExamples, targets: list[tuple[int, ...]], model=None,
-                 encoded: EncodedTexts | None = None, max_length: int = 64):
-        self.examples, self.targets, self.model, self.encoded, self.max_length = (
-            examples, targets, model, encoded, max_length)
+    def __init__(self, targets: list[tuple[int, ...]], inputs: TextInputs):
+        self.targets, self.inputs = targets, inputs
 
     def __call__(self, items: list[tuple[int, int]]) -> dict[str, torch.Tensor]:
         texts, docs = zip(*items, strict=True)
@@ -146,12 +188,7 @@ class DocidCollator:
         targets = torch.full((len(docs), width), -100, dtype=torch.long)
         for i, d in enumerate(docs):
             targets[i, : len(self.targets[d])] = torch.tensor(self.targets[d])
-        batch: dict[str, torch.Tensor] = {"targets": targets, "doc_index": torch.tensor(docs)}
-        if self.encoded is not None:
-            batch["memory"], batch["memory_mask"] = self.encoded.batch(list(texts))
-        else:
-            batch.update(self.model.tokenize([self.examples.texts[t] for t in texts], self.max_length))
-        return batch
+        return {"targets": targets, "doc_index": torch.tensor(docs), **self.inputs.features(list(texts))}
 
 
 class ContrastiveDataset(Dataset):
@@ -168,17 +205,17 @@ class ContrastiveDataset(Dataset):
 
 
 class ContrastiveCollator:
-    """Cached states of each query, its positive and ``n_negatives`` hard negatives (positive first).
+    """Inputs of each query, its positive and ``n_negatives`` hard negatives (positive first).
 
     ``negatives[text index]`` is a ranked candidate list (e.g. BM25's top-k) without the positives;
     negatives are sampled from it (with replacement when it is short, from ``fallback_docs`` when empty).
     """
 
-    def __init__(self, encoded: EncodedTexts, doc_text: dict[int, int], negatives: dict[int, list[int]],
+    def __init__(self, inputs: TextInputs, doc_text: dict[int, int], negatives: dict[int, list[int]],
                  fallback_docs: list[int], n_negatives: int = 3, seed: int = 0):
         import random
 
-        self.encoded, self.doc_text, self.negatives = encoded, doc_text, negatives
+        self.inputs, self.doc_text, self.negatives = inputs, doc_text, negatives
         self.fallback, self.n_negatives, self.rng = fallback_docs, n_negatives, random.Random(seed)
 
     def __call__(self, items: list[tuple[int, int]]) -> dict[str, torch.Tensor]:
@@ -189,9 +226,7 @@ class ContrastiveCollator:
             negs = [self.rng.choice(pool) if pool else self.rng.choice(self.fallback)
                     for _ in range(self.n_negatives)]
             docs.extend([pos, *negs])
-        q_memory, q_mask = self.encoded.batch(texts)
-        d_memory, d_mask = self.encoded.batch([self.doc_text[d] for d in docs])
-        return {"q_memory": q_memory, "q_mask": q_mask, "d_memory": d_memory, "d_mask": d_mask}
+        return {**self.inputs.features(texts, "q_"), **self.inputs.features([self.doc_text[d] for d in docs], "d_")}
 
 
 def read_teacher_scores(path, queries: dict[str, str] | None = None, corpus: dict | None = None
@@ -232,11 +267,11 @@ class MarginCollator:
     ``teacher[text index]`` maps document index -> teacher score; each item draws one scored negative.
     """
 
-    def __init__(self, encoded: EncodedTexts, doc_text: dict[int, int], teacher: dict[int, dict[int, float]],
+    def __init__(self, inputs: TextInputs, doc_text: dict[int, int], teacher: dict[int, dict[int, float]],
                  seed: int = 0):
         import random
 
-        self.encoded, self.doc_text, self.teacher, self.rng = encoded, doc_text, teacher, random.Random(seed)
+        self.inputs, self.doc_text, self.teacher, self.rng = inputs, doc_text, teacher, random.Random(seed)
 
     def __call__(self, items: list[tuple[int, int]]) -> dict[str, torch.Tensor]:
         texts, docs, margins = [], [], []
@@ -246,9 +281,7 @@ class MarginCollator:
             texts.append(text)
             docs.extend([pos, neg])
             margins.append(scores[pos] - scores[neg])
-        q_memory, q_mask = self.encoded.batch(texts)
-        d_memory, d_mask = self.encoded.batch([self.doc_text[d] for d in docs])
-        return {"q_memory": q_memory, "q_mask": q_mask, "d_memory": d_memory, "d_mask": d_mask,
+        return {**self.inputs.features(texts, "q_"), **self.inputs.features([self.doc_text[d] for d in docs], "d_"),
                 "margin": torch.tensor(margins, dtype=torch.float32)}
 
 

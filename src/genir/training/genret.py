@@ -28,7 +28,7 @@ import math
 import random
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -41,8 +41,9 @@ from tqdm.auto import tqdm
 from genir.docids.balance import constrained_kmeans, diversity, largest_share, sinkhorn
 from genir.io import atomic_path, save_npy, write_text
 from genir.settings import at_least, choice, derived, positive
-from genir.training.data import EncodedTexts
+from genir.training.data import TextInputs
 from genir.training.loop import TrainConfig, Trainer, load_weights
+from genir.training.objectives import memory_of
 
 
 @dataclass
@@ -93,11 +94,12 @@ class GenRetData(Dataset):
     """Items are trained documents; each visit pairs the document's own text with one of its queries,
     drawn uniformly from its pseudo-queries and training queries (as the authors' code pools them).
 
-    ``doc_text[d]`` and ``queries[d]`` are indices into ``encoded`` (frozen-encoder states)."""
+    ``doc_text[d]`` and ``queries[d]`` are indices of ``inputs``' texts (cached states, or token ids for
+    full fine-tuning)."""
 
-    def __init__(self, encoded: EncodedTexts, doc_text: dict[int, int], queries: dict[int, list[int]],
+    def __init__(self, inputs: TextInputs, doc_text: dict[int, int], queries: dict[int, list[int]],
                  seed: int = 0):
-        self.encoded, self.doc_text, self.queries = encoded, doc_text, queries
+        self.inputs, self.doc_text, self.queries = inputs, doc_text, queries
         self.docs = sorted(doc_text)
         self.rng = random.Random(seed)
 
@@ -109,13 +111,12 @@ class GenRetData(Dataset):
 
     def collate(self, docs: list[int]) -> dict[str, torch.Tensor]:
         q_texts = [self.rng.choice(self.queries[d]) if self.queries.get(d) else self.doc_text[d] for d in docs]
-        d_mem, d_mask = self.encoded.batch([self.doc_text[d] for d in docs])
-        q_mem, q_mask = self.encoded.batch(q_texts)
-        return {"d_memory": d_mem, "d_mask": d_mask, "q_memory": q_mem, "q_mask": q_mask,
-                "doc_index": torch.tensor(docs)}
+        return {**self.inputs.features([self.doc_text[d] for d in docs], "d_"),
+                **self.inputs.features(q_texts, "q_"), "doc_index": torch.tensor(docs)}
 
     def doc_states(self, docs: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.encoded.batch([self.doc_text[d] for d in docs])
+        """Documents' encoder states by the current encoder (no gradient), on the model's device."""
+        return self.inputs.states([self.doc_text[d] for d in docs])
 
 
 def straight_through(codebook: torch.Tensor, d: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
@@ -147,6 +148,14 @@ class GenRetObjective:
         every = config.bank_refresh or math.ceil(len(data) / config.batch_size)
         self.refresh_every = max(1, every)
 
+    def _on(self, device: torch.device) -> dict[str, torch.Tensor]:
+        """The fixed prefixes, groups and trained-document mask on the training device, copied once per
+        phase (they do not change while it runs): no host round trip per step."""
+        if getattr(self, "_device_copy", (None,))[0] != device:
+            self._device_copy = (device, {"codes": self.codes.to(device), "group": self.group.to(device),
+                                          "trained": self.trained.to(device)})
+        return self._device_copy[1]
+
     # -- the corpus bank of sg(d*_T) -------------------------------------------------------------
     @torch.no_grad()
     def refresh_bank(self, model) -> None:
@@ -159,7 +168,7 @@ class GenRetObjective:
             idx = docs[s: s + 512]
             mem, mask = self.data.doc_states(idx)
             prefix = self.codes[idx, : self.t].to(device)
-            bank[idx] = model.hidden(mem.to(device), mask.to(device), prefix)[:, -1]
+            bank[idx] = model.hidden(mem, mask, prefix)[:, -1]
         self.bank = bank
         model.train(was_training)
 
@@ -176,7 +185,8 @@ class GenRetObjective:
 
         "bank": every sg(d*_T), the target's own included, comes from the bank, so that numerator and
         denominator are computed alike (dropout off, same refresh); ``d_sg`` is used by "batch" only."""
-        group = self.group.to(idx.device)[idx]
+        on = self._on(idx.device)
+        group = on["group"][idx]
         if self.cfg.rec_set == "batch":
             scores = z @ d_sg.T
             scores = scores.masked_fill(group[:, None] != group[None, :], float("-inf"))
@@ -184,7 +194,7 @@ class GenRetObjective:
         if self.bank.device != z.device:  # restored from a checkpoint on the CPU
             self.bank = self.bank.to(z.device)
         scores = z @ self.bank.T
-        same = (self.group.to(idx.device)[None, :] == group[:, None]) & self.trained.to(idx.device)[None, :]
+        same = (on["group"][None, :] == group[:, None]) & on["trained"][None, :]
         return F.cross_entropy(scores.masked_fill(~same, float("-inf")), idx)
 
     def __call__(self, model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
@@ -192,8 +202,8 @@ class GenRetObjective:
             self.refresh_bank(model)
         self.calls += 1
         t, idx = self.t, batch["doc_index"]
-        prefix = self.codes[idx.cpu(), :t].to(idx.device)
-        d_h = model.hidden(batch["d_memory"], batch["d_mask"], prefix)  # GenRet Eq. 2: d_1..d_T
+        prefix = self._on(idx.device)["codes"][idx, :t]
+        d_h = model.hidden(*memory_of(model, batch, "d_"), prefix)  # GenRet Eq. 2: d_1..d_T
         d_t = d_h[:, -1]
         logs: dict[str, float] = {}
         if self.phase == "warmup":
@@ -207,7 +217,7 @@ class GenRetObjective:
                 # (measured: mean cosine 0.9995 between documents after the warm-up, k-means then splits
                 # noise). The ranking term of L_Ret (Eq. 10) is what makes d_T tell documents apart; the
                 # authors' code warms up with it too.
-                q_t = model.hidden(batch["q_memory"], batch["q_mask"], prefix)[:, -1]
+                q_t = model.hidden(*memory_of(model, batch, "q_"), prefix)[:, -1]
                 rank = F.cross_entropy(q_t @ d_t.T, torch.arange(len(idx), device=idx.device))
                 loss = loss + rank
                 logs["rank"] = float(rank.detach())
@@ -224,7 +234,7 @@ class GenRetObjective:
         # Eq. 9: L_Com = -sum_{t<=T} log Q(z_t | z_<t, d)
         com = self._commitment(model, d_h, targets)
         # Eq. 10: L_Ret = -log softmax over the batch of q_T . d_T  -  sum_{t<=T} log P(z_t | z_<t, q)
-        q_h = model.hidden(batch["q_memory"], batch["q_mask"], prefix)
+        q_h = model.hidden(*memory_of(model, batch, "q_"), prefix)
         scores = q_h[:, -1] @ d_t.T
         rank = F.cross_entropy(scores, torch.arange(len(idx), device=idx.device))
         q_logits = model.code_logits(q_h)
@@ -268,8 +278,9 @@ class ProgressiveTrainer:
     """
 
     def __init__(self, model, data: GenRetData, n_docs: int, config: GenRetConfig, folder: str | Path,
-                 show_progress: bool = True):
+                 show_progress: bool = True, train_config: TrainConfig | None = None):
         self.model, self.data, self.cfg, self.folder = model, data, config, Path(folder)
+        self.train_config = train_config or TrainConfig()  # the shared settings (encoder rate, precision, ...)
         self.n_docs, self.show_progress = n_docs, show_progress
         self.m = model.n_steps
         self.codes = torch.full((n_docs, self.m), -1, dtype=torch.long)
@@ -277,8 +288,8 @@ class ProgressiveTrainer:
 
     def _phase(self, objective: GenRetObjective, epochs: float, name: str) -> dict:
         cfg = self.cfg
-        tcfg = TrainConfig(epochs=epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=0.0, seed=cfg.seed,
-                           checkpoint_every=cfg.checkpoint_every)
+        tcfg = replace(self.train_config, epochs=epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=0.0,
+                       seed=cfg.seed, checkpoint_every=cfg.checkpoint_every)
         trainer = Trainer(self.model, objective, self.data, self.data.collate, tcfg, self.folder / name,
                           show_progress=self.show_progress, desc=f"genret {name}")
         info = trainer.train()
@@ -310,7 +321,7 @@ class ProgressiveTrainer:
             for s in range(0, len(docs), 512):
                 idx = docs[s: s + 512]
                 mem, mask = self.data.doc_states(idx)
-                codes = self.model.assign_codes(mem.to(device), mask.to(device), t + 1, self.codes[idx, :t])
+                codes = self.model.assign_codes(mem, mask, t + 1, self.codes[idx, :t].to(device))
                 self.codes[idx, t] = codes[:, t].cpu()
             return
         h = self.model.step_logits(self.doc_vectors(t).to(self.model.codebooks[t].device), t).cpu()
@@ -354,8 +365,9 @@ class ProgressiveTrainer:
         return state["steps_done"]
 
     def _save_progress(self, steps_done: int) -> None:
+        trains_encoder = any(p.requires_grad for p in self.model.encoder.parameters())
         state = {k: v.detach().clone().contiguous() for k, v in self.model.state_dict().items()
-                 if not k.startswith("encoder.")}
+                 if trains_encoder or not k.startswith("encoder.")}  # a frozen encoder is not copied
         with atomic_path(self.folder / "model_after_step.safetensors") as tmp:
             save_file(state, str(tmp))  # tensors only: no pickle in a run folder
         save_npy(self.folder / "codes.npy", self.codes.numpy())

@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from genir.settings import at_least, choice, derived, positive
-from genir.training.data import EncodedTexts
+from genir.training.data import TextInputs
+from genir.training.objectives import memory_of
 
 
 @dataclass
@@ -28,6 +29,11 @@ class GlenConfig:
     lambda_dist: float = 0.5  # Eq. 7
     batch_size: int = at_least(32, 1)  # queries per step (each with 1 + negatives documents)
     lr: float = positive(1e-4)
+    # --encoder full: the encoder and E (tied: E is the encoder's input word embeddings) at the rates of
+    # the authors' code, 2e-4 in phase 1 and 5e-5 in phase 2 (the decoder keeps ``lr``: it starts from
+    # random here, where the authors' T5 decoder is pretrained)
+    keyword_encoder_lr: float = positive(2e-4)
+    refine_encoder_lr: float = positive(5e-5)
     feed: str = choice("hidden", "hidden", "token")  # decoder input d_<t (GLEN), or e_{z_<t} (the ablation)
     # documents sharing an identifier: ranked by cos(w^q, w^d) (Eq. 9) | in random order
     tie_break: str = choice("cosine", "cosine", "random", search=True)
@@ -106,9 +112,9 @@ class PrefixNegatives:
 class GlenPairs(Dataset):
     """(query text, positive document) pairs; ``collate`` adds N_neg negatives per query."""
 
-    def __init__(self, pairs: list[tuple[int, int]], encoded: EncodedTexts, doc_text: dict[int, int],
+    def __init__(self, pairs: list[tuple[int, int]], inputs: TextInputs, doc_text: dict[int, int],
                  negatives: PrefixNegatives):
-        self.pairs, self.encoded, self.doc_text, self.negatives = pairs, encoded, doc_text, negatives
+        self.pairs, self.inputs, self.doc_text, self.negatives = pairs, inputs, doc_text, negatives
         self.positives: dict[int, set[int]] = {}
         for t, d in pairs:
             self.positives.setdefault(t, set()).add(d)
@@ -124,9 +130,7 @@ class GlenPairs(Dataset):
         docs: list[int] = []
         for t, d in items:
             docs += [d] + self.negatives.sample(d, self.positives[t])
-        q_mem, q_mask = self.encoded.batch(queries)
-        d_mem, d_mask = self.encoded.batch([self.doc_text[d] for d in docs])
-        return {"q_memory": q_mem, "q_mask": q_mask, "d_memory": d_mem, "d_mask": d_mask,
+        return {**self.inputs.features(queries, "q_"), **self.inputs.features([self.doc_text[d] for d in docs], "d_"),
                 "group": torch.tensor(1 + self.negatives.n_neg), "doc_index": torch.tensor(docs)}
 
 
@@ -134,9 +138,9 @@ class GlenRefineObjective:
     """GLEN Eq. 8: L = L_pair + lambda_point * L_point, with tau annealed by the epoch (Eq. 6)."""
 
     def __init__(self, config: GlenConfig, steps_per_epoch: int, negatives: PrefixNegatives,
-                 encoded: EncodedTexts, doc_text: dict[int, int]):
+                 inputs: TextInputs, doc_text: dict[int, int]):
         self.cfg, self.steps_per_epoch, self.negatives = config, max(1, steps_per_epoch), negatives
-        self.encoded, self.doc_text = encoded, doc_text
+        self.inputs, self.doc_text = inputs, doc_text
         self.calls = 0
 
     # -- checkpointed with the training loop's state: the epoch (tau) and this epoch's identifiers ---------
@@ -156,16 +160,15 @@ class GlenRefineObjective:
 
     @torch.no_grad()
     def refresh_identifiers(self, model) -> None:
-        """Every trained document's current identifier (Eq. 2), for the prefix-aware negatives."""
+        """Every trained document's current identifier (Eq. 2, by the current encoder), for the prefix-aware
+        negatives."""
         was_training = model.training
         model.eval()
-        device = next(model.parameters()).device
         docs = sorted(self.doc_text)
         ids: dict[int, tuple[int, ...]] = {}
         for s in range(0, len(docs), 256):
             chunk = docs[s: s + 256]
-            mem, mask = self.encoded.batch([self.doc_text[d] for d in chunk])
-            tokens, _ = model.assign_ids(mem.to(device), mask.to(device))
+            tokens, _ = model.assign_ids(*self.inputs.states([self.doc_text[d] for d in chunk]))
             ids.update({d: tuple(z) for d, z in zip(chunk, tokens.cpu().tolist(), strict=True)})
         self.negatives.refresh(ids)
         model.train(was_training)
@@ -177,8 +180,8 @@ class GlenRefineObjective:
         self.calls += 1
         tau = temperature(epoch)
         group = int(batch["group"])
-        q_h, _ = model.hidden_states(batch["q_memory"], batch["q_mask"], with_tokens=False)
-        d_h, d_tok = model.hidden_states(batch["d_memory"], batch["d_mask"])
+        q_h, _ = model.hidden_states(*memory_of(model, batch, "q_"), with_tokens=False)
+        d_h, d_tok = model.hidden_states(*memory_of(model, batch, "d_"))
         e = model.word_embeddings
         d_logits = model.vocab_logits(d_h)
         # Eq. 5-6: pairwise ranking over the query's positive, its negatives and every other query's

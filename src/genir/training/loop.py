@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import random
@@ -39,9 +40,16 @@ class TrainConfig:
     encoder_lr: float = 5e-5  # pretrained encoder, when it is fine-tuned
     weight_decay: float = 0.01
     warmup_ratio: float = 0.05
+    encoder_warmup_ratio: float | None = None  # the encoder's own warm-up; None: warmup_ratio
     grad_clip: float = 1.0
+    grad_accumulation: int = 1  # micro-batches (of batch_size) per optimiser step
+    precision: str = "fp32"  # "bf16": forward passes under bf16 autocast
+    gradient_checkpointing: bool = False  # the encoder recomputes its activations in backward
     seed: int = 0
     checkpoint_every: int = 200  # steps; a checkpoint is also written at the end of every epoch
+
+    # how a run goes, not where it goes: a checkpoint made with other values of these still resumes
+    RUNTIME = ("checkpoint_every", "gradient_checkpointing")
 
 
 class _ObjectiveModule(nn.Module):
@@ -134,7 +142,7 @@ class Trainer:
         if found is None:
             return None
         tensors, meta, path = found
-        same = {k: v for k, v in asdict(self.config).items() if k != "checkpoint_every"}  # how often: not what
+        same = {k: v for k, v in asdict(self.config).items() if k not in TrainConfig.RUNTIME}
         if {k: meta.get("config", {}).get(k) for k in same} != same or meta.get("world") != self.world:
             raise checkpoint.CheckpointError(f"{path}: made with other training settings "
                                              f"({meta.get('config')}, {meta.get('world')} processes)")
@@ -168,47 +176,92 @@ class Trainer:
         return DataLoader(self.dataset, batch_size=cfg.batch_size, sampler=order[skip * cfg.batch_size:],
                           collate_fn=self.collate, drop_last=False, generator=torch.Generator().manual_seed(epoch))
 
+    def _autocast(self, device: torch.device):
+        """bf16 autocast when asked for (and the device has bf16), else a no-op context."""
+        if self.config.precision == "fp32":
+            return contextlib.nullcontext()
+        if self.config.precision != "bf16":
+            raise ValueError(f"precision must be fp32 or bf16, not {self.config.precision!r}")
+        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise ValueError(f"precision bf16: {torch.cuda.get_device_name(device)} has no bf16; use fp32")
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+    def _schedules(self, total_steps: int, optimizer) -> list[Callable[[int], float]]:
+        """Per parameter group (decoder first, then the encoder): linear warm-up, then cosine decay to 10%."""
+        cfg = self.config
+
+        def schedule(warmup: int) -> Callable[[int], float]:
+            def factor(step: int) -> float:
+                if step < warmup:
+                    return (step + 1) / warmup
+                progress = (step - warmup) / max(1, total_steps - warmup)
+                return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+            return factor
+
+        enc_ratio = cfg.warmup_ratio if cfg.encoder_warmup_ratio is None else cfg.encoder_warmup_ratio
+        ratios = [cfg.warmup_ratio, enc_ratio][: len(optimizer.param_groups)]
+        return [schedule(int(total_steps * r)) for r in ratios]
+
+    def _encoder_trainable(self) -> bool:
+        return any(p.requires_grad for n, p in self.model.named_parameters() if n.startswith("encoder."))
+
     def train(self) -> dict:
         cfg = self.config
         self._seed_everything()
+        trains_encoder = self._encoder_trainable()
+        if cfg.gradient_checkpointing and trains_encoder and hasattr(self.model, "encoder"):
+            enable = getattr(self.model.encoder, "gradient_checkpointing_enable", None)
+            if enable is None or not getattr(self.model.encoder, "supports_gradient_checkpointing", False):
+                raise ValueError(f"gradient checkpointing: {type(self.model.encoder).__name__} does not support it")
+            enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         module = _ObjectiveModule(self.model, self.objective)
         if self.world > 1:
             module = nn.parallel.DistributedDataParallel(module)
         optimizer = self._optimizer()
-        steps_per_epoch = math.ceil(len(self.dataset) / (cfg.batch_size * self.world))
+        accum = max(1, cfg.grad_accumulation)
+        micro_per_epoch = math.ceil(len(self.dataset) / (cfg.batch_size * self.world))
+        steps_per_epoch = math.ceil(micro_per_epoch / accum)
         total_steps = max(1, math.ceil(steps_per_epoch * cfg.epochs))
-        warmup = int(total_steps * cfg.warmup_ratio)
-
-        def schedule(step: int) -> float:  # linear warm-up, then cosine decay to 10%
-            if step < warmup:
-                return (step + 1) / warmup
-            progress = (step - warmup) / max(1, total_steps - warmup)
-            return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._schedules(total_steps, optimizer))
         epoch, skip, step = self._load(optimizer, scheduler) or (0, 0, 0)
         start = time.perf_counter()
         self.model.train()
-        frozen_encoder = not any(p.requires_grad for n, p in self.model.named_parameters()
-                                 if n.startswith("encoder."))
         device = next(self.model.parameters()).device
         bar = tqdm(total=total_steps, initial=step, desc=self.desc, disable=not self.show_progress)
         last_logs: dict = dict(self._resumed_logs)
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        examples = 0
         while step < total_steps:
-            for i, batch in enumerate(self._batches(epoch, skip), skip):
-                if frozen_encoder and hasattr(self.model, "encoder"):
-                    self.model.encoder.eval()
-                batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
-                loss, last_logs = module(batch)
+            pending = 0  # micro-batches whose gradients wait for the optimiser step
+            batches = self._batches(epoch, skip)
+            last_micro = skip + len(batches) - 1
+            for i, batch in enumerate(batches, skip):
+                if not trains_encoder and hasattr(self.model, "encoder"):
+                    self.model.encoder.eval()  # a frozen encoder: no dropout either
+                batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+                with self._autocast(device):
+                    loss, last_logs = module(batch)
+                if pending == 0:
+                    optimizer.zero_grad(set_to_none=True)
+                    step_loss = 0.0
+                (loss / accum).backward()
+                step_loss += float(loss.detach()) / accum
+                examples += min(cfg.batch_size, len(batches.sampler) - (i - skip) * cfg.batch_size)
+                pending += 1
                 self._last_logs = last_logs
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                if pending < accum and i < last_micro:
+                    continue
+                if pending < accum:  # the epoch's last, short group: its gradient is the mean of what it has
+                    for p in trainable:
+                        if p.grad is not None:
+                            p.grad.mul_(accum / pending)
+                pending = 0
                 if cfg.grad_clip:
-                    nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], cfg.grad_clip)
+                    nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
                 optimizer.step()
                 scheduler.step()
                 step += 1
-                self.history.append((step, float(loss.detach())))
+                self.history.append((step, step_loss))
                 bar.update(1)
                 bar.set_postfix({k: f"{v:.3f}" for k, v in last_logs.items()}, refresh=False)
                 if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
@@ -219,8 +272,10 @@ class Trainer:
             self._save(optimizer, scheduler, epoch, 0, step)
         bar.close()
         self.model.eval()
-        return {"steps": step, "seconds": time.perf_counter() - start, "final": last_logs,
-                "epochs": cfg.epochs, "world_size": self.world}
+        seconds = time.perf_counter() - start
+        return {"steps": step, "seconds": seconds, "final": last_logs, "epochs": cfg.epochs,
+                "world_size": self.world, "examples_per_second": examples / max(seconds, 1e-9),
+                "encoder_trained": trains_encoder, "precision": cfg.precision}
 
 
 def seed_everything(seed: int) -> None:

@@ -6,11 +6,13 @@ import torch
 import torch.nn.functional as F
 
 
-def memory_of(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Encoder states: cached ones (frozen encoder) or a fresh encoder pass (full fine-tuning)."""
-    if "memory" in batch:
-        return batch["memory"], batch["memory_mask"]
-    return model.encode(batch["input_ids"], batch["attention_mask"]), batch["attention_mask"]
+def memory_of(model, batch: dict[str, torch.Tensor], name: str = "") -> tuple[torch.Tensor, torch.Tensor]:
+    """Encoder states of one side of a batch (``name``: "" , "q_" or "d_"; see ``TextInputs``): cached
+    ones (frozen encoder), or a pass through the encoder being fine-tuned (gradients reach it)."""
+    mask = batch[f"{name}mask"]
+    if f"{name}memory" in batch:
+        return batch[f"{name}memory"], mask
+    return model.encode(batch[f"{name}input_ids"], mask), mask
 
 
 def seq2seq_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
@@ -30,10 +32,10 @@ def tied_contrastive_loss(model, batch: dict[str, torch.Tensor], temperature: fl
     cross-entropy over every document in the batch: the positive, its BM25 negatives and the other
     queries' documents (in-batch negatives), as Tevatron's contrastive loss does.
 
-    Batch: ``q_memory/q_mask`` (B queries), ``d_memory/d_mask`` (B x group documents, positive first).
+    Batch: ``q_*`` (B queries), ``d_*`` (B x group documents, positive first), cached states or token ids.
     """
-    h_q = model.first_hidden(batch["q_memory"], batch["q_mask"])
-    h_d = model.first_hidden(batch["d_memory"], batch["d_mask"])
+    h_q = model.first_hidden(*memory_of(model, batch, "q_"))
+    h_d = model.first_hidden(*memory_of(model, batch, "d_"))
     scores = h_q @ h_d.T / temperature
     group = h_d.shape[0] // h_q.shape[0]
     target = torch.arange(h_q.shape[0], device=scores.device) * group
@@ -47,10 +49,10 @@ def tied_margin_mse_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.T
     """Margin-MSE distillation (Hofstaetter et al.; Tied-Atomic's MS MARCO recipe): the student's margin
     h_q.h_pos - h_q.h_neg regresses onto the teacher's margin T(q, pos) - T(q, neg).
 
-    Batch: ``q_memory/q_mask`` (B), ``d_memory/d_mask`` (2B: positive, negative per query), ``margin`` (B).
+    Batch: ``q_*`` (B), ``d_*`` (2B: positive, negative per query), ``margin`` (B).
     """
-    h_q = model.first_hidden(batch["q_memory"], batch["q_mask"])
-    h_d = model.first_hidden(batch["d_memory"], batch["d_mask"]).view(h_q.shape[0], 2, -1)
+    h_q = model.first_hidden(*memory_of(model, batch, "q_"))
+    h_d = model.first_hidden(*memory_of(model, batch, "d_")).view(h_q.shape[0], 2, -1)
     student = (h_q[:, None, :] * h_d).sum(-1)
     loss = F.mse_loss(student[:, 0] - student[:, 1], batch["margin"])
     return loss, {"loss": float(loss.detach())}
