@@ -6,6 +6,11 @@ many examples it took and how long, and this script sums them per method:
 
     examples/s = training examples / seconds spent in the training loop
 
+An example is one item of the method's training data: a text (DSI, MERGE's retriever), a query with its
+positive and 3 BM25 negatives (Tied-Atomic), a document with one of its queries (GenRet), a query with
+its positive and 8 negatives (GLEN phase 2; a text in phase 1). MERGE's RQ-VAE (no text encoder) is not
+counted.
+
 Frozen runs also pay a one-time encoding of every training text (the cache), reported beside it and not
 counted in examples/s. Both encoder modes of one method run back to back, so machine noise hits them alike.
 
@@ -90,8 +95,9 @@ def main() -> None:
 
     def counted(self):  # every phase of every method goes through here
         info = train(self)
-        totals["examples"] += info["examples_per_second"] * info["seconds"]
-        totals["seconds"] += info["seconds"]
+        if hasattr(self.model, "encoder"):  # the retriever's phases, not MERGE's RQ-VAE (no text encoder)
+            totals["examples"] += info["examples_per_second"] * info["seconds"]
+            totals["seconds"] += info["seconds"]
         return info
 
     loop.Trainer.train = counted

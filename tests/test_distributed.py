@@ -1,13 +1,26 @@
-"""The training loop under torch.distributed (gloo, 2 CPU processes): shards the data, keeps ranks in sync."""
+"""Several processes (gloo, 2 CPU processes, tiny models): each test fails when distribution is wrong.
+
+- ranks start from different weights and hold rank 0's after setup;
+- 2 processes x batch B reach the weights of 1 process x batch 2B (gradients averaged, no example skipped
+  or repeated), with an uneven last batch;
+- sharded encoding and docid assignment give one process's tables, and each rank computed only its shard;
+- `genir run` in 2 processes: rank 1 writes no file, and docids and metrics equal one process's with the
+  doubled batch.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
+import sys
+from pathlib import Path
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from safetensors.torch import load_file, save_file
 
 
 def _free_port() -> int:
@@ -16,34 +29,200 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank: int, world: int, port: int, backbone: str, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    torch.set_num_threads(1)
-    try:
-        from genir.training import TrainConfig, Trainer, seq2seq_loss
-        from genir.training.data import DocidCollator, DocidDataset, TextInputs
-        from tests.test_training import _setup
+def _spawn(fn, *args) -> None:
+    port = _free_port()
+    mp.spawn(_entry, args=(fn, port, *args), nprocs=2, join=True)
 
-        model, examples, targets, encoded = _setup(backbone)
-        torch.manual_seed(rank)  # different start per rank: DDP must broadcast rank 0's weights
-        trainer = Trainer(model, seq2seq_loss, DocidDataset(examples, targets),
-                          DocidCollator(targets, TextInputs(examples.texts, 16, model, encoded)),
-                          TrainConfig(epochs=2, batch_size=3, checkpoint_every=1), out, show_progress=False)
-        info = trainer.train()
-        flat = torch.cat([p.detach().reshape(-1) for p in model.parameters() if p.requires_grad])
-        gathered = [torch.zeros_like(flat) for _ in range(world)]
-        dist.all_gather(gathered, flat)
-        assert torch.allclose(gathered[0], gathered[1]), "ranks diverged"
-        assert info["world_size"] == world
-        assert info["steps"] == 2 * 2  # 12 examples / (3 per rank x 2 ranks) = 2 steps per epoch
+
+def _entry(rank: int, fn, port: int, *args) -> None:
+    # what torchrun sets; genir.distributed.init_from_env starts the group from it
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
+                      WORLD_SIZE="2", GENIR_DATASETS=os.environ.get("GENIR_DATASETS", ""))
+    torch.set_num_threads(1)
+    from genir.distributed import init_from_env
+
+    init_from_env("cpu")
+    try:
+        fn(rank, *args)
     finally:
         dist.destroy_process_group()
 
 
-def test_two_process_gloo_training(tiny_bert, tmp_path):
-    mp.spawn(_worker, args=(2, _free_port(), tiny_bert, str(tmp_path / "ckpt")), nprocs=2, join=True)
+def _flat(model) -> torch.Tensor:
+    return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+
+# -- the training loop ---------------------------------------------------------------------------------
+def _trainer(backbone: str, batch_size: int, epochs: float, lr: float, seed: int, out=None):
+    from genir.training import TrainConfig, Trainer, seq2seq_loss
+    from genir.training.data import DocidCollator, DocidDataset, TextInputs
+    from tests.test_training import _setup
+
+    model, examples, targets, encoded = _setup(backbone, n_docs=13)  # 13: the last global batch is uneven
+    torch.manual_seed(seed)
+    for p in model.decoder.parameters():  # a start of its own per seed (the encoder is the backbone's)
+        p.data.normal_(0, 0.05)
+    trainer = Trainer(model, seq2seq_loss, DocidDataset(examples, targets),
+                      DocidCollator(targets, TextInputs(examples.texts, 16, model, encoded)),
+                      TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, checkpoint_every=1, warmup_ratio=0.0),
+                      out, show_progress=False)
+    return model, trainer
+
+
+def _train_worker(rank: int, backbone: str, folder: str) -> None:
+    model, trainer = _trainer(backbone, batch_size=3, epochs=2, lr=1e-3, seed=rank, out=f"{folder}/ckpt")
+    starts = [torch.zeros_like(_flat(model)) for _ in range(2)]
+    dist.all_gather(starts, _flat(model))
+    assert not torch.allclose(starts[0], starts[1]), "the ranks must start apart for the test to mean anything"
+    info = trainer.train()
+    ends = [torch.zeros_like(_flat(model)) for _ in range(2)]
+    dist.all_gather(ends, _flat(model))
+    assert torch.equal(ends[0], ends[1]), "ranks diverged"
+    assert info["world_size"] == 2 and info["steps"] == 2 * 3  # 13 examples / (3 x 2 processes): 3 steps
+    if rank == 0:
+        save_file({"start0": starts[0], "end": ends[0]}, f"{folder}/two.safetensors")
+    # with lr 0 nothing moves after DDP's setup: every rank holds rank 0's start
+    model, trainer = _trainer(backbone, batch_size=3, epochs=1, lr=0.0, seed=10 + rank)
+    first = [torch.zeros_like(_flat(model)) for _ in range(2)]
+    dist.all_gather(first, _flat(model))
+    trainer.train()
+    assert not torch.allclose(first[0], first[1])
+    assert torch.equal(_flat(model), first[0]), f"rank {rank} does not hold rank 0's weights after setup"
+
+
+def test_two_processes_train_like_one_with_the_doubled_batch(tiny_bert, tmp_path):
+    _spawn(_train_worker, tiny_bert, str(tmp_path))
+    two = load_file(str(tmp_path / "two.safetensors"))
+    model, trainer = _trainer(tiny_bert, batch_size=6, epochs=2, lr=1e-3, seed=0)
+    assert torch.equal(_flat(model), two["start0"])  # one process starts where rank 0 started
+    assert trainer.train()["steps"] == 2 * 3
+    assert torch.allclose(_flat(model), two["end"], atol=1e-5), \
+        float((_flat(model) - two["end"]).abs().max())
     from genir.training.checkpoint import load_latest
 
-    _, meta, path = load_latest(tmp_path / "ckpt")  # only rank 0 writes it
-    assert path.name == "step-00000004" and meta["world"] == 2
+    _, meta, path = load_latest(tmp_path / "ckpt")  # rank 0 wrote it
+    assert path.name == "step-00000006" and meta["world"] == 2
+
+
+# -- sharded work over documents ------------------------------------------------------------------------
+def _texts() -> list[str]:
+    return [f"text number {i} " + "word " * (i % 7) for i in range(21)]
+
+
+def _shard_worker(rank: int, backbone: str, folder: str) -> None:
+    from genir.distributed import shard_range
+    from genir.models import DocidSeq2Seq, ModelConfig
+    from genir.training.data import EncodedTexts
+
+    torch.manual_seed(0)
+    model = DocidSeq2Seq(ModelConfig(n_codes=8, backbone=backbone, decoder_heads=2, decoder_ff=64)).eval()
+    seen: list[str] = []
+    encode = model.encode_texts
+
+    def counted(texts, max_length=None):
+        seen.extend(texts)
+        return encode(texts, max_length)
+
+    model.encode_texts = counted
+    enc = EncodedTexts(model, _texts(), 16, show_progress=False)
+    assert len(seen) == len(shard_range(21)), f"rank {rank} encoded {len(seen)} texts, its shard is 10 or 11"
+    out = {"states": _real(enc), "mask": enc.mask.to(torch.uint8)}
+    out.update(_genret_assign(model, enc))
+    save_file(out, f"{folder}/rank{rank}.safetensors")
+
+
+def _real(enc) -> torch.Tensor:
+    """The states of real tokens (padding positions depend on which texts shared a batch; they are masked)."""
+    return enc.states.float() * enc.mask[..., None]
+
+
+def _genret_assign(model, enc) -> dict:
+    """GenRet's per-step assignment and corpus bank over the encoded texts (sharded when distributed)."""
+    from genir.models import CodebookSeq2Seq, ModelConfig
+    from genir.training.data import TextInputs
+    from genir.training.genret import GenRetConfig, GenRetData, GenRetObjective, ProgressiveTrainer
+
+    torch.manual_seed(1)
+    cb = CodebookSeq2Seq(ModelConfig(n_codes=4, backbone=model.config.backbone, decoder_heads=2, decoder_ff=64,
+                                     max_docid_length=2)).eval()
+    data = GenRetData(TextInputs(_texts(), 16, cb, enc), {i: i for i in range(21)}, {}, 0)
+    trainer = ProgressiveTrainer(cb, data, 21, GenRetConfig(codes=4), "/nonexistent", show_progress=False)
+    trainer.assign(0)
+    objective = GenRetObjective(1, trainer.codes, data, GenRetConfig(codes=4))
+    objective.refresh_bank(cb)
+    return {"codes": trainer.codes[:, 0].clone(), "bank": objective.bank.clone()}
+
+
+def test_sharded_encoding_and_assignment_equal_one_process(tiny_bert, tmp_path):
+    _spawn(_shard_worker, tiny_bert, str(tmp_path))
+    from genir.models import DocidSeq2Seq, ModelConfig
+    from genir.training.data import EncodedTexts
+
+    torch.manual_seed(0)
+    model = DocidSeq2Seq(ModelConfig(n_codes=8, backbone=tiny_bert, decoder_heads=2, decoder_ff=64)).eval()
+    enc = EncodedTexts(model, _texts(), 16, show_progress=False)
+    one = {"states": _real(enc), "mask": enc.mask.to(torch.uint8), **_genret_assign(model, enc)}
+    for rank in (0, 1):
+        two = load_file(str(tmp_path / f"rank{rank}.safetensors"))
+        for key in one:
+            assert torch.allclose(two[key].float(), one[key].float(), atol=1e-3), (rank, key)
+        assert torch.equal(two["codes"], one["codes"])
+
+
+# -- genir run in two processes ------------------------------------------------------------------------
+def _run_worker(rank: int, settings: dict, folder: str) -> None:
+    out = Path(settings["out"]).resolve()
+    written: list[str] = []
+
+    def audit(event: str, args: tuple) -> None:  # every file this process creates or changes in the run
+        if event == "open" and ((isinstance(args[1], str) and any(c in args[1] for c in "wax+"))
+                                or (args[1] is None and args[2] & (os.O_WRONLY | os.O_RDWR | os.O_CREAT))):
+            path = str(args[0])
+        elif event in ("os.rename", "os.replace", "os.mkdir", "os.remove", "shutil.rmtree"):
+            path = str(args[0])
+        else:
+            return
+        if path.startswith(str(out)) or path.startswith(settings["out"]):
+            written.append(f"{event} {path}")
+
+    if rank == 1:
+        sys.addaudithook(audit)
+    from genir.methods import make_settings
+    from genir.pipeline import run
+
+    report = run(make_settings(settings))
+    assert report["processes"] == 2 and not report["failed"], report["failed"]
+    if rank == 1:
+        Path(folder, "rank1_writes.json").write_text(json.dumps(written))
+
+
+@pytest.mark.parametrize("encoder", ["frozen"])
+def test_genir_run_in_two_processes_equals_one_with_the_doubled_batch(tiny_bert, shared_datasets, tmp_path,
+                                                                     tmp_path_factory, encoder):
+    from genir.methods import make_settings
+    from genir.pipeline import run
+    from tests.test_pipeline import _slice
+
+    data = _slice(tmp_path_factory, shared_datasets, "scifact", {"train": 20, "test": 10}, 60)
+
+    def settings(out: Path, batch: int) -> dict:
+        return {"data": {"dataset": str(data)}, "model": {"backbone": tiny_bert, "encoder": encoder, "dropout": 0.0},
+                "baselines": ["bm25"], "methods": ["dsi-semantic", "dsi-atomic"], "dsi": {"semantic_c": 4},
+                "training": {"epochs": 3, "batch_size": batch, "checkpoint_every": 0}, "search": {"beam": 10},
+                "out": str(out)}
+
+    _spawn(_run_worker, settings(tmp_path / "two", 8), str(tmp_path))
+    assert json.loads((tmp_path / "rank1_writes.json").read_text()) == []
+    one = run(make_settings(settings(tmp_path / "one", 16)))
+    two = json.loads((tmp_path / "two" / "report.json").read_text())
+    for a, b in zip(one["systems"], two["systems"], strict=True):
+        assert a["name"] == b["name"]
+        for subset in a["metrics"]:
+            for m, v in a["metrics"][subset].items():
+                assert b["metrics"][subset][m] == pytest.approx(v, abs=1e-6), (a["name"], subset, m)
+    for m in ("dsi-semantic", "dsi-atomic"):
+        assert (tmp_path / "one" / m / "docids" / "docids.tsv").read_text() == \
+            (tmp_path / "two" / m / "docids" / "docids.tsv").read_text()
+        t1 = json.loads((tmp_path / "one" / m / "train.json").read_text())
+        t2 = json.loads((tmp_path / "two" / m / "train.json").read_text())
+        assert t1["steps"] == t2["steps"] and t2["world_size"] == 2

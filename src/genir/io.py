@@ -1,7 +1,9 @@
 """Atomic writes: a reader (or a resumed run) never sees half a file or half a folder.
 
 Every writer in genir goes through :func:`atomic_path`: the content is written to a temporary sibling,
-flushed to disk, and renamed over the target only when the writer finished without an error.
+flushed to disk, and renamed over the target only when the writer finished without an error. Under
+several processes (``torchrun``) only rank 0 writes: another rank's writer gets a scratch path outside the
+run folder, removed afterwards.
 """
 
 from __future__ import annotations
@@ -32,6 +34,15 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     keeps its previous content. The temporary name keeps the suffix (``x.tmp.npy``): numpy, faiss and
     safetensors writers see the file name they expect."""
     path = Path(path)
+    if _rank() != 0:  # several processes: rank 0 alone writes; the others' output goes nowhere
+        import tempfile
+
+        scratch = Path(tempfile.mkdtemp(prefix="genir-rank"))
+        try:
+            yield scratch / path.name
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.stem}.tmp{path.suffix}")
     _remove(tmp)
@@ -49,6 +60,12 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     except BaseException:
         _remove(tmp)
         raise
+
+
+def _rank() -> int:
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
 def _remove(path: Path) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from genir.distributed import barrier, gather_objects, is_main, shard_range, world
 from genir.docids import DocIdTable, PrefixTree
 from genir.evaluation.docids import docid_relevance
 from genir.evaluation.metrics import evaluate
@@ -71,8 +72,19 @@ class Pipeline:
 
     # -- stages ------------------------------------------------------------------------------------
     def evaluate(self, searcher: Searcher, name: str, folder: Path, extra: dict) -> dict:
+        """The test queries searched (split across processes when there are several, then gathered on
+        every rank), the run file (rank 0 writes it) and the metrics."""
         ws = self.ws
-        results, qps = timed_search(searcher, ws.test_queries, self.settings.search.k)
+        qids = list(ws.test_queries)
+        mine = shard_range(len(qids))
+        barrier()
+        start = time.perf_counter()
+        local = searcher.batch_search({q: ws.test_queries[q] for q in qids[mine.start: mine.stop]},
+                                      self.settings.search.k) if len(mine) else {}
+        parts = gather_objects(local)
+        qps = len(qids) / max(time.perf_counter() - start, 1e-9)
+        results = {q: hits for part in parts for q, hits in part.items()}
+        results = {q: results[q] for q in qids}
         write_run(results, folder / f"{name}.trec", tag=name)
         metrics = evaluate(results, ws.qrels, subsets=ws.subsets)
         return {"name": name, "metrics": metrics, "queries_per_second": qps, **extra}
@@ -80,11 +92,13 @@ class Pipeline:
     def baseline(self, name: str) -> dict:
         folder = self.ws.out / "baselines"
         done = folder / f"{name}.json"
+        barrier()  # several processes: every rank sees what rank 0 wrote before deciding what to do
         if done.exists():
             return json.loads(done.read_text())
         if name not in BASELINES:
             raise ValueError(f"unknown baseline {name!r}; choose from {', '.join(BASELINES)}")
-        folder.mkdir(parents=True, exist_ok=True)
+        if is_main():
+            folder.mkdir(parents=True, exist_ok=True)
         self.stages[name].start()
         start = time.perf_counter()
         searcher, label, extra = BASELINES[name](self.ws)
@@ -103,9 +117,11 @@ class Pipeline:
         cfg = method_settings(self.settings, method)
         folder = ws.out / name
         done = folder / "result.json"
+        barrier()
         if done.exists():
             return json.loads(done.read_text())
-        folder.mkdir(parents=True, exist_ok=True)
+        if is_main():
+            folder.mkdir(parents=True, exist_ok=True)
         self.stages[name].start()
         seed_everything(self.settings.training.seed)  # a stage's figures do not depend on the stages before it
         start = time.perf_counter()
@@ -159,6 +175,7 @@ class Pipeline:
         cfg = method_settings(self.settings, method)
         folder = ws.out / name
         done = folder / "result.json"
+        barrier()
         if done.exists():
             return json.loads(done.read_text())
         model_dir = Path(source) / name / "model"
@@ -166,7 +183,8 @@ class Pipeline:
             raise ValueError(f"{model_dir}: no trained {name} model to transfer")
         if method.index_corpus is None:
             raise ValueError(f"{name} cannot index a corpus it was not trained on without retraining")
-        folder.mkdir(parents=True, exist_ok=True)
+        if is_main():
+            folder.mkdir(parents=True, exist_ok=True)
         self.stages[name].start()
         model = DocidSeq2Seq.load(model_dir).to(ws.device).eval()
         start = time.perf_counter()
@@ -256,7 +274,9 @@ class Pipeline:
         self.stages = {b: self.baseline_stage(b) for b in self.settings.baselines}
         self.stages.update({m: self.method_stage(m, transfer_from) for m in self.settings.methods})
         check_stages(list(self.stages.values()), self.redo, self.fresh, ws.out)  # before any work
-        ws.out.mkdir(parents=True, exist_ok=True)
+        barrier()  # rank 0 may have removed stages to redo
+        if is_main():
+            ws.out.mkdir(parents=True, exist_ok=True)
         origin = {"transferred_from": str(transfer_from)} if transfer_from else {}
         write_json(ws.out / "config.json", {**self.settings.to_dict(), **origin})
         results = [self.baseline(b) for b in tqdm(self.settings.baselines, desc="baselines", leave=False)]
@@ -264,7 +284,8 @@ class Pipeline:
         for name in self.settings.methods:
             try:
                 results.append(self.transferred(transfer_from, name) if transfer_from else self.method(name))
-                (ws.out / "errors" / f"{name}.json").unlink(missing_ok=True)
+                if is_main():
+                    (ws.out / "errors" / f"{name}.json").unlink(missing_ok=True)
             except Exception as e:  # noqa: BLE001 - one method's failure must not lose the others' rows
                 failed.append(self._failed(name, e))
         report = {
@@ -273,12 +294,15 @@ class Pipeline:
             "queries": {"full": len(ws.qrels), **{k: len(v) for k, v in ws.subsets.items()}},
             "documents": len(ws.docs), "config": self.settings.to_dict(), "systems": results, "failed": failed,
             **origin,
-            "device": (torch.cuda.get_device_name() if ws.device == "cuda"
+            "device": (torch.cuda.get_device_name() if ws.device.startswith("cuda")
                        else f"cpu ({torch.get_num_threads()} threads)"),
+            "processes": world(),
             "wall_seconds_this_invocation": time.perf_counter() - start,
         }
         sections = {s["name"]: get_method(s["name"]).render(s) for s in results if s.get("kind") == "generative"}
-        write_report(report, ws.out, sections)
+        if is_main():
+            write_report(report, ws.out, sections)
+        barrier()
         return report
 
 

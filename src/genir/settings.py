@@ -92,6 +92,7 @@ class ModelSettings:
     decoder_ff: int | None = at_least(512, 1)
     doc_max_length: int = at_least(64, 1)
     query_max_length: int = at_least(64, 1)
+    dropout: float = fraction(0.1)  # the decoder's (a pretrained backbone keeps its own)
 
 
 @dataclass

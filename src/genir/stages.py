@@ -131,6 +131,10 @@ class Stage:
         write_json(self.record, self.fingerprint.to_dict())
 
     def clear(self, search_only: bool) -> None:
+        from genir.distributed import is_main
+
+        if not is_main():  # several processes: rank 0 removes, the others wait at the pipeline's barrier
+            return
         for p in (self.search_owned if search_only else [*self.owned, self.record]):
             if p.is_dir():
                 shutil.rmtree(p)

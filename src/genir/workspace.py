@@ -20,6 +20,7 @@ import torch
 from genir.data import DocAsQuery, load_dataset, load_pseudo_queries, seen_unseen
 from genir.data.collection import Collection, Document
 from genir.data.splits import hold_out
+from genir.distributed import init_from_env, is_main, map_rows
 from genir.io import save_npy, write_json
 from genir.settings import Settings
 from genir.training.data import EncodedTexts, IndexingExamples, TextInputs, build_dsi_examples
@@ -59,7 +60,8 @@ class Workspace:
             self.new_doc_ids = set(random.Random(training.seed).sample(self.doc_ids, n_new))
             self.subsets["new-docs"] = {q for q, r in self.qrels.items()
                                         if any(g > 0 and d in self.new_doc_ids for d, g in r.items())}
-        self.device = resolve_device(training.device)
+        # under torchrun: the process group starts here, and each process takes its own GPU
+        self.device = init_from_env(resolve_device(training.device))
         self._dense_encoder = None
         self._doc_embeddings: np.ndarray | None = None
         self._examples: IndexingExamples | None = None
@@ -104,9 +106,14 @@ class Workspace:
                 self._doc_embeddings = np.load(path)
         if self._doc_embeddings is None:
             start = time.perf_counter()
-            emb = self.dense_encoder().encode([d.full_text for d in self.docs], batch_size=64,
-                                              normalize_embeddings=True, convert_to_numpy=True,
-                                              show_progress_bar=True)
+            texts = [d.full_text for d in self.docs]
+
+            def encode(rows: list[int]) -> torch.Tensor:  # several processes: a shard each, gathered
+                return torch.from_numpy(self.dense_encoder().encode(
+                    [texts[i] for i in rows], batch_size=64, normalize_embeddings=True, convert_to_numpy=True,
+                    show_progress_bar=is_main()))
+
+            emb = map_rows(encode, list(range(len(texts)))).numpy()
             save_npy(path, emb)
             write_json(meta, {"seconds": time.perf_counter() - start, **key})
             self._doc_embeddings = emb

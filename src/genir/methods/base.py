@@ -122,7 +122,7 @@ def model_config(ws: Workspace, n_codes: int, max_docid_length: int, extra: dict
     return ModelConfig(n_codes=n_codes, backbone=m.backbone, decoder_layers=m.decoder_layers,
                        decoder_ff=m.decoder_ff, decoder_dim=m.decoder_dim if decoder_dim == "model" else decoder_dim,
                        max_docid_length=max_docid_length, query_max_length=m.query_max_length,
-                       doc_max_length=m.doc_max_length, extra=extra)
+                       doc_max_length=m.doc_max_length, dropout=m.dropout, extra=extra)
 
 
 def seq2seq_training_data(ws: Workspace, settings, model, table: DocIdTable, trie: PrefixTree):

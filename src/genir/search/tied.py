@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from genir.data.collection import Document
+from genir.distributed import map_rows
 from genir.docids.schemes import atomic_docids
 from genir.docids.trie import PrefixTree
 from genir.io import atomic_path, write_text
@@ -146,8 +147,11 @@ class TiedAtomicSearcher(Searcher):
         return np.concatenate(out) if out else np.zeros((0, self.index.dim), np.float32)
 
     def add_documents(self, docs: list[Document]) -> None:
-        """Index new documents by encoding them: no retraining (the point of tying)."""
-        self.index.add([d.id for d in docs], self.encode([d.full_text for d in docs], self.doc_max_length))
+        """Index new documents by encoding them: no retraining (the point of tying). Under several
+        processes every rank calls this with the same documents: each encodes a shard, all get every vector."""
+        texts = [d.full_text for d in docs]
+        vectors = map_rows(lambda rows: torch.from_numpy(self.encode(list(rows), self.doc_max_length)), texts)
+        self.index.add([d.id for d in docs], vectors.numpy() if torch.is_tensor(vectors) else vectors)
         self._generative = None
 
     def remove_documents(self, doc_ids: list[str]) -> None:

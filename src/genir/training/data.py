@@ -67,20 +67,28 @@ class EncodedTexts:
 
     def __init__(self, model, texts: list[str], max_length: int, batch_size: int = 64,
                  show_progress: bool = True, desc: str = "encode (frozen encoder)"):
+        from genir.distributed import is_main, map_rows
+
         self.max_length = max_length
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # length-sorted: little padding
-        self.states = torch.zeros(len(texts), max_length, model.d_model, dtype=torch.float16)
-        self.mask = torch.zeros(len(texts), max_length, dtype=torch.bool)
+
+        def encode(rows: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+            states = torch.zeros(len(rows), max_length, model.d_model, dtype=torch.float16)
+            masks = torch.zeros(len(rows), max_length, dtype=torch.bool)
+            for s in tqdm(range(0, len(rows), batch_size), desc=desc, disable=not (show_progress and is_main())):
+                part, mask = model.encode_texts([texts[i] for i in rows[s: s + batch_size]], max_length)
+                states[s: s + len(part), : part.shape[1]] = part.to(torch.float16).cpu()
+                masks[s: s + len(part), : part.shape[1]] = mask.bool().cpu()
+            return states, masks
+
         was_training = model.encoder.training
         model.encoder.eval()
-        with torch.inference_mode():
-            for s in tqdm(range(0, len(order), batch_size), desc=desc, disable=not show_progress):
-                idx = order[s: s + batch_size]
-                states, mask = model.encode_texts([texts[i] for i in idx], max_length)
-                n = states.shape[1]
-                self.states[idx, :n] = states.to(torch.float16).cpu()
-                self.mask[idx, :n] = mask.bool().cpu()
+        with torch.inference_mode():  # several processes: each encodes a shard, all get every text
+            states, masks = map_rows(encode, order)
         model.encoder.train(was_training)
+        self.states = torch.zeros_like(states)
+        self.mask = torch.zeros_like(masks)
+        self.states[order], self.mask[order] = states, masks
 
     @classmethod
     def joined(cls, first: EncodedTexts, second: EncodedTexts) -> EncodedTexts:

@@ -38,6 +38,7 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from genir.distributed import map_rows
 from genir.docids.balance import constrained_kmeans, diversity, largest_share, sinkhorn
 from genir.io import atomic_path, save_npy, write_text
 from genir.settings import at_least, choice, derived, positive
@@ -162,13 +163,19 @@ class GenRetObjective:
         was_training = model.training
         model.eval()
         device = next(model.parameters()).device
+        codes = self._on(device)["codes"]
+
+        def vectors(idx_all: list[int]) -> torch.Tensor:
+            out = []
+            for s in range(0, len(idx_all), 512):
+                idx = idx_all[s: s + 512]
+                mem, mask = self.data.doc_states(idx)
+                out.append(model.hidden(mem, mask, codes[idx, : self.t])[:, -1])
+            return torch.cat(out)
+
         bank = torch.zeros(len(self.codes), model.decoder.d_model, device=device)
-        docs = self.data.docs
-        for s in range(0, len(docs), 512):
-            idx = docs[s: s + 512]
-            mem, mask = self.data.doc_states(idx)
-            prefix = self.codes[idx, : self.t].to(device)
-            bank[idx] = model.hidden(mem, mask, prefix)[:, -1]
+        # several processes: each computes a shard of the documents, every rank gets the whole bank
+        bank[self.data.docs] = map_rows(vectors, self.data.docs).to(device)
         self.bank = bank
         model.train(was_training)
 
@@ -318,11 +325,16 @@ class ProgressiveTrainer:
         docs = self.data.docs
         if self.cfg.assign == "argmax":
             device = next(self.model.parameters()).device
-            for s in range(0, len(docs), 512):
-                idx = docs[s: s + 512]
-                mem, mask = self.data.doc_states(idx)
-                codes = self.model.assign_codes(mem, mask, t + 1, self.codes[idx, :t].to(device))
-                self.codes[idx, t] = codes[:, t].cpu()
+
+            def assigned(idx_all: list[int]) -> torch.Tensor:
+                out = []
+                for s in range(0, len(idx_all), 512):
+                    idx = idx_all[s: s + 512]
+                    mem, mask = self.data.doc_states(idx)
+                    out.append(self.model.assign_codes(mem, mask, t + 1, self.codes[idx, :t].to(device))[:, t])
+                return torch.cat(out)
+
+            self.codes[docs, t] = map_rows(assigned, docs).cpu()  # sharded across processes, gathered
             return
         h = self.model.step_logits(self.doc_vectors(t).to(self.model.codebooks[t].device), t).cpu()
         objective = GenRetObjective(t, self.codes, self.data, self.cfg)

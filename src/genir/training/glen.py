@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from genir.distributed import map_rows
 from genir.settings import at_least, choice, derived, positive
 from genir.training.data import TextInputs
 from genir.training.objectives import memory_of
@@ -165,12 +166,14 @@ class GlenRefineObjective:
         was_training = model.training
         model.eval()
         docs = sorted(self.doc_text)
-        ids: dict[int, tuple[int, ...]] = {}
-        for s in range(0, len(docs), 256):
-            chunk = docs[s: s + 256]
-            tokens, _ = model.assign_ids(*self.inputs.states([self.doc_text[d] for d in chunk]))
-            ids.update({d: tuple(z) for d, z in zip(chunk, tokens.cpu().tolist(), strict=True)})
-        self.negatives.refresh(ids)
+
+        def identifiers(rows: list[int]) -> torch.Tensor:
+            return torch.cat([model.assign_ids(*self.inputs.states([self.doc_text[d] for d in rows[s: s + 256]]))[0]
+                              for s in range(0, len(rows), 256)])
+
+        tokens = map_rows(identifiers, docs)  # several processes: a shard each, every rank gets all
+        # the negatives are drawn by the collator on the host: one transfer per refresh (once an epoch)
+        self.negatives.refresh({d: tuple(z) for d, z in zip(docs, tokens.cpu().tolist(), strict=True)})
         model.train(was_training)
 
     def __call__(self, model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:

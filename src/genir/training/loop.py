@@ -1,7 +1,8 @@
 """The training loop every method uses.
 
-- Runs unchanged under ``torchrun``: when torch.distributed is initialised, batches are sharded with a
-  DistributedSampler and the objective runs inside DistributedDataParallel; only rank 0 writes.
+- Runs unchanged under ``torchrun``: when torch.distributed is initialised, each step's global batch is
+  split across processes (see ``_batches``) and the objective runs inside DistributedDataParallel (every
+  rank starts from rank 0's weights); only rank 0 writes.
 - Checkpoints (``genir.training.checkpoint``: safetensors + JSON) hold the trainable weights, optimiser,
   scheduler, position in the epoch, loss history and every random generator, so that a killed run resumes
   at the same batch on the same trajectory: the resumed run's weights equal the uninterrupted run's.
@@ -24,7 +25,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 import genir.training.checkpoint as checkpoint
@@ -160,21 +161,31 @@ class Trainer:
             tqdm.write(f"{self.desc}: resumed from {path} at step {meta['step']}")
         return meta["epoch"], meta["step_in_epoch"], meta["step"]
 
-    def _batches(self, epoch: int, skip: int) -> DataLoader:
-        """This epoch's batches from batch ``skip`` on: the epoch's order is a function of (seed, epoch), and
-        the batches before ``skip`` are not drawn again (so no collator draws twice)."""
-        cfg = self.config
-        if self.world > 1:
-            sampler = DistributedSampler(self.dataset, shuffle=True, seed=cfg.seed)
-            sampler.set_epoch(epoch)
-            order = list(sampler)
-        else:
-            generator = torch.Generator().manual_seed(cfg.seed + epoch)
-            order = torch.randperm(len(self.dataset), generator=generator).tolist()
+    def _batches(self, epoch: int, skip: int) -> tuple[DataLoader, list[tuple[float, int]]]:
+        """This epoch's batches from batch ``skip`` on, and each batch's (loss weight, examples in it).
+
+        The epoch's order is a function of (seed, epoch) alone, the same in every process. A step takes one
+        global batch of ``batch_size x world`` examples; process r takes every world-th of them from the r-th
+        (so 2 processes x batch B see exactly the examples 1 process x batch 2B sees, and every example once
+        per epoch: DistributedSampler would repeat examples to even out the shards). A share's loss is
+        weighted by its size x world / the global batch's size, so that DDP's mean over processes is the mean
+        over the global batch even when the last one does not split evenly. The batches before ``skip`` are
+        not drawn again (so no collator draws twice)."""
+        cfg, world, rank = self.config, self.world, self.rank
+        generator = torch.Generator().manual_seed(cfg.seed + epoch)
+        order = torch.randperm(len(self.dataset), generator=generator).tolist()
+        step = cfg.batch_size * world
+        shares, weights = [], []
+        for start in range(skip * step, len(order), step):
+            whole = order[start: start + step]
+            mine = whole[rank::world]
+            weights.append((len(mine) * world / len(whole), len(mine)))
+            shares.append(mine or whole[:1])  # an empty share still steps (DDP): one example at weight 0
         # a generator of its own: a DataLoader draws a worker seed when iterated, which would otherwise take
         # a number from the global generator (dropout's) at a moment a resumed run does not repeat
-        return DataLoader(self.dataset, batch_size=cfg.batch_size, sampler=order[skip * cfg.batch_size:],
-                          collate_fn=self.collate, drop_last=False, generator=torch.Generator().manual_seed(epoch))
+        loader = DataLoader(self.dataset, batch_sampler=shares, collate_fn=self.collate,
+                            generator=torch.Generator().manual_seed(epoch))
+        return loader, weights
 
     def _autocast(self, device: torch.device):
         """bf16 autocast when asked for (and the device has bf16), else a no-op context."""
@@ -216,7 +227,11 @@ class Trainer:
             enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         module = _ObjectiveModule(self.model, self.objective)
         if self.world > 1:
-            module = nn.parallel.DistributedDataParallel(module)
+            device = next(self.model.parameters()).device
+            # every rank starts from rank 0's weights (DDP broadcasts them here); parameters a loss leaves
+            # unused (Tied-Atomic's code head, later GenRet codebooks) must not stall the gradient all-reduce
+            module = nn.parallel.DistributedDataParallel(
+                module, device_ids=[device] if device.type == "cuda" else None, find_unused_parameters=True)
         optimizer = self._optimizer()
         accum = max(1, cfg.grad_accumulation)
         micro_per_epoch = math.ceil(len(self.dataset) / (cfg.batch_size * self.world))
@@ -233,7 +248,7 @@ class Trainer:
         examples = 0
         while step < total_steps:
             pending = 0  # micro-batches whose gradients wait for the optimiser step
-            batches = self._batches(epoch, skip)
+            batches, weights = self._batches(epoch, skip)
             last_micro = skip + len(batches) - 1
             for i, batch in enumerate(batches, skip):
                 if not trains_encoder and hasattr(self.model, "encoder"):
@@ -241,12 +256,15 @@ class Trainer:
                 batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
                 with self._autocast(device):
                     loss, last_logs = module(batch)
+                weight, size = weights[i - skip]
+                if weight != 1.0:  # an uneven share of the global batch (several processes)
+                    loss = loss * weight
                 if pending == 0:
                     optimizer.zero_grad(set_to_none=True)
                     step_loss = 0.0
                 (loss / accum).backward()
                 step_loss += float(loss.detach()) / accum
-                examples += min(cfg.batch_size, len(batches.sampler) - (i - skip) * cfg.batch_size)
+                examples += size
                 pending += 1
                 self._last_logs = last_logs
                 if pending < accum and i < last_micro:

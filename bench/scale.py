@@ -1,0 +1,134 @@
+"""Docid search at scale: the prefix tree and the batched constrained beam search at 10k, 100k and 1M
+docids, for every docid shape genir has.
+
+Shapes (codes drawn at random, unique per document, as each scheme's tables look):
+- semantic: hierarchical k-means, c = 32 children per node, depth ceil(log_32 N)
+- genret:   K = 512 codes per step, M = smallest with K^M >= 10 N (2 at 10k, 3 at 100k and 1M)
+- glen:     n = 3 tokens of a 30,522-word vocabulary
+- merge:    4 levels x 256 codes
+- atomic:   one code per document (the output layer has N rows)
+
+The decoder is replaced by a random output layer of the shape's size over a fixed query state (what the
+search pays per step besides the decoder's layers, which do not grow with N), so the figures are the
+search's own: prefix-tree build time, its bytes per docid, and beam-100 queries/s (batches of 16). The
+index of a dense retriever is 1,536 bytes per document (384 x fp32).
+
+    python bench/scale.py --sizes 10000 100000 1000000 --out bench_runs/scale
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+SHAPES = {"semantic": (32, None), "genret": (512, None), "glen": (30522, 3), "merge": (256, 4), "atomic": (None, 1)}
+
+
+def codes_for(shape: str, n: int, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+    """(n, depth) unique code rows and the code vocabulary size."""
+    vocab, depth = SHAPES[shape]
+    if shape == "atomic":
+        return np.arange(n, dtype=np.int64)[:, None], n
+    if shape == "semantic":
+        depth = max(1, math.ceil(math.log(n) / math.log(vocab)))
+    if shape == "genret":
+        depth = max(1, math.ceil(math.log(10 * n) / math.log(vocab)))
+    space = vocab ** depth
+    if space < 2 * n:
+        raise ValueError(f"{shape}: {vocab}^{depth} codes cannot hold {n} unique docids")
+    flat = rng.choice(space, size=n, replace=False) if space < 2**62 else np.unique(
+        rng.integers(0, space, size=int(n * 1.01)))[:n]
+    rows = np.zeros((n, depth), dtype=np.int64)
+    for level in range(depth - 1, -1, -1):
+        rows[:, level] = flat % vocab
+        flat //= vocab
+    return rows, vocab
+
+
+class RandomHead:
+    """Stands in for the decoder: every step returns logits = q @ W over the shape's outputs, per beam row;
+    ``per_query`` computes them once per query and hands each beam its query's row (GLEN's shared steps:
+    with the hidden feed its decoder does not depend on the tokens chosen, see genir.models.lexical)."""
+
+    def __init__(self, n_out: int, dim: int = 256, seed: int = 0, per_query: bool = False):
+        g = torch.Generator().manual_seed(seed)
+        self.w = torch.randn(dim, n_out, generator=g) / dim ** 0.5
+        self.bos, self.per_query = n_out, per_query
+
+    def start(self, memory, mask):
+        if self.per_query:
+            return memory[:, 0] @ self.w, torch.arange(memory.shape[0])
+        return memory[:, 0]
+
+    def step(self, state, prev):
+        if self.per_query:
+            return state[0][state[1]], state
+        return state @ self.w, state
+
+    def reorder(self, state, rows):
+        if self.per_query:
+            return state[0], state[1][rows]
+        return state.index_select(0, rows)
+
+
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    ap.add_argument("--shape", action="append", help=f"default: {', '.join(SHAPES)}")
+    ap.add_argument("--queries", type=int, default=64)
+    ap.add_argument("--beam", type=int, default=100)
+    ap.add_argument("--out", type=Path, default=Path("bench_runs/scale"))
+    args = ap.parse_args()
+
+    from genir.docids import DocIdTable, PrefixTree
+    from genir.search.beam import beam_search
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    rng = np.random.default_rng(0)
+    for n in args.sizes:
+        for shape in args.shape or list(SHAPES):
+            codes, vocab = codes_for(shape, n, rng)
+            ids = [f"d{i}" for i in range(n)]
+            start = time.perf_counter()
+            table = DocIdTable(ids, codes, vocab, shape)
+            trie = PrefixTree(table)
+            build = time.perf_counter() - start
+            head = RandomHead(trie.n_out, per_query=shape == "glen")
+            memory = torch.randn(args.queries, 1, 256, generator=torch.Generator().manual_seed(1))
+            mask = torch.ones(args.queries, 1, dtype=torch.bool)
+            beam_search(head, trie, memory[:2], mask[:2], args.beam)  # warm-up
+            start = time.perf_counter()
+            for s in range(0, args.queries, 16):
+                beam_search(head, trie, memory[s: s + 16], mask[s: s + 16], args.beam)
+            qps = args.queries / (time.perf_counter() - start)
+            row = {"shape": shape, "docids": n, "depth": trie.depth, "outputs": trie.n_out,
+                   "build_seconds": round(build, 2), "trie_bytes_per_docid": round(trie.nbytes() / n, 1),
+                   "output_layer_bytes_per_docid": round(head.w.numel() * 4 / n, 1),
+                   "queries_per_second": round(qps, 1), "peak_rss_mb": round(peak_mb())}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+            del trie, table, head
+    lines = ["| shape | docids | depth | trie build s | trie bytes/docid | output layer bytes/docid (d 256) | "
+             "beam-100 q/s |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['shape']} | {r['docids']:,} | {r['depth']} | {r['build_seconds']} | "
+              f"{r['trie_bytes_per_docid']} | {r['output_layer_bytes_per_docid']} | {r['queries_per_second']} |"
+              for r in rows]
+    (args.out / "scale.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (args.out / "scale.json").write_text(json.dumps(rows, indent=1), encoding="utf-8")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

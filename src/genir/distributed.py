@@ -1,0 +1,123 @@
+"""Several processes (``torchrun``): the process group, who writes, and work split by rows.
+
+``genir run`` under ``torchrun --nproc_per_node N`` starts one process group from torchrun's environment
+(``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``/``PORT``): nccl when the processes use GPUs,
+gloo on CPUs. Every process runs the same stages in the same order; the work that is per row (documents
+to encode, test queries to search) is split into contiguous shards and gathered, so every rank ends with
+the whole result in the original order; only rank 0 writes files (``genir.io`` refuses to on other ranks).
+
+Without a process group every function here is the one-process identity (rank 0 of 1).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import torch
+import torch.distributed as dist
+
+T = TypeVar("T")
+
+
+def active() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    return dist.get_rank() if active() else 0
+
+
+def world() -> int:
+    return dist.get_world_size() if active() else 1
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def init_from_env(device: str = "auto") -> str:
+    """Start the process group when torchrun (or any launcher setting ``WORLD_SIZE`` > 1) started this
+    process; returns the device this process uses (``cuda:LOCAL_RANK`` with GPUs). Idempotent."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return device
+    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if use_cuda:
+        torch.cuda.set_device(local)
+    if not active():
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    return f"cuda:{local}" if use_cuda else "cpu"
+
+
+def barrier() -> None:
+    if active():
+        dist.barrier()
+
+
+def shard_range(n: int) -> range:
+    """This rank's contiguous share of ``n`` rows (shares differ by at most one row; some may be empty)."""
+    r, w = rank(), world()
+    return range(n * r // w, n * (r + 1) // w)
+
+
+def gather_objects(part: T) -> list[T]:
+    """Every rank's ``part``, in rank order, on every rank."""
+    if not active():
+        return [part]
+    out: list[Any] = [None] * world()
+    dist.all_gather_object(out, part)
+    return out
+
+
+def broadcast_object(obj: T) -> T:
+    """Rank 0's ``obj`` on every rank."""
+    if not active():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def map_rows(fn: Callable[[Sequence], Any], rows: Sequence) -> Any:
+    """``fn`` over ``rows`` split across ranks (each rank computes its contiguous shard in one call), the
+    results concatenated in row order on every rank. ``fn`` returns a tensor, or a tuple of tensors, with
+    one row per input row; they travel through all_gather (padded to the longest shard, on the collective
+    device) and come back on the CPU. Without a process group: ``fn(rows)``."""
+    if not active():
+        return fn(rows)
+    part = shard_range(len(rows))
+    local = fn(rows[part.start: part.stop]) if len(part) else None
+    single = torch.is_tensor(local)
+    local = (local,) if single else local
+    info = gather_objects(None if local is None else ([(tuple(t.shape[1:]), str(t.dtype)) for t in local], single))
+    found = [i for i in info if i is not None]
+    if not found:
+        raise ValueError("map_rows: no rows")
+    layout, single = found[0]
+    sizes = [len(shard_range_of(len(rows), r)) for r in range(world())]
+    device = collective_device()
+    out = []
+    for j, (tail, dtype_name) in enumerate(layout):
+        dtype = getattr(torch, dtype_name.split(".")[-1])
+        wire = torch.uint8 if dtype == torch.bool else dtype  # gloo has no bool all_gather
+        buf = torch.zeros((max(sizes), *tail), dtype=wire, device=device)
+        if local is not None:
+            buf[: sizes[rank()]] = local[j].to(device=device, dtype=wire)
+        parts = [torch.empty_like(buf) for _ in range(world())]
+        dist.all_gather(parts, buf)
+        out.append(torch.cat([p[:n] for p, n in zip(parts, sizes, strict=True)]).to("cpu", dtype=dtype))
+    return out[0] if single else tuple(out)
+
+
+def shard_range_of(n: int, r: int) -> range:
+    w = world()
+    return range(n * r // w, n * (r + 1) // w)
+
+
+def collective_device() -> torch.device:
+    """Where tensors for collectives live: the GPU of this rank under nccl, else the CPU."""
+    if active() and dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
