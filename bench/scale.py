@@ -37,7 +37,7 @@ def codes_for(shape: str, n: int, rng: np.random.Generator) -> tuple[np.ndarray,
     if shape == "atomic":
         return np.arange(n, dtype=np.int64)[:, None], n
     if shape == "semantic":
-        depth = max(1, math.ceil(math.log(n) / math.log(vocab)))
+        depth = max(1, math.ceil(math.log(2 * n) / math.log(vocab)))  # k-means trees are not full
     if shape == "genret":
         depth = max(1, math.ceil(math.log(10 * n) / math.log(vocab)))
     space = vocab ** depth
