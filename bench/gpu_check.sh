@@ -29,7 +29,7 @@ export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] && [ -z "${PYTHON:-}" ] && [ "${DEVICE:-cuda}" = cpu ] && PY=.venv/bin/python
 DEVICE=${DEVICE:-cuda}
-DATASETS=${GENIR_DATASETS:-$PWD/shared/datasets}
+DATASETS=${GENIR_DATASETS:-$PWD/.gpu/datasets}  # bench/gpu_prepare.sh copies SciFact there
 [ -d "$DATASETS/scifact" ] || DATASETS=$PWD/../shared/datasets
 export GENIR_DATASETS=$DATASETS
 BACKBONE=minilm

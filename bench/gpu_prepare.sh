@@ -4,6 +4,7 @@
 # a device call carries at most 64 MiB. So the payload is split in two folders, carried by two calls:
 #   .whl/           genir's wheels the GPU image lacks (~52 MB: ortools and faiss are most of it)
 #   .gpu/minilm/    the bundled all-MiniLM-L6-v2 in bf16 safetensors (~45 MB) + its tokenizer
+#   .gpu/datasets/scifact/  SciFact (8 MB): ../shared beside the checkout does not travel
 # Both folders are git-ignored (.git/info/exclude).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,4 +35,7 @@ shutil.copytree(src, dst, ignore=shutil.ignore_patterns("model.safetensors", "RE
 state = load_file(str(src / "model.safetensors"))
 save_file({k: v.to(torch.bfloat16).contiguous() for k, v in state.items()}, str(dst / "model.safetensors"))
 PY
+mkdir -p .gpu/datasets
+rm -rf .gpu/datasets/scifact
+cp -r "${GENIR_DATASETS:-../shared/datasets}/scifact" .gpu/datasets/scifact
 du -sh .whl .gpu
