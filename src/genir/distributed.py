@@ -56,9 +56,10 @@ def barrier() -> None:
         dist.barrier()
 
 
-def shard_range(n: int) -> range:
-    """This rank's contiguous share of ``n`` rows (shares differ by at most one row; some may be empty)."""
-    r, w = rank(), world()
+def shard_range(n: int, of_rank: int | None = None) -> range:
+    """A rank's (this one's by default) contiguous share of ``n`` rows (shares differ by at most one row;
+    some may be empty)."""
+    r, w = rank() if of_rank is None else of_rank, world()
     return range(n * r // w, n * (r + 1) // w)
 
 
@@ -96,7 +97,7 @@ def map_rows(fn: Callable[[Sequence], Any], rows: Sequence) -> Any:
     if not found:
         raise ValueError("map_rows: no rows")
     layout, single = found[0]
-    sizes = [len(shard_range_of(len(rows), r)) for r in range(world())]
+    sizes = [len(shard_range(len(rows), r)) for r in range(world())]
     device = collective_device()
     out = []
     for j, (tail, dtype_name) in enumerate(layout):
@@ -109,11 +110,6 @@ def map_rows(fn: Callable[[Sequence], Any], rows: Sequence) -> Any:
         dist.all_gather(parts, buf)
         out.append(torch.cat([p[:n] for p, n in zip(parts, sizes, strict=True)]).to("cpu", dtype=dtype))
     return out[0] if single else tuple(out)
-
-
-def shard_range_of(n: int, r: int) -> range:
-    w = world()
-    return range(n * r // w, n * (r + 1) // w)
 
 
 def collective_device() -> torch.device:
