@@ -72,15 +72,6 @@ def gather_objects(part: T) -> list[T]:
     return out
 
 
-def broadcast_object(obj: T) -> T:
-    """Rank 0's ``obj`` on every rank."""
-    if not active():
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
 def map_rows(fn: Callable[[Sequence], Any], rows: Sequence) -> Any:
     """``fn`` over ``rows`` split across ranks (each rank computes its contiguous shard in one call), the
     results concatenated in row order on every rank. ``fn`` returns a tensor, or a tuple of tensors, with

@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from genir.distributed import is_main
+
 
 def _fsync(path: Path) -> None:
     if path.is_file():
@@ -34,7 +36,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     keeps its previous content. The temporary name keeps the suffix (``x.tmp.npy``): numpy, faiss and
     safetensors writers see the file name they expect."""
     path = Path(path)
-    if _rank() != 0:  # several processes: rank 0 alone writes; the others' output goes nowhere
+    if not is_main():  # several processes: rank 0 alone writes; the others' output goes nowhere
         import tempfile
 
         scratch = Path(tempfile.mkdtemp(prefix="genir-rank"))
@@ -60,12 +62,6 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     except BaseException:
         _remove(tmp)
         raise
-
-
-def _rank() -> int:
-    import torch.distributed as dist
-
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
 def _remove(path: Path) -> None:

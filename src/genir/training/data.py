@@ -140,10 +140,6 @@ class TextInputs:
     def __init__(self, texts: list[str], max_length: int, model, encoded: EncodedTexts | None = None):
         self.texts, self.max_length, self.model, self.encoded = texts, max_length, model, encoded
 
-    @property
-    def frozen(self) -> bool:
-        return self.encoded is not None
-
     def features(self, idx: list[int], name: str = "") -> dict[str, torch.Tensor]:
         """A batch's inputs for texts ``idx``, on the CPU (the training loop moves them)."""
         if self.encoded is not None:

@@ -23,11 +23,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+import genir.distributed as distributed
 import genir.training.checkpoint as checkpoint
 
 Objective = Callable[[nn.Module, dict], tuple[torch.Tensor, dict]]
@@ -64,12 +64,6 @@ class _ObjectiveModule(nn.Module):
         return self.objective(self.model, batch)
 
 
-def _dist() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 class Trainer:
     def __init__(self, model: nn.Module, objective: Objective, dataset: Dataset, collate: Callable,
                  config: TrainConfig, checkpoint_dir: str | Path | None = None, show_progress: bool = True,
@@ -77,7 +71,7 @@ class Trainer:
         self.model, self.objective, self.dataset, self.collate = model, objective, dataset, collate
         self.config, self.desc = config, desc
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
-        self.rank, self.world = _dist()
+        self.rank, self.world = distributed.rank(), distributed.world()
         self.show_progress = show_progress and self.rank == 0
         self.history: list[tuple[int, float]] = []
         self._last_logs: dict = {}  # the last step's logged figures (kept in checkpoints)
