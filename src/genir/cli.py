@@ -1,4 +1,4 @@
-"""The genir command line: run | methods | transfer | evaluate | search | serve | docids | datasets."""
+"""The genir command line: run | methods | transfer | evaluate | search | serve | index | docids | datasets."""
 
 from __future__ import annotations
 
@@ -11,6 +11,11 @@ import typer
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="genir: generative retrieval, trained, searched and evaluated beside BM25 and dense.")
+
+
+index_app = typer.Typer(no_args_is_help=True, help="A run folder as a live index: add and remove documents, no "
+                        "retraining (every method that can take a document; the others say why not).")
+app.add_typer(index_app, name="index")
 
 
 def error_text(e: BaseException) -> str:
@@ -290,7 +295,10 @@ def search(
         _fail(f"--k: must be at least 1, got {k}")
     if beam is not None and beam < 1:
         _fail(f"--beam: must be at least 1, got {beam}")
-    searcher = _method_searcher(method_dir, beam, dataset, set_)
+    if (method_dir.parent / "live").is_dir() and not dataset and not set_:  # documents added or removed
+        searcher = _live(method_dir.parent, [method_dir.name], beam).searcher(method_dir.name)
+    else:
+        searcher = _method_searcher(method_dir, beam, dataset, set_)
     results = searcher.batch_search({str(i): q for i, q in enumerate(query)}, k)
     for i, q in enumerate(query):
         typer.echo(json.dumps({"query": q, "hits": [[h.doc_id, round(h.score, 4)] for h in results[str(i)]]}))
@@ -328,6 +336,77 @@ def serve(
         server.serve_forever()
     except KeyboardInterrupt:
         server.shutdown()
+
+
+def _live(run_dir: Path, methods: list[str] | None = None, beam: int | None = None, baselines=None):
+    from genir.data.collection import DataError
+    from genir.live import BASELINES, LiveIndex
+
+    try:
+        return LiveIndex(run_dir, methods, BASELINES if baselines is None else baselines, beam)
+    except (DataError, KeyError, ValueError) as e:
+        _fail(error_text(e))
+
+
+@index_app.command("add")
+def index_add(
+    run_dir: Annotated[Path, typer.Argument(help="a run folder (genir run --out)")],
+    documents: Annotated[Path, typer.Argument(help="JSONL: one {\"_id\", \"text\", \"title\"?} per line")],
+    method: Annotated[list[str] | None, typer.Option(help="only these methods (default: every trained one)")] = None,
+) -> None:
+    """Index new documents in every method that can take one without retraining, and in BM25 and dense.
+    The change is saved in RUN/live/ (the trained folders stay as they were) and searchable at once."""
+    from genir.data.collection import DataError, read_documents
+    from genir.live import LiveIndexError
+
+    try:
+        docs = read_documents(documents)
+    except DataError as e:
+        _fail(str(e))
+    live = _live(run_dir, method)
+    try:
+        report = live.add(docs)
+    except (LiveIndexError, DataError) as e:
+        _fail(error_text(e))
+    for name, r in report.items():
+        if "refused" in r:
+            typer.secho(f"{name}: not indexed: {r['refused']}", fg=typer.colors.YELLOW, err=True)
+        else:
+            per = r["seconds"] / max(r["documents"], 1) * 1000
+            typer.echo(f"{name}: {r['documents']} documents in {r['seconds']:.2f} s ({per:.1f} ms each)"
+                       + (f"; {r['sharing_a_docid']} share a docid" if r.get("sharing_a_docid") else ""))
+    typer.echo(json.dumps(report, default=float))
+
+
+@index_app.command("remove")
+def index_remove(
+    run_dir: Annotated[Path, typer.Argument(help="a run folder")],
+    doc_ids: Annotated[list[str], typer.Argument(help="document ids (@FILE: one id per line)")],
+) -> None:
+    """Withdraw documents from every method and baseline of a run: they never appear in a result again."""
+    from genir.live import LiveIndexError, read_removed_ids
+
+    try:
+        ids = read_removed_ids(doc_ids)
+    except OSError as e:
+        _fail(f"{e.filename}: {e.strerror}")
+    live = _live(run_dir, baselines=())
+    try:
+        report = live.remove(ids)
+    except LiveIndexError as e:
+        _fail(str(e))
+    typer.echo(json.dumps(report))
+
+
+@index_app.command("status")
+def index_status(run_dir: Annotated[Path, typer.Argument(help="a run folder")]) -> None:
+    """The live corpus: documents added and removed since training, and what each method indexes."""
+    live = _live(run_dir, baselines=())
+    out = {"documents": len(live.corpus()), "added": len(live.state.added), "removed": len(live.state.removed),
+           "version": live.state.version,
+           "methods": {m: {"indexed": len(live.table(m)[0]), "pending": len(live.pending(m)),
+                           "can_add": live.method(m).add_docids is not None} for m in live.methods}}
+    typer.echo(json.dumps(out, indent=1))
 
 
 @app.command()

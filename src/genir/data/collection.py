@@ -157,6 +157,17 @@ def _read_jsonl(path: Path, kind: str, require_text: bool) -> dict[str, dict]:
     return rows
 
 
+def read_documents(path: str | Path) -> list[Document]:
+    """Documents of a BEIR-style JSONL file (``_id``, ``text``, optional ``title``), in file order; a bad line
+    is a DataError naming it; an empty text is one too (nothing to index)."""
+    out = []
+    for doc_id, row in _read_jsonl(Path(path), "document", True).items():
+        if not (row.get("text") or "").strip() and not (row.get("title") or "").strip():
+            raise DataError(path, row["__line"], f"document {doc_id!r} has an empty text")
+        out.append(Document(doc_id, row.get("text") or "", row.get("title") or ""))
+    return out
+
+
 def read_qrels(path: str | Path, corpus: dict | None = None, queries: dict | None = None) -> Qrels:
     """Read a qrels TSV (``qid  docid  grade`` or TREC ``qid 0 docid grade``), validating ids if given."""
     path = Path(path)

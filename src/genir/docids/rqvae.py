@@ -10,6 +10,9 @@ embeddings; a document's docid is its tuple of codes, one per level, coarse to f
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -170,3 +173,58 @@ def distinct_codes_per_level(codes: np.ndarray, doc_index: dict[str, int],
     if not per_query:
         return None
     return np.asarray(per_query, dtype=float).mean(0).tolist()
+
+
+def save_quantizer(model: RQVAE, mean: np.ndarray, std: np.ndarray, folder: str | Path) -> None:
+    """The trained RQ-VAE and the standardisation of its inputs as one folder (safetensors + JSON): what a
+    live index needs to give a new document its docid from the frozen quantizer."""
+    from safetensors.torch import save_file
+
+    from genir.io import atomic_path
+
+    with atomic_path(Path(folder)) as tmp:
+        tmp.mkdir(parents=True)
+        tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        tensors.update(input_mean=torch.from_numpy(np.asarray(mean, np.float32)),
+                       input_std=torch.from_numpy(np.asarray(std, np.float32)))
+        save_file(tensors, str(tmp / "quantizer.safetensors"))
+        hidden = [m.out_features for m in model.latent_encoder if isinstance(m, nn.Linear)]
+        (tmp / "quantizer.json").write_text(json.dumps({
+            "input_dim": int(model.latent_encoder[0].in_features), "hidden": hidden[:-1], "latent_dim": hidden[-1],
+            "levels": model.levels, "codes": model.codes, "commitment": model.commitment}))
+
+
+def load_quantizer(folder: str | Path) -> tuple[RQVAE, np.ndarray, np.ndarray]:
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    cfg = json.loads((folder / "quantizer.json").read_text())
+    model = RQVAE(cfg["input_dim"], tuple(cfg["hidden"]), cfg["latent_dim"], cfg["levels"], cfg["codes"],
+                  cfg["commitment"])
+    tensors = load_file(str(folder / "quantizer.safetensors"))
+    mean, std = tensors.pop("input_mean").numpy(), tensors.pop("input_std").numpy()
+    model.load_state_dict(tensors)
+    return model.eval(), mean, std
+
+
+def place_codes(existing: list[tuple[int, ...]], codes: np.ndarray, last_residual: np.ndarray,
+                last_codebook: np.ndarray) -> tuple[list[list[int]], int]:
+    """Level codes (N, m) of new documents made distinct from ``existing`` docids (level codes, any length),
+    as :func:`decollide` does in training: a colliding document takes the free last-level code under its
+    prefix nearest to its last residual. With no code free it shares the docid (counted)."""
+    taken = {tuple(s[: codes.shape[1]]) for s in existing}
+    out, shared = [], 0
+    for i, row in enumerate(codes.tolist()):
+        key = tuple(row)
+        if key in taken:
+            prefix = key[:-1]
+            used = {t[-1] for t in taken if t[:-1] == prefix}
+            free = [c for c in range(last_codebook.shape[0]) if c not in used]
+            if free:
+                d2 = ((last_residual[i][None, :] - last_codebook[free]) ** 2).sum(-1)
+                key = (*prefix, free[int(np.argmin(d2))])
+            else:
+                shared += 1
+        taken.add(key)
+        out.append(list(key))
+    return out, shared

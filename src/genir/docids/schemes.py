@@ -69,3 +69,41 @@ def semantic_docids(doc_ids: list[str], embeddings: np.ndarray, c: int = 32, see
 
 
 SCHEMES = {"atomic": atomic_docids, "naive": naive_docids, "semantic": semantic_docids}
+
+
+def semantic_place(table: DocIdTable, embeddings: np.ndarray, new_embeddings: np.ndarray
+                   ) -> tuple[list[list[int]], int]:
+    """Docids for new documents in a fixed hierarchical k-means tree (no re-clustering): from the root,
+    the child whose centroid (the mean of its documents' embeddings, cosine) is nearest, down to a leaf
+    cluster; there the first free position. A full leaf (c documents) has none: the document shares the
+    docid of its nearest neighbour in that leaf. Returns (codes, collisions)."""
+    c = table.vocab_size
+    seqs = table.sequences()
+    emb = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+    members: dict[tuple[int, ...], list[int]] = {}
+    for i, s in enumerate(seqs):
+        for t in range(len(s)):
+            members.setdefault(s[:t], []).append(i)
+    centroid = {p: emb[idx].mean(0) for p, idx in members.items()}
+    children: dict[tuple[int, ...], set[int]] = {}
+    for p in members:
+        if p:
+            children.setdefault(p[:-1], set()).add(p[-1])
+    leaf_used: dict[tuple[int, ...], dict[int, int]] = {}  # leaf prefix -> position -> a document there
+    for i, s in enumerate(seqs):
+        leaf_used.setdefault(s[:-1], {})[s[-1]] = i
+    out, collisions = [], 0
+    for e in new_embeddings / np.maximum(np.linalg.norm(new_embeddings, axis=1, keepdims=True), 1e-12):
+        prefix: tuple[int, ...] = ()
+        while prefix not in leaf_used and children.get(prefix):
+            prefix = prefix + (max(children[prefix], key=lambda j, p=prefix: float(centroid[p + (j,)] @ e)),)
+        used = leaf_used.setdefault(prefix, {})
+        free = [j for j in range(c) if j not in used]
+        if free:
+            used[free[0]] = -1
+            out.append([*prefix, free[0]])
+        else:
+            nearest = max(used.values(), key=lambda i: float(emb[i] @ e) if i >= 0 else -2.0)
+            out.append(list(seqs[nearest]) if nearest >= 0 else [*prefix, 0])
+            collisions += 1
+    return out, collisions

@@ -55,12 +55,13 @@ def method_settings(settings: Settings, method: Method) -> Any:
 
 
 def open_searcher(method: Method, settings: Settings, model, table: DocIdTable | None, folder: Path,
-                  docs: list[Document] | None = None, beam: int | None = None, show_progress: bool = False
-                  ) -> Searcher:
-    """The searcher of a trained method, built the way its recipe searches, from the run's settings."""
+                  docs: list[Document] | None = None, beam: int | None = None, show_progress: bool = False,
+                  doc_arrays: dict[str, Any] | None = None) -> Searcher:
+    """The searcher of a trained method, built the way its recipe searches, from the run's settings
+    (``doc_arrays``: per-document arrays in ``table``'s row order, when a live index changed the table)."""
     req = SearchRequest(model=model, table=table, folder=Path(folder), settings=method_settings(settings, method),
                         search=settings.search, docs=docs, beam=beam,
-                        show_progress=show_progress)
+                        show_progress=show_progress, doc_arrays=doc_arrays)
     return method.open_searcher(req)
 
 

@@ -35,6 +35,9 @@ class SearchRequest:
     docs: list[Document] | None = None  # the corpus, for methods whose index is the model's encodings of it
     beam: int | None = None  # None: search.beam
     show_progress: bool = False  # a progress bar over query batches (long evaluations)
+    # per-document arrays beside the docids (row i: the table's document i), when a live index changed
+    # the table; None: the files of the method folder
+    doc_arrays: dict[str, Any] | None = None
 
     @property
     def name(self) -> str:
@@ -43,6 +46,39 @@ class SearchRequest:
     @property
     def beam_size(self) -> int:
         return self.search.beam if self.beam is None else self.beam
+
+    def doc_array(self, name: str):
+        """A per-document array of the method folder (``name`` in ``Method.doc_arrays``), table order."""
+        import numpy as np
+
+        if self.doc_arrays is not None and name in self.doc_arrays:
+            return self.doc_arrays[name]
+        return np.load(self.folder / name)
+
+
+@dataclass
+class NewDocuments:
+    """Documents to index after training (``genir index add``), as a method's ``add_docids`` sees them."""
+
+    model: Any
+    table: DocIdTable  # the current docids (trained + added - removed); new ones must fit beside them
+    folder: Path
+    settings: Any  # the method's settings group
+    run: Any  # the run's Settings
+    docs: list[Document]
+    lead_texts: list[str]  # the model input of each document: its leading span, as in training
+    embeddings: Any  # (len(docs), dim) dense embeddings of the documents, for docids built on them
+    table_embeddings: Callable[[], Any]  # () -> dense embeddings of the table's documents (table order)
+    device: Any = "cpu"
+
+
+@dataclass
+class AddedDocids:
+    """A method's answer to :class:`NewDocuments`: one docid per document, and per-document arrays."""
+
+    codes: list[list[int]]
+    arrays: dict[str, Any] = field(default_factory=dict)  # file name -> (len(docs), ...) rows
+    vocab_size: int | None = None  # when the new docids need a larger code range (atomic)
 
 
 @dataclass
@@ -87,6 +123,13 @@ class Method:
     render: Callable[[dict], list[str]] = lambda result: []
     # (workspace, settings) -> None: raises on an input this method cannot use, before any stage runs
     check: Callable | None = None
+    # live index (``genir index add``): NewDocuments -> AddedDocids, with no retraining; None: the method
+    # cannot take a document without retraining, and ``live_refusal`` says why and what to do instead
+    add_docids: Callable | None = None
+    live_refusal: str = "this method cannot index a document without retraining"
+    doc_arrays: tuple[str, ...] = ()  # per-document files beside the docids (kept in step by the live index)
+    # (model, codes) -> the docid in words (GLEN: its vocabulary tokens); None: the codes as a path
+    docid_words: Callable | None = None
 
     def __post_init__(self) -> None:
         if (self.make_docids is None) == (self.learn is None):

@@ -14,7 +14,16 @@ from pathlib import Path
 import torch
 
 from genir.docids import DocIdTable, PrefixTree
-from genir.methods.base import Method, Trained, model_config, seq2seq_training_data, train, train_config
+from genir.methods.base import (
+    AddedDocids,
+    Method,
+    NewDocuments,
+    Trained,
+    model_config,
+    seq2seq_training_data,
+    train,
+    train_config,
+)
 from genir.models import CodebookSeq2Seq
 from genir.training.genret import GenRetConfig, GenRetData, ProgressiveTrainer
 from genir.training.objectives import seq2seq_loss
@@ -99,6 +108,13 @@ def index_corpus(ws: Workspace, cfg: GenRetConfig, model, folder: Path) -> DocId
     return DocIdTable(ws.doc_ids, codes.numpy(), model.config.n_codes, "genret", {"zero_shot": True})
 
 
+def add_docids(new: NewDocuments) -> AddedDocids:
+    """Q(z | d) tokenizes new documents (Eq. 4), as it does documents no training saw; documents that get
+    an existing docid share it (and come back together), as in training."""
+    codes = tokenize_texts(new.model, new.lead_texts, new.run.model.doc_max_length, new.device)
+    return AddedDocids(codes.tolist())
+
+
 def check_nolearn(ws: Workspace, cfg: GenRetConfig) -> None:
     methods = ws.settings.methods
     before = methods[: methods.index("genret-nolearn")] if "genret-nolearn" in methods else methods
@@ -147,10 +163,12 @@ METHODS = [
            "learned: K codes per step, M steps (Q(z|d), Eq. 3-4)",
            "reconstruction + commitment + retrieval (Eq. 11), step by step; then seq2seq fit",
            "constrained beam search over the learned docids", group="genret", learn=learn,
-           index_corpus=index_corpus, report=report, render=render),
+           index_corpus=index_corpus, report=report, render=render, add_docids=add_docids),
     Method("genret-nolearn", "GenRet ablation 'without learning': a seq2seq retriever trained on GenRet's final "
            "docids", "GenRet's final docids (run genret first)", "seq2seq cross-entropy to the docid",
            "constrained beam search over the docid prefix tree", group="genret", make_docids=nolearn_docids,
-           check=check_nolearn),
+           check=check_nolearn,
+           live_refusal="genret-nolearn is an ablation trained on GenRet's fixed docids: index new documents with "
+                        "genret, whose tokenization model assigns them"),
 ]
 GROUPS = {"genret": GenRetConfig}

@@ -22,7 +22,9 @@ from genir.evaluation.metrics import evaluate
 from genir.evaluation.trec import read_run
 from genir.io import save_npy
 from genir.methods.base import (
+    AddedDocids,
     Method,
+    NewDocuments,
     SearchRequest,
     Trained,
     model_config,
@@ -162,9 +164,20 @@ def index_corpus(ws: Workspace, cfg: GlenConfig, model, folder: Path) -> DocIdTa
     return DocIdTable(ws.doc_ids, ids, model.config.n_codes, "glen", {"zero_shot": True})
 
 
+def add_docids(new: NewDocuments) -> AddedDocids:
+    """Identifiers and w^d of new documents from the model (Eq. 2), as for documents no training saw."""
+    ids, logits = identify_texts(new.model, new.lead_texts, new.run.model.doc_max_length, new.device)
+    return AddedDocids(ids.tolist(), {LOGITS: logits})
+
+
+def docid_words(model, codes) -> list[str]:
+    """An identifier as its vocabulary tokens."""
+    return model.tokenizer.convert_ids_to_tokens([int(c) for c in codes])
+
+
 def open_searcher(req: SearchRequest) -> LexicalSearcher:
     """Identifier tokens only, exact P(z|q), colliding documents in the ``glen.tie_break`` order."""
-    return LexicalSearcher(req.model, req.table, np.load(req.folder / LOGITS), beam=req.beam_size,
+    return LexicalSearcher(req.model, req.table, req.doc_array(LOGITS), beam=req.beam_size,
                            batch_size=req.search.batch_size, tie_break=req.settings.tie_break,
                            seed=req.settings.seed, name=req.name, show_progress=req.show_progress)
 
@@ -257,10 +270,10 @@ METHODS = [
            "refinement, collision-free inference", "lexical: n vocabulary tokens, from the model (Eq. 2)",
            "phase 1 seq2seq to keyword IDs; phase 2 pairwise + pointwise ranking (Eq. 5-8)", _SEARCH,
            group="glen", learn=learn, open_searcher=open_searcher, index_corpus=index_corpus, report=report,
-           render=render),
+           render=render, add_docids=add_docids, doc_arrays=(LOGITS,), docid_words=docid_words),
     Method("glen-keyword", "GLEN after phase 1 only: fixed keyword IDs (BM25 top-n tokens)",
            "keyword IDs: the document's BM25 top-n tokens (Eq. 4)", "phase 1 only: seq2seq to keyword IDs",
            _SEARCH, group="glen", learn=keyword_learn, open_searcher=open_searcher, index_corpus=index_corpus,
-           report=report, render=render),
+           report=report, render=render, add_docids=add_docids, doc_arrays=(LOGITS,), docid_words=docid_words),
 ]
 GROUPS = {"glen": GlenConfig}

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 
 from genir.docids import DocIdTable, PrefixTree
-from genir.docids.rqvae import decollide
+from genir.docids.rqvae import decollide, load_quantizer, place_codes, save_quantizer
 from genir.io import write_text
-from genir.methods.base import Method, seq2seq_training_data
+from genir.methods.base import AddedDocids, Method, NewDocuments, seq2seq_training_data
 from genir.training.data import DocidCollator, DocidDataset, EncodedTexts, IndexingExamples, TextInputs
 from genir.training.merge import MergeConfig, position_weighted_loss, train_rqvae
 from genir.workspace import Workspace
@@ -47,6 +47,7 @@ def rqvae_docids(ws: Workspace, cfg: MergeConfig, folder: Path, relevance: bool)
         qrels = {q: {row[d]: g for d, g in rels.items() if d in row} for q, rels in ws.train_qrels().items()}
         qrels = {q: r for q, r in qrels.items() if r}
     model, info = train_rqvae(emb[trained], qrels, cfg, folder / "rqvae")
+    save_quantizer(model, mean, std, folder / "rqvae" / "quantizer")  # new documents get docids from it
     codes, last = model.encode_codes(torch.from_numpy(emb))  # every document, new ones included
     codes = codes.numpy()
     stats = {"collisions_before": int(len(codes) - len({tuple(c) for c in codes.tolist()})),
@@ -63,6 +64,22 @@ def rqvae_docids(ws: Workspace, cfg: MergeConfig, folder: Path, relevance: bool)
                       "config": {k_: v for k_, v in dataclasses.asdict(cfg).items() if k_ != "extra"}}}
     write_text(folder / "rqvae" / "info.json", json.dumps({**meta["rqvae"], "history": info["history"]}, default=float))
     return DocIdTable(ws.doc_ids, tokens, vocab, "merge" if relevance else "rqvae", meta)
+
+
+def add_docids(new: NewDocuments) -> AddedDocids:
+    """New documents through the frozen RQ-VAE (their standardised dense embeddings), then made distinct
+    from the existing docids as in training (Sec. 3.1.3): a colliding one takes the nearest free last code."""
+    folder = new.folder / "rqvae" / "quantizer"
+    if not (folder / "quantizer.json").exists():
+        raise ValueError(f"{folder}: no saved quantizer (a run made before genir kept it): retrain the docids "
+                         f"(genir run --redo {new.folder.name}) to index new documents")
+    model, mean, std = load_quantizer(folder)
+    x = (np.asarray(new.embeddings, np.float32) - mean) / np.where(std < 1e-6, 1.0, std)
+    codes, last = model.encode_codes(torch.from_numpy(x))
+    k = model.codes
+    existing = [tuple(c - level * k for level, c in enumerate(s)) for s in new.table.sequences()]
+    placed, _ = place_codes(existing, codes.numpy(), last.numpy(), model.codebooks[-1].detach().numpy())
+    return AddedDocids([[c + level * k for level, c in enumerate(row)] for row in placed])
 
 
 def training_data(ws: Workspace, cfg: MergeConfig, model, table: DocIdTable, trie: PrefixTree):
@@ -117,10 +134,12 @@ METHODS = [
            "<retrieval> queries, position-weighted loss", "RQ-VAE codes shaped by graded relevance (Eq. 3-8)",
            "position-weighted seq2seq cross-entropy (Eq. 9)", _SEARCH, group="merge",
            make_docids=lambda ws, cfg, folder: rqvae_docids(ws, cfg, folder, True), objective=loss,
-           training_data=training_data, model_extra=model_extra, report=report, render=render),
+           training_data=training_data, model_extra=model_extra, report=report, render=render,
+           add_docids=add_docids),
     Method("rqvae", "Vanilla RQ-VAE docids (MERGE's baseline): the same retriever, docids without relevance",
            "RQ-VAE codes (no relevance)", "position-weighted seq2seq cross-entropy (Eq. 9)", _SEARCH,
            group="merge", make_docids=lambda ws, cfg, folder: rqvae_docids(ws, cfg, folder, False), objective=loss,
-           training_data=training_data, model_extra=model_extra, report=report, render=render),
+           training_data=training_data, model_extra=model_extra, report=report, render=render,
+           add_docids=add_docids),
 ]
 GROUPS = {"merge": MergeConfig}

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from genir.docids import DocIdTable, PrefixTree, atomic_docids
-from genir.methods.base import Method, SearchRequest, Trained
+from genir.methods.base import AddedDocids, Method, NewDocuments, SearchRequest, Trained
 from genir.search.tied import TiedAtomicIndex, TiedAtomicSearcher
 from genir.settings import at_least, choice
 from genir.training.data import (
@@ -106,6 +106,13 @@ def render(result: dict) -> list[str]:
             f"{a['max_score_difference']:.2e}.", ""]
 
 
+def add_docids(new: NewDocuments) -> AddedDocids:
+    """A tied docid is the document's own encoding: the searcher encodes the document when it opens (or at
+    once, in a live service); the table only gains an atomic code."""
+    first = int(new.table.codes.max()) + 1 if len(new.table) else 0
+    return AddedDocids([[first + i] for i in range(len(new.docs))], vocab_size=first + len(new.docs))
+
+
 _DOCIDS = "atomic, tied to the model's own document encodings (Eq. 2)"
 _SEARCH = "one constrained decoding step over the tied vectors (tied.mode=generative) or faiss (dense)"
 
@@ -114,11 +121,11 @@ METHODS = [
            "contrastive: in-batch + BM25 top-k negatives", _SEARCH, group="tied",
            make_docids=lambda ws, cfg, folder: atomic_docids(ws.doc_ids), objective=tied_contrastive_loss,
            training_data=contrastive_data, n_codes=lambda table: 1, open_searcher=open_searcher, needs_corpus=True,
-           report=report, render=render),
+           report=report, render=render, add_docids=add_docids),
     Method("tied-atomic-distill", "Tied-Atomic trained by Margin-MSE on teacher scores (--teacher-scores)", _DOCIDS,
            "Margin-MSE on teacher score margins", _SEARCH, group="tied",
            make_docids=lambda ws, cfg, folder: atomic_docids(ws.doc_ids), objective=tied_margin_mse_loss,
            training_data=distillation_data, n_codes=lambda table: 1, open_searcher=open_searcher, needs_corpus=True,
-           report=report, render=render, check=check_distillation),
+           report=report, render=render, check=check_distillation, add_docids=add_docids),
 ]
 GROUPS = {"tied": TiedSettings}

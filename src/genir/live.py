@@ -1,0 +1,399 @@
+"""A run folder as a live index: documents added and removed after training, with no retraining.
+
+``genir index add RUN docs.jsonl``, ``genir index remove RUN ID...`` and the service's ``POST /documents``
+and ``DELETE /documents/{id}`` all go through :class:`LiveIndex`. Every method that can take a document
+without retraining gives it a docid its own way (``Method.add_docids``: Tied-Atomic encodes it, GenRet and
+GLEN let the model assign it, DSI-semantic places it in the frozen k-means tree, MERGE/RQ-VAE quantize its
+embedding); the others refuse with the reason (``Method.live_refusal``). BM25 and dense index it too.
+
+The trained method folders are never changed (a run's ``result.json`` stays the measurement of what was
+trained). The changes live in ``RUN/live/``: the added documents, the removed ids, each method's docids of
+the added documents (and per-document arrays such as GLEN's w^d), the added documents' dense embeddings.
+The folder is rewritten whole and swapped in by one rename per change, so a reader sees the state before
+or after a change, never half of one. A removed id is left out of every table, corpus and searcher, and
+hits are filtered against the live corpus as a last guard: a removed document never comes back unless it
+is added again.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from genir.data import load_dataset
+from genir.data.collection import Document
+from genir.data.pseudo_queries import DocAsQuery
+from genir.docids import DocIdTable
+from genir.io import atomic_path
+from genir.methods import get_method, open_searcher, read_settings
+from genir.methods.base import Method, NewDocuments
+from genir.search.base import Results, Searcher
+
+LIVE = "live"
+BASELINES = ("bm25", "dense")  # the baselines a live index serves beside the methods
+
+
+class LiveIndexError(ValueError):
+    """A change the live index cannot make (the message says why and what to do)."""
+
+
+@dataclass
+class LiveState:
+    """What ``RUN/live/`` holds: the changes since training."""
+
+    added: list[Document] = field(default_factory=list)
+    removed: set[str] = field(default_factory=set)
+    embeddings: np.ndarray | None = None  # dense embeddings of ``added`` (same order)
+    tables: dict[str, DocIdTable] = field(default_factory=dict)  # method -> docids of added documents
+    arrays: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # method -> file -> rows of tables[m]
+    version: int = 0
+
+    @classmethod
+    def read(cls, run_dir: Path) -> LiveState:
+        folder = run_dir / LIVE
+        if not folder.is_dir() and (run_dir / f"{LIVE}.old").is_dir():  # a swap cut short: the state before
+            folder = run_dir / f"{LIVE}.old"
+        if not (folder / "state.json").exists():
+            return cls()
+        head = json.loads((folder / "state.json").read_text(encoding="utf-8"))
+        added = [Document(r["_id"], r["text"], r.get("title", "")) for r in
+                 (json.loads(line) for line in (folder / "documents.jsonl").read_text(encoding="utf-8").splitlines()
+                  if line.strip())]
+        emb = np.load(folder / "embeddings.npy") if (folder / "embeddings.npy").exists() else None
+        tables, arrays = {}, {}
+        for name in head.get("methods", []):
+            tables[name] = DocIdTable.load(folder / name / "docids")
+            arrays[name] = {f: np.load(folder / name / f) for f in head.get("arrays", {}).get(name, [])}
+        return cls(added, set(head.get("removed", [])), emb, tables, arrays, int(head.get("version", 0)))
+
+    def write(self, run_dir: Path) -> None:
+        """The whole state as a new folder, swapped in by rename (``genir.io.atomic_path``)."""
+        with atomic_path(run_dir / LIVE) as tmp:
+            tmp.mkdir(parents=True)
+            with open(tmp / "documents.jsonl", "w", encoding="utf-8") as f:
+                for d in self.added:
+                    f.write(json.dumps({"_id": d.id, "title": d.title, "text": d.text}) + "\n")
+            if self.embeddings is not None:
+                np.save(tmp / "embeddings.npy", self.embeddings)
+            for name, table in self.tables.items():
+                table.save(tmp / name / "docids")
+                for f, rows in self.arrays.get(name, {}).items():
+                    np.save(tmp / name / f, rows)
+            (tmp / "state.json").write_text(json.dumps({
+                "version": self.version, "removed": sorted(self.removed), "methods": sorted(self.tables),
+                "arrays": {m: sorted(a) for m, a in self.arrays.items() if a}}, indent=1), encoding="utf-8")
+
+
+def trained_methods(run_dir: Path) -> list[str]:
+    """The method folders of a run that hold a trained model and docids, in the run's order."""
+    settings = read_settings(run_dir)
+    return [m for m in settings.methods if (run_dir / m / "model").is_dir() and (run_dir / m / "docids").is_dir()]
+
+
+class LiveIndex:
+    """A run folder opened for search and for changes. ``methods``: which trained methods (default all);
+    ``baselines``: bm25 and/or dense, built over the live corpus. Searchers are opened on first use and kept
+    in step with every change. One change at a time (a lock); searches may run beside a change and see the
+    state before or after it."""
+
+    def __init__(self, run_dir: str | Path, methods: list[str] | None = None,
+                 baselines: tuple[str, ...] | list[str] = BASELINES, beam: int | None = None,
+                 device: str = "auto"):
+        from genir.workspace import resolve_device
+
+        self.run_dir = Path(run_dir)
+        self.settings = read_settings(self.run_dir)
+        available = trained_methods(self.run_dir)
+        for m in methods or []:
+            if m not in available:
+                raise LiveIndexError(f"{self.run_dir}: no trained {m!r} here "
+                                     f"(trained: {', '.join(available) or 'none'})")
+        self.methods = list(methods) if methods is not None else available
+        for b in baselines:
+            if b not in BASELINES:
+                raise LiveIndexError(f"unknown baseline {b!r}: a live index serves {', '.join(BASELINES)}")
+        self.baselines = list(baselines)
+        self.beam, self.device = beam, resolve_device(device)
+        data = self.settings.data
+        self.collection = load_dataset(data.dataset, data.data_dir, data.qrels_dir)
+        self.state = LiveState.read(self.run_dir)
+        self._models: dict[str, Any] = {}
+        self._searchers: dict[str, Searcher] = {}
+        self._dense_encoder = None
+        self._base_embeddings: np.ndarray | None = None
+        self.lock = threading.Lock()  # changes, one at a time
+
+    # -- the live corpus ------------------------------------------------------------------------------
+    def _hidden(self) -> set[str]:
+        """Dataset documents that are not live: removed, or replaced by an added document of that id."""
+        return self.state.removed | {d.id for d in self.state.added}
+
+    def corpus(self) -> list[Document]:
+        hidden = self._hidden()
+        base = [d for d in self.collection.corpus.values() if d.id not in hidden]
+        return base + [d for d in self.state.added if d.id not in self.state.removed]
+
+    def live_ids(self) -> set[str]:
+        return {d.id for d in self.corpus()}
+
+    def document(self, doc_id: str) -> Document | None:
+        for d in reversed(self.state.added):
+            if d.id == doc_id:
+                return None if doc_id in self.state.removed else d
+        if doc_id in self.state.removed:
+            return None
+        return self.collection.corpus.get(doc_id)
+
+    def lead_texts(self, docs: list[Document]) -> list[str]:
+        """The model input of each document: its leading span, as in training (``Workspace.lead_texts``)."""
+        lead = DocAsQuery(self.settings.data.span_words, 0).generate(docs)
+        return [(lead[d.id] or [d.full_text])[0] for d in docs]
+
+    # -- parts of each method -------------------------------------------------------------------------
+    def method(self, name: str) -> Method:
+        return get_method(name)
+
+    def model(self, name: str):
+        if name not in self._models:
+            from genir.models import DocidSeq2Seq
+
+            self._models[name] = DocidSeq2Seq.load(self.run_dir / name / "model").to(self.device).eval()
+        return self._models[name]
+
+    def table(self, name: str) -> tuple[DocIdTable, dict[str, np.ndarray]]:
+        """The method's docids over the live corpus (trained rows still live, then added rows) and its
+        per-document arrays in the same row order."""
+        method = get_method(name)
+        trained = DocIdTable.load(self.run_dir / name / "docids")
+        hidden = self._hidden()
+        keep = [i for i, d in enumerate(trained.doc_ids) if d not in hidden]
+        ids = [trained.doc_ids[i] for i in keep]
+        rows = [list(trained.sequence(i)) for i in keep]
+        arrays = {f: np.load(self.run_dir / name / f)[keep] for f in method.doc_arrays}
+        vocab = trained.vocab_size
+        live = self.state.tables.get(name)
+        if live is not None:
+            add = [i for i, d in enumerate(live.doc_ids) if d not in self.state.removed]
+            ids += [live.doc_ids[i] for i in add]
+            rows += [list(live.sequence(i)) for i in add]
+            vocab = max(vocab, live.vocab_size)
+            for f in method.doc_arrays:
+                arrays[f] = np.concatenate([arrays[f], self.state.arrays[name][f][add]])
+        return DocIdTable(ids, rows, vocab, trained.scheme, trained.meta), arrays
+
+    def pending(self, name: str) -> list[str]:
+        """Live documents the method has no docid for (a change cut short, or a refusing method)."""
+        table, _ = self.table(name)
+        have = set(table.doc_ids)
+        return [d.id for d in self.corpus() if d.id not in have]
+
+    def _dense(self):
+        if self._dense_encoder is None:
+            from genir.search.dense import load_sentence_encoder
+
+            self._dense_encoder = load_sentence_encoder(self.settings.dense.model)
+        return self._dense_encoder
+
+    def _embed(self, docs: list[Document]) -> np.ndarray:
+        return np.asarray(self._dense().encode([d.full_text for d in docs], batch_size=64, normalize_embeddings=True,
+                                               convert_to_numpy=True, show_progress_bar=False), dtype=np.float32)
+
+    def base_embeddings(self) -> np.ndarray | None:
+        """The run's dense embeddings of the dataset's documents (``doc_embeddings.npy``), when it made them."""
+        if self._base_embeddings is None:
+            path = self.run_dir / "doc_embeddings.npy"
+            if path.exists():
+                emb = np.load(path)
+                if len(emb) == len(self.collection.corpus):
+                    self._base_embeddings = emb
+        return self._base_embeddings
+
+    def embeddings_of(self, doc_ids: list[str]) -> np.ndarray:
+        """Dense embeddings of live documents (the run's for dataset documents, the live index's for added
+        ones; computed for dataset documents when the run made none)."""
+        base = self.base_embeddings()
+        if base is None:
+            base = self._embed(list(self.collection.corpus.values()))
+            self._base_embeddings = base
+        row = {d: i for i, d in enumerate(self.collection.corpus)}
+        added = {d.id: i for i, d in enumerate(self.state.added)}
+        hidden = self._hidden()
+        out = []
+        for d in doc_ids:
+            if d in added and self.state.embeddings is not None:
+                out.append(self.state.embeddings[added[d]])
+            elif d in row and d not in hidden:
+                out.append(base[row[d]])
+            else:
+                raise KeyError(f"no embedding for {d!r}")
+        return np.stack(out) if out else np.zeros((0, base.shape[1]), np.float32)
+
+    # -- changes --------------------------------------------------------------------------------------
+    def add(self, docs: list[Document]) -> dict:
+        """Index ``docs`` in every method and baseline that can take them; returns what each did (documents,
+        seconds, or the reason it refused). Ids already live are an error (remove them first)."""
+        with self.lock:
+            live = self.live_ids()
+            seen: set[str] = set()
+            for d in docs:
+                if d.id in live:
+                    raise LiveIndexError(f"document {d.id!r} is already in the index (remove it first)")
+                if d.id in seen:
+                    raise LiveIndexError(f"document {d.id!r} twice in one addition")
+                seen.add(d.id)
+            state = LiveState(
+                [x for x in self.state.added if x.id not in seen] + list(docs), self.state.removed - seen,
+                self.state.embeddings, dict(self.state.tables), dict(self.state.arrays), self.state.version + 1)
+            old_rows = [i for i, x in enumerate(self.state.added) if x.id not in seen]
+            report: dict[str, dict] = {}
+            start = time.perf_counter()
+            new_emb = self._embed(docs) if docs else None
+            if state.embeddings is not None or new_emb is not None:
+                kept = self.state.embeddings[old_rows] if self.state.embeddings is not None else \
+                    np.zeros((0, new_emb.shape[1]), np.float32)
+                state.embeddings = np.concatenate([kept, new_emb]) if new_emb is not None else kept
+            embed_seconds = time.perf_counter() - start
+            for b in self.baselines:
+                report[b] = {"documents": len(docs), "seconds": embed_seconds if b == "dense" else 0.0}
+            previous, self.state = self.state, state  # the tables below see the new corpus
+            try:
+                for name in self.methods:
+                    report[name] = self._add_to_method(name, docs, new_emb)
+            except BaseException:
+                self.state = previous
+                raise
+            state.write(self.run_dir)
+            self._refresh(docs, [])
+            return report
+
+    def _add_to_method(self, name: str, docs: list[Document], emb: np.ndarray | None) -> dict:
+        method = get_method(name)
+        if method.add_docids is None:
+            return {"refused": method.live_refusal}
+        start = time.perf_counter()
+        table, _ = self.table(name)  # the live corpus's docids, without the documents being added
+        todo = [d for d in docs if d.id not in set(table.doc_ids)]
+        folder = self.run_dir / name
+        new = NewDocuments(self.model(name), table, folder, self.settings.group(method.group) if method.group else None,
+                           self.settings, todo, self.lead_texts(todo), emb,
+                           lambda: self.embeddings_of(table.doc_ids), self.device)
+        try:
+            added = method.add_docids(new)
+        except ValueError as e:
+            return {"refused": str(e)}
+        old = self.state.tables.get(name)
+        keep = [] if old is None else [i for i, d in enumerate(old.doc_ids) if d not in {x.id for x in todo}]
+        ids = ([old.doc_ids[i] for i in keep] if old else []) + [d.id for d in todo]
+        rows = ([list(old.sequence(i)) for i in keep] if old else []) + [list(c) for c in added.codes]
+        vocab = max(table.vocab_size, added.vocab_size or 0, old.vocab_size if old else 0)
+        self.state.tables[name] = DocIdTable(ids, rows, vocab, table.scheme, {"live": True})
+        arrays = {}
+        for f in method.doc_arrays:
+            before = self.state.arrays.get(name, {}).get(f)
+            new_rows = np.asarray(added.arrays[f])
+            arrays[f] = new_rows if before is None else np.concatenate([before[keep], new_rows])
+        self.state.arrays[name] = arrays
+        existing = set(map(tuple, table.sequences()))
+        shared = sum(tuple(c) in existing for c in added.codes)
+        return {"documents": len(todo), "seconds": time.perf_counter() - start, "sharing_a_docid": shared}
+
+    def remove(self, doc_ids: list[str]) -> dict:
+        """Withdraw documents from every method and baseline; unknown ids are an error (nothing changes)."""
+        with self.lock:
+            live = self.live_ids()
+            missing = [d for d in doc_ids if d not in live]
+            if missing:
+                raise LiveIndexError(f"not in the index: {', '.join(map(repr, missing[:5]))}")
+            gone = set(doc_ids)
+            keep = [i for i, d in enumerate(self.state.added) if d.id not in gone]
+            tables, arrays = {}, {}
+            for name, table in self.state.tables.items():
+                rows = [i for i, d in enumerate(table.doc_ids) if d not in gone]
+                tables[name] = DocIdTable([table.doc_ids[i] for i in rows], [list(table.sequence(i)) for i in rows],
+                                          table.vocab_size, table.scheme, table.meta)
+                arrays[name] = {f: a[rows] for f, a in self.state.arrays.get(name, {}).items()}
+            state = LiveState([self.state.added[i] for i in keep], self.state.removed | gone,
+                              None if self.state.embeddings is None else self.state.embeddings[keep], tables, arrays,
+                              self.state.version + 1)
+            state.write(self.run_dir)
+            self.state = state
+            self._refresh([], list(gone))
+            return {"removed": len(gone)}
+
+    # -- searchers ------------------------------------------------------------------------------------
+    @property
+    def names(self) -> list[str]:
+        return self.baselines + self.methods
+
+    def searcher(self, name: str) -> Searcher:
+        if name not in self._searchers:
+            self._searchers[name] = self._open(name)
+        return self._searchers[name]
+
+    def _open(self, name: str) -> Searcher:
+        if name not in self.names:
+            raise LiveIndexError(f"{name!r} is not served here (served: {', '.join(self.names)})")
+        docs = self.corpus()
+        if name == "bm25":
+            from genir.search.bm25 import BM25Searcher
+
+            return LiveFiltered(BM25Searcher(docs), self)
+        if name == "dense":
+            from genir.search.dense import DenseSearcher
+
+            ids = [d.id for d in docs]
+            return LiveFiltered(DenseSearcher(docs, encoder=self._dense(), doc_embeddings=self.embeddings_of(ids)),
+                                self)
+        method = get_method(name)
+        table, arrays = self.table(name)
+        searcher = open_searcher(method, self.settings, self.model(name), table, self.run_dir / name,
+                                 docs if method.needs_corpus else None, self.beam, doc_arrays=arrays)
+        return LiveFiltered(searcher, self)
+
+    def _refresh(self, added: list[Document], removed: list[str]) -> None:
+        """Keep opened searchers in step: an incremental change where the searcher has one (Tied-Atomic's
+        vectors), else a new searcher over the new tables (the model is reused; the trie is rebuilt)."""
+        for name, wrapped in list(self._searchers.items()):
+            inner = wrapped.inner
+            if hasattr(inner, "add_documents") and hasattr(inner, "remove_documents"):
+                if removed:
+                    inner.remove_documents([d for d in removed if d in inner.index.id_of])
+                if added:
+                    inner.add_documents(added)
+            else:
+                self._searchers[name] = self._open(name)
+
+
+class LiveFiltered(Searcher):
+    """A searcher whose hits are checked against the live corpus (a removed document never comes back)."""
+
+    def __init__(self, inner: Searcher, index: LiveIndex):
+        self.inner, self.index, self.name = inner, index, getattr(inner, "name", "searcher")
+
+    def batch_search(self, queries, k: int = 100) -> Results:
+        removed = self.index.state.removed  # ids added again are not in it
+        results = self.inner.batch_search(queries, k)
+        if not removed:
+            return results
+        return {q: [h for h in hits if h.doc_id not in removed] for q, hits in results.items()}
+
+    def index_bytes(self) -> int | None:
+        return self.inner.index_bytes()
+
+
+def read_removed_ids(values: list[str]) -> list[str]:
+    """Ids given on the command line; ``@FILE`` reads one id per line."""
+    out: list[str] = []
+    for v in values:
+        if v.startswith("@"):
+            out += [line.strip() for line in Path(v[1:]).read_text(encoding="utf-8").splitlines() if line.strip()]
+        else:
+            out.append(v)
+    return out
+
