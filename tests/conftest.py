@@ -48,3 +48,28 @@ def shared_datasets() -> Path:
     if not (SHARED / "scifact" / "corpus.jsonl").exists():
         pytest.skip("../shared/datasets is not beside the checkout")
     return SHARED
+
+
+LIVE_METHODS = ["dsi-semantic", "tied-atomic", "genret", "glen", "merge"]  # take documents without retraining
+REFUSING = ["dsi-atomic"]
+
+
+@pytest.fixture(scope="session")
+def live_run(tmp_path_factory, shared_datasets, tiny_bert):
+    """A tiny trained run (a SciFact slice, 60 documents; every live-capable method and one that refuses)."""
+    from genir.methods import make_settings
+    from genir.pipeline import run
+    from tests.test_pipeline import _slice
+
+    data = _slice(tmp_path_factory, shared_datasets, "scifact", {"train": 20, "test": 8}, 60)
+    out = tmp_path_factory.mktemp("live") / "run"
+    cfg = make_settings({"data": {"dataset": str(data)}, "model": {"backbone": tiny_bert},
+                         "baselines": ["bm25", "dense"], "methods": LIVE_METHODS + REFUSING, "out": str(out),
+                         "search": {"beam": 10}, "training": {"epochs": 2, "batch_size": 16},
+                         "dsi": {"semantic_c": 6}, "genret": {"codes": 8, "epochs": 3, "warmup_epochs": 1,
+                                                              "fit_epochs": 1},
+                         "glen": {"keyword_epochs": 1, "refine_epochs": 1, "batch_size": 8, "negatives": 3},
+                         "merge": {"codes": 8, "epochs": 5, "batch_size": 64}})
+    report = run(cfg)
+    assert not report["failed"], report["failed"]
+    return out

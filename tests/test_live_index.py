@@ -12,29 +12,7 @@ from typer.testing import CliRunner
 from genir.cli import app
 from genir.data.collection import Document
 from genir.live import LiveIndex, LiveIndexError
-from genir.methods import make_settings
-from genir.pipeline import run
-from tests.test_pipeline import _slice
-
-LIVE_METHODS = ["dsi-semantic", "tied-atomic", "genret", "glen", "merge"]  # take documents without retraining
-REFUSING = ["dsi-atomic"]
-
-
-@pytest.fixture(scope="module")
-def live_run(tmp_path_factory, shared_datasets, tiny_bert):
-    """A tiny trained run (a SciFact slice, 60 documents; every live-capable method and one that refuses)."""
-    data = _slice(tmp_path_factory, shared_datasets, "scifact", {"train": 20, "test": 8}, 60)
-    out = tmp_path_factory.mktemp("live") / "run"
-    cfg = make_settings({"data": {"dataset": str(data)}, "model": {"backbone": tiny_bert},
-                         "baselines": ["bm25", "dense"], "methods": LIVE_METHODS + REFUSING, "out": str(out),
-                         "search": {"beam": 10}, "training": {"epochs": 2, "batch_size": 16},
-                         "dsi": {"semantic_c": 6}, "genret": {"codes": 8, "epochs": 3, "warmup_epochs": 1,
-                                                              "fit_epochs": 1},
-                         "glen": {"keyword_epochs": 1, "refine_epochs": 1, "batch_size": 8, "negatives": 3},
-                         "merge": {"codes": 8, "epochs": 5, "batch_size": 64}})
-    report = run(cfg)
-    assert not report["failed"], report["failed"]
-    return out
+from tests.conftest import LIVE_METHODS, REFUSING
 
 
 @pytest.fixture()

@@ -306,36 +306,33 @@ def search(
 
 @app.command()
 def serve(
-    method_dir: Annotated[Path, typer.Argument(help="a method folder of a run (model/ + docids/), or 'bm25'")],
-    dataset: Annotated[str | None, typer.Option(help="dataset (needed for bm25; tied-atomic default: the run's)")
-                       ] = None,
+    run_dir: Annotated[Path, typer.Argument(help="a run folder (every trained method), or one method folder of it")],
+    method: Annotated[list[str] | None, typer.Option(help="serve only these methods (repeat)")] = None,
+    baseline: Annotated[list[str] | None, typer.Option(help="bm25 and/or dense (default both; 'none' for none)")
+                        ] = None,
     host: Annotated[str, typer.Option()] = "127.0.0.1",
     port: Annotated[int, typer.Option()] = 8000,
     beam: Annotated[int | None, typer.Option(help="beam size (default: the run's)")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help=_SEARCH_SET)] = None,
+    max_batch: Annotated[int, typer.Option(help="queries batched into one beam search")] = 64,
 ) -> None:
-    """Serve a searcher over HTTP: GET /search?q=...&k=10, POST /search, GET /health."""
-    from genir.serve import make_server
+    """Serve a run over HTTP: a web page at /, GET/POST /search, GET /documents/{id}, GET /inspect,
+    POST /documents and DELETE /documents/{id} (the live index), GET /health; OpenAPI docs at /docs."""
+    from genir.serve import serve as serve_app
 
     if not 0 <= port <= 65535:
         _fail(f"--port: must be between 0 and 65535, got {port}")
     if beam is not None and beam < 1:
         _fail(f"--beam: must be at least 1, got {beam}")
-    if str(method_dir) == "bm25":
-        from genir.data import load_dataset
-        from genir.search.bm25 import BM25Searcher
-
-        if not dataset:
-            _fail("bm25 needs --dataset")
-        searcher = BM25Searcher(list(load_dataset(dataset).corpus.values()))
-    else:
-        searcher = _method_searcher(method_dir, beam, dataset, set_)
-    server = make_server(searcher, host, port)
-    typer.echo(f"serving {searcher.name} on http://{host}:{server.server_port}/search")
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        server.shutdown()
+    if max_batch < 1:
+        _fail(f"--max-batch: must be at least 1, got {max_batch}")
+    if (run_dir / "model").is_dir() and not (run_dir / "config.json").exists():  # one method folder
+        method, run_dir = [run_dir.name], run_dir.parent
+    baselines = [] if baseline == ["none"] else baseline
+    index = _live(run_dir, method, beam, baselines)
+    for name in index.names:  # open every searcher now: the first request is not the one that waits
+        index.searcher(name)
+    typer.echo(f"serving {', '.join(index.names)} on http://{host}:{port}/ (API docs: /docs)")
+    serve_app(index, host, port, max_batch)
 
 
 def _live(run_dir: Path, methods: list[str] | None = None, beam: int | None = None, baselines=None):

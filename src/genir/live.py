@@ -91,9 +91,13 @@ class LiveState:
 
 
 def trained_methods(run_dir: Path) -> list[str]:
-    """The method folders of a run that hold a trained model and docids, in the run's order."""
-    settings = read_settings(run_dir)
-    return [m for m in settings.methods if (run_dir / m / "model").is_dir() and (run_dir / m / "docids").is_dir()]
+    """The method folders of a run that hold a trained model and docids (the run's methods first, in its order,
+    then any other method trained into the same folder)."""
+    from genir.methods import METHODS
+
+    run_dir = Path(run_dir)
+    order = list(dict.fromkeys([*read_settings(run_dir).methods, *METHODS]))
+    return [m for m in order if (run_dir / m / "model").is_dir() and (run_dir / m / "docids").is_dir()]
 
 
 class LiveIndex:

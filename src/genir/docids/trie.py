@@ -110,6 +110,21 @@ class PrefixTree:
                 return False
         return bool(self.is_leaf[node].item())
 
+    def prefix(self, node: int) -> tuple[int, ...]:
+        """The codes that lead from the root to ``node`` (eos included where the tree uses it)."""
+        if "_parent" not in self.__dict__:
+            parent = np.zeros(self.n_nodes, dtype=np.int64)
+            code = np.zeros(self.n_nodes, dtype=np.int64)
+            child = self.edge_child.cpu().numpy()
+            parent[child] = self.edge_key.cpu().numpy() // self.n_out
+            code[child] = self.edge_code.cpu().numpy()
+            self._parent, self._code = parent, code
+        out = []
+        while node:
+            out.append(int(self._code[node]))
+            node = int(self._parent[node])
+        return tuple(reversed(out))
+
     def full_sequence(self, i: int) -> tuple[int, ...]:
         """The code sequence the decoder emits for document ``i`` (with eos when the tree needs it)."""
         s = self.table.sequence(i)

@@ -18,8 +18,11 @@ from genir.docids.trie import PrefixTree
 
 @torch.no_grad()
 def beam_search(model, trie: PrefixTree, memory: torch.Tensor, memory_mask: torch.Tensor,
-                beam: int, normalize: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+                beam: int, normalize: bool = True, trace: list | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Returns (leaf nodes, scores), each (B, W), best first; dead beams have score -inf.
+
+    ``trace`` (a list) receives, per step, the first query's beams after the step: their trie nodes,
+    scores and the beam each came from (the docid inspector; it costs a host copy per step).
 
     ``normalize=False`` sums raw logits instead of log-probabilities (same ranking for one-step docids;
     Tied-Atomic uses it so that generative scores are the dot products themselves).
@@ -73,6 +76,9 @@ def beam_search(model, trie: PrefixTree, memory: torch.Tensor, memory_mask: torc
         rows = torch.where(alive, row[pick], own_row).reshape(-1)
         codes = torch.where(alive, code[pick], n_out - 1)
         nodes = torch.where(alive, child[pick], 0)
+        if trace is not None:
+            trace.append({"nodes": nodes[0].tolist(), "scores": top.values[0].tolist(),
+                          "parents": (rows.reshape(b, -1)[0] % width).tolist()})
         scores, width = top.values, new_width
         state = model.reorder(state, rows)
         prev = codes.reshape(-1)

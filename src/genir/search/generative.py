@@ -27,6 +27,7 @@ class GenerativeSearcher(Searcher):
         self.model, self.table, self.beam, self.batch_size = model.eval(), table, beam, batch_size
         self.trie, self.normalize = trie or PrefixTree(table), normalize
         self.tie_break, self.name, self.show_progress = tie_break, name, show_progress
+        self.trie_codes: list[int] | None = None  # the table's code of each trie code, when they differ
 
     def batch_search(self, queries: Mapping[str, str], k: int = 100) -> Results:
         qids = sorted(queries, key=lambda q: len(queries[q]))  # similar lengths per batch: little padding
@@ -52,6 +53,34 @@ class GenerativeSearcher(Searcher):
                     hits.extend(Hit(self.table.doc_ids[d], score) for d in docs)
                 out[qid] = hits[:k]
         return {q: out[q] for q in queries}
+
+    def inspect(self, query: str, k: int = 10, top: int = 10) -> dict:
+        """The beam's expansion for one query, step by step: the ``top`` beams after each step (docid prefix
+        in the table's codes, score, the beam it grew from), and the hits with the beam that found them."""
+        trace: list[dict] = []
+        with torch.inference_mode():
+            memory, mask = self.encode_queries([query])
+            nodes, scores = beam_search(self.model, self.trie, memory, mask, self.beam, self.normalize, trace=trace)
+        hits = self.batch_search({"q": query}, k)["q"]
+        eos = self.trie.eos if self.trie.needs_eos else None
+
+        def codes(node: int) -> list[int]:
+            seq = [c for c in self.trie.prefix(node) if c != eos]
+            return [int(self.trie_codes[c]) for c in seq] if self.trie_codes is not None else seq
+
+        steps = []
+        for t, step in enumerate(trace):
+            beams = [{"prefix": codes(n), "score": s, "from": p}
+                     for n, s, p in zip(step["nodes"], step["scores"], step["parents"], strict=True)
+                     if s > float("-inf")]
+            steps.append({"step": t + 1, "beams": len(beams), "top": beams[:top]})
+        final = {}
+        for rank, (node, score) in enumerate(zip(nodes[0].tolist(), scores[0].tolist(), strict=True)):
+            if score > float("-inf") and node in self.trie.leaf_docs:
+                for d in self.trie.leaf_docs[node]:
+                    final[self.table.doc_ids[d]] = {"beam": rank, "docid": codes(node)}
+        return {"query": query, "beam": self.beam, "steps": steps,
+                "hits": [{"doc_id": h.doc_id, "score": h.score, **final.get(h.doc_id, {})} for h in hits]}
 
     def with_beam(self, beam: int) -> GenerativeSearcher:
         """The same searcher (model, trie, tie-break) at another beam size; this one is not changed."""

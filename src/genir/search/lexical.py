@@ -49,6 +49,7 @@ class LexicalSearcher(GenerativeSearcher):
         self._queries: dict[str, torch.Tensor] = {}  # q_1..q_n per query text, one search call
         super().__init__(model, table, beam=beam, batch_size=batch_size, tie_break=self._order, name=name,
                          show_progress=show_progress, normalize=False, trie=PrefixTree(self.compact_table))
+        self.trie_codes = tokens.tolist()  # the inspector shows vocabulary tokens, not compact codes
 
     def with_tie_break(self, tie_break: str, seed: int = 0) -> LexicalSearcher:
         """The same searcher with another order within an identifier; this one is not changed."""

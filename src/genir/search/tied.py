@@ -184,6 +184,12 @@ class TiedAtomicSearcher(Searcher):
     def index_bytes(self) -> int:
         return self.index.nbytes()
 
+    def inspect(self, query: str, k: int = 10, top: int = 10) -> dict:
+        """One decoding step over the tied vectors: its top candidates are the hits (the docid inspector)."""
+        searcher = self._generative_parts()
+        searcher.beam = min(max(k, top), len(self.index))
+        return searcher.inspect(query, k, top)
+
     def compare_modes(self, queries: Mapping[str, str], k: int = 100, tol: float = 1e-4) -> dict:
         """Run both modes on the same queries: do generative decoding and faiss give the same answers?
 
