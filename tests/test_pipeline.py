@@ -341,8 +341,9 @@ def test_search_and_serve_rank_exactly_as_the_report(scifact_slice, tiny_bert, t
     measured (tied-atomic with tied.mode=dense, GLEN with glen.tie_break=random), not the defaults."""
     import urllib.request
 
+    from genir.live import LiveIndex
     from genir.methods import open_method_folder
-    from genir.serve import make_server
+    from tests.test_serve import start_server
 
     out = tmp_path / "run"
     res = CliRunner().invoke(app, [
@@ -364,15 +365,12 @@ def test_search_and_serve_rank_exactly_as_the_report(scifact_slice, tiny_bert, t
         if name == "glen":  # the random order within an identifier is exercised: some ranking holds a tie
             ranked = searcher.batch_search(queries, 100).values()
             assert any(len(h) > len({x.score for x in h}) for h in ranked)
-        server = make_server(searcher, "127.0.0.1", 0)
-        import threading
-
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
+        url, stop = start_server(LiveIndex(out, [name], baselines=()))
         try:
-            body = json.dumps({"queries": queries, "k": 100}).encode()
-            req = urllib.request.Request(f"http://127.0.0.1:{server.server_port}/search", data=body, method="POST")
+            body = json.dumps({"queries": queries, "k": 100, "method": name}).encode()
+            req = urllib.request.Request(f"{url}/search", data=body, method="POST",
+                                         headers={"Content-Type": "application/json"})
             served = json.loads(urllib.request.urlopen(req, timeout=60).read())
         finally:
-            server.shutdown()
+            stop()
         assert {q: [d for d, _ in hits] for q, hits in served.items()} == {q: reported[q] for q in queries}
