@@ -26,6 +26,19 @@ def test_metrics_by_hand():
     assert table["unseen"]["R@10"] == pytest.approx(0.5)
 
 
+def test_graded_ndcg_uses_the_linear_gain_of_trec_eval():
+    """nDCG's gain is the grade itself (trec_eval / pytrec_eval), not 2^grade - 1: a graded, imperfect
+    ranking tells the two apart (linear 0.760, exponential 0.689)."""
+    qrels = {"q": {"d1": 2, "d2": 1, "d3": 0}}
+    results = {"q": [Hit("d2", 3.0), Hit("d3", 2.0), Hit("d1", 1.0)]}
+    dcg = 1 / math.log2(2) + 0 + 2 / math.log2(4)
+    idcg = 2 / math.log2(2) + 1 / math.log2(3)
+    value = per_query(results, qrels)["q"]["nDCG@10"]
+    assert value == pytest.approx(dcg / idcg) and value == pytest.approx(0.7602, abs=1e-4)
+    exponential = (1 + 3 / math.log2(4)) / (3 + 1 / math.log2(3))
+    assert abs(value - exponential) > 0.05
+
+
 def test_rank_order_decides_ties():
     qrels = {"q": {"b": 1}}
     tied = {"q": [Hit("a", 1.0), Hit("b", 1.0)]}
