@@ -96,9 +96,12 @@ def test_eq7_eq8_combination():
     expected = sum(b * outer_loss(res[level], pairs, 0.7) + (1 - b) * inner_loss(res[level], triplets, 0.2)
                    for level, b in enumerate(cfg.betas)) / 3
     assert torch.allclose(rel, expected, atol=1e-6)
+    # Table 2 as MERGE defines it: "w/o L_inner" is beta_l = 1, "w/o L_outer" is beta_l = 0 (the other term at
+    # full weight on every level, not kept at its beta share)
     no_inner, _ = relevance_loss(res, pairs, triplets, MergeConfig(levels=3, betas=(1.0, 0.5, 0.25), inner=False))
-    assert torch.allclose(no_inner, sum(b * outer_loss(res[level], pairs, 0.7)
-                                        for level, b in enumerate(cfg.betas)) / 3, atol=1e-6)
+    assert torch.allclose(no_inner, sum(outer_loss(res[level], pairs, 0.7) for level in range(3)) / 3, atol=1e-6)
+    no_outer, _ = relevance_loss(res, pairs, triplets, MergeConfig(levels=3, betas=(1.0, 0.5, 0.25), outer=False))
+    assert torch.allclose(no_outer, sum(inner_loss(res[level], triplets, 0.2) for level in range(3)) / 3, atol=1e-6)
     torch.manual_seed(0)
     model = RQVAE(8, hidden=(8,), latent_dim=4, levels=3, codes=4)
     batch = {"embeddings": torch.randn(6, 8), "pairs": pairs, "triplets": triplets, "queries": [{1: [0, 1], 0: []}]}

@@ -63,7 +63,10 @@ class Pipeline:
 
     def method_stage(self, name: str, transfer_from: Path | None = None) -> Stage:
         folder = self.ws.out / name
-        fp = method_fingerprint(self.settings, get_method(name).group, self._common())
+        method = get_method(name)
+        fp = method_fingerprint(self.settings, method.group, self._common())
+        if method.revision > 1:  # the recipe changed what the same settings make: an older stage is not this one
+            fp.train = {**fp.train, "recipe.revision": method.revision}
         if transfer_from is not None:  # the trained model comes from there: its own record stands for it
             source = Path(transfer_from) / name / STAGE_FILE
             fp.train = {**fp.train, "transferred_from": str(Path(transfer_from).resolve()),

@@ -130,6 +130,9 @@ class Method:
     doc_arrays: tuple[str, ...] = ()  # per-document files beside the docids (kept in step by the live index)
     # (model, codes) -> the docid in words (GLEN: its vocabulary tokens); None: the codes as a path
     docid_words: Callable | None = None
+    # bumped when a fix changes what the same settings train: part of the stage fingerprint from 2 on, so
+    # that a run folder made by the older recipe is reported as different, never resumed as if the same
+    revision: int = 1
 
     def __post_init__(self) -> None:
         if (self.make_docids is None) == (self.learn is None):

@@ -135,7 +135,7 @@ METHODS = [
            "position-weighted seq2seq cross-entropy (Eq. 9)", _SEARCH, group="merge",
            make_docids=lambda ws, cfg, folder: rqvae_docids(ws, cfg, folder, True), objective=loss,
            training_data=training_data, model_extra=model_extra, report=report, render=render,
-           add_docids=add_docids),
+           add_docids=add_docids, revision=2),  # 2: Table 2's ablations as betas (0 / 1), as MERGE defines them
     Method("rqvae", "Vanilla RQ-VAE docids (MERGE's baseline): the same retriever, docids without relevance",
            "RQ-VAE codes (no relevance)", "position-weighted seq2seq cross-entropy (Eq. 9)", _SEARCH,
            group="merge", make_docids=lambda ws, cfg, folder: rqvae_docids(ws, cfg, folder, False), objective=loss,

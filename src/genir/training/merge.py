@@ -54,7 +54,13 @@ class MergeConfig:
 
     @property
     def level_weights(self) -> tuple[float, ...]:
-        """beta_l of Eq. 7: as set, else 1.0, 0.75, 0.5, 0.25 for 4 levels (evenly from 1 to .25 otherwise)."""
+        """beta_l of Eq. 7: as set, else 1.0, 0.75, 0.5, 0.25 for 4 levels (evenly from 1 to .25 otherwise).
+        The Table 2 ablations are betas, as MERGE defines them: "w/o L_outer" is beta_l = 0 (the inner term
+        at full weight on every level), "w/o L_inner" is beta_l = 1."""
+        if not self.outer and self.inner:
+            return (0.0,) * self.levels
+        if not self.inner and self.outer:
+            return (1.0,) * self.levels
         if self.betas is not None:
             return tuple(self.betas)
         if self.levels == 4:
@@ -115,7 +121,7 @@ def inner_loss(r: torch.Tensor, triplets: torch.Tensor, margin: float) -> torch.
 def relevance_loss(residuals: torch.Tensor, pairs: torch.Tensor, triplets: torch.Tensor, cfg: MergeConfig
                    ) -> tuple[torch.Tensor, dict[str, float]]:
     """MERGE Eq. 7: (1/m) sum_l beta_l L_outer^l + (1 - beta_l) L_inner^l, over the residual r_l of
-    every level; ``cfg.outer`` / ``cfg.inner`` switch a term off (Table 2)."""
+    every level; ``cfg.outer`` / ``cfg.inner`` switch a term off (Table 2) by its beta (``level_weights``)."""
     total = residuals.new_zeros(())
     logs: dict[str, float] = {}
     for level, beta in enumerate(cfg.level_weights):
