@@ -195,3 +195,60 @@ def test_searcher_ranks_colliding_documents_by_eq9(model, shared_steps):
     assert len(orders) > 1 and all(sorted(o) == sorted(expected) for o in orders)
     assert order(shuffled.with_tie_break("cosine")) == tuple(expected)
     assert shuffled.tie_mode == "random"  # with_tie_break returns a copy; the original is unchanged
+
+
+def test_z_plus_and_w_d_are_taken_without_dropout(tiny_bert):
+    """Eq. 7's target identifier z+ and its logits w^{d+} are the model's own (dropout off), even while the
+    model trains with dropout; w^{d+} keeps its gradient."""
+    from genir.training.glen import positive_identifiers
+
+    torch.manual_seed(0)
+    noisy = LexicalSeq2Seq(ModelConfig(n_codes=0, backbone=tiny_bert, max_docid_length=3, dropout=0.5))
+    d_mem, d_mask = _memory(noisy.eval(), ["proteins fold", "a negative", "vitamin d", "another negative"])
+    batch = {"d_memory": d_mem, "d_mask": d_mask}
+    target = torch.tensor([0, 2])
+    with torch.no_grad():
+        h, z_clean = noisy.hidden_states(d_mem[target], d_mask[target])
+        w_clean = noisy.vocab_logits(h).gather(-1, z_clean[..., None])[..., 0]
+    noisy.train()
+    for _ in range(3):  # dropout at 0.5 would change them from call to call
+        z_pos, w_d = positive_identifiers(noisy, batch, target)
+        assert torch.equal(z_pos, z_clean) and torch.allclose(w_d, w_clean, atol=1e-5)
+    assert w_d.requires_grad and noisy.training  # the gradient flows; the model is left training
+
+
+def test_in_batch_false_negatives_are_masked(model):
+    """A document relevant to the query (here query 0's second positive, which is query 1's positive) is not
+    counted as its negative in Eq. 5's softmax; the collator marks it."""
+    from genir.training.glen import GlenConfig, GlenPairs, GlenRefineObjective, PrefixNegatives
+
+    texts = ["protein folding", "vitamin d and bones", "proteins fold", "a negative", "vitamin d", "another"]
+    mem, mask = _memory(model, texts)
+    inputs = type("Cached", (), {"features": staticmethod(
+        lambda idx, name: {f"{name}memory": mem[idx], f"{name}mask": mask[idx]})})()
+    negatives = PrefixNegatives([2, 3, 4, 5], 1, "random", seed=0)
+    negatives.sample = lambda positive, exclude: [{2: 3, 4: 5}[positive]]
+    pairs = GlenPairs([(0, 2), (0, 4), (1, 4)], inputs, {2: 2, 3: 3, 4: 4, 5: 5}, negatives)
+    batch = pairs.collate([(0, 2), (1, 4)])
+    assert batch["relevant"].tolist() == [[True, False, True, False], [False, False, True, False]]
+    objective = GlenRefineObjective(GlenConfig(negative_mode="random"), 10, negatives, inputs, {})
+    with torch.no_grad():
+        _, logs = objective(model, batch)
+        q_h, _ = model.hidden_states(mem[[0, 1]], mask[[0, 1]])
+        d_h, _ = model.hidden_states(mem[[2, 3, 4, 5]], mask[[2, 3, 4, 5]])
+        rel = relevance(q_h, soft_identifier(model.vocab_logits(d_h), model.word_embeddings, 1.0))
+        unmasked = F.cross_entropy(rel, torch.tensor([0, 2]))
+        rel[0, 2] = float("-inf")
+        masked = F.cross_entropy(rel, torch.tensor([0, 2]))
+    assert logs["pair"] == pytest.approx(float(masked), rel=1e-5) and float(masked) != pytest.approx(float(unmasked))
+
+
+def test_the_temperature_resumes_where_it_was(model):
+    """tau follows the step count, which a checkpoint carries: a resumed phase 2 does not restart at tau = 1."""
+    from genir.training.glen import GlenConfig, GlenRefineObjective, temperature
+
+    first = GlenRefineObjective(GlenConfig(negative_mode="random"), 4, None, None, {})
+    first.calls = 7
+    resumed = GlenRefineObjective(GlenConfig(negative_mode="random"), 4, None, None, {})
+    resumed.load_checkpoint_state(first.checkpoint_state())
+    assert resumed.calls == 7 and temperature(resumed.calls / 4) == pytest.approx(math.exp(-7 / 4))

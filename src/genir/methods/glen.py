@@ -105,7 +105,10 @@ def phase1(ws: Workspace, cfg: GlenConfig, folder: Path):
     pseudo-queries and training queries. Kept in ``folder/phase1`` for the glen-keyword system."""
     model = _new_model(ws, cfg)
     done = folder / "phase1" / "model"
-    keywords = keyword_docids(ws.doc_ids, [d.full_text for d in ws.docs], model.tokenizer, cfg.length)
+    # keyword IDs from the text the model reads (its leading span, doc_max_length tokens), so that every
+    # target keyword is in the model's input
+    keywords = keyword_docids(ws.doc_ids, ws.lead_texts(ws.docs), model.tokenizer, cfg.length,
+                              max_tokens=ws.settings.model.doc_max_length)
     if (done / "genir_model.json").exists():
         model = DocidSeq2Seq.load(done).to(ws.device)
         model.freeze_encoder(ws.frozen_encoder)
@@ -270,10 +273,12 @@ METHODS = [
            "refinement, collision-free inference", "lexical: n vocabulary tokens, from the model (Eq. 2)",
            "phase 1 seq2seq to keyword IDs; phase 2 pairwise + pointwise ranking (Eq. 5-8)", _SEARCH,
            group="glen", learn=learn, open_searcher=open_searcher, index_corpus=index_corpus, report=report,
-           render=render, add_docids=add_docids, doc_arrays=(LOGITS,), docid_words=docid_words),
+           render=render, add_docids=add_docids, doc_arrays=(LOGITS,), docid_words=docid_words,
+           revision=2),  # 2: keywords from the model's input; in-batch false negatives masked; z+, w^d without dropout
     Method("glen-keyword", "GLEN after phase 1 only: fixed keyword IDs (BM25 top-n tokens)",
            "keyword IDs: the document's BM25 top-n tokens (Eq. 4)", "phase 1 only: seq2seq to keyword IDs",
            _SEARCH, group="glen", learn=keyword_learn, open_searcher=open_searcher, index_corpus=index_corpus,
-           report=report, render=render, add_docids=add_docids, doc_arrays=(LOGITS,), docid_words=docid_words),
+           report=report, render=render, add_docids=add_docids, doc_arrays=(LOGITS,), docid_words=docid_words,
+           revision=2),
 ]
 GROUPS = {"glen": GlenConfig}

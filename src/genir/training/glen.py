@@ -131,8 +131,27 @@ class GlenPairs(Dataset):
         docs: list[int] = []
         for t, d in items:
             docs += [d] + self.negatives.sample(d, self.positives[t])
+        # in-batch false negatives: a column holding a document relevant to the query (its other positives,
+        # or its own positive again as another query's document) is not a negative for it
+        relevant = torch.tensor([[d in self.positives[t] for d in docs] for t in queries])
         return {**self.inputs.features(queries, "q_"), **self.inputs.features([self.doc_text[d] for d in docs], "d_"),
-                "group": torch.tensor(1 + self.negatives.n_neg), "doc_index": torch.tensor(docs)}
+                "group": torch.tensor(1 + self.negatives.n_neg), "doc_index": torch.tensor(docs),
+                "relevant": relevant}
+
+
+def positive_identifiers(model, batch: dict[str, torch.Tensor], target: torch.Tensor
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+    """z+ (the identifier the model assigns the positive documents, Eq. 2) and its logits w^{d+} (Eq. 7),
+    with dropout off: the model's identifier, not a noisy draw of it. w^{d+} keeps its gradient."""
+    docs = {k: v[target] for k, v in batch.items() if k.startswith("d_")}
+    was_training = model.training
+    model.eval()
+    try:
+        h, z_pos = model.hidden_states(*memory_of(model, docs, "d_"))
+        w_d = model.vocab_logits(h).gather(-1, z_pos[..., None])[..., 0]
+    finally:
+        model.train(was_training)
+    return z_pos.detach(), w_d
 
 
 class GlenRefineObjective:
@@ -191,13 +210,16 @@ class GlenRefineObjective:
         # documents (in-batch negatives)
         rel = relevance(q_h, soft_identifier(d_logits * self.cfg.soft_scale, e, tau))
         target = torch.arange(q_h.shape[0], device=rel.device) * group
+        if "relevant" in batch:  # the query's other relevant documents are not its negatives
+            others = batch["relevant"].to(rel.device).clone()
+            others[torch.arange(len(target), device=rel.device), target] = False
+            rel = rel.masked_fill(others, float("-inf"))
         pair = F.cross_entropy(rel, target)
         # Eq. 7: the query generates z+, the identifier the model now assigns to its positive document
-        z_pos = d_tok[target]
+        z_pos, w_d = positive_identifiers(model, batch, target)
         q_logits = model.vocab_logits(q_h)
         ce = sum(F.cross_entropy(q_logits[:, t], z_pos[:, t]) for t in range(z_pos.shape[1]))
         w_q = q_logits.gather(-1, z_pos[..., None])[..., 0]
-        w_d = d_logits[target].gather(-1, z_pos[..., None])[..., 0]
         dist = identifier_distance(w_q, w_d).mean()
         point = ce + self.cfg.lambda_dist * dist
         loss = pair + self.cfg.lambda_point * point  # Eq. 8
