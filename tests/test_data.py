@@ -245,3 +245,19 @@ def test_esci_loader_maps_labels_to_grades(tmp_path):
     bad.write_text(bad.read_text().replace("P3,us,C", "P3,us,X"))
     with pytest.raises(DataError, match=r"examples.csv:4: esci_label 'X'"):
         load_esci(folder)
+
+
+def test_seen_unseen_with_new_documents_uses_the_training_judgements_that_remain(shared_datasets):
+    """--new-docs takes documents out of training, and their training judgements with them: a test query
+    is seen only through a relevant document that training still uses."""
+    from genir.methods import make_settings
+    from genir.workspace import Workspace
+
+    ws = Workspace(make_settings({"data": {"dataset": "scifact", "new_docs": 0.1}}), "/tmp/unused")
+    c = ws.collection
+    old_seen, _ = seen_unseen(c.qrels["train"], c.qrels["test"])
+    remaining = {q: {d: g for d, g in r.items() if d not in ws.new_doc_ids} for q, r in c.qrels["train"].items()}
+    used = {d for r in remaining.values() for d, g in r.items() if g > 0}
+    assert ws.subsets["seen"] == {q for q in ws.qrels if {d for d, g in ws.qrels[q].items() if g > 0} & used}
+    moved = old_seen - ws.subsets["seen"]  # seen only through a held-out document: unseen now
+    assert moved and moved <= ws.subsets["unseen"]

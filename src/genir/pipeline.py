@@ -55,11 +55,18 @@ class Pipeline:
 
         return {"genir": __version__, "dataset.sha256": self.ws.collection.content_hash}
 
+    def _subsets_rule(self, fp):
+        """With --new-docs, seen/unseen follow the training judgements that remain (those of new documents
+        are not trained on): a result evaluated by the older rule is re-evaluated, not reused."""
+        if self.settings.data.new_docs:
+            fp.search = {**fp.search, "subsets.seen": "remaining training judgements"}
+        return fp
+
     def baseline_stage(self, name: str) -> Stage:
         folder = self.ws.out / "baselines"
         search_owned = [folder / f"{name}.json", folder / f"{name}.trec"]
         return Stage(name, folder / f"{name}.{STAGE_FILE}", [*search_owned, folder / name], search_owned,
-                     baseline_fingerprint(self.settings, name, self._common()))
+                     self._subsets_rule(baseline_fingerprint(self.settings, name, self._common())))
 
     def method_stage(self, name: str, transfer_from: Path | None = None) -> Stage:
         folder = self.ws.out / name
@@ -71,7 +78,8 @@ class Pipeline:
             source = Path(transfer_from) / name / STAGE_FILE
             fp.train = {**fp.train, "transferred_from": str(Path(transfer_from).resolve()),
                         "source.stage": short_hash(source.read_text(encoding="utf-8")) if source.exists() else None}
-        return Stage(name, folder / STAGE_FILE, [folder], [folder / "result.json", folder / f"{name}.trec"], fp)
+        return Stage(name, folder / STAGE_FILE, [folder], [folder / "result.json", folder / f"{name}.trec"],
+                     self._subsets_rule(fp))
 
     # -- stages ------------------------------------------------------------------------------------
     def evaluate(self, searcher: Searcher, name: str, folder: Path, extra: dict) -> dict:

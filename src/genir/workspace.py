@@ -48,16 +48,20 @@ class Workspace:
         if data.max_test_queries:
             self.test_queries = dict(list(self.test_queries.items())[: data.max_test_queries])
         self.qrels = {q: test[q] for q in self.test_queries}
-        self.subsets: dict[str, set[str]] = {}
-        if self.has_train_split:
-            seen, unseen = seen_unseen(self.collection.qrels[data.train_split], self.qrels)
-            self.subsets = {"seen": seen, "unseen": unseen}
         # new documents: a slice of the corpus no training example touches; methods index it afterwards
         # (their own way: tied vectors are encoded, semantic docids are clustered, atomic ones never trained)
         self.new_doc_ids: set[str] = set()
         if data.new_docs:
             n_new = int(round(len(self.doc_ids) * data.new_docs))
             self.new_doc_ids = set(random.Random(training.seed).sample(self.doc_ids, n_new))
+        self.subsets: dict[str, set[str]] = {}
+        if self.has_train_split:
+            # seen: judged relevant to a training query whose judgement training uses (not a new document's)
+            train = {q: {d: g for d, g in r.items() if d not in self.new_doc_ids}
+                     for q, r in self.collection.qrels[data.train_split].items()}
+            seen, unseen = seen_unseen(train, self.qrels)
+            self.subsets = {"seen": seen, "unseen": unseen}
+        if data.new_docs:
             self.subsets["new-docs"] = {q for q, r in self.qrels.items()
                                         if any(g > 0 and d in self.new_doc_ids for d, g in r.items())}
         # under torchrun: the process group starts here, and each process takes its own GPU
