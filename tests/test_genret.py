@@ -247,3 +247,25 @@ def test_sinkhorn_assignment_spreads_each_prefix_group(tiny_bert, tmp_path):
         assert len(torch.unique(col)) >= 4 and len(torch.unique(col)) > len(torch.unique(plain[in_group]))
     with pytest.raises(ValueError, match="assign"):
         GenRetConfig(assign="greedy")
+
+
+def test_documents_sharing_a_docid_come_back_by_q_t_dot_d_t(model):
+    """Colliding documents are ranked by the score GenRet trains for them (Eq. 10: q_T . d_T, q_T given the
+    shared prefix z_<T), not in corpus order."""
+    from genir.docids import DocIdTable
+    from genir.search.generative import GenerativeSearcher, StateOrderedSearcher
+
+    table = DocIdTable(["a", "b", "c"], [[1, 2], [1, 2], [3, 0]], K, "genret")  # a and b collide
+    query = "protein folding in cells"
+    with torch.no_grad():
+        mem, mask = model.encode_texts([query])
+        prefix = torch.tensor([table.sequence(0)[:-1]])
+        q_last = model.hidden(mem, mask, prefix)[0, -1]
+    states = torch.stack([-q_last, q_last, torch.zeros_like(q_last)]).numpy()  # b scores above a
+    ordered = StateOrderedSearcher(model, table, states, beam=10)
+    hits = [h.doc_id for h in ordered.search(query, 10)]
+    assert hits.index("b") < hits.index("a")
+    plain = [h.doc_id for h in GenerativeSearcher(model, table, beam=10).search(query, 10)]
+    assert plain.index("a") < plain.index("b")  # corpus order without it
+    flipped = [h.doc_id for h in StateOrderedSearcher(model, table, -states, beam=10).search(query, 10)]
+    assert flipped.index("a") < flipped.index("b")

@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from genir.docids import DocIdTable, PrefixTree
+from genir.io import save_npy
 from genir.methods.base import (
     AddedDocids,
     Method,
     NewDocuments,
+    SearchRequest,
     Trained,
     model_config,
     seq2seq_training_data,
@@ -37,13 +41,47 @@ def resolved(ws: Workspace, cfg: GenRetConfig) -> GenRetConfig:
                                fit_epochs=t.epochs if cfg.fit_epochs is None else cfg.fit_epochs)
 
 
-def tokenize_texts(model, texts: list[str], max_length: int, device, batch_size: int = 256) -> torch.Tensor:
+STATES = "doc_states.npy"  # d_T of every document under its docid's prefix (the q_T . d_T tie order)
+
+
+def last_states(model, memory: torch.Tensor, mask: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+    """d_T (GenRet Eq. 2) of documents given their docid's prefix z_<T: the state their retrieval score
+    q_T . d_T (Eq. 10) is made of."""
+    return model.hidden(memory, mask, codes[:, :-1].to(memory.device))[:, -1].float().cpu()
+
+
+def document_states(ws: Workspace, model, codes: torch.Tensor) -> np.ndarray:
+    """d_T of every document: trained ones from their training inputs, new ones from their text."""
+    examples = ws.examples()
+    inputs = ws.text_inputs(model)
+    out = np.zeros((len(ws.doc_ids), model.decoder.d_model), dtype=np.float32)
+    model.eval()
+    trained = [i for i in range(len(ws.doc_ids)) if i in examples.doc_text]
+    fresh = [i for i in range(len(ws.doc_ids)) if i not in examples.doc_text]
+    with torch.inference_mode():
+        for s in range(0, len(trained), 256):
+            group = trained[s: s + 256]
+            mem, mask = inputs.states([examples.doc_text[i] for i in group])
+            out[group] = last_states(model, mem, mask, codes[group]).numpy()
+        texts = ws.lead_texts([ws.docs[i] for i in fresh])
+        for s in range(0, len(fresh), 256):
+            group = fresh[s: s + 256]
+            mem, mask = model.encode_texts(texts[s: s + 256], ws.settings.model.doc_max_length)
+            out[group] = last_states(model, mem.to(ws.device), mask.to(ws.device), codes[group]).numpy()
+    return out
+
+
+def tokenize_texts(model, texts: list[str], max_length: int, device, batch_size: int = 256,
+                   states: list | None = None) -> torch.Tensor:
     """GenRet Eq. 4 for documents given as text (no cached states): their codes (N, M), on the CPU."""
     codes = []
     for s in range(0, len(texts), batch_size):
         with torch.inference_mode():
             mem, mask = model.encode_texts(texts[s: s + batch_size], max_length)
-            codes.append(model.assign_codes(mem.to(device), mask.to(device)).cpu())
+            mem, mask = mem.to(device), mask.to(device)
+            codes.append(model.assign_codes(mem, mask).cpu())
+            if states is not None:  # their d_T too (``states`` receives one array per batch)
+                states.append(last_states(model, mem, mask, codes[-1]).numpy())
     return torch.cat(codes)
 
 
@@ -91,6 +129,7 @@ def learn(ws: Workspace, cfg: GenRetConfig, folder: Path):
         steps, fit_seconds = steps + fit["steps"], fit["seconds"]
         new_seconds = tokenize_new()  # again, by the model that searches
         table = DocIdTable(ws.doc_ids, codes.numpy(), cfg.codes, "genret", meta)
+    save_npy(folder / STATES, document_states(ws, model, codes))
     history = [(i + 1, loss) for i, (_, loss) in enumerate(
         [h for e in info["log"] for h in e["train"]["history"]])]
     # training time from the per-step log, so that a resumed run still reports the whole of it
@@ -104,15 +143,36 @@ def learn(ws: Workspace, cfg: GenRetConfig, folder: Path):
 
 def index_corpus(ws: Workspace, cfg: GenRetConfig, model, folder: Path) -> DocIdTable:
     """Zero-shot: Q(z | d) tokenizes the new corpus (Eq. 4), as it does new documents."""
-    codes = tokenize_texts(model, ws.lead_texts(ws.docs), ws.settings.model.doc_max_length, ws.device)
+    states: list = []
+    codes = tokenize_texts(model, ws.lead_texts(ws.docs), ws.settings.model.doc_max_length, ws.device,
+                           states=states)
+    save_npy(folder / STATES, np.concatenate(states))
     return DocIdTable(ws.doc_ids, codes.numpy(), model.config.n_codes, "genret", {"zero_shot": True})
 
 
 def add_docids(new: NewDocuments) -> AddedDocids:
     """Q(z | d) tokenizes new documents (Eq. 4), as it does documents no training saw; documents that get
     an existing docid share it (and come back together), as in training."""
-    codes = tokenize_texts(new.model, new.lead_texts, new.run.model.doc_max_length, new.device)
-    return AddedDocids(codes.tolist())
+    states: list = []
+    codes = tokenize_texts(new.model, new.lead_texts, new.run.model.doc_max_length, new.device, states=states)
+    return AddedDocids(codes.tolist(), {STATES: np.concatenate(states) if states else
+                                        np.zeros((0, new.model.decoder.d_model), np.float32)})
+
+
+def open_searcher(req: SearchRequest):
+    """Constrained beam search; documents sharing a docid ordered by q_T . d_T (``genret.tie_break=score``,
+    the score GenRet trains for them) or in corpus order (``corpus``; also for a folder made before d_T
+    was kept)."""
+    from genir.search.generative import GenerativeSearcher, StateOrderedSearcher
+
+    kwargs = {"beam": req.beam_size, "batch_size": req.search.batch_size, "name": req.name,
+              "show_progress": req.show_progress}
+    if req.settings is not None and req.settings.tie_break == "score":
+        if req.doc_arrays is not None and STATES in req.doc_arrays or (req.folder / STATES).exists():
+            return StateOrderedSearcher(req.model, req.table, req.doc_array(STATES), **kwargs)
+        warnings.warn(f"{req.folder}: no {STATES} (a folder made before genir kept d_T): documents sharing a "
+                      "docid come back in corpus order", stacklevel=2)
+    return GenerativeSearcher(req.model, req.table, **kwargs)
 
 
 def check_nolearn(ws: Workspace, cfg: GenRetConfig) -> None:
@@ -163,7 +223,8 @@ METHODS = [
            "learned: K codes per step, M steps (Q(z|d), Eq. 3-4)",
            "reconstruction + commitment + retrieval (Eq. 11), step by step; then seq2seq fit",
            "constrained beam search over the learned docids", group="genret", learn=learn,
-           index_corpus=index_corpus, report=report, render=render, add_docids=add_docids),
+           index_corpus=index_corpus, report=report, render=render, add_docids=add_docids,
+           open_searcher=open_searcher, doc_arrays=(STATES,)),
     Method("genret-nolearn", "GenRet ablation 'without learning': a seq2seq retriever trained on GenRet's final "
            "docids", "GenRet's final docids (run genret first)", "seq2seq cross-entropy to the docid",
            "constrained beam search over the docid prefix tree", group="genret", make_docids=nolearn_docids,

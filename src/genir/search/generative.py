@@ -97,3 +97,43 @@ class GenerativeSearcher(Searcher):
         dec = sum(p.numel() * p.element_size() for n, p in self.model.named_parameters()
                   if not n.startswith("encoder."))
         return int(self.trie.nbytes() + dec)
+
+
+class StateOrderedSearcher(GenerativeSearcher):
+    """Documents sharing a docid z ranked by q_T . d_T: the query's last decoder state given z_<T against
+    each document's stored state d_T (``doc_states``, table order), the score a model such as GenRet's is
+    trained to rank documents by (GenRet Eq. 10). The model provides ``hidden(memory, mask, prefix)``."""
+
+    def __init__(self, model, table: DocIdTable, doc_states, **kwargs):
+        import numpy as np
+
+        self.doc_states = torch.as_tensor(np.asarray(doc_states, dtype=np.float32))
+        self._memory: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        super().__init__(model, table, tie_break=self._order, **kwargs)
+
+    def batch_search(self, queries: Mapping[str, str], k: int = 100) -> Results:
+        try:
+            return super().batch_search(queries, k)
+        finally:
+            self._memory.clear()
+
+    def encode_queries(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        memory, mask = super().encode_queries(texts)
+        self._memory.update({t: (memory[i: i + 1], mask[i: i + 1]) for i, t in enumerate(texts)})
+        return memory, mask
+
+    def with_beam(self, beam: int) -> StateOrderedSearcher:
+        other = super().with_beam(beam)
+        other._memory, other.tie_break = {}, other._order
+        return other
+
+    def _order(self, text: str, docs: list[int]) -> list[int]:
+        if text not in self._memory:
+            with torch.inference_mode():
+                self._memory[text] = super().encode_queries([text])
+        memory, mask = self._memory[text]
+        prefix = torch.tensor([self.table.sequence(docs[0])[:-1]], dtype=torch.long, device=memory.device)
+        with torch.inference_mode():
+            q_last = self.model.hidden(memory, mask, prefix)[0, -1].float().cpu()
+        scores = self.doc_states[docs] @ q_last
+        return [docs[i] for i in torch.argsort(-scores, stable=True).tolist()]

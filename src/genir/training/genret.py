@@ -71,6 +71,8 @@ class GenRetConfig:
     # how the corpus's docids are fixed after each step: "argmax" (Eq. 4, plain look-up; the authors' code)
     # or "sinkhorn" (Sec. 3.3.2's re-assignment applied to the corpus, per group of documents sharing z_<T)
     assign: str = choice("argmax", "argmax", "sinkhorn")
+    # documents sharing a docid: ordered by q_T . d_T, the score GenRet trains for them | in corpus order
+    tie_break: str = choice("score", "score", "corpus", search=True)
     collapse_share: float = 0.5  # warn when one docid prefix holds more than this share of documents
     collapse_diversity: float = 0.2  # ... or when step diversity d falls below this
     seed: int = derived(0)  # the training group's seed
