@@ -140,3 +140,41 @@ def test_teacher_scores_file_and_distillation_run(tmp_path, tiny_bert, shared_da
     system = report["systems"][0]
     assert system["name"] == "tied-atomic-distill" and system["metrics"]["full"]["n"] == 10
     assert system["train_steps"] > 0
+
+
+def test_residual_form_starts_as_the_encoders_dense_retriever_and_both_modes_agree(tiny_bert):
+    """tied.residual: before training, the text vector is the encoder's sentence embedding (mean-pooled,
+    unit length), so Tied-Atomic ranks exactly as the encoder does as a dense retriever; generative decoding
+    (the vectors as the output layer) and faiss still agree; training moves the residual."""
+    torch.manual_seed(0)
+    model = DocidSeq2Seq(ModelConfig(n_codes=1, backbone=tiny_bert, decoder_heads=2, decoder_ff=64,
+                                     extra={"tied_residual": True})).eval()
+    docs = _docs(40)
+    index = TiedAtomicIndex(model.tied_dim)
+    dense = TiedAtomicSearcher(model, index, mode="dense")
+    dense.add_documents(docs)
+    with torch.no_grad():
+        def pooled(texts, length):
+            mem, mask = model.encode_texts(texts, length)
+            m = mask[..., None].float()
+            return torch.nn.functional.normalize((mem * m).sum(1) / m.sum(1), dim=-1)
+
+        cos = pooled(list(QUERIES.values()), model.config.query_max_length) @ \
+            pooled([d.full_text for d in docs], model.config.doc_max_length).T
+    results = dense.batch_search(QUERIES, 10)
+    for i, q in enumerate(QUERIES):
+        top = torch.topk(cos[i], 10)
+        assert [h.doc_id for h in results[q]] == [docs[j].id for j in top.indices.tolist()]
+        np.testing.assert_allclose([h.score for h in results[q]], top.values.numpy(), rtol=1e-4, atol=1e-5)
+    generative = TiedAtomicSearcher(model, index, mode="generative")
+    assert dense.compare_modes(QUERIES, 10)["same_ranking"] == 3
+    assert [h.doc_id for h in generative.search("vitamin in blood", 5)] == [h.doc_id for h in results["a"][:5]]
+    # the residual is a trained part: it gets a gradient from the contrastive loss
+    from genir.training.objectives import tied_contrastive_loss
+
+    model.train()
+    mem, mask = model.encode_texts(["vitamin in blood", "mouse gene"], 16)
+    d_mem, d_mask = model.encode_texts([docs[0].text, docs[1].text], 16)
+    loss, _ = tied_contrastive_loss(model, {"q_memory": mem, "q_mask": mask, "d_memory": d_mem, "d_mask": d_mask})
+    loss.backward()
+    assert model.tied_proj.weight.grad.abs().sum() > 0

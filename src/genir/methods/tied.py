@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from genir.docids import DocIdTable, PrefixTree, atomic_docids
 from genir.methods.base import AddedDocids, Method, NewDocuments, SearchRequest, Trained
 from genir.search.tied import TiedAtomicIndex, TiedAtomicSearcher
-from genir.settings import at_least, choice
+from genir.settings import at_least, choice, positive
 from genir.training.data import (
     ContrastiveCollator,
     ContrastiveDataset,
@@ -26,6 +26,10 @@ class TiedSettings:
     negatives: int = 3  # BM25 negatives per query (plus in-batch negatives)
     negative_depth: int = at_least(30, 1)  # negatives are sampled from BM25's top-k
     teacher_scores: str | None = None  # tied-atomic-distill: TSV query_id, doc_id, score (or a TREC run)
+    # the text vector as the encoder's sentence embedding + a learned residual of the decoder state (0 at
+    # the start): before training the model ranks as its encoder does as a dense retriever
+    residual: bool = False
+    temperature: float = positive(1.0)  # scores / temperature in the contrastive loss (1: raw dot products)
 
 
 def contrastive_data(ws: Workspace, cfg: TiedSettings, model, table: DocIdTable, trie: PrefixTree):
@@ -86,7 +90,7 @@ def open_searcher(req: SearchRequest) -> TiedAtomicSearcher:
     """Encode every document into the tied docid matrix; search it generatively or with faiss."""
     if req.docs is None:
         raise ValueError(f"{req.folder}: tied docids are encodings of the corpus; give the dataset to encode it")
-    searcher = TiedAtomicSearcher(req.model, TiedAtomicIndex(req.model.decoder.d_model), mode=req.settings.mode,
+    searcher = TiedAtomicSearcher(req.model, TiedAtomicIndex(req.model.tied_dim), mode=req.settings.mode,
                                   name=req.name)
     searcher.add_documents(req.docs)
     return searcher
@@ -113,6 +117,10 @@ def add_docids(new: NewDocuments) -> AddedDocids:
     return AddedDocids([[first + i] for i in range(len(new.docs))], vocab_size=first + len(new.docs))
 
 
+def model_extra(cfg: TiedSettings) -> dict:
+    return {"tied_residual": cfg.residual, "tied_temperature": cfg.temperature}
+
+
 _DOCIDS = "atomic, tied to the model's own document encodings (Eq. 2)"
 _SEARCH = "one constrained decoding step over the tied vectors (tied.mode=generative) or faiss (dense)"
 
@@ -121,11 +129,12 @@ METHODS = [
            "contrastive: in-batch + BM25 top-k negatives", _SEARCH, group="tied",
            make_docids=lambda ws, cfg, folder: atomic_docids(ws.doc_ids), objective=tied_contrastive_loss,
            training_data=contrastive_data, n_codes=lambda table: 1, open_searcher=open_searcher, needs_corpus=True,
-           report=report, render=render, add_docids=add_docids),
+           report=report, render=render, add_docids=add_docids, model_extra=model_extra),
     Method("tied-atomic-distill", "Tied-Atomic trained by Margin-MSE on teacher scores (--teacher-scores)", _DOCIDS,
            "Margin-MSE on teacher score margins", _SEARCH, group="tied",
            make_docids=lambda ws, cfg, folder: atomic_docids(ws.doc_ids), objective=tied_margin_mse_loss,
            training_data=distillation_data, n_codes=lambda table: 1, open_searcher=open_searcher, needs_corpus=True,
-           report=report, render=render, check=check_distillation, add_docids=add_docids),
+           report=report, render=render, check=check_distillation, add_docids=add_docids,
+           model_extra=model_extra),
 ]
 GROUPS = {"tied": TiedSettings}

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -88,6 +89,13 @@ class DocidSeq2Seq(nn.Module):
         self.code_embed = nn.Embedding(config.n_codes + 2, d)
         self.head = nn.Linear(d, config.n_codes + 1)  # codes + end-of-docid
         nn.init.normal_(self.code_embed.weight, std=0.02)
+        # Tied-Atomic, residual form: the text vector is the encoder's sentence embedding plus a learned
+        # residual of the decoder state that starts at 0 (never below the encoder as a dense retriever)
+        self.tied_residual = bool(config.extra.get("tied_residual"))
+        if self.tied_residual:
+            self.tied_proj = nn.Linear(d, self.d_model)
+            nn.init.zeros_(self.tied_proj.weight)
+            nn.init.zeros_(self.tied_proj.bias)
 
     def _add_query_token(self, token: str) -> None:
         """A task token prefixed to every query (MERGE's <retrieval>, Sec. 3.2): a new special token whose
@@ -142,9 +150,26 @@ class DocidSeq2Seq(nn.Module):
         """The decoder's last hidden state at the first decoding step (input: the start code), (B, d).
 
         Tied-Atomic's text vector: h_query and h_doc of Eq. 2 (differentiable; equals ``step`` from ``start``).
+        With ``tied_residual`` it is ``tied_output`` of that state: the sentence embedding plus a residual.
         """
         start = self.code_embed.weight[self.bos].expand(memory.shape[0], 1, -1)
-        return self.decoder(start, memory, memory_mask)[:, 0]
+        hidden = self.decoder(start, memory, memory_mask)[:, 0]
+        return self.tied_output(hidden, self.sentence_vector(memory, memory_mask) if self.tied_residual else None)
+
+    def sentence_vector(self, memory: torch.Tensor, memory_mask: torch.Tensor) -> torch.Tensor:
+        """Mean of the encoder states over the text's tokens, unit length: MiniLM's own sentence embedding
+        (sentence-transformers' mean pooling + normalisation)."""
+        m = memory_mask.to(memory.dtype)[..., None]
+        return F.normalize((memory * m).sum(1) / m.sum(1).clamp(min=1e-9), dim=-1)
+
+    def tied_output(self, hidden: torch.Tensor, sentence: torch.Tensor | None) -> torch.Tensor:
+        """Tied-Atomic's vector from a first-step decoder state: the state itself, or (``tied_residual``)
+        the sentence embedding plus the projected state (0 before training)."""
+        return hidden if sentence is None else sentence + self.tied_proj(hidden)
+
+    @property
+    def tied_dim(self) -> int:
+        return self.d_model if self.tied_residual else self.decoder.d_model
 
     def start(self, memory: torch.Tensor, memory_mask: torch.Tensor):
         return self.decoder.start(memory, memory_mask)

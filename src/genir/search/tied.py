@@ -115,16 +115,19 @@ class TiedGenerativeView:
         return self.model.query_texts(texts)
 
     def start(self, memory, memory_mask):
-        return self.model.start(memory, memory_mask)
+        sentence = self.model.sentence_vector(memory, memory_mask) if self.model.tied_residual else None
+        return self.model.start(memory, memory_mask), sentence
 
     def step(self, state, prev_codes):
-        hidden, state = self.model.decoder.step(state, self.model.code_embed(prev_codes))
-        logits = hidden @ self.doc_vectors.T
+        inner, sentence = state
+        hidden, inner = self.model.decoder.step(inner, self.model.code_embed(prev_codes))
+        logits = self.model.tied_output(hidden, sentence) @ self.doc_vectors.T
         # the end-of-docid output exists in the trie's numbering but atomic docids never use it
-        return torch.cat([logits, torch.full_like(logits[:, :1], float("-inf"))], 1), state
+        return torch.cat([logits, torch.full_like(logits[:, :1], float("-inf"))], 1), (inner, sentence)
 
     def reorder(self, state, rows):
-        return self.model.reorder(state, rows)
+        inner, sentence = state
+        return self.model.reorder(inner, rows), None if sentence is None else sentence[rows]
 
 
 class TiedAtomicSearcher(Searcher):

@@ -26,7 +26,7 @@ def seq2seq_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, d
     return loss, {"loss": float(loss.detach()), "exact": float(exact)}
 
 
-def tied_contrastive_loss(model, batch: dict[str, torch.Tensor], temperature: float = 1.0
+def tied_contrastive_loss(model, batch: dict[str, torch.Tensor], temperature: float | None = None
                           ) -> tuple[torch.Tensor, dict[str, float]]:
     """Tied-Atomic (Sec. 4): score(q, d) = h_query . h_doc (Eq. 2, W_docs tied to document encodings),
     cross-entropy over every document in the batch: the positive, its BM25 negatives and the other
@@ -34,6 +34,8 @@ def tied_contrastive_loss(model, batch: dict[str, torch.Tensor], temperature: fl
 
     Batch: ``q_*`` (B queries), ``d_*`` (B x group documents, positive first), cached states or token ids.
     """
+    if temperature is None:  # the model's setting (tied.temperature), saved with it
+        temperature = model.config.extra.get("tied_temperature", 1.0)
     h_q = model.first_hidden(*memory_of(model, batch, "q_"))
     h_d = model.first_hidden(*memory_of(model, batch, "d_"))
     scores = h_q @ h_d.T / temperature
