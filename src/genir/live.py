@@ -286,7 +286,8 @@ class LiveIndex:
             return {"refused": method.live_refusal}
         start = time.perf_counter()
         table, _ = self.table(name)  # the live corpus's docids, without the documents being added
-        todo = [d for d in docs if d.id not in set(table.doc_ids)]
+        indexed = set(table.doc_ids)
+        todo = [d for d in docs if d.id not in indexed]
         folder = self.run_dir / name
         new = NewDocuments(self.model(name), table, folder, self.settings.group(method.group) if method.group else None,
                            self.settings, todo, self.lead_texts(todo), emb,
@@ -296,7 +297,8 @@ class LiveIndex:
         except ValueError as e:
             return {"refused": str(e)}
         old = self.state.tables.get(name)
-        keep = [] if old is None else [i for i, d in enumerate(old.doc_ids) if d not in {x.id for x in todo}]
+        replaced = {x.id for x in todo}
+        keep = [] if old is None else [i for i, d in enumerate(old.doc_ids) if d not in replaced]
         ids = ([old.doc_ids[i] for i in keep] if old else []) + [d.id for d in todo]
         rows = ([list(old.sequence(i)) for i in keep] if old else []) + [list(c) for c in added.codes]
         vocab = max(table.vocab_size, added.vocab_size or 0, old.vocab_size if old else 0)

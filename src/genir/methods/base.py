@@ -178,6 +178,28 @@ def seq2seq_training_data(ws: Workspace, settings, model, table: DocIdTable, tri
     return DocidDataset(examples, targets), DocidCollator(targets, ws.text_inputs(model))
 
 
+def document_batches(ws: Workspace, model, batch_size: int = 256):
+    """(document indices, encoder states, mask) over every document of the corpus, without gradient: trained
+    documents from their training inputs (cached states, or the current encoder), documents no training saw
+    (``--new-docs``) from their leading span. For whole-corpus passes after training (GenRet's d_T, GLEN's
+    identifiers)."""
+    import torch
+
+    examples = ws.examples()
+    model.eval()
+    trained = [i for i in range(len(ws.doc_ids)) if i in examples.doc_text]
+    fresh = [i for i in range(len(ws.doc_ids)) if i not in examples.doc_text]
+    inputs = ws.text_inputs(model)
+    texts = ws.lead_texts([ws.docs[i] for i in fresh])
+    with torch.inference_mode():
+        for s in range(0, len(trained), batch_size):
+            group = trained[s: s + batch_size]
+            yield (group, *inputs.states([examples.doc_text[i] for i in group]))
+        for s in range(0, len(fresh), batch_size):
+            mem, mask = model.encode_texts(texts[s: s + batch_size], ws.settings.model.doc_max_length)
+            yield fresh[s: s + batch_size], mem.to(ws.device), mask.to(ws.device)
+
+
 def beam_searcher(req: SearchRequest) -> Searcher:
     """The shared constrained beam search over the docid table, colliding documents in corpus order."""
     from genir.search.generative import GenerativeSearcher

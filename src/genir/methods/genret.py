@@ -23,6 +23,7 @@ from genir.methods.base import (
     NewDocuments,
     SearchRequest,
     Trained,
+    document_batches,
     model_config,
     seq2seq_training_data,
     train,
@@ -51,23 +52,10 @@ def last_states(model, memory: torch.Tensor, mask: torch.Tensor, codes: torch.Te
 
 
 def document_states(ws: Workspace, model, codes: torch.Tensor) -> np.ndarray:
-    """d_T of every document: trained ones from their training inputs, new ones from their text."""
-    examples = ws.examples()
-    inputs = ws.text_inputs(model)
+    """d_T of every document (trained ones from their training inputs, new ones from their text)."""
     out = np.zeros((len(ws.doc_ids), model.decoder.d_model), dtype=np.float32)
-    model.eval()
-    trained = [i for i in range(len(ws.doc_ids)) if i in examples.doc_text]
-    fresh = [i for i in range(len(ws.doc_ids)) if i not in examples.doc_text]
-    with torch.inference_mode():
-        for s in range(0, len(trained), 256):
-            group = trained[s: s + 256]
-            mem, mask = inputs.states([examples.doc_text[i] for i in group])
-            out[group] = last_states(model, mem, mask, codes[group]).numpy()
-        texts = ws.lead_texts([ws.docs[i] for i in fresh])
-        for s in range(0, len(fresh), 256):
-            group = fresh[s: s + 256]
-            mem, mask = model.encode_texts(texts[s: s + 256], ws.settings.model.doc_max_length)
-            out[group] = last_states(model, mem.to(ws.device), mask.to(ws.device), codes[group]).numpy()
+    for rows, mem, mask in document_batches(ws, model):
+        out[rows] = last_states(model, mem, mask, codes[rows]).numpy()
     return out
 
 

@@ -27,6 +27,7 @@ from genir.methods.base import (
     NewDocuments,
     SearchRequest,
     Trained,
+    document_batches,
     model_config,
     seq2seq_training_data,
     train,
@@ -80,23 +81,11 @@ def identify_all(ws: Workspace, model, tokens=None):
     """Identifiers (Eq. 2) and identifier logits w^d of every document: trained documents from their
     training inputs (cached states, or the current encoder), documents no training saw from their text.
     With ``tokens`` (N, n) the identifiers are given (keyword IDs) and only w^d is computed."""
-    examples = ws.examples()
     n = len(ws.doc_ids)
     ids = np.zeros((n, model.n_steps), dtype=np.int64)
     logits = np.zeros((n, model.n_steps), dtype=np.float32)
-    model.eval()
-    fresh = [i for i in range(n) if i not in examples.doc_text]
-    if fresh:
-        ids[fresh], logits[fresh] = identify_texts(model, ws.lead_texts([ws.docs[i] for i in fresh]),
-                                                   ws.settings.model.doc_max_length, ws.device,
-                                                   given=None if tokens is None else tokens[fresh])
-    trained = [i for i in range(n) if i in examples.doc_text]
-    inputs = ws.text_inputs(model)
-    for s in range(0, len(trained), 256):
-        group = trained[s: s + 256]
-        with torch.inference_mode():
-            mem, mask = inputs.states([examples.doc_text[i] for i in group])
-            ids[group], logits[group] = _identify(model, mem, mask, None if tokens is None else tokens[group])
+    for rows, mem, mask in document_batches(ws, model):
+        ids[rows], logits[rows] = _identify(model, mem, mask, None if tokens is None else tokens[rows])
     return ids, logits
 
 
