@@ -78,3 +78,21 @@ def test_a_run_file_rescored_by_pytrec_eval_gives_the_reports_figures(tmp_path):
         assert by_pytrec[q]["ndcg_cut_10"] == pytest.approx(ours[q]["nDCG@10"], abs=1e-12)
         assert by_pytrec[q]["recip_rank"] == pytest.approx(ours[q]["MRR@100"], abs=1e-12)
     assert by_pytrec["q2"]["recip_rank"] == 0.5  # m second, as the searcher ranked it (by id it would be first)
+
+
+def test_fusion_by_hand():
+    """RRF: sum of w / (60 + rank); interpolation: w times min-max normalised scores; the union of both."""
+    from genir.search.fusion import fuse
+
+    a = {"q": [Hit("x", 9.0), Hit("y", 5.0), Hit("z", 1.0)]}
+    b = {"q": [Hit("z", 0.9), Hit("w", 0.5)]}
+    rrf = fuse(a, b, weight=0.5)["q"]
+    expected = {"x": 0.5 / 61, "y": 0.5 / 62, "z": 0.5 / 63 + 0.5 / 61, "w": 0.5 / 62}
+    assert [h.doc_id for h in rrf] == sorted(expected, key=lambda d: -expected[d])
+    assert {h.doc_id: h.score for h in rrf} == pytest.approx(expected)
+    inter = {h.doc_id: h.score for h in fuse(a, b, weight=0.25, mode="interpolate")["q"]}
+    assert inter == pytest.approx({"x": 0.25, "y": 0.25 * 0.5, "z": 0.75, "w": 0.0})
+    assert [h.doc_id for h in fuse(a, b, weight=1.0)["q"]][:3] == ["x", "y", "z"]  # all weight on the first
+    assert len(fuse(a, b, k=2)["q"]) == 2
+    with pytest.raises(ValueError):
+        fuse(a, b, mode="max")

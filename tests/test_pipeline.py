@@ -67,11 +67,21 @@ def test_run_writes_a_full_report(scifact_slice, tiny_bert, tmp_path):
                          "baselines": ["bm25", "dense"], "methods": ["dsi-semantic", "dsi-atomic", "dsi-naive",
                                                                       "tied-atomic"],
                          "training": {"epochs": 2, "batch_size": 32}, "dsi": {"semantic_c": 8}, "out": str(out),
-                         "search": {"beam": 20}})
+                         "search": {"beam": 20, "hybrid": ["tied-atomic+bm25"]}})
     report = run(cfg)
     names = [s["name"] for s in report["systems"]]
-    assert names == ["bm25", "dense", "dsi-semantic", "dsi-atomic", "dsi-naive", "tied-atomic"]
-    for s in report["systems"]:
+    assert names == ["bm25", "dense", "dsi-semantic", "dsi-atomic", "dsi-naive", "tied-atomic", "tied-atomic+bm25"]
+    # the hybrid row: the two run files fused by RRF, its own row beside the pure ones
+    from genir.search.fusion import fuse
+
+    fused = fuse(read_run(out / "tied-atomic" / "tied-atomic.trec"), read_run(out / "baselines" / "bm25.trec"))
+    hybrid = report["systems"][-1]
+    assert hybrid["kind"] == "hybrid" and "Hybrid: tied-atomic + bm25 (rrf" in (out / "report.md").read_text()
+    from genir.evaluation import evaluate as score
+
+    assert hybrid["metrics"]["full"]["nDCG@10"] == pytest.approx(
+        score(fused, load_dataset(str(scifact_slice)).qrels["test"])["full"]["nDCG@10"])
+    for s in report["systems"][:-1]:
         assert set(s["metrics"]) == {"full", "seen", "unseen", "new-docs"}
         assert 0 < s["metrics"]["new-docs"]["n"] < 25
         assert s["metrics"]["full"]["n"] == 25

@@ -24,7 +24,7 @@ from genir.docids import DocIdTable, PrefixTree
 from genir.evaluation.docids import docid_relevance
 from genir.evaluation.metrics import evaluate
 from genir.evaluation.report import write_report
-from genir.evaluation.trec import write_run
+from genir.evaluation.trec import read_run, write_run
 from genir.io import write_json
 from genir.methods import BASELINES, get_method, make_settings, method_settings, open_searcher, read_settings
 from genir.methods.base import Method, Trained, model_config, train, train_config
@@ -268,6 +268,27 @@ class Pipeline:
             out[f"queries_per_second_beam{beam}"] = qps
         return out
 
+    def hybrids(self, results: list[dict]) -> list[dict]:
+        """``search.hybrid`` rows: two systems' run files of this run fused (RRF or interpolation), each its
+        own row beside the pure ones. Cheap and never cached: a row always matches the settings shown."""
+        from genir.search.fusion import fuse
+
+        cfg, ws = self.settings.search, self.ws
+        done = {r["name"]: r for r in results}
+        rows = []
+        for pair in cfg.hybrid:
+            a, sep, b = pair.partition("+")
+            if not sep or a not in done or b not in done:
+                raise ValueError(f"search.hybrid {pair!r}: give two systems of this run as a+b "
+                                 f"(this run has {', '.join(done)})")
+            runs = [read_run((ws.out / "baselines" if done[x].get("kind") == "baseline" else ws.out / x) / f"{x}.trec")
+                    for x in (a, b)]
+            fused = fuse(*runs, weight=cfg.hybrid_weight, mode=cfg.hybrid_mode, k=cfg.k)
+            fused = {q: fused.get(q, []) for q in ws.test_queries}
+            rows.append({"name": pair, "kind": "hybrid", "metrics": evaluate(fused, ws.qrels, subsets=ws.subsets),
+                         "label": f"Hybrid: {a} + {b} ({cfg.hybrid_mode}, weight {cfg.hybrid_weight:g} on {a})"})
+        return rows
+
     # -- the whole run -------------------------------------------------------------------------------
     def run(self, transfer_from: Path | None = None) -> dict:
         """Baselines, then the methods: trained here, or (``transfer_from``, a run folder) the models
@@ -299,6 +320,7 @@ class Pipeline:
                     (ws.out / "errors" / f"{name}.json").unlink(missing_ok=True)
             except Exception as e:  # noqa: BLE001 - one method's failure must not lose the others' rows
                 failed.append(self._failed(name, e))
+        results += self.hybrids(results)
         report = {
             "dataset": ws.collection.name, "test_split": ws.test_split,
             "dataset_path": str(ws.collection.path), "dataset_sha256": ws.collection.content_hash,

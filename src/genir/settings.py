@@ -119,6 +119,11 @@ class SearchSettings:
     beam: int = at_least(100, 1, search=True)
     k: int = at_least(100, 1, search=True)
     batch_size: int = at_least(16, 1, runtime=True)  # queries per beam-search batch
+    # hybrid rows, "a+b" pairs of this run's systems (e.g. tied-atomic+bm25), fused from their run files after
+    # every stage (no stage of their own: they are computed anew each time, so they leave no fingerprint)
+    hybrid: list[str] = field(default_factory=list, metadata={"runtime": True})
+    hybrid_mode: str = choice("rrf", "rrf", "interpolate", runtime=True)
+    hybrid_weight: float = field(default=0.5, metadata={"runtime": True})  # the first system's share
 
 
 @dataclass
