@@ -205,7 +205,7 @@ def test_sharded_encoding_and_assignment_equal_one_process(tiny_bert, tmp_path):
 
 
 # -- genir run in two processes ------------------------------------------------------------------------
-def _run_worker(rank: int, settings: dict, folder: str) -> None:
+def _run_worker(rank: int, settings: dict, folder: str, source: str | None = None) -> None:
     out = Path(settings["out"]).resolve()
     written: list[str] = []
 
@@ -223,9 +223,9 @@ def _run_worker(rank: int, settings: dict, folder: str) -> None:
     if rank == 1:
         sys.addaudithook(audit)
     from genir.methods import make_settings
-    from genir.pipeline import run
+    from genir.pipeline import run, transfer
 
-    report = run(make_settings(settings))
+    report = transfer(source, make_settings(settings)) if source else run(make_settings(settings))
     assert report["processes"] == 2 and not report["failed"], report["failed"]
     if rank == 1:
         Path(folder, "rank1_writes.json").write_text(json.dumps(written))
@@ -267,3 +267,40 @@ def test_genir_run_in_two_processes_equals_one_with_the_doubled_batch(tiny_bert,
         t1 = json.loads((tmp_path / "one" / m / "train.json").read_text())
         t2 = json.loads((tmp_path / "two" / m / "train.json").read_text())
         assert t1["steps"] == t2["steps"] and t2["world_size"] == 2
+
+
+def test_genir_transfer_in_two_processes_equals_one(tiny_bert, shared_datasets, tmp_path, tmp_path_factory):
+    """Zero-shot transfer under torchrun: models trained in one run index another corpus; its documents are
+    tokenized / clustered in shards and gathered, the test queries searched in shards. Same docids and
+    metrics as one process; rank 1 writes nothing."""
+    from genir.methods import make_settings
+    from genir.pipeline import run, transfer
+    from tests.test_pipeline import _slice
+
+    source = _slice(tmp_path_factory, shared_datasets, "scifact", {"train": 20, "test": 10}, 60)
+    target = _slice(tmp_path_factory, shared_datasets, "cisi", {"test": 5}, 40)  # no deeper docids than the source
+    methods = ["dsi-semantic", "genret"]
+    common = {"model": {"backbone": tiny_bert, "dropout": 0.0}, "dsi": {"semantic_c": 8}, "methods": methods,
+              "genret": {"codes": 8, "epochs": 1, "warmup_epochs": 1, "fit_epochs": 1}, "search": {"beam": 10},
+              "training": {"epochs": 2, "batch_size": 16, "checkpoint_every": 0}}
+    trained = tmp_path / "trained"
+    assert not run(make_settings({**common, "data": {"dataset": str(source)}, "baselines": [],
+                                  "out": str(trained)}))["failed"]
+
+    def settings(out: Path) -> dict:
+        return {**common, "data": {"dataset": str(target), "train_split": ""}, "baselines": ["bm25"],
+                "out": str(out)}
+
+    one = transfer(trained, make_settings(settings(tmp_path / "one")))
+    assert not one["failed"], one["failed"]
+    _spawn(_run_worker, settings(tmp_path / "two"), str(tmp_path), str(trained))
+    assert json.loads((tmp_path / "rank1_writes.json").read_text()) == []
+    two = json.loads((tmp_path / "two" / "report.json").read_text())
+    assert [s["name"] for s in two["systems"]] == ["bm25", *methods] and two["processes"] == 2
+    for a, b in zip(one["systems"], two["systems"], strict=True):
+        for subset in a["metrics"]:
+            for m, v in a["metrics"][subset].items():
+                assert b["metrics"][subset][m] == pytest.approx(v, abs=1e-6), (a["name"], subset, m)
+    for m in methods:
+        assert (tmp_path / "one" / m / "docids" / "docids.tsv").read_text() == \
+            (tmp_path / "two" / m / "docids" / "docids.tsv").read_text()

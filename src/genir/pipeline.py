@@ -160,6 +160,7 @@ class Pipeline:
             else:
                 model, info = self._train(method, cfg, table, folder)
         model.eval()
+        barrier()  # several processes: the files rank 0 wrote beside the docids (GLEN's w^d, GenRet's d_T) are read
         index_start = time.perf_counter()
         searcher = open_searcher(method, self.settings, model, table, folder, docs=ws.docs, show_progress=True)
         searcher_s = time.perf_counter() - index_start  # e.g. encoding documents for tied docids
@@ -206,6 +207,7 @@ class Pipeline:
                              f"at most {model.config.max_docid_length}")
         table.save(folder / "docids")
         index_s = time.perf_counter() - start
+        barrier()  # as in ``method``: what rank 0 wrote beside the docids is read by every rank
         searcher = open_searcher(method, self.settings, model, table, folder, docs=ws.docs, show_progress=True)
         result = self.evaluate(searcher, name, folder, {
             "label": f"{name} (trained on {Path(source).name})", "kind": "generative",
