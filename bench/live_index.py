@@ -37,6 +37,7 @@ def main() -> None:
     ap.add_argument("--method", action="append", help=f"default: {' '.join(METHODS)}")
     ap.add_argument("--set", nargs="*", default=[], help="--set values of the training run")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--skip-run", action="store_true", help="the run folder is trained already: use it as it is")
     args = ap.parse_args()
     out = Path(args.out)
     methods = args.method or METHODS
@@ -47,7 +48,8 @@ def main() -> None:
     for s in args.set:
         flags += ["--set", s]
     start = time.perf_counter()
-    genir(*flags)
+    if not args.skip_run:
+        genir(*flags)
     train_minutes = (time.perf_counter() - start) / 60
 
     from genir.evaluation.metrics import evaluate
@@ -95,7 +97,8 @@ def main() -> None:
         rows.append((name, m, per_doc, at_training.get(name, {}), while_removed[name], r.get("sharing_a_docid")))
     lines = [f"# Live index: {args.dataset}, {len(new)} documents held out of training (--new-docs {args.new_docs}), "
              f"added back with `genir index add`", "",
-             f"{len(subset)} test queries judge a held-out document. Training run: {train_minutes:.1f} min "
+             f"{len(subset)} test queries judge a held-out document. Training run: "
+             f"{'made earlier' if args.skip_run else f'{train_minutes:.1f} min'} "
              f"({' '.join(args.set) or 'default budgets'}); `genir index add` wall time {add_wall:.1f} s for "
              f"{len(new)} documents (process start and model loading included).", "",
              "ms per added document: its docid (or embedding) plus bringing the open searcher up to date "

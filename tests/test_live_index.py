@@ -135,3 +135,15 @@ def test_cli_index_add_remove_status_and_errors(fresh_run, tmp_path):
     res = runner.invoke(app, ["index", "remove", str(fresh_run), "no-such-doc"])
     assert res.exit_code == 2 and "not in the index" in res.output
     assert (fresh_run / "live" / "state.json").read_text() == before
+
+
+def test_a_folder_without_an_optional_per_document_file_still_opens(fresh_run):
+    """A GenRet folder made before d_T was kept: the live index opens it (documents sharing a docid in corpus
+    order, with a warning) and still adds documents to it."""
+    (fresh_run / "genret" / "doc_states.npy").unlink()
+    index = LiveIndex(fresh_run, ["genret"], baselines=())
+    with pytest.warns(UserWarning, match="corpus order"):
+        index.searcher("genret")
+    report = index.add([NEW[0]])
+    assert report["genret"]["documents"] == 1
+    assert "new-1" in _everything(index, "genret", "vitamin D bone density")

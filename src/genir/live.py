@@ -179,7 +179,9 @@ class LiveIndex:
         keep = [i for i, d in enumerate(trained.doc_ids) if d not in hidden]
         ids = [trained.doc_ids[i] for i in keep]
         rows = [list(trained.sequence(i)) for i in keep]
-        arrays = {f: np.load(self.run_dir / name / f)[keep] for f in method.doc_arrays}
+        # per-document arrays the folder has (an older folder may lack an optional one: its searcher says so)
+        present = [f for f in method.doc_arrays if (self.run_dir / name / f).exists()]
+        arrays = {f: np.load(self.run_dir / name / f)[keep] for f in present}
         vocab = trained.vocab_size
         live = self.state.tables.get(name)
         if live is not None:
@@ -187,7 +189,7 @@ class LiveIndex:
             ids += [live.doc_ids[i] for i in add]
             rows += [list(live.sequence(i)) for i in add]
             vocab = max(vocab, live.vocab_size)
-            for f in method.doc_arrays:
+            for f in present:
                 arrays[f] = np.concatenate([arrays[f], self.state.arrays[name][f][add]])
         return DocIdTable(ids, rows, vocab, trained.scheme, trained.meta), arrays
 
