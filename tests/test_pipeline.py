@@ -384,3 +384,18 @@ def test_search_and_serve_rank_exactly_as_the_report(scifact_slice, tiny_bert, t
         finally:
             stop()
         assert {q: [d for d, _ in hits] for q, hits in served.items()} == {q: reported[q] for q in queries}
+
+
+def test_a_recipe_revision_makes_an_older_stage_different(scifact_slice, tiny_bert, tmp_path):
+    """A fix that changes what the same settings train bumps the method's revision: a folder made by the older
+    recipe is reported as different (and not resumed as this one); methods at revision 1 keep their prints."""
+    from genir.pipeline import Pipeline
+    from genir.stages import _differences
+
+    cfg = make_settings({"data": {"dataset": str(scifact_slice)}, "model": {"backbone": tiny_bert},
+                         "methods": ["merge", "dsi-atomic"], "baselines": [], "out": str(tmp_path / "r")})
+    pipeline = Pipeline(cfg)
+    merge, dsi = pipeline.method_stage("merge").fingerprint, pipeline.method_stage("dsi-atomic").fingerprint
+    assert merge.train["recipe.revision"] == 2 and "recipe.revision" not in dsi.train
+    older = {k: v for k, v in merge.train.items() if k != "recipe.revision"}
+    assert _differences(older, merge.train)  # what the stage check reports, naming the key
