@@ -28,7 +28,7 @@ import numpy as np
 
 from genir.data import load_dataset
 from genir.data.collection import Document
-from genir.data.pseudo_queries import DocAsQuery
+from genir.data.pseudo_queries import lead_spans
 from genir.docids import DocIdTable
 from genir.io import atomic_path
 from genir.methods import get_method, open_searcher, read_settings
@@ -156,8 +156,7 @@ class LiveIndex:
 
     def lead_texts(self, docs: list[Document]) -> list[str]:
         """The model input of each document: its leading span, as in training (``Workspace.lead_texts``)."""
-        lead = DocAsQuery(self.settings.data.span_words, 0).generate(docs)
-        return [(lead[d.id] or [d.full_text])[0] for d in docs]
+        return lead_spans(docs, self.settings.data.span_words)
 
     # -- parts of each method -------------------------------------------------------------------------
     def method(self, name: str) -> Method:

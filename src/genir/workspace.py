@@ -19,6 +19,7 @@ import torch
 
 from genir.data import DocAsQuery, load_dataset, load_pseudo_queries, seen_unseen
 from genir.data.collection import Collection, Document
+from genir.data.pseudo_queries import lead_spans
 from genir.data.splits import hold_out
 from genir.distributed import init_from_env, is_main, map_rows
 from genir.io import save_npy, write_json
@@ -147,8 +148,7 @@ class Workspace:
 
     def lead_texts(self, docs: list[Document]) -> list[str]:
         """The text a document is represented by as model input: its leading span (as in training)."""
-        lead = DocAsQuery(self.settings.data.span_words, 0).generate(docs)
-        return [(lead[d.id] or [d.full_text])[0] for d in docs]
+        return lead_spans(docs, self.settings.data.span_words)
 
     def examples(self) -> IndexingExamples:
         """DSI's multi-task examples (indexing texts and training queries -> document), new documents left out."""

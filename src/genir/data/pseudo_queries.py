@@ -37,6 +37,13 @@ class DocAsQuery:
         return out
 
 
+def lead_spans(docs: list[Document], span_words: int) -> list[str]:
+    """Each document's leading span of ``span_words`` words: the text a model reads for it (the whole text
+    when it has no words)."""
+    lead = DocAsQuery(span_words, 0).generate(docs)
+    return [(lead[d.id] or [d.full_text])[0] for d in docs]
+
+
 class Doc2Query:
     """Queries sampled from a seq2seq doc2query model (e.g. ``doc2query/msmarco-t5-base-v1``) by name or path."""
 
