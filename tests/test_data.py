@@ -261,3 +261,37 @@ def test_seen_unseen_with_new_documents_uses_the_training_judgements_that_remain
     assert ws.subsets["seen"] == {q for q in ws.qrels if {d for d, g in ws.qrels[q].items() if g > 0} & used}
     moved = old_seen - ws.subsets["seen"]  # seen only through a held-out document: unseen now
     assert moved and moved <= ws.subsets["unseen"]
+
+
+def test_query_free_signals_sentences_title_and_keywords():
+    from genir.data.pseudo_queries import add_signals, keyword_queries, sentence_queries
+
+    text = ("Vitamin D deficiency is common in elderly patients. Fractures of the hip follow falls. "
+            "Short. We measured serum vitamin D levels in 300 patients. Supplementation lowered the fracture rate.")
+    doc = Document("d1", text, title="Vitamin D and hip fractures")
+    other = Document("d2", "Protein folding in yeast cells is studied with chaperones and yeast mutants.")
+    sents = sentence_queries(doc, 10)
+    assert sents[0] == "Vitamin D deficiency is common in elderly patients." and "Short." not in sents
+    assert len(sents) == 4 and sentence_queries(doc, 2, seed=1) == sentence_queries(doc, 2, seed=1)
+    assert len(sentence_queries(doc, 2)) == 2 and set(sentence_queries(doc, 2)) <= set(sents)
+    kw = keyword_queries([doc, other], 2, terms=3)
+    # "vitamin" and "fracture(s)" occur only in d1 and often: BM25's top terms; stopwords never appear
+    assert kw["d1"][0].split()[0] == "vitamin" and len(kw["d1"]) == 2
+    assert all(len(q.split()) == 3 for q in kw["d1"]) and "the" not in " ".join(kw["d1"]).split()
+    assert kw["d2"][0].split()[0] == "yeast"  # the word d2 repeats, not one of its single words
+    out = add_signals({"d1": ["lead span"], "d2": ["lead two"]}, [doc, other], sentences=1, title=True,
+                      keywords=1, keyword_terms=3)
+    assert out["d1"][0] == "lead span" and "Vitamin D and hip fractures" in out["d1"]
+    assert len(out["d1"]) == 4 and out["d2"] == ["lead two", sentence_queries(other, 1)[0], kw["d2"][0]]
+    assert add_signals({"d1": ["x"]}, [doc]) == {"d1": ["x"]}  # nothing asked, nothing added
+
+
+def test_a_setting_added_since_keeps_older_folders_valid_at_its_default():
+    from genir.methods import make_settings
+    from genir.stages import method_fingerprint
+
+    settings = make_settings()
+    plain = method_fingerprint(settings, None, {})
+    assert not any(k.startswith("data.keyword") or k == "data.title_query" for k in plain.train)
+    settings.data.keyword_queries = 2
+    assert method_fingerprint(settings, None, {}).train["data.keyword_queries"] == 2

@@ -11,6 +11,8 @@ Field metadata (``dataclasses.field(metadata=...)``), declared with the helpers 
   every number is finite, and non-negative unless declared otherwise;
 - ``derived``: not a setting of this group (filled in from another group by the code that uses it), so it
   is neither read nor written;
+- ``added``: a setting added since run folders were made, whose default is how they were made: left out
+  of the stage fingerprints while at its default (:func:`added`);
 - ``runtime``: changes how fast, not what comes out (the device, a search batch size), so a stage made
   with another value is still valid (left out of the stage fingerprints);
 - ``search``: read only when searching (the beam, a tie-break): a trained model stays valid when it changes.
@@ -57,6 +59,12 @@ def fraction(default: float, **meta: Any) -> Any:
     return field(default=default, metadata={"ge": 0, "lt": 1, **meta})
 
 
+def added(default: Any, **meta: Any) -> Any:
+    """A setting added after run folders existed whose default is how those folders were made: left out of
+    the stage fingerprints while at its default, so that they stay valid."""
+    return field(default=default, metadata={"added": True, **meta})
+
+
 def runtime(default: Any, **meta: Any) -> Any:
     return field(default=default, metadata={"runtime": True, **meta})
 
@@ -79,6 +87,12 @@ class DataSettings:
     span_words: int = at_least(64, 1)
     random_spans: int = 1
     doc2query_n: int = at_least(5, 1)
+    # query-free indexing signals added to the pseudo-queries (any source): sentences of the document, its
+    # title, keyword queries of BM25's top terms (keyword_terms words each); choose them with --holdout
+    sentence_queries: int = added(0, ge=0)
+    title_query: bool = added(False)
+    keyword_queries: int = added(0, ge=0)
+    keyword_terms: int = added(8, ge=1)
 
 
 @dataclass

@@ -36,6 +36,8 @@ def flat_settings(settings: Settings, groups: list[str]) -> tuple[dict[str, Any]
             if f.metadata.get("runtime"):
                 continue
             value = getattr(group, key)
+            if f.metadata.get("added") and value == f.default:
+                continue
             (search if f.metadata.get("search") else train)[f"{name}.{key}"] = (
                 list(value) if isinstance(value, tuple) else value)
     return train, search

@@ -19,7 +19,7 @@ import torch
 
 from genir.data import DocAsQuery, load_dataset, load_pseudo_queries, seen_unseen
 from genir.data.collection import Collection, Document
-from genir.data.pseudo_queries import lead_spans
+from genir.data.pseudo_queries import add_signals, lead_spans
 from genir.data.splits import hold_out
 from genir.distributed import init_from_env, is_main, map_rows
 from genir.io import save_npy, write_json
@@ -133,6 +133,14 @@ class Workspace:
             self._pseudo_queries = load_pseudo_queries(pq, self.collection.corpus)
 
     def pseudo_queries(self) -> dict[str, list[str]]:
+        """Every document's indexing texts: its pseudo-queries (spans, a file or doc2query), then the
+        query-free signals the data settings ask for."""
+        data, seed = self.settings.data, self.settings.training.seed
+        return add_signals(self._base_pseudo_queries(), self.docs, sentences=data.sentence_queries,
+                           title=data.title_query, keywords=data.keyword_queries,
+                           keyword_terms=data.keyword_terms, seed=seed)
+
+    def _base_pseudo_queries(self) -> dict[str, list[str]]:
         data, seed = self.settings.data, self.settings.training.seed
         if data.pseudo_queries == "docasquery":
             return DocAsQuery(data.span_words, data.random_spans, seed).generate(self.docs)

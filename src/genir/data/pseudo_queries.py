@@ -7,7 +7,10 @@ A doc2query seq2seq model (any HF name or path) or a file of pre-generated queri
 from __future__ import annotations
 
 import json
+import math
 import random
+import re
+from collections import Counter
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -42,6 +45,64 @@ def lead_spans(docs: list[Document], span_words: int) -> list[str]:
     when it has no words)."""
     lead = DocAsQuery(span_words, 0).generate(docs)
     return [(lead[d.id] or [d.full_text])[0] for d in docs]
+
+
+# -- query-free signals beyond the spans (issue 16: what a document is found by, without a query model) --------
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\[])")
+_WORD = re.compile(r"[A-Za-z][A-Za-z0-9-]+")
+
+
+def sentence_queries(doc: Document, n: int, seed: int = 0, min_words: int = 4) -> list[str]:
+    """Up to ``n`` of the document's sentences (title excluded), drawn without replacement, deterministic per
+    document and seed, in the document's order. A sentence is closer in length and form to a query than a
+    64-word span; sentences shorter than ``min_words`` words (headings, numbers) are skipped."""
+    sentences = [s.strip() for s in _SENTENCE_END.split(doc.text) if len(s.split()) >= min_words]
+    if len(sentences) > n:
+        rng = random.Random(f"{seed}:sentences:{doc.id}")
+        sentences = [sentences[i] for i in sorted(rng.sample(range(len(sentences)), n))]
+    return sentences
+
+
+def title_queries(doc: Document) -> list[str]:
+    """The title as a query (DSI-QG and GenRet count titles among the best single indexing texts)."""
+    return [doc.title.strip()] if doc.title.strip() else []
+
+
+def keyword_queries(docs: list[Document], n: int, terms: int = 8, k1: float = 0.9,
+                    b: float = 0.4) -> PseudoQueries:
+    """``n`` keyword queries per document: its words ranked by their BM25 weight in the document (idf x
+    saturated tf with length normalisation, BM25's own k1 and b), English stopwords out, ``terms`` words
+    per query, the i-th query the i-th group of ``terms``. Surface forms (lower-cased, not stemmed), so
+    that a query the encoder reads is made of words it knows."""
+    from bm25s.stopwords import STOPWORDS_EN_PLUS
+
+    stop = set(STOPWORDS_EN_PLUS)
+    counts = [Counter(w for w in (m.group(0).lower() for m in _WORD.finditer(d.full_text)) if w not in stop)
+              for d in docs]
+    df = Counter(w for c in counts for w in c)
+    lengths = [sum(c.values()) for c in counts]
+    avg = max(sum(lengths) / max(len(docs), 1), 1e-9)
+    idf = {w: math.log(1 + (len(docs) - n_w + 0.5) / (n_w + 0.5)) for w, n_w in df.items()}  # Lucene's idf
+    out: PseudoQueries = {}
+    for doc, c, length in zip(docs, counts, lengths, strict=True):
+        norm = k1 * (1 - b + b * length / avg)
+        weight = {w: idf[w] * tf * (k1 + 1) / (tf + norm) for w, tf in c.items()}
+        ranked = sorted(c, key=lambda w: (-weight[w], w))
+        out[doc.id] = [" ".join(ranked[i * terms: (i + 1) * terms]) for i in range(n) if ranked[i * terms:]]
+    return out
+
+
+def add_signals(pseudo: PseudoQueries, docs: list[Document], *, sentences: int = 0, title: bool = False,
+                keywords: int = 0, keyword_terms: int = 8, seed: int = 0) -> PseudoQueries:
+    """``pseudo`` with each document's query-free signals appended (a text already there is not repeated)."""
+    kw = keyword_queries(docs, keywords, keyword_terms) if keywords else {}
+    out: PseudoQueries = {}
+    for doc in docs:
+        texts = list(pseudo.get(doc.id, []))
+        extra = (sentence_queries(doc, sentences, seed) if sentences else []) + \
+            (title_queries(doc) if title else []) + kw.get(doc.id, [])
+        out[doc.id] = texts + [t for t in dict.fromkeys(extra) if t not in texts]
+    return out
 
 
 class Doc2Query:
