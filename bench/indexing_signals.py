@@ -15,11 +15,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from full_finetuning import genir_run, row  # noqa: E402
+
+
+def slug(values: str) -> str:
+    """A folder name per candidate, so that separate invocations (say, two halves run side by side) share
+    the runs: ``genir run`` reuses a folder made with the same settings."""
+    return re.sub(r"[^A-Za-z0-9]+", "-", values.replace("data.", "")).strip("-") or "default"
 
 
 def sets(values: str) -> list[str]:
@@ -44,8 +51,8 @@ def main() -> None:
     base = ["--dataset", args.dataset, "--train-split", args.train_split, "--test-split", args.test_split,
             "--method", args.method, "--no-baselines", *sets(" ".join(args.common))]
     held = []
-    for i, cand in enumerate(args.candidate):
-        folder = args.out / f"holdout-{i}"
+    for cand in args.candidate:
+        folder = args.out / f"holdout-{slug(cand)}"
         genir_run([*base, "--holdout", "0.2", *sets(cand), "--out", str(folder)], log)
         report = json.loads((folder / "report.json").read_text())
         texts = json.loads((folder / "encoded_texts.json").read_text()).get("texts") \
@@ -59,7 +66,7 @@ def main() -> None:
     tested = {}
     if not args.holdout_only:
         for i in dict.fromkeys([0, best]):
-            folder = args.out / f"test-{i}"
+            folder = args.out / f"test-{slug(args.candidate[i])}"
             genir_run([*base, *sets(args.candidate[i]), "--out", str(folder)], log)
             tested[held[i]["candidate"]] = row(folder / "report.json", args.method)
         result["test"] = tested

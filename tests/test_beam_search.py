@@ -115,3 +115,44 @@ def test_schemes():
     # identical embeddings must still terminate with unique docids
     same = semantic_docids([str(i) for i in range(50)], np.zeros((50, 4), np.float32), c=4)
     assert same.stats()["distinct_docids"] == 50
+
+
+def test_cross_attention_without_projecting_the_memory_is_the_same_attention():
+    """Teacher forcing attends to the encoder states unprojected (the key/value maps moved to the decoder's
+    side): the same outputs and gradients as projecting them, and the projection is skipped."""
+    from unittest.mock import patch
+
+    from genir.models.decoder import CodeDecoder, DecoderLayer
+
+    torch.manual_seed(0)
+    layer = DecoderLayer(d_model=32, n_heads=4, d_ff=64, d_memory=24, dropout=0.0)
+    x = torch.randn(3, 2, 32, requires_grad=True)
+    memory = torch.randn(3, 7, 24, requires_grad=True)
+    mask = torch.ones(3, 7, dtype=torch.bool)
+    mask[0, 5:], mask[2, 1:] = False, False  # padded states must not count
+    mask4 = mask[:, None, None, :]
+    mk, mv = layer.memory_kv(memory)
+    projected = layer.cross(x, mk, mv, mask4, 3)
+    unprojected = layer.cross_unprojected(x, memory, mask4)
+    assert torch.allclose(unprojected, projected, atol=1e-5)
+    weight = torch.randn_like(projected)
+    grads = [torch.autograd.grad((out * weight).sum(), [x, memory, layer.cross_kv.weight, layer.cross_kv.bias,
+                                                        layer.cross_q.weight])
+             for out in (projected, unprojected)]
+    for a, b in zip(*grads, strict=True):
+        assert torch.allclose(a, b, atol=1e-5)
+    # a short docid is decoded without projecting the memory; a long one (T x H >= d) projects it
+    decoder = CodeDecoder(32, 2, 4, 64, 24, max_length=16, dropout=0.0).eval()
+    with torch.no_grad():
+        with patch.object(DecoderLayer, "memory_kv", side_effect=AssertionError("memory projected")):
+            short = decoder(torch.ones(3, 3, 32), memory, mask)
+        calls = []
+        original = DecoderLayer.memory_kv
+        with patch.object(DecoderLayer, "memory_kv", autospec=True,
+                          side_effect=lambda self, m: calls.append(1) or original(self, m)):
+            decoder(torch.ones(3, 8, 32), memory, mask)
+        assert calls == [1, 1]
+        # the short path equals the projected one through the whole stack
+        for lay in decoder.layers:
+            lay.unprojected_is_cheaper = lambda positions: False
+        assert torch.allclose(decoder(torch.ones(3, 3, 32), memory, mask), short, atol=1e-5)

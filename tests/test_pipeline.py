@@ -225,6 +225,18 @@ def test_genret_learns_docids_tokenizes_new_documents_and_feeds_the_ablation(sci
     from genir.models.codebook import CodebookSeq2Seq
 
     assert isinstance(DocidSeq2Seq.load(out / "genret" / "model"), CodebookSeq2Seq)
+    # the folder keeps d_T of every document, and opens ordering a shared docid's documents by q_T . d_T
+    from genir.methods import open_method_folder
+    from genir.search.generative import StateOrderedSearcher
+
+    states = np.load(out / "genret" / "doc_states.npy")
+    assert states.shape[0] == len(table) and np.isfinite(states).all() and np.abs(states).sum() > 0
+    assert isinstance(open_method_folder(out / "genret"), StateOrderedSearcher)
+    with pytest.warns(UserWarning, match="no doc_states.npy"):
+        (out / "genret" / "doc_states.npy").rename(out / "genret" / "moved.npy")
+        assert not isinstance(open_method_folder(out / "genret"), StateOrderedSearcher)
+    assert not isinstance(open_method_folder(out / "genret", overrides={"genret.tie_break": "corpus"}),
+                          StateOrderedSearcher)
     # the ablation switches reach the trainer through --set
     result = CliRunner().invoke(app, ["run", "--dataset", str(scifact_slice), "--backbone", tiny_bert,
                                       "--no-baselines", "--method", "genret", "--out", str(tmp_path / "abl"),

@@ -3,6 +3,9 @@
 - Self-attention keys/values are cached per beam, so each step feeds one new code per beam.
 - Cross-attention keys/values are computed once per query and shared by its beams: the W beams of a
   query attend to the encoder states as W "positions" of one attention call, never copied W times.
+- Teacher forcing over a short docid (training, GenRet's corpus bank) does not project the encoder states
+  at all: the key and value maps are moved to the decoder's side of the product (see
+  :meth:`DecoderLayer.cross_unprojected`), the same attention with a fraction of the work.
 """
 
 from __future__ import annotations
@@ -61,8 +64,33 @@ class DecoderLayer(nn.Module):
         out = F.scaled_dot_product_attention(q, mk, mv, attn_mask=mask)
         return self.cross_out(self._merge(out).reshape(n, t, d))
 
-    def forward(self, x: torch.Tensor, mk: torch.Tensor, mv: torch.Tensor, mask: torch.Tensor,
-                cache: tuple[torch.Tensor, torch.Tensor] | None = None, n_queries: int | None = None):
+    def cross_unprojected(self, x: torch.Tensor, memory: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The same cross-attention as :meth:`cross`, without projecting the S encoder states.
+
+        Head h scores q_h . (W_k^h m + b_k^h) = (W_k^h^T q_h) . m + q_h . b_k^h; the last term is the same for
+        every memory position, so the softmax drops it. Its output sum_i a_i (W_v^h m_i + b_v^h) is
+        W_v^h (sum_i a_i m_i) + b_v^h, as the weights a_i sum to 1. So T decoder positions need
+        2 x T x H x S x d_memory multiply-adds instead of S x d_memory x 2d for the projected states:
+        for a docid of T <= 4 codes and S = 64 states, a few percent of the work (and of its gradient)."""
+        d = x.shape[-1]
+        w_k = self.cross_kv.weight[:d].view(self.h, self.dh, -1)  # (H, dh, d_memory)
+        w_v = self.cross_kv.weight[d:].view(self.h, self.dh, -1)
+        q = self._split(self.cross_q(x))  # (N, H, T, dh)
+        q_mem = torch.einsum("nhtd,hdm->nhtm", q, w_k)  # queries moved into the memory's space
+        scores = torch.einsum("nhtm,nsm->nhts", q_mem, memory.to(q_mem.dtype)) / self.dh ** 0.5
+        weights = scores.masked_fill(~mask, float("-inf")).softmax(-1)
+        context = torch.einsum("nhts,nsm->nhtm", weights, memory.to(q_mem.dtype))
+        out = torch.einsum("nhtm,hdm->nhtd", context, w_v) + self.cross_kv.bias[d:].view(self.h, 1, self.dh)
+        return self.cross_out(self._merge(out))
+
+    def unprojected_is_cheaper(self, positions: int) -> bool:
+        """Multiply-adds per memory state and feature: 2 T H (unprojected) against 2 d (projected)."""
+        return positions * self.h < self.h * self.dh
+
+    def forward(self, x: torch.Tensor, mk: torch.Tensor | None, mv: torch.Tensor | None, mask: torch.Tensor,
+                cache: tuple[torch.Tensor, torch.Tensor] | None = None, n_queries: int | None = None,
+                memory: torch.Tensor | None = None):
+        """``mk``/``mv``: projected memory (beam search's cache); or ``memory`` itself, attended unprojected."""
         q, k, v = (self._split(z) for z in self.qkv(self.ln_self(x)).chunk(3, dim=-1))
         if cache is not None:
             k, v = torch.cat([cache[0], k], 2), torch.cat([cache[1], v], 2)
@@ -70,7 +98,9 @@ class DecoderLayer(nn.Module):
         else:
             a = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         x = x + self.drop(self.self_out(self._merge(a)))
-        x = x + self.drop(self.cross(self.ln_cross(x), mk, mv, mask, n_queries or x.shape[0]))
+        cross = (self.cross_unprojected(self.ln_cross(x), memory, mask) if memory is not None
+                 else self.cross(self.ln_cross(x), mk, mv, mask, n_queries or x.shape[0]))
+        x = x + self.drop(cross)
         x = x + self.drop(self.ff(self.ln_ff(x)))
         return x, (k, v)
 
@@ -95,8 +125,11 @@ class CodeDecoder(nn.Module):
         x = inputs + self.pos(torch.arange(inputs.shape[1], device=inputs.device))
         mask = self._mask(memory_mask)
         for layer in self.layers:
-            mk, mv = layer.memory_kv(memory)
-            x, _ = layer(x, mk, mv, mask)
+            if layer.unprojected_is_cheaper(inputs.shape[1]):
+                x, _ = layer(x, None, None, mask, memory=memory)
+            else:
+                mk, mv = layer.memory_kv(memory)
+                x, _ = layer(x, mk, mv, mask)
         return self.ln(x)
 
     def start(self, memory: torch.Tensor, memory_mask: torch.Tensor) -> DecoderState:
