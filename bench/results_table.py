@@ -5,8 +5,8 @@ that reproduces the row. Rows measured over several seeds show mean +- spread (h
     python bench/results_table.py bench/results_rows.json > table.md
 
 The rows file is a JSON list of ``{"label", "scifact": {"runs": [REPORT, ...], "system": NAME},
-"cranfield": {...}, "command": TEXT}``; a missing dataset leaves its cells empty, a missing report is
-marked as such (never a number from elsewhere).
+"cranfield": {...}, "command": TEXT}``; a dataset not run is "-", a missing report or system is marked as
+such (never a number from elsewhere).
 """
 
 from __future__ import annotations
@@ -19,14 +19,16 @@ from pathlib import Path
 
 def cells(spec: dict | None, base: Path, subsets: list[str]) -> list[str]:
     if not spec:
-        return ["" for _ in subsets] + [""]
+        return ["-" for _ in subsets] + ["-"]
     values: dict[str, list[float]] = {s: [] for s in [*subsets, "R@100"]}
     for run in spec["runs"]:
         path = base / run
         if not path.exists():
             return [f"(missing: {run})"] + ["" for _ in subsets]
         systems = {s["name"]: s for s in json.loads(path.read_text())["systems"]}
-        metrics = systems[spec["system"]].get("metrics") or {}
+        metrics = (systems.get(spec["system"]) or {}).get("metrics")
+        if not metrics:
+            return [f"(not in {run})"] + ["" for _ in subsets]
         for s in subsets:
             if s in metrics:
                 values[s].append(metrics[s]["nDCG@10"])
