@@ -40,35 +40,51 @@ def row(report: Path, name: str) -> dict:
             "train_seconds": s.get("train_seconds"), "index_seconds": s.get("index_seconds")}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def set_flags(values: list[str]) -> list[str]:
+    """``group.key=value`` pairs as ``--set`` flags of ``genir run``."""
+    return [x for v in values for x in ("--set", v)]
+
+
+def candidate_parser(description: str, common_help: str, candidate_help: str) -> argparse.ArgumentParser:
+    """The arguments of a bench that chooses among candidate settings on held-out training queries."""
+    ap = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", default="scifact")
     ap.add_argument("--train-split", default="train")
     ap.add_argument("--test-split", default="test")
     ap.add_argument("--method", required=True)
-    ap.add_argument("--common", nargs="*", default=[], help="--set values of every full fine-tuning run")
-    ap.add_argument("--candidate", action="append", required=True,
-                    help="one budget: space-separated --set values (chosen on held-out queries)")
+    ap.add_argument("--common", nargs="*", default=[], help=common_help)
+    ap.add_argument("--candidate", action="append", required=True, help=candidate_help)
+    ap.add_argument("--out", type=Path, required=True)
+    return ap
+
+
+def run_args(args: argparse.Namespace) -> list[str]:
+    """The ``genir run`` arguments every run of such a bench shares (dataset, splits, method)."""
+    return ["--dataset", args.dataset, "--train-split", args.train_split, "--test-split", args.test_split,
+            "--method", args.method]
+
+
+def main() -> None:
+    ap = candidate_parser(__doc__, "--set values of every full fine-tuning run",
+                          "one budget: space-separated --set values (chosen on held-out queries)")
     ap.add_argument("--baselines", nargs="*", default=["bm25", "dense", "dense-trained"])
     ap.add_argument("--skip-frozen", action="store_true", help="no frozen row (already measured elsewhere)")
-    ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
 
     args.out.mkdir(parents=True, exist_ok=True)
     log = args.out / "runs.log"
-    base = ["--dataset", args.dataset, "--train-split", args.train_split, "--test-split", args.test_split,
-            "--method", args.method]
-    sets = [x for s in args.common for x in ("--set", s)]
+    base = run_args(args)
+    sets = set_flags(args.common)
     held = []
     for i, cand in enumerate(args.candidate):
         folder = args.out / f"holdout-{i}"
         genir_run([*base, "--no-baselines", "--encoder", "full", "--holdout", "0.2", *sets,
-                   *[x for s in cand.split() for x in ("--set", s)], "--out", str(folder)], log)
+                   *set_flags(cand.split()), "--out", str(folder)], log)
         held.append({"candidate": cand, **row(folder / "report.json", args.method)})
         print(json.dumps(held[-1]), flush=True)
     best = max(range(len(held)), key=lambda i: held[i]["nDCG@10"]["full"])
     chosen = args.candidate[best]
-    genir_run([*base, "--no-baselines", "--encoder", "full", *sets, *[x for s in chosen.split() for x in ("--set", s)],
+    genir_run([*base, "--no-baselines", "--encoder", "full", *sets, *set_flags(chosen.split()),
                "--out", str(args.out / "full")], log)
     result = {"method": args.method, "dataset": args.dataset, "common": args.common, "holdout": held,
               "chosen": chosen, "full": row(args.out / "full" / "report.json", args.method)}

@@ -13,14 +13,13 @@ whole training split and searched on the test queries. The test split is never r
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from full_finetuning import genir_run, row  # noqa: E402
+from full_finetuning import candidate_parser, genir_run, row, run_args, set_flags  # noqa: E402
 
 
 def slug(values: str) -> str:
@@ -29,31 +28,19 @@ def slug(values: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", values.replace("data.", "")).strip("-") or "default"
 
 
-def sets(values: str) -> list[str]:
-    return [x for s in values.split() for x in ("--set", s)]
-
-
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--dataset", default="scifact")
-    ap.add_argument("--train-split", default="train")
-    ap.add_argument("--test-split", default="test")
-    ap.add_argument("--method", required=True)
-    ap.add_argument("--common", nargs="*", default=[], help="--set values of every run")
-    ap.add_argument("--candidate", action="append", required=True,
-                    help="space-separated --set values; the first is the reference")
+    ap = candidate_parser(__doc__, "--set values of every run",
+                          "space-separated --set values; the first is the reference")
     ap.add_argument("--holdout-only", action="store_true", help="stop after the choice (no test runs)")
-    ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
 
     args.out.mkdir(parents=True, exist_ok=True)
     log = args.out / "runs.log"
-    base = ["--dataset", args.dataset, "--train-split", args.train_split, "--test-split", args.test_split,
-            "--method", args.method, "--no-baselines", *sets(" ".join(args.common))]
+    base = [*run_args(args), "--no-baselines", *set_flags(args.common)]
     held = []
     for cand in args.candidate:
         folder = args.out / f"holdout-{slug(cand)}"
-        genir_run([*base, "--holdout", "0.2", *sets(cand), "--out", str(folder)], log)
+        genir_run([*base, "--holdout", "0.2", *set_flags(cand.split()), "--out", str(folder)], log)
         report = json.loads((folder / "report.json").read_text())
         texts = json.loads((folder / "encoded_texts.json").read_text()).get("texts") \
             if (folder / "encoded_texts.json").exists() else None
@@ -67,7 +54,7 @@ def main() -> None:
     if not args.holdout_only:
         for i in dict.fromkeys([0, best]):
             folder = args.out / f"test-{slug(args.candidate[i])}"
-            genir_run([*base, *sets(args.candidate[i]), "--out", str(folder)], log)
+            genir_run([*base, *set_flags(args.candidate[i].split()), "--out", str(folder)], log)
             tested[held[i]["candidate"]] = row(folder / "report.json", args.method)
         result["test"] = tested
     (args.out / "result.json").write_text(json.dumps(result, indent=1), encoding="utf-8")

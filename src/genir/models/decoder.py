@@ -77,9 +77,10 @@ class DecoderLayer(nn.Module):
         w_v = self.cross_kv.weight[d:].view(self.h, self.dh, -1)
         q = self._split(self.cross_q(x))  # (N, H, T, dh)
         q_mem = torch.einsum("nhtd,hdm->nhtm", q, w_k)  # queries moved into the memory's space
-        scores = torch.einsum("nhtm,nsm->nhts", q_mem, memory.to(q_mem.dtype)) / self.dh ** 0.5
+        memory = memory.to(q_mem.dtype)
+        scores = torch.einsum("nhtm,nsm->nhts", q_mem, memory) / self.dh ** 0.5
         weights = scores.masked_fill(~mask, float("-inf")).softmax(-1)
-        context = torch.einsum("nhts,nsm->nhtm", weights, memory.to(q_mem.dtype))
+        context = torch.einsum("nhts,nsm->nhtm", weights, memory)
         out = torch.einsum("nhtm,hdm->nhtd", context, w_v) + self.cross_kv.bias[d:].view(self.h, 1, self.dh)
         return self.cross_out(self._merge(out))
 
