@@ -156,3 +156,45 @@ def test_cross_attention_without_projecting_the_memory_is_the_same_attention():
         for lay in decoder.layers:
             lay.unprojected_is_cheaper = lambda positions: False
         assert torch.allclose(decoder(torch.ones(3, 3, 32), memory, mask), short, atol=1e-5)
+
+
+def test_stepped_decoding_of_one_row_per_memory_does_not_project_the_memory():
+    """GLEN's hidden feed decodes its n identifier steps one at a time, one row per text (no beams share
+    the memory): ``start(steps=n)`` keeps the states unprojected, and every step's output and gradient
+    equal the projected decoding's."""
+    from unittest.mock import patch
+
+    from genir.models.decoder import CodeDecoder, DecoderLayer
+
+    torch.manual_seed(0)
+    decoder = CodeDecoder(32, 2, 4, 64, 24, max_length=16, dropout=0.0)
+    memory = torch.randn(3, 7, 24, requires_grad=True)
+    mask = torch.ones(3, 7, dtype=torch.bool)
+    mask[0, 5:], mask[2, 1:] = False, False
+    inputs = torch.randn(3, 3, 32)
+
+    def decode(state):
+        outs = []
+        for t in range(3):
+            h, state = decoder.step(state, inputs[:, t] + (outs[-1] if outs else 0))
+            outs.append(h)
+        return torch.stack(outs, 1)
+
+    projected = decode(decoder.start(memory, mask))
+    with patch.object(DecoderLayer, "memory_kv", side_effect=AssertionError("memory projected")):
+        unprojected = decode(decoder.start(memory, mask, steps=3))
+    assert torch.allclose(unprojected, projected, atol=1e-5)
+    weight = torch.randn_like(projected)
+    grads = [torch.autograd.grad((out * weight).sum(), [memory, *decoder.parameters()], allow_unused=True)
+             for out in (projected, unprojected)]
+    for a, b in zip(*grads, strict=True):
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert torch.allclose(a, b, atol=1e-5)
+    # too many steps for the unprojected form to pay: projected as before
+    calls = []
+    original = DecoderLayer.memory_kv
+    with patch.object(DecoderLayer, "memory_kv", autospec=True,
+                      side_effect=lambda self, m: calls.append(1) or original(self, m)):
+        decoder.start(memory, mask, steps=8)
+    assert calls == [1, 1]

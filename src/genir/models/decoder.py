@@ -28,6 +28,7 @@ class DecoderState:
     memory_mask: torch.Tensor  # (B, 1, 1, S) bool, True = attend
     n_queries: int
     step: int = 0
+    memory: torch.Tensor | None = None  # (B, S, d_memory), attended unprojected (one row per query, no beams)
 
 
 class DecoderLayer(nn.Module):
@@ -133,7 +134,13 @@ class CodeDecoder(nn.Module):
                 x, _ = layer(x, mk, mv, mask)
         return self.ln(x)
 
-    def start(self, memory: torch.Tensor, memory_mask: torch.Tensor) -> DecoderState:
+    def start(self, memory: torch.Tensor, memory_mask: torch.Tensor, steps: int | None = None) -> DecoderState:
+        """Project the memory once for the steps to come; or, when the caller decodes ``steps`` positions with
+        one row per memory (no beams) and that is cheaper, keep it unprojected (see ``cross_unprojected``)."""
+        if steps is not None and all(layer.unprojected_is_cheaper(steps) for layer in self.layers):
+            n = len(self.layers)
+            return DecoderState([], [], [None] * n, [None] * n, self._mask(memory_mask), memory.shape[0],
+                                memory=memory)
         kv = [layer.memory_kv(memory) for layer in self.layers]
         return DecoderState([], [], [k for k, _ in kv], [v for _, v in kv], self._mask(memory_mask), memory.shape[0])
 
@@ -144,7 +151,8 @@ class CodeDecoder(nn.Module):
         new_k, new_v = [], []
         for i, layer in enumerate(self.layers):
             cache = None if first else (state.self_k[i], state.self_v[i])
-            x, (k, v) = layer(x, state.cross_k[i], state.cross_v[i], state.memory_mask, cache, state.n_queries)
+            x, (k, v) = layer(x, state.cross_k[i], state.cross_v[i], state.memory_mask, cache, state.n_queries,
+                              memory=state.memory)
             new_k.append(k)
             new_v.append(v)
         state.self_k, state.self_v, state.step = new_k, new_v, state.step + 1

@@ -84,7 +84,7 @@ class LexicalSeq2Seq(DocidSeq2Seq):
         ``with_tokens=False`` then skips the argmax over the vocabulary (tokens None)."""
         steps = steps or self.n_steps
         need_tokens = with_tokens or (self.feed == "token" and targets is None)
-        state = self.decoder.start(memory, memory_mask)
+        state = self.decoder.start(memory, memory_mask, steps=steps)  # one row per text: no beams to share keys
         x = self.code_embed.weight[self.bos].expand(memory.shape[0], -1)
         hidden, tokens = [], []
         for t in range(steps):
