@@ -198,3 +198,25 @@ def test_stepped_decoding_of_one_row_per_memory_does_not_project_the_memory():
                       side_effect=lambda self, m: calls.append(1) or original(self, m)):
         decoder.start(memory, mask, steps=8)
     assert calls == [1, 1]
+
+
+def test_reordering_an_unprojected_state_moves_its_memory_rows_with_the_decoder_rows():
+    """``reorder`` on a state that keeps the memory unprojected (one memory row per decoder row) must move the
+    memory and its mask with the rows: the next step equals decoding the permuted texts from the start."""
+    from genir.models.decoder import CodeDecoder
+
+    torch.manual_seed(0)
+    decoder = CodeDecoder(32, 2, 4, 64, 24, max_length=16, dropout=0.0).eval()
+    memory = torch.randn(3, 7, 24)
+    mask = torch.ones(3, 7, dtype=torch.bool)
+    mask[0, 5:], mask[2, 1:] = False, False
+    inputs = torch.randn(3, 2, 32)
+    perm = torch.tensor([2, 0, 1])
+    with torch.no_grad():
+        state = decoder.start(memory, mask, steps=2)
+        _, state = decoder.step(state, inputs[:, 0])
+        moved, _ = decoder.step(CodeDecoder.reorder(state, perm), inputs[perm, 1])
+        state = decoder.start(memory[perm], mask[perm], steps=2)
+        _, state = decoder.step(state, inputs[perm, 0])
+        fresh, _ = decoder.step(state, inputs[perm, 1])
+    assert torch.allclose(moved, fresh, atol=1e-5)

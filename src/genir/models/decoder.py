@@ -23,8 +23,8 @@ class DecoderState:
 
     self_k: list[torch.Tensor]  # per layer (B*W, H, t, dh)
     self_v: list[torch.Tensor]
-    cross_k: list[torch.Tensor]  # per layer (B, H, S, dh), shared by the beams of a query
-    cross_v: list[torch.Tensor]
+    cross_k: list[torch.Tensor | None]  # per layer (B, H, S, dh), shared by the beams of a query; None if unprojected
+    cross_v: list[torch.Tensor | None]
     memory_mask: torch.Tensor  # (B, 1, 1, S) bool, True = attend
     n_queries: int
     step: int = 0
@@ -163,4 +163,7 @@ class CodeDecoder(nn.Module):
         """Keep the cache rows of the surviving beams (``rows`` index the flat (B*W) axis)."""
         state.self_k = [k.index_select(0, rows) for k in state.self_k]
         state.self_v = [v.index_select(0, rows) for v in state.self_v]
+        if state.memory is not None:  # unprojected: one memory row per decoder row, reordered with it
+            state.memory = state.memory.index_select(0, rows)
+            state.memory_mask = state.memory_mask.index_select(0, rows)
         return state
