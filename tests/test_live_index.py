@@ -23,6 +23,15 @@ def fresh_run(live_run, tmp_path):
     return copy
 
 
+def test_a_finished_run_keeps_its_models_and_no_training_checkpoints(live_run):
+    """Every method's model is saved and its checkpoints are gone (the run folder is copied, served and
+    sent around; checkpoints are several times the model's size and nothing resumes from them)."""
+    for name in LIVE_METHODS + REFUSING:
+        assert (live_run / name / "model" / "genir_model.json").exists(), name
+        assert not [p for p in (live_run / name).rglob("step-*") if p.is_dir()], name
+    assert (live_run / "genret" / "progressive" / "codes.npy").exists()  # GenRet's progress is kept
+
+
 def _everything(index: LiveIndex, name: str, query: str) -> list[str]:
     """Every document the searcher can return for a query: a beam as wide as the docids, k over the corpus."""
     searcher = index.searcher(name)

@@ -83,6 +83,27 @@ def _trainer(tiny_bert, folder, cfg, objective=None):
                           show_progress=False)
 
 
+def test_discard_removes_checkpoints_and_leftovers_and_nothing_else(tmp_path):
+    """Once a stage's model is saved its checkpoints are dead weight (weights plus two optimiser moments):
+    every checkpoint under the folder goes, with an interrupted write's leftover, and the folders left empty;
+    the model and any other file stay."""
+    from genir.training import checkpoint
+
+    root = tmp_path / "method"
+    for folder in (root / "checkpoints", root / "phase1" / "checkpoints", root / "progressive" / "step1"):
+        for step in (1, 2):
+            checkpoint.save(folder, step, {"w": torch.ones(10)}, {"step": step})
+    (root / "checkpoints" / "step-00000003.tmp").mkdir()  # a write killed half-way
+    (root / "model").mkdir()
+    (root / "model" / "weights.safetensors").write_bytes(b"x")
+    (root / "progressive" / "codes.npy").write_bytes(b"x")
+    (root / "notes-step-1").mkdir()  # not a checkpoint's name
+    freed = checkpoint.discard(root)
+    left = sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+    assert left == ["model", "model/weights.safetensors", "notes-step-1", "progressive", "progressive/codes.npy"]
+    assert freed >= 6 * 40 and checkpoint.discard(root) == 0
+
+
 def test_killed_run_resumes_to_identical_weights(tiny_bert, tmp_path):
     """Dropout, a collator with its own generator and an objective with a state of its own: the resumed run
     follows the uninterrupted one only if the checkpoint restores every random generator, the position in

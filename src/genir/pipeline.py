@@ -32,6 +32,7 @@ from genir.models import DocidSeq2Seq
 from genir.search.base import Searcher, timed_search
 from genir.settings import Settings
 from genir.stages import STAGE_FILE, Stage, baseline_fingerprint, check_stages, method_fingerprint, short_hash
+from genir.training import checkpoint
 from genir.training.loop import seed_everything
 from genir.workspace import Workspace
 
@@ -159,6 +160,7 @@ class Pipeline:
                 info = json.loads((folder / "train.json").read_text())
             else:
                 model, info = self._train(method, cfg, table, folder)
+        checkpoint.discard(folder)  # the model and train.json are saved: nothing resumes from checkpoints now
         model.eval()
         barrier()  # several processes: the files rank 0 wrote beside the docids (GLEN's w^d, GenRet's d_T) are read
         index_start = time.perf_counter()

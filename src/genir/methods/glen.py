@@ -34,6 +34,7 @@ from genir.methods.base import (
 )
 from genir.models import DocidSeq2Seq, LexicalSeq2Seq
 from genir.search.lexical import LexicalSearcher
+from genir.training import checkpoint
 from genir.training.glen import GlenConfig, GlenPairs, GlenRefineObjective, PrefixNegatives
 from genir.training.objectives import seq2seq_loss
 from genir.workspace import Workspace
@@ -106,6 +107,7 @@ def phase1(ws: Workspace, cfg: GlenConfig, folder: Path):
     info, _ = train(ws, model, seq2seq_loss, data, folder / "phase1" / "checkpoints", "glen phase 1 (keywords)",
                     epochs=cfg.keyword_epochs, seed=cfg.seed, encoder_lr=cfg.keyword_encoder_lr)
     model.save(done)
+    checkpoint.discard(folder / "phase1")  # phase 1's model is saved: phase 2 starts from it, not from these
     return model, keywords, info["seconds"], info["steps"]
 
 

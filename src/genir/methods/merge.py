@@ -20,6 +20,7 @@ from genir.docids import DocIdTable, PrefixTree
 from genir.docids.rqvae import decollide, load_quantizer, place_codes, save_quantizer
 from genir.io import write_text
 from genir.methods.base import AddedDocids, Method, NewDocuments, seq2seq_training_data
+from genir.training import checkpoint
 from genir.training.data import DocidCollator, DocidDataset, EncodedTexts, IndexingExamples, TextInputs
 from genir.training.merge import MergeConfig, position_weighted_loss, train_rqvae
 from genir.workspace import Workspace
@@ -48,6 +49,7 @@ def rqvae_docids(ws: Workspace, cfg: MergeConfig, folder: Path, relevance: bool)
         qrels = {q: r for q, r in qrels.items() if r}
     model, info = train_rqvae(emb[trained], qrels, cfg, folder / "rqvae")
     save_quantizer(model, mean, std, folder / "rqvae" / "quantizer")  # new documents get docids from it
+    checkpoint.discard(folder / "rqvae")  # the quantizer is saved: its training checkpoints resume nothing now
     codes, last = model.encode_codes(torch.from_numpy(emb))  # every document, new ones included
     codes = codes.numpy()
     stats = {"collisions_before": int(len(codes) - len({tuple(c) for c in codes.tolist()})),

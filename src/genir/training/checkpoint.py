@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import shutil
 import types
 from pathlib import Path
@@ -22,10 +23,12 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from genir.distributed import is_main
 from genir.io import atomic_path
 
 PREFIX = "step-"
 KEEP = 2  # the newest checkpoint and the one before it
+LEFTOVER = re.compile(rf"{PREFIX}\d+(\.tmp|\.old)?")  # a checkpoint, or what an interrupted write left
 
 
 class CheckpointError(ValueError):
@@ -150,6 +153,24 @@ def save(folder: Path, step: int, tensors: dict[str, torch.Tensor], meta: dict) 
     for old in checkpoints(folder)[:-KEEP]:
         shutil.rmtree(old, ignore_errors=True)
     return target
+
+
+def discard(root: Path) -> int:
+    """Remove every checkpoint under ``root`` (with the leftovers of an interrupted write, and the folders
+    left empty below ``root``): called once what they trained is saved for good (a stage's model, a finished
+    GenRet step), since nothing resumes from them then and each is several times the model's size (weights
+    and two optimiser moments). The bytes freed."""
+    root, freed = Path(root), 0
+    if not is_main() or not root.is_dir():  # rank 0 alone writes and removes
+        return freed
+    for found in sorted(p for p in root.rglob(f"{PREFIX}*") if p.is_dir() and LEFTOVER.fullmatch(p.name)):
+        freed += sum(f.stat().st_size for f in found.rglob("*") if f.is_file())
+        shutil.rmtree(found, ignore_errors=True)
+        parent = found.parent
+        while parent != root and parent.is_relative_to(root) and not any(parent.iterdir()):
+            parent.rmdir()
+            parent = parent.parent
+    return freed
 
 
 def checkpoints(folder: Path) -> list[Path]:

@@ -42,6 +42,7 @@ from genir.distributed import map_rows
 from genir.docids.balance import constrained_kmeans, diversity, largest_share, sinkhorn
 from genir.io import atomic_path, save_npy, write_text
 from genir.settings import at_least, choice, derived, positive
+from genir.training import checkpoint
 from genir.training.data import TextInputs
 from genir.training.loop import TrainConfig, Trainer, load_weights
 from genir.training.objectives import memory_of
@@ -425,6 +426,7 @@ class ProgressiveTrainer:
             entry.update(self.step_stats(t))
             self.log.append(entry)
             self._save_progress(t + 1)
+            checkpoint.discard(self.folder)  # the step is stored: its phases' checkpoints resume nothing now
         for book in self.model.codebooks:
             book.requires_grad_(True)
         for emb in self.model.step_embed:
