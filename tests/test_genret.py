@@ -191,6 +191,9 @@ def test_progressive_step_keeps_earlier_codes_and_codebooks(tiny_bert, tmp_path)
     book2 = model.codebooks[1].detach().clone()
     encoder = [p.detach().clone() for p in model.encoder.parameters()]
     assert (codes_after_1 >= 0).all() and (trainer.codes[:, 1] < 0).all()
+    # step 1 is stored (weights, codes): its phases' checkpoints are removed, the progress stays
+    assert not [p for p in (tmp_path / "p").rglob("step-*") if p.is_dir()]
+    assert (tmp_path / "p" / "progress.json").exists() and (tmp_path / "p" / "codes.npy").exists()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         trainer.train()  # resumes after step 1 and runs step 2
