@@ -18,6 +18,9 @@ from typing import Any
 
 from genir.distributed import is_main
 
+# the siblings atomic_path writes beside a target: the new content, and a replaced folder's old one
+TEMPORARY, PREVIOUS = ".tmp", ".old"
+
 
 def _fsync(path: Path) -> None:
     if path.is_file():
@@ -46,13 +49,13 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             shutil.rmtree(scratch, ignore_errors=True)
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.stem}.tmp{path.suffix}")
+    tmp = path.with_name(f"{path.stem}{TEMPORARY}{path.suffix}")
     _remove(tmp)
     try:
         yield tmp
         _fsync(tmp)
         if tmp.is_dir() and path.exists():
-            old = path.with_name(f"{path.stem}.old{path.suffix}")
+            old = path.with_name(f"{path.stem}{PREVIOUS}{path.suffix}")
             _remove(old)
             os.replace(path, old)
             os.replace(tmp, path)

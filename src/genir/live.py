@@ -30,7 +30,7 @@ from genir.data import load_dataset
 from genir.data.collection import Document
 from genir.data.pseudo_queries import lead_spans
 from genir.docids import DocIdTable
-from genir.io import atomic_path
+from genir.io import PREVIOUS, atomic_path
 from genir.methods import get_method, open_searcher, read_settings
 from genir.methods.base import Method, NewDocuments
 from genir.search.base import Results, Searcher
@@ -57,8 +57,8 @@ class LiveState:
     @classmethod
     def read(cls, run_dir: Path) -> LiveState:
         folder = run_dir / LIVE
-        if not folder.is_dir() and (run_dir / f"{LIVE}.old").is_dir():  # a swap cut short: the state before
-            folder = run_dir / f"{LIVE}.old"
+        if not folder.is_dir() and (run_dir / f"{LIVE}{PREVIOUS}").is_dir():  # a swap cut short: the state before
+            folder = run_dir / f"{LIVE}{PREVIOUS}"
         if not (folder / "state.json").exists():
             return cls()
         head = json.loads((folder / "state.json").read_text(encoding="utf-8"))

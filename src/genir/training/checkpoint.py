@@ -24,11 +24,13 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from genir.distributed import is_main
-from genir.io import atomic_path
+from genir.io import PREVIOUS, TEMPORARY, atomic_path
 
 PREFIX = "step-"
 KEEP = 2  # the newest checkpoint and the one before it
-LEFTOVER = re.compile(rf"{PREFIX}\d+(\.tmp|\.old)?")  # a checkpoint, or what an interrupted write left
+CHECKPOINT = re.compile(rf"{PREFIX}\d+")
+# a checkpoint, or what atomic_path left of an interrupted write of one
+LEFTOVER = re.compile(rf"{PREFIX}\d+({re.escape(TEMPORARY)}|{re.escape(PREVIOUS)})?")
 
 
 class CheckpointError(ValueError):
@@ -167,7 +169,7 @@ def discard(root: Path) -> int:
         freed += sum(f.stat().st_size for f in found.rglob("*") if f.is_file())
         shutil.rmtree(found, ignore_errors=True)
         parent = found.parent
-        while parent != root and parent.is_relative_to(root) and not any(parent.iterdir()):
+        while parent != root and not any(parent.iterdir()):  # found lies under root: the walk stops there
             parent.rmdir()
             parent = parent.parent
     return freed
@@ -177,8 +179,7 @@ def checkpoints(folder: Path) -> list[Path]:
     """Complete checkpoints, oldest first (temporary folders of an interrupted write are not listed)."""
     if not Path(folder).is_dir():
         return []
-    return sorted(p for p in Path(folder).iterdir()
-                  if p.is_dir() and p.name.startswith(PREFIX) and p.name[len(PREFIX):].isdigit())
+    return sorted(p for p in Path(folder).iterdir() if p.is_dir() and CHECKPOINT.fullmatch(p.name))
 
 
 def load_latest(folder: Path) -> tuple[dict[str, torch.Tensor], dict, Path] | None:
