@@ -178,3 +178,51 @@ def test_residual_form_starts_as_the_encoders_dense_retriever_and_both_modes_agr
     loss, _ = tied_contrastive_loss(model, {"q_memory": mem, "q_mask": mask, "d_memory": d_mem, "d_mask": d_mask})
     loss.backward()
     assert model.tied_proj.weight.grad.abs().sum() > 0
+
+
+def test_residual_weight_keeps_the_text_vectors_near_the_sentence_embedding(tiny_bert):
+    """tied.residual_weight: the loss adds weight x mean |h - sentence|^2 over the batch's queries and
+    documents; trained from the same start on the same batches, the weighted model's residual ends smaller
+    and its text vectors closer to the encoder's embedding."""
+    from genir.training.objectives import tied_contrastive_loss
+
+    docs = _docs(16, seed=3)
+    queries = [" ".join(d.text.split()[:4]) for d in docs]
+
+    def train(weight: float) -> tuple[float, float]:
+        torch.manual_seed(0)
+        model = DocidSeq2Seq(ModelConfig(n_codes=1, backbone=tiny_bert, decoder_heads=2, decoder_ff=64,
+                                         dropout=0.0, extra={"tied_residual": True, "tied_temperature": 0.05,
+                                                             "tied_residual_weight": weight}))
+        model.freeze_encoder(True)
+        q_mem, q_mask = model.encode_texts(queries, 16)
+        d_mem, d_mask = model.encode_texts([d.text for d in docs], 16)
+        batch = {"q_memory": q_mem, "q_mask": q_mask, "d_memory": d_mem, "d_mask": d_mask}
+        opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+        for _ in range(30):
+            loss, logs = tied_contrastive_loss(model, batch)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            h = model.first_hidden(d_mem, d_mask)
+            residual = (h - model.sentence_vector(d_mem, d_mask)).pow(2).sum(-1).mean()
+            if weight:  # the logged penalty is that same mean over queries and documents
+                _, logs = tied_contrastive_loss(model, batch)
+                h_q = model.first_hidden(q_mem, q_mask) - model.sentence_vector(q_mem, q_mask)
+                both = torch.cat([h_q, h - model.sentence_vector(d_mem, d_mask)]).pow(2).sum(-1).mean()
+                assert logs["residual"] == pytest.approx(float(both), rel=1e-4)
+        return float(residual), float(loss.detach())
+
+    free, _ = train(0.0)
+    held, _ = train(10.0)
+    assert free > 0.05
+    assert held < 0.2 * free
+
+
+def test_residual_weight_without_the_residual_form_is_refused():
+    from genir.methods.tied import TiedSettings, model_extra
+
+    with pytest.raises(ValueError, match="tied.residual=true"):
+        model_extra(TiedSettings(residual_weight=1.0))
+    assert model_extra(TiedSettings(residual=True, residual_weight=1.0))["tied_residual_weight"] == 1.0

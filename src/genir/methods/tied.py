@@ -29,6 +29,10 @@ class TiedSettings:
     # the text vector as the encoder's sentence embedding + a learned residual of the decoder state (0 at
     # the start): before training the model ranks as its encoder does as a dense retriever
     residual: bool = False
+    # with residual: weight of the mean squared residual |h - sentence|^2 added to the loss, pulling the text
+    # vectors towards the encoder's own embedding (0: unregularised); the function-space form of L2-SP
+    # (Li et al., 2018), so training adds to the encoder's ranking instead of replacing it
+    residual_weight: float = at_least(0.0, 0.0)
     temperature: float = positive(1.0)  # scores / temperature in the contrastive loss (1: raw dot products)
 
 
@@ -118,7 +122,10 @@ def add_docids(new: NewDocuments) -> AddedDocids:
 
 
 def model_extra(cfg: TiedSettings) -> dict:
-    return {"tied_residual": cfg.residual, "tied_temperature": cfg.temperature}
+    if cfg.residual_weight and not cfg.residual:
+        raise ValueError("tied.residual_weight regularises the residual form: set tied.residual=true with it")
+    return {"tied_residual": cfg.residual, "tied_temperature": cfg.temperature,
+            "tied_residual_weight": cfg.residual_weight}
 
 
 _DOCIDS = "atomic, tied to the model's own document encodings (Eq. 2)"

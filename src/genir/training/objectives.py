@@ -36,15 +36,22 @@ def tied_contrastive_loss(model, batch: dict[str, torch.Tensor], temperature: fl
     """
     if temperature is None:  # the model's setting (tied.temperature), saved with it
         temperature = model.config.extra.get("tied_temperature", 1.0)
-    h_q = model.first_hidden(*memory_of(model, batch, "q_"))
-    h_d = model.first_hidden(*memory_of(model, batch, "d_"))
+    q_memory, d_memory = memory_of(model, batch, "q_"), memory_of(model, batch, "d_")
+    h_q, h_d = model.first_hidden(*q_memory), model.first_hidden(*d_memory)
     scores = h_q @ h_d.T / temperature
     group = h_d.shape[0] // h_q.shape[0]
     target = torch.arange(h_q.shape[0], device=scores.device) * group
     loss = F.cross_entropy(scores, target)
+    logs = {}
+    weight = model.config.extra.get("tied_residual_weight", 0.0) if model.tied_residual else 0.0
+    if weight:  # tied.residual_weight: keep the text vectors near the encoder's sentence embedding
+        residual = torch.cat([h_q - model.sentence_vector(*q_memory), h_d - model.sentence_vector(*d_memory)])
+        penalty = residual.pow(2).sum(-1).mean()
+        loss = loss + weight * penalty
+        logs["residual"] = float(penalty.detach())
     with torch.no_grad():
         acc = (scores.argmax(1) == target).float().mean()
-    return loss, {"loss": float(loss.detach()), "acc": float(acc)}
+    return loss, {"loss": float(loss.detach()), "acc": float(acc), **logs}
 
 
 def tied_margin_mse_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
