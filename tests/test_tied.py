@@ -221,8 +221,8 @@ def test_residual_weight_keeps_the_text_vectors_near_the_sentence_embedding(tiny
 
 
 def test_residual_weight_without_the_residual_form_is_refused():
-    from genir.methods.tied import TiedSettings, model_extra
+    from genir.methods.tied import TiedSettings, check_settings, model_extra
 
-    with pytest.raises(ValueError, match="tied.residual=true"):
-        model_extra(TiedSettings(residual_weight=1.0))
+    with pytest.raises(ValueError, match="tied.residual=true"):  # before any stage runs
+        check_settings(None, TiedSettings(residual_weight=1.0))
     assert model_extra(TiedSettings(residual=True, residual_weight=1.0))["tied_residual_weight"] == 1.0

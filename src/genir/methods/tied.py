@@ -83,8 +83,14 @@ def distillation_data(ws: Workspace, cfg: TiedSettings, model, table: DocIdTable
             MarginCollator(ws.text_inputs(model), examples.doc_text, by_text, ws.settings.training.seed))
 
 
+def check_settings(ws: Workspace, cfg: TiedSettings) -> None:
+    """Before any stage runs: settings that only make sense together."""
+    model_extra(cfg)
+
+
 def check_distillation(ws: Workspace, cfg: TiedSettings) -> None:
     """Before any stage runs: the teacher scores are given and read (file and line on a bad one)."""
+    check_settings(ws, cfg)
     if not cfg.teacher_scores:
         raise ValueError("tied-atomic-distill needs --teacher-scores FILE (query_id, doc_id, score)")
     read_teacher_scores(cfg.teacher_scores, ws.collection.queries, ws.collection.corpus)
@@ -136,7 +142,7 @@ METHODS = [
            "contrastive: in-batch + BM25 top-k negatives", _SEARCH, group="tied",
            make_docids=lambda ws, cfg, folder: atomic_docids(ws.doc_ids), objective=tied_contrastive_loss,
            training_data=contrastive_data, n_codes=lambda table: 1, open_searcher=open_searcher, needs_corpus=True,
-           report=report, render=render, add_docids=add_docids, model_extra=model_extra),
+           report=report, render=render, check=check_settings, add_docids=add_docids, model_extra=model_extra),
     Method("tied-atomic-distill", "Tied-Atomic trained by Margin-MSE on teacher scores (--teacher-scores)", _DOCIDS,
            "Margin-MSE on teacher score margins", _SEARCH, group="tied",
            make_docids=lambda ws, cfg, folder: atomic_docids(ws.doc_ids), objective=tied_margin_mse_loss,
