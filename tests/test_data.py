@@ -295,3 +295,7 @@ def test_a_setting_added_since_keeps_older_folders_valid_at_its_default():
     assert not any(k.startswith("data.keyword") or k == "data.title_query" for k in plain.train)
     settings.data.keyword_queries = 2
     assert method_fingerprint(settings, None, {}).train["data.keyword_queries"] == 2
+    # Tied-Atomic's regulariser: absent at 0 (the folders made before it), part of the stage when set
+    assert "tied.residual_weight" not in method_fingerprint(settings, "tied", {}).train
+    settings.tied.residual_weight = 1.0
+    assert method_fingerprint(settings, "tied", {}).train["tied.residual_weight"] == 1.0

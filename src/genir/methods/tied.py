@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from genir.docids import DocIdTable, PrefixTree, atomic_docids
 from genir.methods.base import AddedDocids, Method, NewDocuments, SearchRequest, Trained
 from genir.search.tied import TiedAtomicIndex, TiedAtomicSearcher
-from genir.settings import at_least, choice, positive
+from genir.settings import added, at_least, choice, positive
 from genir.training.data import (
     ContrastiveCollator,
     ContrastiveDataset,
@@ -32,7 +32,7 @@ class TiedSettings:
     # with residual: weight of the mean squared residual |h - sentence|^2 added to the loss, pulling the text
     # vectors towards the encoder's own embedding (0: unregularised); the function-space form of L2-SP
     # (Li et al., 2018), so training adds to the encoder's ranking instead of replacing it
-    residual_weight: float = at_least(0.0, 0.0)
+    residual_weight: float = added(0.0, ge=0)
     temperature: float = positive(1.0)  # scores / temperature in the contrastive loss (1: raw dot products)
 
 
@@ -83,9 +83,10 @@ def distillation_data(ws: Workspace, cfg: TiedSettings, model, table: DocIdTable
             MarginCollator(ws.text_inputs(model), examples.doc_text, by_text, ws.settings.training.seed))
 
 
-def check_settings(ws: Workspace, cfg: TiedSettings) -> None:
-    """Before any stage runs: settings that only make sense together."""
-    model_extra(cfg)
+def check_settings(ws: Workspace | None, cfg: TiedSettings) -> None:
+    """Before any stage runs (and again when a model is built): settings that only make sense together."""
+    if cfg.residual_weight and not cfg.residual:
+        raise ValueError("tied.residual_weight regularises the residual form: set tied.residual=true with it")
 
 
 def check_distillation(ws: Workspace, cfg: TiedSettings) -> None:
@@ -128,8 +129,7 @@ def add_docids(new: NewDocuments) -> AddedDocids:
 
 
 def model_extra(cfg: TiedSettings) -> dict:
-    if cfg.residual_weight and not cfg.residual:
-        raise ValueError("tied.residual_weight regularises the residual form: set tied.residual=true with it")
+    check_settings(None, cfg)
     return {"tied_residual": cfg.residual, "tied_temperature": cfg.temperature,
             "tied_residual_weight": cfg.residual_weight}
 
