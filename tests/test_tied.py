@@ -219,6 +219,24 @@ def test_residual_weight_keeps_the_text_vectors_near_the_sentence_embedding(tiny
     assert free > 0.05
     assert held < 0.2 * free
 
+    # the distillation objective (tied-atomic-distill) carries the same penalty
+    from genir.training.objectives import tied_margin_mse_loss
+
+    def margin_loss(weight: float) -> tuple[float, dict]:
+        torch.manual_seed(0)
+        model = DocidSeq2Seq(ModelConfig(n_codes=1, backbone=tiny_bert, decoder_heads=2, decoder_ff=64,
+                                         dropout=0.0, extra={"tied_residual": True, "tied_residual_weight": weight}))
+        torch.nn.init.normal_(model.tied_proj.weight, std=0.1)  # a residual that is not 0 yet
+        q_mem, q_mask = model.encode_texts(queries[:4], 16)
+        d_mem, d_mask = model.encode_texts([d.text for d in docs[:8]], 16)
+        loss, logs = tied_margin_mse_loss(model, {"q_memory": q_mem, "q_mask": q_mask, "d_memory": d_mem,
+                                                  "d_mask": d_mask, "margin": torch.ones(4)})
+        return float(loss.detach()), logs
+
+    plain, _ = margin_loss(0.0)
+    weighted, logs = margin_loss(2.0)
+    assert logs["residual"] > 0 and weighted == pytest.approx(plain + 2.0 * logs["residual"], rel=1e-5)
+
 
 def test_residual_weight_without_the_residual_form_is_refused():
     from genir.methods.tied import TiedSettings, check_settings, model_extra

@@ -41,17 +41,22 @@ def tied_contrastive_loss(model, batch: dict[str, torch.Tensor], temperature: fl
     scores = h_q @ h_d.T / temperature
     group = h_d.shape[0] // h_q.shape[0]
     target = torch.arange(h_q.shape[0], device=scores.device) * group
-    loss = F.cross_entropy(scores, target)
-    logs = {}
-    weight = model.config.extra.get("tied_residual_weight", 0.0) if model.tied_residual else 0.0
-    if weight:  # tied.residual_weight: keep the text vectors near the encoder's sentence embedding
-        residual = torch.cat([h_q - model.sentence_vector(*q_memory), h_d - model.sentence_vector(*d_memory)])
-        penalty = residual.pow(2).sum(-1).mean()
-        loss = loss + weight * penalty
-        logs["residual"] = float(penalty.detach())
+    loss, logs = _with_residual_penalty(model, F.cross_entropy(scores, target), (h_q, q_memory), (h_d, d_memory))
     with torch.no_grad():
         acc = (scores.argmax(1) == target).float().mean()
     return loss, {"loss": float(loss.detach()), "acc": float(acc), **logs}
+
+
+def _with_residual_penalty(model, loss: torch.Tensor, *sides: tuple) -> tuple[torch.Tensor, dict[str, float]]:
+    """``tied.residual_weight``: the loss + weight x the mean squared residual |h - s|^2 over every text of
+    the batch (h: its vector, s: the encoder's sentence embedding), keeping the residual form near the
+    encoder it starts from. ``sides``: (vectors, (memory, mask)) pairs."""
+    weight = model.config.extra.get("tied_residual_weight", 0.0) if model.tied_residual else 0.0
+    if not weight:
+        return loss, {}
+    residual = torch.cat([h - model.sentence_vector(*memory) for h, memory in sides])
+    penalty = residual.pow(2).sum(-1).mean()
+    return loss + weight * penalty, {"residual": float(penalty.detach())}
 
 
 def tied_margin_mse_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
@@ -60,11 +65,13 @@ def tied_margin_mse_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.T
 
     Batch: ``q_*`` (B), ``d_*`` (2B: positive, negative per query), ``margin`` (B).
     """
-    h_q = model.first_hidden(*memory_of(model, batch, "q_"))
-    h_d = model.first_hidden(*memory_of(model, batch, "d_")).view(h_q.shape[0], 2, -1)
-    student = (h_q[:, None, :] * h_d).sum(-1)
-    loss = F.mse_loss(student[:, 0] - student[:, 1], batch["margin"])
-    return loss, {"loss": float(loss.detach())}
+    q_memory, d_memory = memory_of(model, batch, "q_"), memory_of(model, batch, "d_")
+    h_q, h_d = model.first_hidden(*q_memory), model.first_hidden(*d_memory)
+    pairs = h_d.view(h_q.shape[0], 2, -1)
+    student = (h_q[:, None, :] * pairs).sum(-1)
+    loss, logs = _with_residual_penalty(model, F.mse_loss(student[:, 0] - student[:, 1], batch["margin"]),
+                                        (h_q, q_memory), (h_d, d_memory))
+    return loss, {"loss": float(loss.detach()), **logs}
 
 
 def dense_contrastive_loss(model, batch: dict, scale: float = 20.0) -> tuple[torch.Tensor, dict[str, float]]:
