@@ -30,7 +30,7 @@ PREFIX = "step-"
 KEEP = 2  # the newest checkpoint and the one before it
 CHECKPOINT = re.compile(rf"{PREFIX}\d+")
 # a checkpoint, or what atomic_path left of an interrupted write of one
-LEFTOVER = re.compile(rf"{PREFIX}\d+({re.escape(TEMPORARY)}|{re.escape(PREVIOUS)})?")
+LEFTOVER = re.compile(rf"{CHECKPOINT.pattern}({re.escape(TEMPORARY)}|{re.escape(PREVIOUS)})?")
 
 
 class CheckpointError(ValueError):
