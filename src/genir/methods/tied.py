@@ -33,6 +33,10 @@ class TiedSettings:
     # vectors towards the encoder's own embedding (0: unregularised); the function-space form of L2-SP
     # (Li et al., 2018), so training adds to the encoder's ranking instead of replacing it
     residual_weight: float = added(0.0, ge=0)
+    # with residual, when searching: the learned residual times this scale (queries and documents alike), i.e.
+    # the residual's projection interpolated between its start (0: the encoder's dense ranking) and its trained
+    # weights (1): WiSE-FT (Wortsman et al., 2022), which trades in-distribution gains for robustness
+    residual_scale: float = added(1.0, ge=0, search=True)
     temperature: float = positive(1.0)  # scores / temperature in the contrastive loss (1: raw dot products)
 
 
@@ -87,6 +91,8 @@ def check_settings(ws: Workspace | None, cfg: TiedSettings) -> None:
     """Before any stage runs (and again when a model is built): settings that only make sense together."""
     if cfg.residual_weight and not cfg.residual:
         raise ValueError("tied.residual_weight regularises the residual form: set tied.residual=true with it")
+    if cfg.residual_scale != 1 and not cfg.residual:
+        raise ValueError("tied.residual_scale scales the residual form's residual: set tied.residual=true with it")
 
 
 def check_distillation(ws: Workspace, cfg: TiedSettings) -> None:
@@ -102,7 +108,7 @@ def open_searcher(req: SearchRequest) -> TiedAtomicSearcher:
     if req.docs is None:
         raise ValueError(f"{req.folder}: tied docids are encodings of the corpus; give the dataset to encode it")
     searcher = TiedAtomicSearcher(req.model, TiedAtomicIndex(req.model.tied_dim), mode=req.settings.mode,
-                                  name=req.name)
+                                  residual_scale=req.settings.residual_scale, name=req.name)
     searcher.add_documents(req.docs)
     return searcher
 

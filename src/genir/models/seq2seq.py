@@ -146,7 +146,8 @@ class DocidSeq2Seq(nn.Module):
         hidden = self.decoder(self.code_embed(prev), memory, memory_mask)
         return self.head(hidden)
 
-    def first_hidden(self, memory: torch.Tensor, memory_mask: torch.Tensor) -> torch.Tensor:
+    def first_hidden(self, memory: torch.Tensor, memory_mask: torch.Tensor,
+                     residual_scale: float = 1.0) -> torch.Tensor:
         """The decoder's last hidden state at the first decoding step (input: the start code), (B, d).
 
         Tied-Atomic's text vector: h_query and h_doc of Eq. 2 (differentiable; equals ``step`` from ``start``).
@@ -154,7 +155,8 @@ class DocidSeq2Seq(nn.Module):
         """
         start = self.code_embed.weight[self.bos].expand(memory.shape[0], 1, -1)
         hidden = self.decoder(start, memory, memory_mask)[:, 0]
-        return self.tied_output(hidden, self.sentence_vector(memory, memory_mask) if self.tied_residual else None)
+        return self.tied_output(hidden, self.sentence_vector(memory, memory_mask) if self.tied_residual else None,
+                                residual_scale)
 
     def sentence_vector(self, memory: torch.Tensor, memory_mask: torch.Tensor) -> torch.Tensor:
         """Mean of the encoder states over the text's tokens, unit length: MiniLM's own sentence embedding
@@ -162,10 +164,17 @@ class DocidSeq2Seq(nn.Module):
         m = memory_mask.to(memory.dtype)[..., None]
         return F.normalize((memory * m).sum(1) / m.sum(1).clamp(min=1e-9), dim=-1)
 
-    def tied_output(self, hidden: torch.Tensor, sentence: torch.Tensor | None) -> torch.Tensor:
+    def tied_output(self, hidden: torch.Tensor, sentence: torch.Tensor | None,
+                    residual_scale: float = 1.0) -> torch.Tensor:
         """Tied-Atomic's vector from a first-step decoder state: the state itself, or (``tied_residual``)
-        the sentence embedding plus the projected state (0 before training)."""
-        return hidden if sentence is None else sentence + self.tied_proj(hidden)
+        the sentence embedding plus the projected state (0 before training), scaled by ``residual_scale``.
+
+        The scale is the projection's weights interpolated between their start (0) and their trained values:
+        WiSE-FT (Wortsman et al., 2022) on the one layer that carries the residual; 1 is the trained model."""
+        if sentence is None:
+            return hidden
+        residual = self.tied_proj(hidden)
+        return sentence + (residual if residual_scale == 1 else residual_scale * residual)
 
     @property
     def tied_dim(self) -> int:

@@ -101,8 +101,9 @@ class TiedAtomicIndex:
 class TiedGenerativeView:
     """A DocidSeq2Seq whose output layer is the document vectors: generative search, Tied-Atomic Eq. 1-2."""
 
-    def __init__(self, model, doc_vectors: torch.Tensor):
+    def __init__(self, model, doc_vectors: torch.Tensor, residual_scale: float = 1.0):
         self.model, self.doc_vectors, self.bos = model, doc_vectors, model.bos
+        self.residual_scale = residual_scale
 
     def eval(self):
         self.model.eval()
@@ -121,7 +122,7 @@ class TiedGenerativeView:
     def step(self, state, prev_codes):
         inner, sentence = state
         hidden, inner = self.model.decoder.step(inner, self.model.code_embed(prev_codes))
-        logits = self.model.tied_output(hidden, sentence) @ self.doc_vectors.T
+        logits = self.model.tied_output(hidden, sentence, self.residual_scale) @ self.doc_vectors.T
         # the end-of-docid output exists in the trie's numbering but atomic docids never use it
         return torch.cat([logits, torch.full_like(logits[:, :1], float("-inf"))], 1), (inner, sentence)
 
@@ -131,13 +132,16 @@ class TiedGenerativeView:
 
 
 class TiedAtomicSearcher(Searcher):
-    """``mode="dense"`` (faiss) or ``"generative"`` (one constrained decoding step over tied docids)."""
+    """``mode="dense"`` (faiss) or ``"generative"`` (one constrained decoding step over tied docids).
+
+    ``residual_scale`` (residual form only) scales the learned residual of queries and documents alike."""
 
     def __init__(self, model, index: TiedAtomicIndex, mode: str = "dense", batch_size: int = 64,
-                 name: str = "tied-atomic", doc_max_length: int | None = None):
+                 name: str = "tied-atomic", doc_max_length: int | None = None, residual_scale: float = 1.0):
         if mode not in ("dense", "generative"):
             raise ValueError("mode must be 'dense' or 'generative'")
         self.model, self.index, self.mode, self.batch_size, self.name = model.eval(), index, mode, batch_size, name
+        self.residual_scale = residual_scale
         self.doc_max_length = doc_max_length or model.config.doc_max_length
         self._generative = None  # a GenerativeSearcher over the current vectors, rebuilt when the index changes
 
@@ -146,7 +150,7 @@ class TiedAtomicSearcher(Searcher):
         out = []
         for s in range(0, len(texts), self.batch_size):
             memory, mask = self.model.encode_texts(texts[s: s + self.batch_size], max_length)
-            out.append(self.model.first_hidden(memory, mask).float().cpu().numpy())
+            out.append(self.model.first_hidden(memory, mask, self.residual_scale).float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, self.index.dim), np.float32)
 
     def add_documents(self, docs: list[Document]) -> None:
@@ -168,7 +172,7 @@ class TiedAtomicSearcher(Searcher):
             ids = self.index.doc_ids()
             vectors = torch.from_numpy(self.index.matrix()).to(self.model.code_embed.weight.device)
             table = atomic_docids(ids)
-            view = TiedGenerativeView(self.model, vectors)
+            view = TiedGenerativeView(self.model, vectors, self.residual_scale)
             self._generative = GenerativeSearcher(view, table, beam=1, batch_size=self.batch_size,
                                                   normalize=False, trie=PrefixTree(table), name=self.name)
         return self._generative
