@@ -244,3 +244,56 @@ def test_residual_weight_without_the_residual_form_is_refused():
     with pytest.raises(ValueError, match="tied.residual=true"):  # before any stage runs
         check_settings(None, TiedSettings(residual_weight=1.0))
     assert model_extra(TiedSettings(residual=True, residual_weight=1.0))["tied_residual_weight"] == 1.0
+
+
+def test_residual_scale_interpolates_between_the_encoder_and_the_trained_model(tiny_bert):
+    """tied.residual_scale (search only): every text vector is sentence + scale x residual, for queries and
+    documents alike; 0 ranks as the encoder's dense retriever, 1 as the trained model; both modes agree."""
+    torch.manual_seed(0)
+    model = DocidSeq2Seq(ModelConfig(n_codes=1, backbone=tiny_bert, decoder_heads=2, decoder_ff=64,
+                                     extra={"tied_residual": True})).eval()
+    torch.nn.init.normal_(model.tied_proj.weight, std=0.2)  # a trained residual: not 0
+    docs = _docs(40, seed=4)
+    texts = [d.full_text for d in docs]
+    with torch.no_grad():
+        mem, mask = model.encode_texts(texts, model.config.doc_max_length)
+        sentence = model.sentence_vector(mem, mask).numpy()
+        full = model.first_hidden(mem, mask).numpy()
+
+    def searcher(scale: float, mode: str = "dense") -> TiedAtomicSearcher:
+        s = TiedAtomicSearcher(model, TiedAtomicIndex(model.tied_dim), mode=mode, residual_scale=scale)
+        s.add_documents(docs)
+        return s
+
+    for scale in (0.0, 0.5, 1.0):
+        dense = searcher(scale)
+        np.testing.assert_allclose(dense.index.matrix(), sentence + scale * (full - sentence), rtol=1e-4, atol=1e-5)
+        q = dense.encode(list(QUERIES.values()), model.config.query_max_length)
+        with torch.no_grad():
+            q_mem, q_mask = model.encode_texts(list(QUERIES.values()), model.config.query_max_length)
+            q_sentence, q_full = model.sentence_vector(q_mem, q_mask).numpy(), model.first_hidden(q_mem, q_mask).numpy()
+        np.testing.assert_allclose(q, q_sentence + scale * (q_full - q_sentence), rtol=1e-4, atol=1e-5)
+        generative = searcher(scale, "generative")
+        rd, rg = dense.batch_search(QUERIES, 10), generative.batch_search(QUERIES, 10)
+        for name in QUERIES:
+            np.testing.assert_allclose([h.score for h in rd[name]], [h.score for h in rg[name]], rtol=1e-4, atol=1e-5)
+    # the scale changes the ranking (the residual is not 0), so a test above could not pass by ignoring it
+    top = {scale: [h.doc_id for h in searcher(scale).batch_search(QUERIES, 10)["a"]] for scale in (0.0, 1.0)}
+    assert top[0.0] != top[1.0]
+
+
+def test_residual_scale_is_a_search_setting_refused_without_the_residual_form():
+    from genir.methods import make_settings
+    from genir.methods.tied import TiedSettings, check_settings
+    from genir.stages import method_fingerprint
+
+    with pytest.raises(ValueError, match="tied.residual=true"):
+        check_settings(None, TiedSettings(residual_scale=0.5))
+    settings = make_settings()
+    settings.tied.residual = True
+    before = method_fingerprint(settings, "tied", {})
+    assert "tied.residual_scale" not in before.search  # folders made before it stay valid
+    settings.tied.residual_scale = 0.5
+    after = method_fingerprint(settings, "tied", {})
+    # only the search part changes: the trained model is reused, the ranking recomputed
+    assert after.train == before.train and after.search["tied.residual_scale"] == 0.5
