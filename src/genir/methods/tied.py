@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from genir.distributed import is_main
 from genir.docids import DocIdTable, PrefixTree, atomic_docids
 from genir.methods.base import AddedDocids, Method, NewDocuments, SearchRequest, Trained
 from genir.search.tied import TiedAtomicIndex, TiedAtomicSearcher
@@ -108,7 +109,8 @@ def open_searcher(req: SearchRequest) -> TiedAtomicSearcher:
     if req.docs is None:
         raise ValueError(f"{req.folder}: tied docids are encodings of the corpus; give the dataset to encode it")
     searcher = TiedAtomicSearcher(req.model, TiedAtomicIndex(req.model.tied_dim), mode=req.settings.mode,
-                                  residual_scale=req.settings.residual_scale, name=req.name)
+                                  residual_scale=req.settings.residual_scale, name=req.name,
+                                  show_progress=is_main())
     searcher.add_documents(req.docs)
     return searcher
 

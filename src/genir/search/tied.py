@@ -18,6 +18,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from genir.data.collection import Document
 from genir.distributed import map_rows
@@ -137,18 +138,21 @@ class TiedAtomicSearcher(Searcher):
     ``residual_scale`` (residual form only) scales the learned residual of queries and documents alike."""
 
     def __init__(self, model, index: TiedAtomicIndex, mode: str = "dense", batch_size: int = 64,
-                 name: str = "tied-atomic", doc_max_length: int | None = None, residual_scale: float = 1.0):
+                 name: str = "tied-atomic", doc_max_length: int | None = None, residual_scale: float = 1.0,
+                 show_progress: bool = False):
         if mode not in ("dense", "generative"):
             raise ValueError("mode must be 'dense' or 'generative'")
         self.model, self.index, self.mode, self.batch_size, self.name = model.eval(), index, mode, batch_size, name
-        self.residual_scale = residual_scale
+        self.residual_scale, self.show_progress = residual_scale, show_progress
         self.doc_max_length = doc_max_length or model.config.doc_max_length
         self._generative = None  # a GenerativeSearcher over the current vectors, rebuilt when the index changes
 
     @torch.inference_mode()
-    def encode(self, texts: list[str], max_length: int) -> np.ndarray:
+    def encode(self, texts: list[str], max_length: int, desc: str | None = None) -> np.ndarray:
+        """Text vectors; with ``desc`` (and ``show_progress``) a progress bar of that name."""
         out = []
-        for s in range(0, len(texts), self.batch_size):
+        starts = range(0, len(texts), self.batch_size)
+        for s in tqdm(starts, desc=desc, disable=not (desc and self.show_progress) or len(starts) < 2, leave=False):
             memory, mask = self.model.encode_texts(texts[s: s + self.batch_size], max_length)
             out.append(self.model.first_hidden(memory, mask, self.residual_scale).float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, self.index.dim), np.float32)
@@ -157,7 +161,8 @@ class TiedAtomicSearcher(Searcher):
         """Index new documents by encoding them: no retraining (the point of tying). Under several
         processes every rank calls this with the same documents: each encodes a shard, all get every vector."""
         texts = [d.full_text for d in docs]
-        vectors = map_rows(lambda rows: torch.from_numpy(self.encode(list(rows), self.doc_max_length)), texts)
+        desc = f"encode documents ({self.name})"
+        vectors = map_rows(lambda rows: torch.from_numpy(self.encode(list(rows), self.doc_max_length, desc)), texts)
         self.index.add([d.id for d in docs], vectors.numpy() if torch.is_tensor(vectors) else vectors)
         self._generative = None
 
