@@ -38,6 +38,10 @@ class TiedSettings:
     # the residual's projection interpolated between its start (0: the encoder's dense ranking) and its trained
     # weights (1): WiSE-FT (Wortsman et al., 2022), which trades in-distribution gains for robustness
     residual_scale: float = added(1.0, ge=0, search=True)
+    # with residual: false keeps every query at the encoder's sentence embedding, so only documents learn a
+    # residual (their vectors move towards the queries that judge them; an unseen query meets the encoder
+    # it was pretrained for). bench/residual_parts.py measures the two sides apart
+    query_residual: bool = added(True)
     temperature: float = positive(1.0)  # scores / temperature in the contrastive loss (1: raw dot products)
 
 
@@ -92,6 +96,9 @@ def check_settings(ws: Workspace | None, cfg: TiedSettings) -> None:
     """Before any stage runs (and again when a model is built): settings that only make sense together."""
     if cfg.residual_weight and not cfg.residual:
         raise ValueError("tied.residual_weight regularises the residual form: set tied.residual=true with it")
+    if not cfg.query_residual and not cfg.residual:
+        raise ValueError("tied.query_residual=false leaves queries without the residual form's residual: "
+                         "set tied.residual=true with it")
     if cfg.residual_scale != 1 and not cfg.residual:
         raise ValueError("tied.residual_scale scales the residual form's residual: set tied.residual=true with it")
 
@@ -139,7 +146,7 @@ def add_docids(new: NewDocuments) -> AddedDocids:
 def model_extra(cfg: TiedSettings) -> dict:
     check_settings(None, cfg)
     return {"tied_residual": cfg.residual, "tied_temperature": cfg.temperature,
-            "tied_residual_weight": cfg.residual_weight}
+            "tied_residual_weight": cfg.residual_weight, "tied_query_residual": cfg.query_residual}
 
 
 _DOCIDS = "atomic, tied to the model's own document encodings (Eq. 2)"

@@ -92,6 +92,8 @@ class DocidSeq2Seq(nn.Module):
         # Tied-Atomic, residual form: the text vector is the encoder's sentence embedding plus a learned
         # residual of the decoder state that starts at 0 (never below the encoder as a dense retriever)
         self.tied_residual = bool(config.extra.get("tied_residual"))
+        # residual form, tied.query_residual=false: queries keep the sentence embedding, documents learn a residual
+        self.tied_query_residual = bool(config.extra.get("tied_query_residual", True))
         if self.tied_residual:
             self.tied_proj = nn.Linear(d, self.d_model)
             nn.init.zeros_(self.tied_proj.weight)
@@ -153,10 +155,23 @@ class DocidSeq2Seq(nn.Module):
         Tied-Atomic's text vector: h_query and h_doc of Eq. 2 (differentiable; equals ``step`` from ``start``).
         With ``tied_residual`` it is ``tied_output`` of that state: the sentence embedding plus a residual.
         """
+        if self.tied_residual and residual_scale == 0:  # the sentence embedding alone: no decoder pass
+            return self.sentence_vector(memory, memory_mask)
         start = self.code_embed.weight[self.bos].expand(memory.shape[0], 1, -1)
         hidden = self.decoder(start, memory, memory_mask)[:, 0]
         return self.tied_output(hidden, self.sentence_vector(memory, memory_mask) if self.tied_residual else None,
                                 residual_scale)
+
+    def query_vector(self, memory: torch.Tensor, memory_mask: torch.Tensor,
+                     residual_scale: float = 1.0) -> torch.Tensor:
+        """Tied-Atomic's query vector: ``first_hidden``, or (residual form without a query residual) the
+        encoder's sentence embedding alone, with no decoder pass."""
+        return self.first_hidden(memory, memory_mask, residual_scale * self.query_residual_scale)
+
+    @property
+    def query_residual_scale(self) -> float:
+        """1, or 0 where queries carry no residual (the residual form with ``tied_query_residual`` off)."""
+        return 0.0 if self.tied_residual and not self.tied_query_residual else 1.0
 
     def sentence_vector(self, memory: torch.Tensor, memory_mask: torch.Tensor) -> torch.Tensor:
         """Mean of the encoder states over the text's tokens, unit length: MiniLM's own sentence embedding

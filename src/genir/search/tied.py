@@ -104,7 +104,7 @@ class TiedGenerativeView:
 
     def __init__(self, model, doc_vectors: torch.Tensor, residual_scale: float = 1.0):
         self.model, self.doc_vectors, self.bos = model, doc_vectors, model.bos
-        self.residual_scale = residual_scale
+        self.residual_scale = residual_scale * model.query_residual_scale  # the query side's
 
     def eval(self):
         self.model.eval()
@@ -148,13 +148,14 @@ class TiedAtomicSearcher(Searcher):
         self._generative = None  # a GenerativeSearcher over the current vectors, rebuilt when the index changes
 
     @torch.inference_mode()
-    def encode(self, texts: list[str], max_length: int, desc: str | None = None) -> np.ndarray:
-        """Text vectors; with ``desc`` (and ``show_progress``) a progress bar of that name."""
+    def encode(self, texts: list[str], max_length: int, desc: str | None = None, queries: bool = False) -> np.ndarray:
+        """Document (or ``queries``) vectors; with ``desc`` (and ``show_progress``) a progress bar of that name."""
+        vector = self.model.query_vector if queries else self.model.first_hidden
         out = []
         starts = range(0, len(texts), self.batch_size)
         for s in tqdm(starts, desc=desc, disable=not (desc and self.show_progress) or len(starts) < 2, leave=False):
             memory, mask = self.model.encode_texts(texts[s: s + self.batch_size], max_length)
-            out.append(self.model.first_hidden(memory, mask, self.residual_scale).float().cpu().numpy())
+            out.append(vector(memory, mask, self.residual_scale).float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, self.index.dim), np.float32)
 
     def add_documents(self, docs: list[Document]) -> None:
@@ -188,7 +189,7 @@ class TiedAtomicSearcher(Searcher):
             searcher = self._generative_parts()
             searcher.beam = min(k, len(self.index))  # one step: the beam is the top-k
             return searcher.batch_search(queries, k)
-        vectors = self.encode([queries[q] for q in qids], self.model.config.query_max_length)
+        vectors = self.encode([queries[q] for q in qids], self.model.config.query_max_length, queries=True)
         scores, docs = self.index.search(vectors, k)
         return {q: [Hit(d, float(s)) for d, s in zip(docs[i], scores[i].tolist(), strict=False)]
                 for i, q in enumerate(qids)}
