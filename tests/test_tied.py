@@ -297,3 +297,50 @@ def test_residual_scale_is_a_search_setting_refused_without_the_residual_form():
     after = method_fingerprint(settings, "tied", {})
     # only the search part changes: the trained model is reused, the ranking recomputed
     assert after.train == before.train and after.search["tied.residual_scale"] == 0.5
+
+
+def test_without_a_query_residual_queries_keep_the_sentence_embedding(tiny_bert):
+    """tied.query_residual=false: a query's vector is the encoder's sentence embedding (in training and in
+    both search modes), a document's is sentence + residual; the penalty is the documents' mean."""
+    from genir.methods.tied import TiedSettings, check_settings
+    from genir.training.objectives import tied_contrastive_loss
+
+    with pytest.raises(ValueError, match="tied.residual=true"):
+        check_settings(None, TiedSettings(query_residual=False))
+    torch.manual_seed(0)
+    model = DocidSeq2Seq(ModelConfig(n_codes=1, backbone=tiny_bert, decoder_heads=2, decoder_ff=64, dropout=0.0,
+                                     extra={"tied_residual": True, "tied_query_residual": False,
+                                            "tied_residual_weight": 1.0})).eval()
+    torch.nn.init.normal_(model.tied_proj.weight, std=0.2)  # a trained residual: not 0
+    docs = _docs(40, seed=5)
+    texts = list(QUERIES.values())
+    with torch.no_grad():
+        q_mem, q_mask = model.encode_texts(texts, model.config.query_max_length)
+        d_mem, d_mask = model.encode_texts([d.full_text for d in docs], model.config.doc_max_length)
+        q_sentence, d_sentence = model.sentence_vector(q_mem, q_mask), model.sentence_vector(d_mem, d_mask)
+        d_full = model.first_hidden(d_mem, d_mask)
+    assert (d_full - d_sentence).norm(dim=-1).min() > 1e-3  # documents do carry a residual
+    for scale in (1.0, 0.5):
+        dense = TiedAtomicSearcher(model, TiedAtomicIndex(model.tied_dim), mode="dense", residual_scale=scale)
+        dense.add_documents(docs)
+        np.testing.assert_allclose(dense.encode(texts, model.config.query_max_length, queries=True),
+                                   q_sentence.numpy(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(dense.index.matrix(), (d_sentence + scale * (d_full - d_sentence)).numpy(),
+                                   rtol=1e-4, atol=1e-5)
+        generative = TiedAtomicSearcher(model, dense.index, mode="generative", residual_scale=scale)
+        rd, rg = dense.batch_search(QUERIES, 10), generative.batch_search(QUERIES, 10)
+        for i, name in enumerate(QUERIES):
+            expected = torch.topk(q_sentence[i] @ torch.from_numpy(dense.index.matrix()).T, 10).values.numpy()
+            np.testing.assert_allclose([h.score for h in rd[name]], expected, rtol=1e-4, atol=1e-5)
+            np.testing.assert_allclose([h.score for h in rg[name]], expected, rtol=1e-4, atol=1e-5)
+    # training: the query side is the sentence embedding; the penalty is the documents' mean squared residual
+    model.train()
+    batch = {"q_memory": q_mem[:2], "q_mask": q_mask[:2], "d_memory": d_mem[:2], "d_mask": d_mask[:2]}
+    loss, logs = tied_contrastive_loss(model, batch)
+    with torch.no_grad():
+        d_res = (model.first_hidden(d_mem[:2], d_mask[:2]) - d_sentence[:2]).pow(2).sum(-1).mean()
+        scores = q_sentence[:2] @ model.first_hidden(d_mem[:2], d_mask[:2]).T / model.config.extra.get(
+            "tied_temperature", 1.0)
+        expected = torch.nn.functional.cross_entropy(scores, torch.arange(2)) + d_res
+    assert logs["residual"] == pytest.approx(float(d_res), rel=1e-4)
+    assert float(loss.detach()) == pytest.approx(float(expected), rel=1e-4)
