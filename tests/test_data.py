@@ -299,3 +299,6 @@ def test_a_setting_added_since_keeps_older_folders_valid_at_its_default():
     assert "tied.residual_weight" not in method_fingerprint(settings, "tied", {}).train
     settings.tied.residual_weight = 1.0
     assert method_fingerprint(settings, "tied", {}).train["tied.residual_weight"] == 1.0
+    assert "tied.query_residual" not in method_fingerprint(settings, "tied", {}).train
+    settings.tied.query_residual = False
+    assert method_fingerprint(settings, "tied", {}).train["tied.query_residual"] is False
