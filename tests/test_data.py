@@ -302,3 +302,32 @@ def test_a_setting_added_since_keeps_older_folders_valid_at_its_default():
     assert "tied.query_residual" not in method_fingerprint(settings, "tied", {}).train
     settings.tied.query_residual = False
     assert method_fingerprint(settings, "tied", {}).train["tied.query_residual"] is False
+
+
+def test_a_whole_float_setting_matches_its_int_default_in_a_stage_record():
+    """training.epochs defaults to 30 (an int) and reads 30.0 once ``--set training.seed=1`` rebuilds its
+    group: the same setting, so a folder made either way is reused, not retrained; 31 still differs."""
+    from genir.methods import make_settings
+    from genir.stages import Stage, method_fingerprint
+
+    plain = make_settings()
+    with_set = make_settings()
+    with_set.set("training.seed", "0")  # as --set does
+    fp_plain, fp_set = method_fingerprint(plain, "tied", {}), method_fingerprint(with_set, "tied", {})
+    assert repr(fp_plain.train["training.epochs"]) != repr(fp_set.train["training.epochs"])  # 30 vs 30.0
+    assert fp_plain.hash == fp_set.hash
+
+    def stage(fp, folder):
+        return Stage("tied-atomic", folder / "stage.json", [folder], [], fp)
+
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        stage(fp_plain, folder).start()
+        assert stage(fp_set, folder).differences() == ([], [])
+        other = make_settings()
+        other.set("training.epochs", "31")
+        train, _ = stage(method_fingerprint(other, "tied", {}), folder).differences()
+        assert train == ["training.epochs = 30 there, 31.0 now"]

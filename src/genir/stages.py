@@ -43,8 +43,24 @@ def flat_settings(settings: Settings, groups: list[str]) -> tuple[dict[str, Any]
     return train, search
 
 
+def _canonical(value: Any) -> Any:
+    """A whole float as its int (30.0 -> 30), in lists and dicts too: a float setting whose default is
+    written 30 reads 30.0 once its group is rebuilt by ``--set``, and the two are the same setting."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _canonical(v) for k, v in value.items()}
+    return value
+
+
+def _json(value: Any) -> str:
+    return json.dumps(_canonical(value), sort_keys=True, default=str)
+
+
 def short_hash(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return hashlib.sha256(_json(obj).encode()).hexdigest()[:12]
 
 
 @dataclass
@@ -91,7 +107,7 @@ def _differences(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]
             out.append(f"{key} = {recorded[key]!r} there, not a setting now")
         elif key not in recorded:
             out.append(f"{key} not recorded there, {current[key]!r} now")
-        elif json.dumps(recorded[key], default=str) != json.dumps(current[key], default=str):
+        elif _json(recorded[key]) != _json(current[key]):
             out.append(f"{key} = {recorded[key]!r} there, {current[key]!r} now")
     return out
 
