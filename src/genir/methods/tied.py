@@ -117,7 +117,7 @@ def open_searcher(req: SearchRequest) -> TiedAtomicSearcher:
         raise ValueError(f"{req.folder}: tied docids are encodings of the corpus; give the dataset to encode it")
     searcher = TiedAtomicSearcher(req.model, TiedAtomicIndex(req.model.tied_dim), mode=req.settings.mode,
                                   residual_scale=req.settings.residual_scale, name=req.name,
-                                  show_progress=is_main())
+                                  show_progress=req.show_progress and is_main())
     searcher.add_documents(req.docs)
     return searcher
 
