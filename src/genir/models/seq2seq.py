@@ -188,8 +188,7 @@ class DocidSeq2Seq(nn.Module):
         WiSE-FT (Wortsman et al., 2022) on the one layer that carries the residual; 1 is the trained model."""
         if sentence is None:
             return hidden
-        residual = self.tied_proj(hidden)
-        return sentence + (residual if residual_scale == 1 else residual_scale * residual)
+        return sentence + residual_scale * self.tied_proj(hidden)  # x 1.0 is exact: the trained model as is
 
     @property
     def tied_dim(self) -> int:
