@@ -304,7 +304,7 @@ def test_a_setting_added_since_keeps_older_folders_valid_at_its_default():
     assert method_fingerprint(settings, "tied", {}).train["tied.query_residual"] is False
 
 
-def test_a_whole_float_setting_matches_its_int_default_in_a_stage_record():
+def test_a_whole_float_setting_matches_its_int_default_in_a_stage_record(tmp_path):
     """training.epochs defaults to 30 (an int) and reads 30.0 once ``--set training.seed=1`` rebuilds its
     group: the same setting, so a folder made either way is reused, not retrained; 31 still differs."""
     from genir.methods import make_settings
@@ -320,14 +320,9 @@ def test_a_whole_float_setting_matches_its_int_default_in_a_stage_record():
     def stage(fp, folder):
         return Stage("tied-atomic", folder / "stage.json", [folder], [], fp)
 
-    import tempfile
-    from pathlib import Path
-
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        stage(fp_plain, folder).start()
-        assert stage(fp_set, folder).differences() == ([], [])
-        other = make_settings()
-        other.set("training.epochs", "31")
-        train, _ = stage(method_fingerprint(other, "tied", {}), folder).differences()
-        assert train == ["training.epochs = 30 there, 31.0 now"]
+    stage(fp_plain, tmp_path).start()
+    assert stage(fp_set, tmp_path).differences() == ([], [])
+    other = make_settings()
+    other.set("training.epochs", "31")
+    train, _ = stage(method_fingerprint(other, "tied", {}), tmp_path).differences()
+    assert train == ["training.epochs = 30 there, 31.0 now"]
