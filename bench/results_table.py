@@ -1,6 +1,7 @@
 """One table from run folders: every row's nDCG@10 on SciFact full / seen / unseen, R@100, and Cranfield
 nDCG@10 / R@100, each cell read from the ``report.json`` of the run that measured it, with the command
-that reproduces the row. Rows measured over several seeds show mean +- spread (half the range).
+that reproduces the row. Rows measured over several seeds show mean +- spread (half the range); the seeds
+column counts the runs behind each collection's cells (SciFact; Cranfield).
 
     python bench/results_table.py bench/results_rows.json > table.md
 
@@ -52,7 +53,7 @@ def main() -> None:
     for row in rows:
         sci = cells(row.get("scifact"), base, ["full", "seen", "unseen"])
         cran = cells(row.get("cranfield"), base, ["full"])
-        seeds = max(len((row.get(d) or {}).get("runs", [])) for d in ("scifact", "cranfield"))
+        seeds = "; ".join(str(len(row[d]["runs"])) if row.get(d) else "-" for d in ("scifact", "cranfield"))
         out.append(f"| {row['label']} | " + " | ".join(sci + cran) + f" | {seeds} | {row.get('command', '')} |")
     print("\n".join(out))
 
