@@ -121,7 +121,8 @@ def run(
         help="hold this share of documents out of training; report them as the 'new-docs' subset")] = None,
     tied_mode: Annotated[str | None, typer.Option(help="tied-atomic search: generative or dense")] = None,
     teacher_scores: Annotated[str | None, typer.Option(
-        help="tied-atomic-distill: teacher scores, TSV query_id<TAB>doc_id<TAB>score or a TREC run")] = None,
+        help="tied-atomic-distill: teacher scores, TSV query_id<TAB>doc_id<TAB>score or a TREC run; or "
+             "dense+bm25 (genir's own teacher: the dense encoder's cosine + tied.teacher_bm25 x BM25)")] = None,
     out: Annotated[str | None, typer.Option(help="report folder (a second run with it resumes)")] = None,
     seed: Annotated[int | None, typer.Option()] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help=(

@@ -26,7 +26,12 @@ class TiedSettings:
     mode: str = choice("generative", "generative", "dense", search=True)  # docid vectors as the output layer | faiss
     negatives: int = 3  # BM25 negatives per query (plus in-batch negatives)
     negative_depth: int = at_least(30, 1)  # negatives are sampled from BM25's top-k
-    teacher_scores: str | None = None  # tied-atomic-distill: TSV query_id, doc_id, score (or a TREC run)
+    # tied-atomic-distill: TSV query_id, doc_id, score (or a TREC run) for training queries; or "dense+bm25",
+    # genir's own teacher (genir.search.teacher: the dense encoder's cosine + teacher_bm25 x normalised BM25),
+    # which scores every training text, pseudo-queries too (GPL's recipe with this teacher)
+    teacher_scores: str | None = None
+    teacher_bm25: float = added(0.3, ge=0)  # "dense+bm25": BM25's share (alpha; bench/hybrid_teacher.py)
+    teacher_depth: int = added(50, ge=2)  # "dense+bm25": candidates per text from each ranking
     # the text vector as the encoder's sentence embedding + a learned residual of the decoder state (0 at
     # the start): before training the model ranks as its encoder does as a dense retriever
     residual: bool = False
@@ -54,8 +59,7 @@ def contrastive_data(ws: Workspace, cfg: TiedSettings, model, table: DocIdTable,
     model, when the searcher opens (the tied output layer; its cost is the report's ``index_seconds``).
     Training never needs the whole matrix: its negatives are BM25's, fixed before training."""
     examples = ws.examples()
-    pairs = [(t, d) for t, d, kind in examples.examples
-             if kind == "retrieval" or (kind == "indexing" and t != examples.doc_text.get(d))]
+    pairs = training_pairs(examples)
     query_texts = sorted({t for t, _ in pairs})
     ranked = ws.bm25().batch_search({str(t): examples.texts[t] for t in query_texts}, cfg.negative_depth)
     index = {d: i for i, d in enumerate(table.doc_ids)}
@@ -71,11 +75,24 @@ def contrastive_data(ws: Workspace, cfg: TiedSettings, model, table: DocIdTable,
     return ContrastiveDataset(pairs), collate
 
 
+BUILTIN_TEACHER = "dense+bm25"
+
+
+def training_pairs(examples) -> list[tuple[int, int]]:
+    """(text, positive document): training queries and pseudo-queries (not a document's own leading text)."""
+    return [(t, d) for t, d, kind in examples.examples
+            if kind == "retrieval" or (kind == "indexing" and t != examples.doc_text.get(d))]
+
+
 def distillation_data(ws: Workspace, cfg: TiedSettings, model, table: DocIdTable, trie: PrefixTree):
-    """Margin-MSE data: training queries whose positive and at least one other document carry teacher
-    scores (``tied.teacher_scores``: TSV query_id, doc_id, score, or a TREC run)."""
+    """Margin-MSE data. From a file (``tied.teacher_scores``: TSV query_id, doc_id, score, or a TREC run):
+    training queries whose positive and at least one other document carry teacher scores. From genir's own
+    teacher (``dense+bm25``): every training text, scored over its candidates as it is made."""
     if not cfg.teacher_scores:
-        raise ValueError("tied-atomic-distill needs --teacher-scores FILE (query_id, doc_id, score)")
+        raise ValueError(f"tied-atomic-distill needs --teacher-scores FILE (query_id, doc_id, score) "
+                         f"or --teacher-scores {BUILTIN_TEACHER}")
+    if cfg.teacher_scores == BUILTIN_TEACHER:
+        return builtin_distillation_data(ws, cfg, model)
     coll = ws.collection
     teacher = read_teacher_scores(cfg.teacher_scores, coll.queries, coll.corpus)
     examples = ws.examples()
@@ -88,6 +105,26 @@ def distillation_data(ws: Workspace, cfg: TiedSettings, model, table: DocIdTable
              if kind == "retrieval" and d in by_text.get(t, {}) and len(by_text[t]) > 1]
     if not pairs:
         raise ValueError("no training query has teacher scores for its positive and another document")
+    return (ContrastiveDataset(pairs),
+            MarginCollator(ws.text_inputs(model), examples.doc_text, by_text, ws.settings.training.seed))
+
+
+def builtin_distillation_data(ws: Workspace, cfg: TiedSettings, model):
+    """Every training pair of the contrastive recipe (queries and pseudo-queries), its text scored by the
+    dense+BM25 teacher over its candidates and its positive; held-out ("new") documents stay out."""
+    from genir.search.teacher import dense_bm25_scores
+
+    examples = ws.examples()
+    pairs = [(t, d) for t, d in training_pairs(examples) if d in examples.doc_text]
+    text_ids = sorted({t for t, _ in pairs})
+    positives: dict[int, set[int]] = {}
+    for t, d in pairs:
+        positives.setdefault(t, set()).add(d)
+    scores = dense_bm25_scores(ws.bm25(), ws.dense_encoder(), ws.doc_embeddings(),
+                               [examples.texts[t] for t in text_ids], cfg.teacher_bm25, cfg.teacher_depth,
+                               keep=[positives[t] for t in text_ids], show_progress=is_main())
+    by_text = {t: {d: s for d, s in row.items() if d in examples.doc_text}
+               for t, row in zip(text_ids, scores, strict=True)}
     return (ContrastiveDataset(pairs),
             MarginCollator(ws.text_inputs(model), examples.doc_text, by_text, ws.settings.training.seed))
 
@@ -107,8 +144,10 @@ def check_distillation(ws: Workspace, cfg: TiedSettings) -> None:
     """Before any stage runs: the teacher scores are given and read (file and line on a bad one)."""
     check_settings(ws, cfg)
     if not cfg.teacher_scores:
-        raise ValueError("tied-atomic-distill needs --teacher-scores FILE (query_id, doc_id, score)")
-    read_teacher_scores(cfg.teacher_scores, ws.collection.queries, ws.collection.corpus)
+        raise ValueError(f"tied-atomic-distill needs --teacher-scores FILE (query_id, doc_id, score) "
+                         f"or --teacher-scores {BUILTIN_TEACHER}")
+    if cfg.teacher_scores != BUILTIN_TEACHER:
+        read_teacher_scores(cfg.teacher_scores, ws.collection.queries, ws.collection.corpus)
 
 
 def open_searcher(req: SearchRequest) -> TiedAtomicSearcher:
