@@ -98,6 +98,28 @@ def test_contrastive_training_separates_positives(tiny_bert):
     assert np.mean([x for _, x in trainer.history[-5:]]) < 0.5 * np.mean([x for _, x in trainer.history[:5]])
 
 
+def _scifact_slice(tmp_path, shared_datasets):
+    """30 SciFact training and 10 test queries over a 150-document slice (their judged documents + 120)."""
+    import json
+
+    from genir.data import load_dataset
+
+    c = load_dataset("scifact", shared_datasets)
+    train = dict(list(c.qrels["train"].items())[:30])
+    test = dict(list(c.qrels["test"].items())[:10])
+    keep = sorted({d for r in (*train.values(), *test.values()) for d in r} | set(c.doc_ids[:120]))
+    folder = tmp_path / "slice"
+    (folder / "qrels").mkdir(parents=True)
+    (folder / "corpus.jsonl").write_text("".join(json.dumps({"_id": d, "text": c.corpus[d].full_text}) + "\n"
+                                                 for d in keep))
+    (folder / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": c.queries[q]}) + "\n"
+                                                  for q in (*train, *test)))
+    for split, rows in (("train", train), ("test", test)):
+        (folder / "qrels" / f"{split}.tsv").write_text(
+            "".join(f"{q}\t{d}\t{g}\n" for q, r in rows.items() for d, g in r.items()))
+    return folder
+
+
 def test_teacher_scores_file_and_distillation_run(tmp_path, tiny_bert, shared_datasets):
     from genir.data import DataError, load_dataset
     from genir.methods import make_settings
@@ -110,21 +132,10 @@ def test_teacher_scores_file_and_distillation_run(tmp_path, tiny_bert, shared_da
     with pytest.raises(DataError, match=r"bad.tsv:2: score 'high'"):
         read_teacher_scores(bad)
     # a teacher: BM25 scores of SciFact training queries over a 150-document slice
-    c = load_dataset("scifact", shared_datasets)
-    train = dict(list(c.qrels["train"].items())[:30])
-    test = dict(list(c.qrels["test"].items())[:10])
-    keep = sorted({d for r in (*train.values(), *test.values()) for d in r} | set(c.doc_ids[:120]))
-    folder = tmp_path / "slice"
-    (folder / "qrels").mkdir(parents=True)
-    import json
-
-    (folder / "corpus.jsonl").write_text("".join(json.dumps({"_id": d, "text": c.corpus[d].full_text}) + "\n"
-                                                 for d in keep))
-    (folder / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": c.queries[q]}) + "\n"
-                                                  for q in (*train, *test)))
-    for split, rows in (("train", train), ("test", test)):
-        (folder / "qrels" / f"{split}.tsv").write_text(
-            "".join(f"{q}\t{d}\t{g}\n" for q, r in rows.items() for d, g in r.items()))
+    folder = _scifact_slice(tmp_path, shared_datasets)
+    c = load_dataset(str(folder))
+    train = c.qrels["train"]
+    keep = list(c.corpus)
     bm25 = BM25Searcher([c.corpus[d] for d in keep])
     hits = bm25.batch_search({q: c.queries[q] for q in train}, 20)
     teacher = tmp_path / "teacher.tsv"
@@ -140,6 +151,78 @@ def test_teacher_scores_file_and_distillation_run(tmp_path, tiny_bert, shared_da
     system = report["systems"][0]
     assert system["name"] == "tied-atomic-distill" and system["metrics"]["full"]["n"] == 10
     assert system["train_steps"] > 0
+
+
+class _BagOfWordsEncoder:
+    """A stand-in sentence encoder: unit-length counts over WORDS (the teacher only calls ``encode``)."""
+
+    def encode(self, texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True):
+        v = np.array([[t.split().count(w) for w in WORDS] for t in texts], dtype=np.float32) + 1e-3
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def test_dense_bm25_teacher_scores_are_cosine_plus_a_share_of_normalised_bm25():
+    """genir.search.teacher: T(q, d) = cos(q, d) + alpha * BM25(q, d) / max BM25(q); its candidates hold the
+    teacher's, BM25's and the encoder's top ``depth`` and the documents asked for."""
+    from genir.search.bm25 import BM25Searcher
+    from genir.search.teacher import dense_bm25_scores
+
+    docs = _docs(40)
+    bm25, enc = BM25Searcher(docs), _BagOfWordsEncoder()
+    emb = enc.encode([d.full_text for d in docs])
+    texts = list(QUERIES.values())
+    cos = enc.encode(texts) @ emb.T
+    lexical = bm25.batch_search(dict(enumerate(texts)), len(docs))
+    index = {d.id: i for i, d in enumerate(docs)}
+    for alpha in (0.0, 0.3):
+        scores = dense_bm25_scores(bm25, enc, emb, texts, alpha, depth=5, keep=[{39}, set(), set()], chunk=2)
+        assert len(scores) == len(texts) and 39 in scores[0]
+        for i, row in enumerate(scores):
+            lex = {index[h.doc_id]: h.score for h in lexical[i]}
+            top = max(lex.values())
+            for d, s in row.items():
+                assert s == pytest.approx(cos[i, d] + alpha * lex.get(d, 0.0) / top, abs=1e-5)
+            # the encoder's own top 5 and BM25's (ties at the 5th place aside)
+            assert set(np.flatnonzero(cos[i] > np.sort(cos[i])[-5])) <= set(row)
+            fifth = sorted(lex.values())[-5]
+            assert {d for d, v in lex.items() if v > fifth} <= set(row)
+            assert len(row) < len(docs)
+    # alpha changes the ranking: BM25 is not ignored
+    at0, at1 = (dense_bm25_scores(bm25, enc, emb, texts, a, depth=40) for a in (0.0, 1.0))
+    assert any(sorted(a, key=a.get) != sorted(b, key=b.get) for a, b in zip(at0, at1, strict=True))
+
+
+def test_builtin_teacher_distils_queries_and_pseudo_queries(tmp_path, tiny_bert, shared_datasets):
+    """``--teacher-scores dense+bm25``: every training pair of the contrastive recipe (training queries and
+    pseudo-queries) is distilled, each margin the teacher's for its text; no file is read."""
+    from genir.methods import make_settings
+    from genir.methods.tied import builtin_distillation_data, check_distillation, training_pairs
+    from genir.pipeline import run
+    from genir.search.teacher import dense_bm25_scores
+    from genir.workspace import Workspace
+
+    folder = _scifact_slice(tmp_path, shared_datasets)
+    values = {"data": {"dataset": str(folder)}, "model": {"backbone": tiny_bert}, "baselines": [],
+              "methods": ["tied-atomic-distill"], "tied": {"teacher_scores": "dense+bm25", "teacher_bm25": 0.5},
+              "training": {"epochs": 1, "batch_size": 8}, "out": str(tmp_path / "out")}
+    ws = Workspace(make_settings(values), tmp_path / "out")
+    check_distillation(ws, ws.settings.tied)  # the spec is not a file to read
+    model = DocidSeq2Seq(ModelConfig(n_codes=1, backbone=tiny_bert, decoder_heads=2, decoder_ff=64))
+    dataset, collate = builtin_distillation_data(ws, ws.settings.tied, model)
+    examples = ws.examples()
+    pairs = training_pairs(examples)
+    kinds = {kind for t, d, kind in examples.examples if (t, d) in set(pairs)}
+    assert len(dataset) == len(pairs) and kinds == {"retrieval", "indexing"}
+    t, pos = pairs[0]
+    expected = dense_bm25_scores(ws.bm25(), ws.dense_encoder(), ws.doc_embeddings(), [examples.texts[t]], 0.5,
+                                 ws.settings.tied.teacher_depth, keep=[{pos}])[0]
+    assert collate.teacher[t] == pytest.approx(expected, abs=1e-6)
+    batch = collate([pairs[0]])
+    neg = [d for d in expected if d != pos]
+    assert any(float(batch["margin"][0]) == pytest.approx(expected[pos] - expected[n], abs=1e-5) for n in neg)
+    report = run(make_settings(values))
+    system = report["systems"][0]
+    assert system["name"] == "tied-atomic-distill" and system["train_steps"] == -(-len(pairs) // 8)
 
 
 def test_residual_form_starts_as_the_encoders_dense_retriever_and_both_modes_agree(tiny_bert):
