@@ -111,7 +111,8 @@ def distillation_data(ws: Workspace, cfg: TiedSettings, model, table: DocIdTable
 
 def builtin_distillation_data(ws: Workspace, cfg: TiedSettings, model):
     """Every training pair of the contrastive recipe (queries and pseudo-queries), its text scored by the
-    dense+BM25 teacher over its candidates and its positive; held-out ("new") documents stay out."""
+    dense+BM25 teacher over its candidates and its positive; held-out ("new") documents stay out. The teacher
+    reads each document as training does: the cosine with its leading span, BM25 over its whole text."""
     from genir.search.teacher import dense_bm25_scores
 
     examples = ws.examples()
@@ -120,9 +121,14 @@ def builtin_distillation_data(ws: Workspace, cfg: TiedSettings, model):
     positives: dict[int, set[int]] = {}
     for t, d in pairs:
         positives.setdefault(t, set()).add(d)
-    scores = dense_bm25_scores(ws.bm25(), ws.dense_encoder(), ws.doc_embeddings(),
-                               [examples.texts[t] for t in text_ids], cfg.teacher_bm25, cfg.teacher_depth,
-                               keep=[positives[t] for t in text_ids], show_progress=is_main())
+    # the teacher's cosine is the student's own starting score: the encoder's embedding of the document as
+    # training feeds it (its leading span; search encodes the whole document), so that the residual learns
+    # BM25's share alone and not the gap between a span and its document
+    docs = ws.dense_encoder().encode(ws.lead_texts(ws.docs), batch_size=64, normalize_embeddings=True,
+                                     convert_to_numpy=True, show_progress_bar=is_main())
+    scores = dense_bm25_scores(ws.bm25(), ws.dense_encoder(), docs, [examples.texts[t] for t in text_ids],
+                               cfg.teacher_bm25, cfg.teacher_depth, keep=[positives[t] for t in text_ids],
+                               show_progress=is_main())
     by_text = {t: {d: s for d, s in row.items() if d in examples.doc_text}
                for t, row in zip(text_ids, scores, strict=True)}
     return (ContrastiveDataset(pairs),
