@@ -18,8 +18,6 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
-
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -34,6 +32,7 @@ def main() -> None:
     from genir.evaluation.metrics import evaluate
     from genir.methods import make_settings
     from genir.search.base import Hit
+    from genir.search.teacher import dense_bm25_scores
     from genir.workspace import Workspace
 
     settings = make_settings({"data": {"dataset": args.dataset, "train_split": args.train_split,
@@ -43,29 +42,15 @@ def main() -> None:
     coll = ws.collection
     train = {**coll.qrels[args.train_split], **coll.qrels["holdout"]}  # every training query
     qids = sorted(train)
-    texts = {q: coll.queries[q] for q in qids}
-    n_docs = len(ws.doc_ids)
-    bm25 = ws.bm25().batch_search(texts, n_docs)  # every document with a positive score
-    emb = ws.doc_embeddings()
-    q_emb = ws.dense_encoder().encode([texts[q] for q in qids], batch_size=64, normalize_embeddings=True,
-                                      convert_to_numpy=True)
-    cos = q_emb @ emb.T
+    texts = [coll.queries[q] for q in qids]
     index = {d: i for i, d in enumerate(ws.doc_ids)}
+    judged = [{index[d] for d in train[q] if d in index} for q in qids]
 
-    def teacher(alpha: float, depth: int | None) -> dict[str, dict[str, float]]:
-        out = {}
-        for row, q in enumerate(qids):
-            lex = np.zeros(n_docs, dtype=np.float32)
-            for h in bm25[q]:
-                lex[index[h.doc_id]] = h.score
-            score = cos[row] + alpha * lex / max(float(lex.max()), 1e-9)
-            keep = set(np.argsort(-score)[:depth].tolist()) if depth else set(range(n_docs))
-            if depth:  # the teacher's candidates: BM25's and dense's own top ``depth`` and the judged ones
-                keep |= {index[h.doc_id] for h in bm25[q][:depth]}
-                keep |= set(np.argsort(-cos[row])[:depth].tolist())
-                keep |= {index[d] for d in train[q] if d in index}
-            out[q] = {ws.doc_ids[i]: float(score[i]) for i in keep}
-        return out
+    def teacher(alpha: float, depth: int) -> dict[str, dict[str, float]]:
+        """The teacher's candidates: its own, BM25's and dense's top ``depth``, and the judged documents."""
+        rows = dense_bm25_scores(ws.bm25(), ws.dense_encoder(), ws.doc_embeddings(), texts, alpha, depth,
+                                 keep=judged)
+        return {q: {ws.doc_ids[i]: s for i, s in row.items()} for q, row in zip(qids, rows, strict=True)}
 
     held = coll.qrels["holdout"]
     rows = []
