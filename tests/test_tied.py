@@ -211,7 +211,8 @@ def test_builtin_teacher_distils_queries_and_pseudo_queries(tmp_path, tiny_bert,
     dataset, collate = builtin_distillation_data(ws, ws.settings.tied, model)
     examples = ws.examples()
     pairs = training_pairs(examples)
-    kinds = {kind for t, d, kind in examples.examples if (t, d) in set(pairs)}
+    paired = set(pairs)
+    kinds = {kind for t, d, kind in examples.examples if (t, d) in paired}
     assert len(dataset) == len(pairs) and kinds == {"retrieval", "indexing"}
     t, pos = pairs[0]
     # the teacher's cosine is with each document's leading span, the text training gives the student

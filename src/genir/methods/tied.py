@@ -84,13 +84,17 @@ def training_pairs(examples) -> list[tuple[int, int]]:
             if kind == "retrieval" or (kind == "indexing" and t != examples.doc_text.get(d))]
 
 
+def require_teacher(cfg: TiedSettings) -> None:
+    if not cfg.teacher_scores:
+        raise ValueError(f"tied-atomic-distill needs --teacher-scores FILE (query_id, doc_id, score) "
+                         f"or --teacher-scores {BUILTIN_TEACHER}")
+
+
 def distillation_data(ws: Workspace, cfg: TiedSettings, model, table: DocIdTable, trie: PrefixTree):
     """Margin-MSE data. From a file (``tied.teacher_scores``: TSV query_id, doc_id, score, or a TREC run):
     training queries whose positive and at least one other document carry teacher scores. From genir's own
     teacher (``dense+bm25``): every training text, scored over its candidates as it is made."""
-    if not cfg.teacher_scores:
-        raise ValueError(f"tied-atomic-distill needs --teacher-scores FILE (query_id, doc_id, score) "
-                         f"or --teacher-scores {BUILTIN_TEACHER}")
+    require_teacher(cfg)
     if cfg.teacher_scores == BUILTIN_TEACHER:
         return builtin_distillation_data(ws, cfg, model)
     coll = ws.collection
@@ -116,7 +120,7 @@ def builtin_distillation_data(ws: Workspace, cfg: TiedSettings, model):
     from genir.search.teacher import dense_bm25_scores
 
     examples = ws.examples()
-    pairs = [(t, d) for t, d in training_pairs(examples) if d in examples.doc_text]
+    pairs = training_pairs(examples)  # only trained documents: new ones have no examples
     text_ids = sorted({t for t, _ in pairs})
     positives: dict[int, set[int]] = {}
     for t, d in pairs:
@@ -149,9 +153,7 @@ def check_settings(ws: Workspace | None, cfg: TiedSettings) -> None:
 def check_distillation(ws: Workspace, cfg: TiedSettings) -> None:
     """Before any stage runs: the teacher scores are given and read (file and line on a bad one)."""
     check_settings(ws, cfg)
-    if not cfg.teacher_scores:
-        raise ValueError(f"tied-atomic-distill needs --teacher-scores FILE (query_id, doc_id, score) "
-                         f"or --teacher-scores {BUILTIN_TEACHER}")
+    require_teacher(cfg)
     if cfg.teacher_scores != BUILTIN_TEACHER:
         read_teacher_scores(cfg.teacher_scores, ws.collection.queries, ws.collection.corpus)
 
