@@ -32,7 +32,7 @@ def main() -> None:
     from genir.evaluation.metrics import evaluate
     from genir.methods import make_settings
     from genir.search.base import Hit
-    from genir.search.teacher import dense_bm25_scores
+    from genir.search.teacher import teacher_scores
     from genir.workspace import Workspace
 
     settings = make_settings({"data": {"dataset": args.dataset, "train_split": args.train_split,
@@ -46,23 +46,26 @@ def main() -> None:
     index = {d: i for i, d in enumerate(ws.doc_ids)}
     judged = [{index[d] for d in train[q] if d in index} for q in qids]
 
-    def teacher(alpha: float, depth: int) -> dict[str, dict[str, float]]:
-        """The teacher's candidates: its own, BM25's and dense's top ``depth``, and the judged documents."""
-        rows = dense_bm25_scores(ws.bm25(), ws.dense_encoder(), ws.doc_embeddings(), texts, alpha, depth,
-                                 keep=judged)
-        return {q: {ws.doc_ids[i]: s for i, s in row.items()} for q, row in zip(qids, rows, strict=True)}
+    # the queries are encoded once and BM25 runs once for every alpha: the alphas differ only in the sum
+    embeddings = ws.dense_encoder().encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
+
+    def teacher(alphas: list[float], depth: int) -> list[dict[str, dict[str, float]]]:
+        """Per alpha, the teacher's candidates: its own, BM25's and dense's top ``depth``, and the judged
+        documents."""
+        per_alpha = teacher_scores(ws.bm25(), embeddings, ws.doc_embeddings(), texts, alphas, depth, keep=judged)
+        return [{q: {ws.doc_ids[i]: s for i, s in row.items()} for q, row in zip(qids, rows, strict=True)}
+                for rows in per_alpha]
 
     held = coll.qrels["holdout"]
     rows = []
-    for alpha in args.alphas:
-        scores = teacher(alpha, 100)
+    for alpha, scores in zip(args.alphas, teacher(args.alphas, 100), strict=True):
         results = {q: [Hit(d, s) for d, s in sorted(scores[q].items(), key=lambda x: -x[1])[:100]] for q in held}
         m = evaluate(results, held, subsets=ws.subsets)
         rows.append({"alpha": alpha, **{k: {"nDCG@10": v["nDCG@10"], "R@100": v["R@100"], "n": v["n"]}
                                         for k, v in m.items()}})
         print(json.dumps(rows[-1]), flush=True)
     best = max(rows, key=lambda r: r["full"]["nDCG@10"])
-    scores = teacher(best["alpha"], args.depth)
+    scores = teacher([best["alpha"]], args.depth)[0]
     path = args.out / f"teacher-alpha{best['alpha']:g}.tsv"
     with path.open("w", encoding="utf-8") as f:
         for q in qids:

@@ -165,7 +165,7 @@ def test_dense_bm25_teacher_scores_are_cosine_plus_a_share_of_normalised_bm25():
     """genir.search.teacher: T(q, d) = cos(q, d) + alpha * BM25(q, d) / max BM25(q); its candidates hold the
     teacher's, BM25's and the encoder's top ``depth`` and the documents asked for."""
     from genir.search.bm25 import BM25Searcher
-    from genir.search.teacher import dense_bm25_scores
+    from genir.search.teacher import dense_bm25_scores, teacher_scores
 
     docs = _docs(40)
     bm25, enc = BM25Searcher(docs), _BagOfWordsEncoder()
@@ -175,7 +175,8 @@ def test_dense_bm25_teacher_scores_are_cosine_plus_a_share_of_normalised_bm25():
     lexical = bm25.batch_search(dict(enumerate(texts)), len(docs))
     index = {d.id: i for i, d in enumerate(docs)}
     for alpha in (0.0, 0.3):
-        scores = dense_bm25_scores(bm25, enc, emb, texts, alpha, depth=5, keep=[{39}, set(), set()], chunk=2)
+        scores = dense_bm25_scores(bm25, enc.encode(texts), emb, texts, alpha, depth=5, keep=[{39}, set(), set()],
+                                   chunk=2)
         assert len(scores) == len(texts) and 39 in scores[0]
         for i, row in enumerate(scores):
             lex = {index[h.doc_id]: h.score for h in lexical[i]}
@@ -188,8 +189,15 @@ def test_dense_bm25_teacher_scores_are_cosine_plus_a_share_of_normalised_bm25():
             assert {d for d, v in lex.items() if v > fifth} <= set(row)
             assert len(row) < len(docs)
     # alpha changes the ranking: BM25 is not ignored
-    at0, at1 = (dense_bm25_scores(bm25, enc, emb, texts, a, depth=40) for a in (0.0, 1.0))
+    at0, at1 = (dense_bm25_scores(bm25, enc.encode(texts), emb, texts, a, depth=40) for a in (0.0, 1.0))
     assert any(sorted(a, key=a.get) != sorted(b, key=b.get) for a, b in zip(at0, at1, strict=True))
+    # several alphas in one pass (BM25 run once): each the same as that alpha alone, candidates included
+    # (in chunks of one size: BLAS may round the last bit by the matrix's shape, and bag-of-words cosines tie)
+    both = teacher_scores(bm25, enc.encode(texts), emb, texts, [0.3, 1.0], depth=3, chunk=2)
+    for alpha, rows in zip((0.3, 1.0), both, strict=True):
+        alone = dense_bm25_scores(bm25, enc.encode(texts), emb, texts, alpha, depth=3, chunk=2)
+        assert [set(r) for r in rows] == [set(r) for r in alone]
+        assert all(r == pytest.approx(a, abs=1e-6) for r, a in zip(rows, alone, strict=True))
 
 
 def test_builtin_teacher_distils_queries_and_pseudo_queries(tmp_path, tiny_bert, shared_datasets):
@@ -217,7 +225,8 @@ def test_builtin_teacher_distils_queries_and_pseudo_queries(tmp_path, tiny_bert,
     t, pos = pairs[0]
     # the teacher's cosine is with each document's leading span, the text training gives the student
     lead = ws.dense_encoder().encode(ws.lead_texts(ws.docs), normalize_embeddings=True, convert_to_numpy=True)
-    expected = dense_bm25_scores(ws.bm25(), ws.dense_encoder(), lead, [examples.texts[t]], 0.5,
+    query = ws.dense_encoder().encode([examples.texts[t]], normalize_embeddings=True, convert_to_numpy=True)
+    expected = dense_bm25_scores(ws.bm25(), query, lead, [examples.texts[t]], 0.5,
                                  ws.settings.tied.teacher_depth, keep=[{pos}])[0]
     assert collate.teacher[t] == pytest.approx(expected, abs=1e-6)
     batch = collate([pairs[0]])
@@ -226,6 +235,57 @@ def test_builtin_teacher_distils_queries_and_pseudo_queries(tmp_path, tiny_bert,
     report = run(make_settings(values))
     system = report["systems"][0]
     assert system["name"] == "tied-atomic-distill" and system["train_steps"] == -(-len(pairs) // 8)
+
+
+def test_builtin_teacher_reads_the_frozen_cache_where_it_holds_the_dense_encoders_states(
+        tmp_path, tiny_bert, shared_datasets):
+    """When the frozen backbone is the dense encoder and its cache reads as many tokens, the teacher's
+    embeddings of the training texts and documents are mean-pooled from the cache (no second pass of the
+    encoder) and match what the encoder gives; any other backbone has the encoder read them."""
+    from genir.methods import make_settings
+    from genir.methods.tied import builtin_distillation_data, teacher_embeddings, training_pairs
+    from genir.search.teacher import dense_bm25_scores
+    from genir.workspace import Workspace
+
+    folder = _scifact_slice(tmp_path, shared_datasets)
+
+    def workspace(dense_model: str | None) -> tuple[Workspace, DocidSeq2Seq]:
+        values = {"data": {"dataset": str(folder), "span_words": 24}, "dense": {"model": dense_model},
+                  "model": {"backbone": tiny_bert, "doc_max_length": 64}, "methods": ["tied-atomic-distill"],
+                  "tied": {"teacher_scores": "dense+bm25"}, "baselines": []}
+        ws = Workspace(make_settings(values), tmp_path / f"out-{dense_model is None}")
+        ws.dense_encoder().max_seq_length = 64  # the cache's length (the tiny backbone has 128 positions)
+        read: list[str] = []
+        encode = ws.dense_encoder().encode
+        ws.dense_encoder().encode = lambda texts, **kw: (read.extend(texts), encode(texts, **kw))[1]
+        ws.read = read
+        return ws, DocidSeq2Seq(ModelConfig(n_codes=1, backbone=tiny_bert, decoder_heads=2, decoder_ff=64))
+
+    ws, model = workspace(tiny_bert)
+    examples = ws.examples()
+    text_ids = sorted({t for t, _ in training_pairs(examples)})
+    texts = [examples.texts[t] for t in text_ids]
+    vectors = teacher_embeddings(ws, model)(texts, text_ids)
+    assert ws.read == []  # every text came from the cache
+    truth = ws.dense_encoder().encode(texts, normalize_embeddings=True, convert_to_numpy=True)
+    assert np.abs(vectors - truth).max() < 5e-3  # float16 states, the encoder's own pooling
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+    # the documents' leading spans are the texts training gives them (the cache's doc_text)
+    lead = ws.lead_texts(ws.docs)
+    assert all(examples.texts[examples.doc_text[d]] == lead[d] for d in examples.doc_text)
+    ws.read.clear()
+    _, collate = builtin_distillation_data(ws, ws.settings.tied, model)
+    assert ws.read == [lead[d] for d in range(len(lead)) if d not in examples.doc_text]  # uncached ones only
+    docs = ws.dense_encoder().encode(lead, normalize_embeddings=True, convert_to_numpy=True)
+    t = text_ids[0]
+    expected = dense_bm25_scores(ws.bm25(), truth[:1], docs, texts[:1], 0.3, ws.settings.tied.teacher_depth,
+                                 keep=[{d for tt, d in training_pairs(examples) if tt == t}])[0]
+    common = set(expected) & set(collate.teacher[t])
+    assert len(common) >= 0.9 * len(expected)
+    assert all(abs(collate.teacher[t][d] - expected[d]) < 5e-3 for d in common)
+    # another dense encoder (the bundled MiniLM) reads every text itself
+    other, model = workspace(None)
+    assert teacher_embeddings(other, model)(texts[:5], text_ids[:5]).shape == (5, 384) and other.read == texts[:5]
 
 
 def test_residual_form_starts_as_the_encoders_dense_retriever_and_both_modes_agree(tiny_bert):

@@ -128,15 +128,47 @@ def builtin_distillation_data(ws: Workspace, cfg: TiedSettings, model):
     # the teacher's cosine is the student's own starting score: the encoder's embedding of the document as
     # training feeds it (its leading span; search encodes the whole document), so that the residual learns
     # BM25's share alone and not the gap between a span and its document
-    docs = ws.dense_encoder().encode(ws.lead_texts(ws.docs), batch_size=64, normalize_embeddings=True,
-                                     convert_to_numpy=True, show_progress_bar=is_main())
-    scores = dense_bm25_scores(ws.bm25(), ws.dense_encoder(), docs, [examples.texts[t] for t in text_ids],
-                               cfg.teacher_bm25, cfg.teacher_depth, keep=[positives[t] for t in text_ids],
-                               show_progress=is_main())
+    lead = ws.lead_texts(ws.docs)
+    embed = teacher_embeddings(ws, model)
+    scores = dense_bm25_scores(ws.bm25(), embed([examples.texts[t] for t in text_ids], text_ids),
+                               embed(lead, [examples.doc_text.get(d) for d in range(len(lead))]),
+                               [examples.texts[t] for t in text_ids], cfg.teacher_bm25, cfg.teacher_depth,
+                               keep=[positives[t] for t in text_ids], show_progress=is_main())
     by_text = {t: {d: s for d, s in row.items() if d in examples.doc_text}
                for t, row in zip(text_ids, scores, strict=True)}
     return (ContrastiveDataset(pairs),
             MarginCollator(ws.text_inputs(model), examples.doc_text, by_text, ws.settings.training.seed))
+
+
+def teacher_embeddings(ws: Workspace, model):
+    """``embed(texts, cached)``: the dense encoder's unit-length embeddings of ``texts``. Where the model's
+    frozen backbone is that encoder and its cache reads as many tokens, a text whose index into the training
+    texts is in ``cached`` is mean-pooled from the cache (the encoder's own pooling over the same states; the
+    cache keeps them in float16), so the encoder does not read it twice; the others are encoded."""
+    import numpy as np
+    import torch
+
+    encoder, m = ws.dense_encoder(), ws.settings.model
+    same = ws.frozen_encoder and m.doc_max_length == encoder.max_seq_length and (
+        m.backbone == ws.settings.dense.model or (m.backbone == "minilm" and ws.settings.dense.model is None))
+    inputs = ws.text_inputs(model) if same else None
+
+    def embed(texts: list[str], cached: list[int | None]) -> np.ndarray:
+        hit = [i for i, c in enumerate(cached) if c is not None] if inputs is not None else []
+        rest = sorted(set(range(len(texts))) - set(hit))
+        encoded = encoder.encode([texts[i] for i in rest], batch_size=64, normalize_embeddings=True,
+                                 convert_to_numpy=True, show_progress_bar=is_main()) if rest else None
+        out = np.zeros((len(texts), model.d_model if encoded is None else encoded.shape[1]), dtype=np.float32)
+        if encoded is not None:
+            out[rest] = encoded
+        for s in range(0, len(hit), 256):
+            rows = hit[s:s + 256]
+            memory, mask = inputs.encoded.batch([cached[i] for i in rows])
+            with torch.no_grad():
+                out[rows] = model.sentence_vector(memory, mask).numpy()
+        return out
+
+    return embed
 
 
 def check_settings(ws: Workspace | None, cfg: TiedSettings) -> None:
