@@ -183,6 +183,31 @@ def test_seen_unseen_on_scifact(shared_datasets):
     assert 0 < len(unseen) < 300
 
 
+def test_lead_words_sets_the_leading_span_alone(tmp_path, shared_datasets):
+    """data.lead_words: the document's leading span (the text training reads for it) gets its own length;
+    the random spans stay as they were; past the document's length it is the whole text search reads."""
+    from genir.data.pseudo_queries import lead_spans
+    from genir.methods import make_settings
+    from genir.workspace import Workspace
+
+    doc = Document("d1", " ".join(f"w{i}" for i in range(100)))
+    short = DocAsQuery(span_words=10, n_random=2, seed=3).generate([doc])["d1"]
+    long = DocAsQuery(span_words=10, n_random=2, seed=3, lead_words=40).generate([doc])["d1"]
+    assert long[0] == " ".join(f"w{i}" for i in range(40)) and long[1:] == short[1:]
+    assert lead_spans([doc], 10, 40) == [long[0]] and lead_spans([doc], 10) == [short[0]]
+    ws = Workspace(make_settings({"data": {"dataset": "scifact", "lead_words": 100000}}), tmp_path)
+    examples = ws.examples()
+    assert ws.lead_texts(ws.docs[:50]) == [d.full_text for d in ws.docs[:50]]
+    assert all(examples.texts[examples.doc_text[i]] == ws.docs[i].full_text for i in range(50))
+    # pseudo-queries from a file: the leading span still comes first, at its own length
+    tsv = tmp_path / "pq.tsv"
+    tsv.write_text("".join(f"{d.id}\tquery about {d.id}\n" for d in ws.docs[:5]))
+    ws = Workspace(make_settings({"data": {"dataset": "scifact", "lead_words": 100000, "pseudo_queries": str(tsv)}}),
+                   tmp_path / "file")
+    examples = ws.examples()
+    assert all(examples.texts[examples.doc_text[i]] == ws.docs[i].full_text for i in range(50))
+
+
 def test_docasquery_and_pseudo_query_files(tmp_path):
     doc = Document("d1", " ".join(f"w{i}" for i in range(100)))
     pq = DocAsQuery(span_words=10, n_random=2, seed=3).generate([doc, Document("d2", "short text")])

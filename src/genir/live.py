@@ -156,7 +156,7 @@ class LiveIndex:
 
     def lead_texts(self, docs: list[Document]) -> list[str]:
         """The model input of each document: its leading span, as in training (``Workspace.lead_texts``)."""
-        return lead_spans(docs, self.settings.data.span_words)
+        return lead_spans(docs, self.settings.data.span_words, self.settings.data.lead_words)
 
     # -- parts of each method -------------------------------------------------------------------------
     def method(self, name: str) -> Method:

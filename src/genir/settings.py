@@ -85,6 +85,10 @@ class DataSettings:
     max_test_queries: int | None = at_least(None, 1, search=True)
     pseudo_queries: str = "docasquery"  # docasquery | a TSV/JSONL file | doc2query:<model name or path>
     span_words: int = at_least(64, 1)
+    # a document's leading span, the text training reads for it, in words (0: span_words). Search reads the
+    # whole document up to model.doc_max_length tokens, so at 256 tokens a 64-word span trains the document
+    # side on a shorter text than it is searched by; a span past doc_max_length tokens makes the two one text
+    lead_words: int = added(0, ge=0)
     random_spans: int = 1
     doc2query_n: int = at_least(5, 1)
     # query-free indexing signals added to the pseudo-queries (any source): sentences of the document, its

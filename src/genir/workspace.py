@@ -143,7 +143,7 @@ class Workspace:
     def _base_pseudo_queries(self) -> dict[str, list[str]]:
         data, seed = self.settings.data, self.settings.training.seed
         if data.pseudo_queries == "docasquery":
-            return DocAsQuery(data.span_words, data.random_spans, seed).generate(self.docs)
+            return DocAsQuery(data.span_words, data.random_spans, seed, data.lead_words).generate(self.docs)
         if data.pseudo_queries.startswith("doc2query:"):
             from genir.data.pseudo_queries import Doc2Query
 
@@ -151,12 +151,13 @@ class Workspace:
             pq = Doc2Query(model_name, n_queries=data.doc2query_n, seed=seed).generate(self.docs)
         else:
             pq = self._pseudo_queries or load_pseudo_queries(data.pseudo_queries, self.collection.corpus)
-        lead = DocAsQuery(data.span_words, 0).generate(self.docs)  # the document's own text comes first
+        # the document's own text comes first
+        lead = DocAsQuery(data.span_words, 0, lead_words=data.lead_words).generate(self.docs)
         return {d: lead[d] + pq.get(d, []) for d in lead}
 
     def lead_texts(self, docs: list[Document]) -> list[str]:
         """The text a document is represented by as model input: its leading span (as in training)."""
-        return lead_spans(docs, self.settings.data.span_words)
+        return lead_spans(docs, self.settings.data.span_words, self.settings.data.lead_words)
 
     def examples(self) -> IndexingExamples:
         """DSI's multi-task examples (indexing texts and training queries -> document), new documents left out."""

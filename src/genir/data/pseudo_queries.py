@@ -21,16 +21,18 @@ PseudoQueries = dict[str, list[str]]  # document id -> queries
 
 
 class DocAsQuery:
-    """Leading span plus ``n_random`` random spans of ``span_words`` words, deterministic per document."""
+    """Leading span (``lead_words`` words; 0: ``span_words``) plus ``n_random`` random spans of ``span_words``
+    words, deterministic per document."""
 
-    def __init__(self, span_words: int = 64, n_random: int = 1, seed: int = 0):
+    def __init__(self, span_words: int = 64, n_random: int = 1, seed: int = 0, lead_words: int = 0):
         self.span_words, self.n_random, self.seed = span_words, n_random, seed
+        self.lead_words = lead_words or span_words
 
     def generate(self, docs: list[Document]) -> PseudoQueries:
         out: PseudoQueries = {}
         for doc in docs:
             words = doc.full_text.split()
-            spans = [" ".join(words[: self.span_words])]
+            spans = [" ".join(words[: self.lead_words])]
             if len(words) > self.span_words:
                 rng = random.Random(f"{self.seed}:{doc.id}")
                 for _ in range(self.n_random):
@@ -40,10 +42,10 @@ class DocAsQuery:
         return out
 
 
-def lead_spans(docs: list[Document], span_words: int) -> list[str]:
-    """Each document's leading span of ``span_words`` words: the text a model reads for it (the whole text
-    when it has no words)."""
-    lead = DocAsQuery(span_words, 0).generate(docs)
+def lead_spans(docs: list[Document], span_words: int, lead_words: int = 0) -> list[str]:
+    """Each document's leading span of ``lead_words`` words (0: ``span_words``): the text a model reads for
+    it (the whole text when it has no words)."""
+    lead = DocAsQuery(span_words, 0, lead_words=lead_words).generate(docs)
     return [(lead[d.id] or [d.full_text])[0] for d in docs]
 
 
