@@ -30,6 +30,7 @@ def main() -> None:
     from genir.evaluation.trec import read_run
     from genir.methods import read_settings
     from genir.search.base import Hit
+    from genir.search.dense import DenseSearcher
     from genir.workspace import Workspace
 
     settings = read_settings(args.run)
@@ -43,11 +44,8 @@ def main() -> None:
     model_run = read_run(args.run / args.method / f"{args.method}.trec")
     emb = np.load(args.doc_embeddings) if args.doc_embeddings else ws.doc_embeddings()
     qids = sorted(held)
-    q = ws.dense_encoder().encode([ws.collection.queries[x] for x in qids], normalize_embeddings=True,
-                                  convert_to_numpy=True)
-    scores = q @ emb.T
-    dense_run = {x: [Hit(ws.doc_ids[j], float(scores[i, j])) for j in np.argsort(-scores[i])[:100]]
-                 for i, x in enumerate(qids)}
+    dense = DenseSearcher(ws.docs, encoder=ws.dense_encoder(), doc_embeddings=emb, show_progress=False)
+    dense_run = dense.batch_search({x: ws.collection.queries[x] for x in qids}, 100)
 
     def line(name: str, run: dict) -> str:
         m = evaluate({x: run[x] for x in qids}, held, subsets=ws.subsets)

@@ -128,12 +128,12 @@ def builtin_distillation_data(ws: Workspace, cfg: TiedSettings, model):
     # the teacher's cosine is the student's own starting score: the encoder's embedding of the document as
     # training feeds it (its leading span; search encodes the whole document), so that the residual learns
     # BM25's share alone and not the gap between a span and its document
-    lead = ws.lead_texts(ws.docs)
+    texts, lead = [examples.texts[t] for t in text_ids], ws.lead_texts(ws.docs)
     embed = teacher_embeddings(ws, model)
-    scores = dense_bm25_scores(ws.bm25(), embed([examples.texts[t] for t in text_ids], text_ids),
-                               embed(lead, [examples.doc_text.get(d) for d in range(len(lead))]),
-                               [examples.texts[t] for t in text_ids], cfg.teacher_bm25, cfg.teacher_depth,
-                               keep=[positives[t] for t in text_ids], show_progress=is_main())
+    scores = dense_bm25_scores(ws.bm25(), embed(texts, text_ids),
+                               embed(lead, [examples.doc_text.get(d) for d in range(len(lead))]), texts,
+                               cfg.teacher_bm25, cfg.teacher_depth, keep=[positives[t] for t in text_ids],
+                               show_progress=is_main())
     by_text = {t: {d: s for d, s in row.items() if d in examples.doc_text}
                for t, row in zip(text_ids, scores, strict=True)}
     return (ContrastiveDataset(pairs),
