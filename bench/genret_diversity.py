@@ -20,9 +20,9 @@ import torch
 from genir.docids.balance import diversity, largest_share
 from genir.methods import make_settings
 from genir.methods.genret import resolved
+from genir.methods.genret.model import CodebookSeq2Seq
+from genir.methods.genret.training import GenRetData, ProgressiveTrainer
 from genir.models import ModelConfig
-from genir.models.codebook import CodebookSeq2Seq
-from genir.training.genret import GenRetData, ProgressiveTrainer
 from genir.workspace import Workspace
 
 SETTINGS = {

@@ -19,7 +19,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from genir.models import LexicalSeq2Seq, ModelConfig
+from genir.methods.glen import LexicalSeq2Seq
+from genir.models import ModelConfig
 
 
 def main() -> None:

@@ -29,8 +29,8 @@ def main() -> None:
     out = Path(args.out)
     rows = []
     from genir.evaluation.metrics import evaluate
-    from genir.models import DocidSeq2Seq
-    from genir.search.tied import TiedAtomicIndex, TiedAtomicSearcher
+    from genir.methods.tied import TiedSeq2Seq
+    from genir.methods.tied.search import TiedAtomicIndex, TiedAtomicSearcher
     from genir.workspace import Workspace
 
     for residual in (False, True):
@@ -57,7 +57,7 @@ def main() -> None:
 
         method = get_method("tied-atomic")
         torch.manual_seed(settings.training.seed)
-        model = DocidSeq2Seq(model_config(ws, 1, 1, method.model_extra(settings.group("tied")))).eval()
+        model = TiedSeq2Seq(model_config(ws, 1, 1, method.model_extra(settings.group("tied")))).eval()
         searcher = TiedAtomicSearcher(model, TiedAtomicIndex(model.tied_dim), mode="dense")
         searcher.add_documents(ws.docs)
         untrained = evaluate(searcher.batch_search(ws.test_queries, 100), ws.qrels)["full"]

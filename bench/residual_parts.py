@@ -47,13 +47,13 @@ def main() -> None:
 
     from genir.evaluation.metrics import evaluate
     from genir.methods import read_settings
-    from genir.models import DocidSeq2Seq
+    from genir.methods.tied import TiedSeq2Seq
     from genir.search.base import Hit
     from genir.workspace import Workspace
 
     settings = read_settings(args.run)
     ws = Workspace(settings, args.run)
-    model = DocidSeq2Seq.load(args.run / args.method / "model").eval()
+    model = TiedSeq2Seq.load(args.run / args.method / "model").eval()
     if not model.tied_residual:
         raise SystemExit(f"{args.run / args.method}: not the residual form (tied.residual=true)")
     qids = list(ws.test_queries)

@@ -55,7 +55,7 @@ def codes_for(shape: str, n: int, rng: np.random.Generator) -> tuple[np.ndarray,
 class RandomHead:
     """Stands in for the decoder: every step returns logits = q @ W over the shape's outputs, per beam row;
     ``per_query`` computes them once per query and hands each beam its query's row (GLEN's shared steps:
-    with the hidden feed its decoder does not depend on the tokens chosen, see genir.models.lexical)."""
+    with the hidden feed its decoder does not depend on the tokens chosen, see genir.methods.glen.model)."""
 
     def __init__(self, n_out: int, dim: int = 256, seed: int = 0, per_query: bool = False):
         g = torch.Generator().manual_seed(seed)

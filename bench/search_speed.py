@@ -36,10 +36,10 @@ def main() -> None:
     from genir.data import load_dataset
     from genir.docids import DocIdTable
     from genir.methods import open_method_folder, read_settings
+    from genir.methods.glen.search import LexicalSearcher
     from genir.models import DocidSeq2Seq
     from genir.search.bm25 import BM25Searcher
     from genir.search.dense import DenseSearcher
-    from genir.search.lexical import LexicalSearcher
 
     settings = read_settings(args.run_dir)
     data = settings.data

@@ -22,14 +22,13 @@ def main() -> None:
 
     from genir.methods import get_method, read_settings
     from genir.methods.base import model_config
-    from genir.methods.tied import teacher_embeddings, training_pairs
-    from genir.models import DocidSeq2Seq
+    from genir.methods.tied import TiedSeq2Seq, teacher_embeddings, training_pairs
     from genir.workspace import Workspace
 
     settings = read_settings(args.run)
     ws = Workspace(settings, args.run)
     method = get_method("tied-atomic-distill")
-    model = DocidSeq2Seq(model_config(ws, 1, 1, method.model_extra(settings.tied)))
+    model = TiedSeq2Seq(model_config(ws, 1, 1, method.model_extra(settings.tied)))
     ws.encoded(model)  # the cache as the run left it
     examples = ws.examples()
     text_ids = sorted({t for t, _ in training_pairs(examples)})

@@ -18,12 +18,12 @@ def main() -> None:
     args = ap.parse_args()
 
     from genir.data import load_dataset
-    from genir.models import DocidSeq2Seq
-    from genir.search.tied import TiedAtomicIndex, TiedAtomicSearcher
+    from genir.methods.tied import TiedSeq2Seq
+    from genir.methods.tied.search import TiedAtomicIndex, TiedAtomicSearcher
 
     cfg = json.loads((args.run_dir / "config.json").read_text())
     coll = load_dataset(cfg["dataset"], cfg.get("data_dir"), cfg.get("qrels_dir", "qrels"))
-    model = DocidSeq2Seq.load(args.run_dir / args.method / "model")
+    model = TiedSeq2Seq.load(args.run_dir / args.method / "model")
     searcher = TiedAtomicSearcher(model, TiedAtomicIndex(model.decoder.d_model))
     searcher.add_documents(list(coll.corpus.values()))
     print(json.dumps(searcher.compare_modes(coll.split_queries(cfg.get("test_split", "test")), args.k)))

@@ -84,21 +84,22 @@ def tiny_model(dim: int):
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from genir.models import DocidSeq2Seq, ModelConfig, bundled_minilm_path
+    from genir.methods.tied import TiedSeq2Seq
+    from genir.models import ModelConfig, bundled_minilm_path
 
     folder = tempfile.mkdtemp(prefix="genir-tiny-")
     torch.manual_seed(0)
     BertModel(BertConfig(hidden_size=dim, num_hidden_layers=1, num_attention_heads=4, intermediate_size=2 * dim)
               ).save_pretrained(folder)
     AutoTokenizer.from_pretrained(bundled_minilm_path()).save_pretrained(folder)
-    return DocidSeq2Seq(ModelConfig(n_codes=1, backbone=folder, decoder_ff=2 * dim)).eval()
+    return TiedSeq2Seq(ModelConfig(n_codes=1, backbone=folder, decoder_ff=2 * dim)).eval()
 
 
 def _generative(docs: np.ndarray, queries: np.ndarray, args) -> dict:
     """One decoding step over the tied docid matrix, through the shared beam search and trie."""
     from genir.docids import PrefixTree, atomic_docids
+    from genir.methods.tied.search import TiedGenerativeView
     from genir.search.beam import beam_search
-    from genir.search.tied import TiedGenerativeView
 
     model = tiny_model(args.dim)
     start = time.perf_counter()

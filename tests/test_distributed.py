@@ -173,9 +173,10 @@ def _real(enc) -> torch.Tensor:
 
 def _genret_assign(model, enc) -> dict:
     """GenRet's per-step assignment and corpus bank over the encoded texts (sharded when distributed)."""
-    from genir.models import CodebookSeq2Seq, ModelConfig
+    from genir.methods.genret import CodebookSeq2Seq
+    from genir.methods.genret.training import GenRetConfig, GenRetData, GenRetObjective, ProgressiveTrainer
+    from genir.models import ModelConfig
     from genir.training.data import TextInputs
-    from genir.training.genret import GenRetConfig, GenRetData, GenRetObjective, ProgressiveTrainer
 
     torch.manual_seed(1)
     cb = CodebookSeq2Seq(ModelConfig(n_codes=4, backbone=model.config.backbone, decoder_heads=2, decoder_ff=64,

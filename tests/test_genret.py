@@ -12,17 +12,17 @@ import torch.nn.functional as F
 
 from genir.docids import DocIdTable, PrefixTree
 from genir.docids.balance import constrained_kmeans, diversity, largest_share, sinkhorn
-from genir.models import DocidSeq2Seq, ModelConfig
-from genir.models.codebook import CodebookSeq2Seq
-from genir.search.beam import beam_search, sequence_scores
-from genir.training.data import EncodedTexts, TextInputs
-from genir.training.genret import (
+from genir.methods.genret.model import CodebookSeq2Seq
+from genir.methods.genret.training import (
     GenRetConfig,
     GenRetData,
     GenRetObjective,
     ProgressiveTrainer,
     straight_through,
 )
+from genir.models import DocidSeq2Seq, ModelConfig
+from genir.search.beam import beam_search, sequence_scores
+from genir.training.data import EncodedTexts, TextInputs
 
 K, M = 6, 2
 

@@ -10,11 +10,10 @@ import torch
 import torch.nn.functional as F
 
 from genir.docids import DocIdTable
-from genir.docids.lexical import identifier_words, keyword_docids
-from genir.models import DocidSeq2Seq, ModelConfig
-from genir.models.lexical import LexicalSeq2Seq
-from genir.search.lexical import LexicalSearcher, collision_order
-from genir.training.glen import (
+from genir.methods.glen.docids import identifier_words, keyword_docids
+from genir.methods.glen.model import LexicalSeq2Seq
+from genir.methods.glen.search import LexicalSearcher, collision_order
+from genir.methods.glen.training import (
     GlenConfig,
     PrefixNegatives,
     identifier_distance,
@@ -22,6 +21,7 @@ from genir.training.glen import (
     soft_identifier,
     temperature,
 )
+from genir.models import DocidSeq2Seq, ModelConfig
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +113,7 @@ def test_refinement_pieces_eq5_to_eq7():
 def test_eq8_objective_matches_its_parts(model, soft_scale):
     # L = L_pair + lambda_point * (CE(q -> z+) + lambda_dist * dist), at epoch 0 (tau = 1); soft_scale
     # multiplies d_t . E^T inside Eq. 6's softmax only
-    from genir.training.glen import GlenConfig, GlenRefineObjective
+    from genir.methods.glen.training import GlenConfig, GlenRefineObjective
 
     cfg = GlenConfig(negative_mode="random", soft_scale=soft_scale)
     objective = GlenRefineObjective(cfg, 10, None, None, {})
@@ -200,7 +200,7 @@ def test_searcher_ranks_colliding_documents_by_eq9(model, shared_steps):
 def test_z_plus_and_w_d_are_taken_without_dropout(tiny_bert):
     """Eq. 7's target identifier z+ and its logits w^{d+} are the model's own (dropout off), even while the
     model trains with dropout; w^{d+} keeps its gradient."""
-    from genir.training.glen import positive_identifiers
+    from genir.methods.glen.training import positive_identifiers
 
     torch.manual_seed(0)
     noisy = LexicalSeq2Seq(ModelConfig(n_codes=0, backbone=tiny_bert, max_docid_length=3, dropout=0.5))
@@ -220,7 +220,7 @@ def test_z_plus_and_w_d_are_taken_without_dropout(tiny_bert):
 def test_in_batch_false_negatives_are_masked(model):
     """A document relevant to the query (here query 0's second positive, which is query 1's positive) is not
     counted as its negative in Eq. 5's softmax; the collator marks it."""
-    from genir.training.glen import GlenConfig, GlenPairs, GlenRefineObjective, PrefixNegatives
+    from genir.methods.glen.training import GlenConfig, GlenPairs, GlenRefineObjective, PrefixNegatives
 
     texts = ["protein folding", "vitamin d and bones", "proteins fold", "a negative", "vitamin d", "another"]
     mem, mask = _memory(model, texts)
@@ -245,7 +245,7 @@ def test_in_batch_false_negatives_are_masked(model):
 
 def test_the_temperature_resumes_where_it_was(model):
     """tau follows the step count, which a checkpoint carries: a resumed phase 2 does not restart at tau = 1."""
-    from genir.training.glen import GlenConfig, GlenRefineObjective, temperature
+    from genir.methods.glen.training import GlenConfig, GlenRefineObjective, temperature
 
     first = GlenRefineObjective(GlenConfig(negative_mode="random"), 4, None, None, {})
     first.calls = 7

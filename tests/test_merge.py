@@ -9,8 +9,7 @@ import torch.nn.functional as F
 
 from genir.docids.rqvae import RQVAE, decollide, distinct_codes_per_level
 from genir.docids.schemes import kmeans_centroids
-from genir.models import DocidSeq2Seq, ModelConfig
-from genir.training.merge import (
+from genir.methods.merge.training import (
     MergeConfig,
     MergeObjective,
     RelevanceBatches,
@@ -20,6 +19,7 @@ from genir.training.merge import (
     position_weighted_loss,
     relevance_loss,
 )
+from genir.models import DocidSeq2Seq, ModelConfig
 
 
 @pytest.fixture()

@@ -221,8 +221,8 @@ def test_genret_learns_docids_tokenizes_new_documents_and_feeds_the_ablation(sci
     md = (out / "report.md").read_text()
     assert "progressive steps" in md and (out / "docids_genret.png").exists()
     # the trained model folder reloads as the codebook model and searches through the CLI
+    from genir.methods.genret.model import CodebookSeq2Seq
     from genir.models import DocidSeq2Seq
-    from genir.models.codebook import CodebookSeq2Seq
 
     assert isinstance(DocidSeq2Seq.load(out / "genret" / "model"), CodebookSeq2Seq)
     # the folder keeps d_T of every document, and opens ordering a shared docid's documents by q_T . d_T

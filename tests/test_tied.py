@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from genir.data.collection import Document
+from genir.methods.tied import TiedSeq2Seq
+from genir.methods.tied.search import TiedAtomicIndex, TiedAtomicSearcher
 from genir.models import DocidSeq2Seq, ModelConfig
-from genir.search.tied import TiedAtomicIndex, TiedAtomicSearcher
 
 WORDS = "cell protein gene virus tumour brain heart lung blood vitamin drug trial mouse human".split()
 
@@ -21,7 +22,7 @@ def _docs(n: int, seed: int = 0) -> list[Document]:
 @pytest.fixture()
 def model(tiny_bert):
     torch.manual_seed(0)
-    return DocidSeq2Seq(ModelConfig(n_codes=1, backbone=tiny_bert, decoder_heads=2, decoder_ff=64)).eval()
+    return TiedSeq2Seq(ModelConfig(n_codes=1, backbone=tiny_bert, decoder_heads=2, decoder_ff=64)).eval()
 
 
 QUERIES = {"a": "vitamin in blood", "b": "brain tumour trial", "c": "mouse gene"}
@@ -78,12 +79,12 @@ def test_live_add_delete_and_reload(model, tmp_path):
 
 
 def test_contrastive_training_separates_positives(tiny_bert):
+    from genir.methods.tied import tied_contrastive_loss
     from genir.training import EncodedTexts, TrainConfig, Trainer
     from genir.training.data import ContrastiveCollator, ContrastiveDataset, TextInputs
-    from genir.training.objectives import tied_contrastive_loss
 
     torch.manual_seed(0)
-    model = DocidSeq2Seq(ModelConfig(n_codes=1, backbone=tiny_bert, decoder_heads=2, decoder_ff=64, dropout=0.0))
+    model = TiedSeq2Seq(ModelConfig(n_codes=1, backbone=tiny_bert, decoder_heads=2, decoder_ff=64, dropout=0.0))
     model.freeze_encoder(True)
     docs = _docs(16, seed=3)
     texts = [d.text for d in docs] + [" ".join(d.text.split()[:4]) for d in docs]
@@ -215,7 +216,7 @@ def test_builtin_teacher_distils_queries_and_pseudo_queries(tmp_path, tiny_bert,
               "training": {"epochs": 1, "batch_size": 8}, "out": str(tmp_path / "out")}
     ws = Workspace(make_settings(values), tmp_path / "out")
     check_distillation(ws, ws.settings.tied)  # the spec is not a file to read
-    model = DocidSeq2Seq(ModelConfig(n_codes=1, backbone=tiny_bert, decoder_heads=2, decoder_ff=64))
+    model = TiedSeq2Seq(ModelConfig(n_codes=1, backbone=tiny_bert, decoder_heads=2, decoder_ff=64))
     dataset, collate = builtin_distillation_data(ws, ws.settings.tied, model)
     examples = ws.examples()
     pairs = training_pairs(examples)
@@ -259,7 +260,7 @@ def test_builtin_teacher_reads_the_frozen_cache_where_it_holds_the_dense_encoder
         encode = ws.dense_encoder().encode
         ws.dense_encoder().encode = lambda texts, **kw: (read.extend(texts), encode(texts, **kw))[1]
         ws.read = read
-        return ws, DocidSeq2Seq(ModelConfig(n_codes=1, backbone=tiny_bert, decoder_heads=2, decoder_ff=64))
+        return ws, TiedSeq2Seq(ModelConfig(n_codes=1, backbone=tiny_bert, decoder_heads=2, decoder_ff=64))
 
     ws, model = workspace(tiny_bert)
     examples = ws.examples()
@@ -293,7 +294,7 @@ def test_residual_form_starts_as_the_encoders_dense_retriever_and_both_modes_agr
     unit length), so Tied-Atomic ranks exactly as the encoder does as a dense retriever; generative decoding
     (the vectors as the output layer) and faiss still agree; training moves the residual."""
     torch.manual_seed(0)
-    model = DocidSeq2Seq(ModelConfig(n_codes=1, backbone=tiny_bert, decoder_heads=2, decoder_ff=64,
+    model = TiedSeq2Seq(ModelConfig(n_codes=1, backbone=tiny_bert, decoder_heads=2, decoder_ff=64,
                                      extra={"tied_residual": True})).eval()
     docs = _docs(40)
     index = TiedAtomicIndex(model.tied_dim)
@@ -316,7 +317,7 @@ def test_residual_form_starts_as_the_encoders_dense_retriever_and_both_modes_agr
     assert dense.compare_modes(QUERIES, 10)["same_ranking"] == 3
     assert [h.doc_id for h in generative.search("vitamin in blood", 5)] == [h.doc_id for h in results["a"][:5]]
     # the residual is a trained part: it gets a gradient from the contrastive loss
-    from genir.training.objectives import tied_contrastive_loss
+    from genir.methods.tied import tied_contrastive_loss
 
     model.train()
     mem, mask = model.encode_texts(["vitamin in blood", "mouse gene"], 16)
@@ -330,14 +331,14 @@ def test_residual_weight_keeps_the_text_vectors_near_the_sentence_embedding(tiny
     """tied.residual_weight: the loss adds weight x mean |h - sentence|^2 over the batch's queries and
     documents; trained from the same start on the same batches, the weighted model's residual ends smaller
     and its text vectors closer to the encoder's embedding."""
-    from genir.training.objectives import tied_contrastive_loss
+    from genir.methods.tied import tied_contrastive_loss
 
     docs = _docs(16, seed=3)
     queries = [" ".join(d.text.split()[:4]) for d in docs]
 
     def train(weight: float) -> float:
         torch.manual_seed(0)
-        model = DocidSeq2Seq(ModelConfig(n_codes=1, backbone=tiny_bert, decoder_heads=2, decoder_ff=64,
+        model = TiedSeq2Seq(ModelConfig(n_codes=1, backbone=tiny_bert, decoder_heads=2, decoder_ff=64,
                                          dropout=0.0, extra={"tied_residual": True, "tied_temperature": 0.05,
                                                              "tied_residual_weight": weight}))
         model.freeze_encoder(True)
@@ -366,11 +367,11 @@ def test_residual_weight_keeps_the_text_vectors_near_the_sentence_embedding(tiny
     assert held < 0.2 * free
 
     # the distillation objective (tied-atomic-distill) carries the same penalty
-    from genir.training.objectives import tied_margin_mse_loss
+    from genir.methods.tied import tied_margin_mse_loss
 
     def margin_loss(weight: float) -> tuple[float, dict]:
         torch.manual_seed(0)
-        model = DocidSeq2Seq(ModelConfig(n_codes=1, backbone=tiny_bert, decoder_heads=2, decoder_ff=64,
+        model = TiedSeq2Seq(ModelConfig(n_codes=1, backbone=tiny_bert, decoder_heads=2, decoder_ff=64,
                                          dropout=0.0, extra={"tied_residual": True, "tied_residual_weight": weight}))
         torch.nn.init.normal_(model.tied_proj.weight, std=0.1)  # a residual that is not 0 yet
         q_mem, q_mask = model.encode_texts(queries[:4], 16)
@@ -396,7 +397,7 @@ def test_residual_scale_interpolates_between_the_encoder_and_the_trained_model(t
     """tied.residual_scale (search only): every text vector is sentence + scale x residual, for queries and
     documents alike; 0 ranks as the encoder's dense retriever, 1 as the trained model; both modes agree."""
     torch.manual_seed(0)
-    model = DocidSeq2Seq(ModelConfig(n_codes=1, backbone=tiny_bert, decoder_heads=2, decoder_ff=64,
+    model = TiedSeq2Seq(ModelConfig(n_codes=1, backbone=tiny_bert, decoder_heads=2, decoder_ff=64,
                                      extra={"tied_residual": True})).eval()
     torch.nn.init.normal_(model.tied_proj.weight, std=0.2)  # a trained residual: not 0
     docs = _docs(40, seed=4)
@@ -448,13 +449,12 @@ def test_residual_scale_is_a_search_setting_refused_without_the_residual_form():
 def test_without_a_query_residual_queries_keep_the_sentence_embedding(tiny_bert):
     """tied.query_residual=false: a query's vector is the encoder's sentence embedding (in training and in
     both search modes), a document's is sentence + residual; the penalty is the documents' mean."""
-    from genir.methods.tied import TiedSettings, check_settings
-    from genir.training.objectives import tied_contrastive_loss
+    from genir.methods.tied import TiedSettings, check_settings, tied_contrastive_loss
 
     with pytest.raises(ValueError, match="tied.residual=true"):
         check_settings(None, TiedSettings(query_residual=False))
     torch.manual_seed(0)
-    model = DocidSeq2Seq(ModelConfig(n_codes=1, backbone=tiny_bert, decoder_heads=2, decoder_ff=64, dropout=0.0,
+    model = TiedSeq2Seq(ModelConfig(n_codes=1, backbone=tiny_bert, decoder_heads=2, decoder_ff=64, dropout=0.0,
                                      extra={"tied_residual": True, "tied_query_residual": False,
                                             "tied_residual_weight": 1.0})).eval()
     torch.nn.init.normal_(model.tied_proj.weight, std=0.2)  # a trained residual: not 0

@@ -181,7 +181,7 @@ def methods() -> None:
         typer.secho(m.name, bold=True)
         typer.echo(f"  {m.description}\n  docids:    {m.docids}\n  objective: {m.objective_text}\n"
                    f"  search:    {m.search_mode}\n  settings:  {m.group or '-'}"
-                   + ("" if m.index_corpus else "\n  (cannot index a new corpus without retraining: no transfer)"))
+                   + ("" if m.can_transfer else "\n  (cannot index a new corpus without retraining: no transfer)"))
     typer.echo(f"\nbaselines: {', '.join(BASELINES)}\n\nsettings groups (--set GROUP.KEY=VALUE, or nested YAML):")
     for name, cls in GROUPS.items():
         kind = "shared" if name in SHARED_GROUPS else "method"
@@ -215,7 +215,7 @@ def transfer(
     values["data"].update({"dataset": dataset, "data_dir": data_dir, "train_split": None, "test_split": test_split,
                            "qrels_dir": qrels_dir or "qrels", "holdout": 0.0, "new_docs": 0.0,
                            "max_test_queries": None})
-    values["methods"] = method or [m for m in values["methods"] if m in METHODS and METHODS[m].index_corpus]
+    values["methods"] = method or [m for m in values["methods"] if m in METHODS and METHODS[m].can_transfer]
     values["baselines"] = list(baseline) if baseline is not None else ["bm25", "dense"]
     values["out"] = out or f"runs/{Path(dataset).name}-from-{source.name}"
     settings = build_settings(values, {"beam": beam}, None)
@@ -403,7 +403,7 @@ def index_status(run_dir: Annotated[Path, typer.Argument(help="a run folder")]) 
     out = {"documents": len(live.corpus()), "added": len(live.state.added), "removed": len(live.state.removed),
            "version": live.state.version,
            "methods": {m: {"indexed": len(live.table(m)[0]), "pending": len(live.pending(m)),
-                           "can_add": live.method(m).add_docids is not None} for m in live.methods}}
+                           "can_add": live.method(m).can_add} for m in live.methods}}
     typer.echo(json.dumps(out, indent=1))
 
 

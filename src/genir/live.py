@@ -164,9 +164,8 @@ class LiveIndex:
 
     def model(self, name: str):
         if name not in self._models:
-            from genir.models import DocidSeq2Seq
-
-            self._models[name] = DocidSeq2Seq.load(self.run_dir / name / "model").to(self.device).eval()
+            model_class = self.method(name).model_class
+            self._models[name] = model_class.load(self.run_dir / name / "model").to(self.device).eval()
         return self._models[name]
 
     def table(self, name: str) -> tuple[DocIdTable, dict[str, np.ndarray]]:
@@ -283,7 +282,7 @@ class LiveIndex:
 
     def _add_to_method(self, name: str, docs: list[Document], emb: np.ndarray | None) -> dict:
         method = get_method(name)
-        if method.add_docids is None:
+        if not method.can_add:
             return {"refused": method.live_refusal}
         start = time.perf_counter()
         table, _ = self.table(name)  # the live corpus's docids, without the documents being added

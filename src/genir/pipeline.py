@@ -28,7 +28,6 @@ from genir.evaluation.trec import read_run, write_run
 from genir.io import write_json
 from genir.methods import BASELINES, get_method, make_settings, method_settings, open_searcher, read_settings
 from genir.methods.base import Method, Trained, model_config, train, train_config
-from genir.models import DocidSeq2Seq
 from genir.search.base import Searcher, timed_search
 from genir.settings import Settings
 from genir.stages import STAGE_FILE, Stage, baseline_fingerprint, check_stages, method_fingerprint, short_hash
@@ -140,9 +139,10 @@ class Pipeline:
         docid_s = 0.0
         model_ready = (folder / "model" / "genir_model.json").exists()
         docids_ready = (folder / "docids" / "docids.json").exists()
-        if method.learn is not None:  # docids come out of training (GenRet, GLEN)
+        if method.learns_docids:  # docids come out of training (GenRet, GLEN)
             if model_ready and docids_ready:
-                model, table = DocidSeq2Seq.load(folder / "model").to(ws.device), DocIdTable.load(folder / "docids")
+                model = method.model_class.load(folder / "model").to(ws.device)
+                table = DocIdTable.load(folder / "docids")
                 info = json.loads((folder / "train.json").read_text())
             else:
                 model, table, info = method.learn(ws, cfg, folder)
@@ -156,7 +156,7 @@ class Pipeline:
                 table.save(folder / "docids")
             docid_s = time.perf_counter() - start
             if model_ready:
-                model = DocidSeq2Seq.load(folder / "model").to(ws.device)
+                model = method.model_class.load(folder / "model").to(ws.device)
                 info = json.loads((folder / "train.json").read_text())
             else:
                 model, info = self._train(method, cfg, table, folder)
@@ -195,12 +195,12 @@ class Pipeline:
         model_dir = Path(source) / name / "model"
         if not (model_dir / "genir_model.json").exists():
             raise ValueError(f"{model_dir}: no trained {name} model to transfer")
-        if method.index_corpus is None:
+        if not method.can_transfer:
             raise ValueError(f"{name} cannot index a corpus it was not trained on without retraining")
         if is_main():
             folder.mkdir(parents=True, exist_ok=True)
         self.stages[name].start()
-        model = DocidSeq2Seq.load(model_dir).to(ws.device).eval()
+        model = method.model_class.load(model_dir).to(ws.device).eval()
         start = time.perf_counter()
         table = method.index_corpus(ws, cfg, model, folder)
         trie = PrefixTree(table)
@@ -246,7 +246,7 @@ class Pipeline:
         ws = self.ws
         trie = PrefixTree(table)
         extra = {"method": method.name, **method.model_extra(cfg)}
-        model = DocidSeq2Seq(model_config(ws, method.n_codes(table), trie.depth, extra)).to(ws.device)
+        model = method.model_class(model_config(ws, method.n_codes(table), trie.depth, extra)).to(ws.device)
         model.freeze_encoder(self.settings.model.encoder == "frozen")
         data = method.training_data(ws, cfg, model, table, trie)
         info, history = train(ws, model, method.objective, data, folder / "checkpoints", f"train {method.name}")
@@ -305,8 +305,7 @@ class Pipeline:
             ws.check_inputs()
         for name in self.settings.methods:  # inputs a method cannot use stop the run before any work
             method = get_method(name)
-            if method.check is not None:
-                method.check(ws, method_settings(self.settings, method))
+            method.check(ws, method_settings(self.settings, method))
         self.stages = {b: self.baseline_stage(b) for b in self.settings.baselines}
         self.stages.update({m: self.method_stage(m, transfer_from) for m in self.settings.methods})
         check_stages(list(self.stages.values()), self.redo, self.fresh, ws.out)  # before any work

@@ -91,7 +91,6 @@ def open_method_folder(method_dir: str | Path, beam: int | None = None, docs: li
     dataset. Raises ValueError when the folder cannot be searched."""
     from genir.data import load_dataset
     from genir.data.collection import DataError
-    from genir.models import DocidSeq2Seq
 
     method_dir = Path(method_dir)
     if not method_dir.is_dir():
@@ -106,7 +105,7 @@ def open_method_folder(method_dir: str | Path, beam: int | None = None, docs: li
     from genir.workspace import resolve_device
 
     # strict: every weight present, of its shape; on a GPU when there is one (``training.device`` overrides)
-    model = DocidSeq2Seq.load(method_dir / "model").to(resolve_device(settings.training.device
+    model = method.model_class.load(method_dir / "model").to(resolve_device(settings.training.device
                                                                        if "training.device" in (overrides or {})
                                                                        else "auto"))
     table = DocIdTable.load(method_dir / "docids")  # every line whole, codes in the vocabulary

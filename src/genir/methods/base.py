@@ -11,12 +11,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from genir.data.collection import Document
 from genir.docids import DocIdTable, PrefixTree
+from genir.models import DocidSeq2Seq
 from genir.search.base import Searcher
-from genir.settings import SearchSettings
+from genir.settings import SearchSettings, Settings
 from genir.training import TrainConfig, Trainer
 from genir.training.data import DocidCollator, DocidDataset
 from genir.training.objectives import seq2seq_loss
@@ -92,55 +93,117 @@ class Trained:
     info: dict = field(default_factory=dict)
 
 
-def no_extras(*_: Any) -> dict:
-    return {}
-
-
-@dataclass(frozen=True)
 class Method:
-    name: str
-    description: str
-    docids: str  # the docid scheme, in words (``genir methods``)
-    objective_text: str  # the training objective, in words
-    search_mode: str  # how it searches, in words
-    group: str | None = None  # its settings group (``--set GROUP.key=value``)
-    # (workspace, settings, folder) -> DocIdTable, for docids fixed before training
-    make_docids: Callable | None = None
-    # (workspace, settings, folder) -> (model, table, train_info), for docids learned while training
-    learn: Callable | None = None
-    objective: Callable = seq2seq_loss
-    # (workspace, settings, model, table, trie) -> (dataset, collate)
-    training_data: Callable | None = None
-    n_codes: Callable[[DocIdTable], int] = lambda table: table.vocab_size
-    model_extra: Callable[[Any], dict] = lambda settings: {}  # saved with the model (ModelConfig.extra)
-    open_searcher: Callable[[SearchRequest], Searcher] | None = None
-    needs_corpus: bool = False  # its searcher encodes the corpus (SearchRequest.docs) when it opens
-    # zero-shot: (workspace of another corpus, settings, trained model, folder) -> that corpus's docids; None
-    # when the method cannot index a corpus without retraining
-    index_corpus: Callable | None = None
-    # (workspace, settings, Trained, searcher) -> extra result fields; (result) -> markdown lines
-    report: Callable = no_extras
-    render: Callable[[dict], list[str]] = lambda result: []
-    # (workspace, settings) -> None: raises on an input this method cannot use, before any stage runs
-    check: Callable | None = None
-    # live index (``genir index add``): NewDocuments -> AddedDocids, with no retraining; None: the method
-    # cannot take a document without retraining, and ``live_refusal`` says why and what to do instead
-    add_docids: Callable | None = None
-    live_refusal: str = "this method cannot index a document without retraining"
-    doc_arrays: tuple[str, ...] = ()  # per-document files beside the docids (kept in step by the live index)
-    # (model, codes) -> the docid in words (GLEN: its vocabulary tokens); None: the codes as a path
-    docid_words: Callable | None = None
+    """A generative retrieval method: a docid scheme, a training objective and its data, a searcher, and
+    report extras. A method is a subclass that sets the class attributes below and overrides what differs
+    from the defaults; its family package registers an instance (``METHODS``) in :mod:`genir.methods`.
+
+    Docids come from exactly one of :meth:`make_docids` (fixed before training; the shared trainer then fits
+    a ``model_class`` to them with :attr:`objective` on :meth:`training_data`) or :meth:`learn` (docids that
+    come out of training, ``learns_docids = True``)."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    docids: ClassVar[str]  # the docid scheme, in words (``genir methods``)
+    objective_text: ClassVar[str]  # the training objective, in words
+    search_mode: ClassVar[str]  # how it searches, in words
+    group: ClassVar[str | None] = None  # its settings group (``--set GROUP.key=value``)
+    learns_docids: ClassVar[bool] = False  # docids come out of training (``learn``), not ``make_docids``
+    model_class: ClassVar[type[DocidSeq2Seq]] = DocidSeq2Seq  # what ``make_docids`` methods train
+    objective: ClassVar[Callable] = staticmethod(seq2seq_loss)  # (model, batch) -> (loss, logs)
+    needs_corpus: ClassVar[bool] = False  # its searcher encodes the corpus (SearchRequest.docs) when it opens
+    doc_arrays: ClassVar[tuple[str, ...]] = ()  # per-document files beside the docids (kept by the live index)
+    live_refusal: ClassVar[str] = "this method cannot index a document without retraining"
     # bumped when a fix changes what the same settings train: part of the stage fingerprint from 2 on, so
     # that a run folder made by the older recipe is reported as different, never resumed as if the same
-    revision: int = 1
+    revision: ClassVar[int] = 1
 
-    def __post_init__(self) -> None:
-        if (self.make_docids is None) == (self.learn is None):
-            raise ValueError(f"{self.name}: give make_docids or learn, not both")
-        if self.open_searcher is None:
-            object.__setattr__(self, "open_searcher", beam_searcher)
-        if self.training_data is None:
-            object.__setattr__(self, "training_data", seq2seq_training_data)
+    # -- docids and training ---------------------------------------------------------------------------
+    def make_docids(self, ws: Workspace, settings: Any, folder: Path) -> DocIdTable:
+        """Docids fixed before training."""
+        raise NotImplementedError(f"{self.name} learns its docids while training (learn)")
+
+    def learn(self, ws: Workspace, settings: Any, folder: Path) -> tuple[Any, DocIdTable, dict]:
+        """Docids learned while training: (model, table, train info); resumes from ``folder``."""
+        raise NotImplementedError(f"{self.name} fixes its docids before training (make_docids)")
+
+    def training_data(self, ws: Workspace, settings: Any, model, table: DocIdTable, trie: PrefixTree) -> tuple:
+        """(dataset, collate) for the shared trainer: DSI's indexing + retrieval examples by default."""
+        return seq2seq_training_data(ws, settings, model, table, trie)
+
+    def n_codes(self, table: DocIdTable) -> int:
+        """The size of the model's code vocabulary for this table."""
+        return table.vocab_size
+
+    def model_extra(self, settings: Any) -> dict:
+        """Method settings saved with the model (``ModelConfig.extra``)."""
+        return {}
+
+    def phases(self, settings: Settings) -> list[Phase]:
+        """The training phases and their budgets, as ``genir run --dry-run`` and ``genir methods`` show them."""
+        return [retriever_phase(settings)]
+
+    def check(self, ws: Workspace, settings: Any) -> None:
+        """Raises on an input this method cannot use, before any stage runs."""
+
+    # -- search --------------------------------------------------------------------------------------
+    def open_searcher(self, req: SearchRequest) -> Searcher:
+        """The searcher of a trained folder: the shared constrained beam search by default."""
+        return beam_searcher(req)
+
+    def docid_words(self, model, codes) -> list[str] | None:
+        """A docid in words (GLEN: its vocabulary tokens); None: the codes as a path."""
+        return None
+
+    # -- a corpus or documents it was not trained on ---------------------------------------------------
+    @property
+    def can_transfer(self) -> bool:
+        """Whether it indexes a corpus it was not trained on without retraining (``index_corpus``)."""
+        return type(self).index_corpus is not Method.index_corpus
+
+    def index_corpus(self, ws: Workspace, settings: Any, model, folder: Path) -> DocIdTable:
+        """Zero-shot: the docids of another corpus (``ws``) from the trained model."""
+        raise ValueError(f"{self.name} cannot index a corpus it was not trained on without retraining")
+
+    @property
+    def can_add(self) -> bool:
+        """Whether the live index can give it a new document without retraining (``add_docids``)."""
+        return type(self).add_docids is not Method.add_docids
+
+    def add_docids(self, new: NewDocuments) -> AddedDocids:
+        raise ValueError(self.live_refusal)
+
+    # -- report --------------------------------------------------------------------------------------
+    def report(self, ws: Workspace, settings: Any, trained: Trained, searcher: Searcher) -> dict:
+        """Extra result fields."""
+        return {}
+
+    def render(self, result: dict) -> list[str]:
+        """Markdown lines for the report from the extra fields."""
+        return []
+
+    def __repr__(self) -> str:
+        return f"<method {self.name}>"
+
+
+@dataclass
+class Phase:
+    """One training phase of a method: its budget, as the shared loop runs it (``repeats`` times: GenRet's
+    progressive steps). ``examples``: how many training examples an epoch has, given the workspace (None:
+    the DSI examples); ``flag``: how ``--epochs`` / ``--lr`` / ``--batch-size`` reach it, in words."""
+
+    name: str
+    epochs: float
+    batch_size: int
+    lr: float
+    repeats: int = 1
+    examples: Callable[[Workspace], int] | None = None
+    flag: str = "training.epochs, training.lr, training.batch_size"
+
+
+def retriever_phase(settings: Settings, name: str = "retriever") -> Phase:
+    t = settings.training
+    return Phase(name, t.epochs, t.batch_size, t.lr)
 
 
 # -- shared recipe parts -----------------------------------------------------------------------------

@@ -1,12 +1,9 @@
 """Backbones: an encoder (any HF model, or the bundled MiniLM) feeding a decoder over docid codes.
 
-Importing the package registers every architecture, so that :meth:`DocidSeq2Seq.load` rebuilds the class
-that saved a folder."""
+A method family that needs its own model subclasses :class:`DocidSeq2Seq` and registers it with
+:func:`register_architecture`; :meth:`DocidSeq2Seq.load` rebuilds the class that saved a folder."""
 
-from genir.models.codebook import CodebookSeq2Seq
-from genir.models.lexical import LexicalSeq2Seq
 from genir.models.pretrained import bundled_minilm_path
-from genir.models.seq2seq import ARCHITECTURES, DocidSeq2Seq, ModelConfig
+from genir.models.seq2seq import ARCHITECTURES, DocidSeq2Seq, ModelConfig, register_architecture
 
-__all__ = ["ARCHITECTURES", "CodebookSeq2Seq", "DocidSeq2Seq", "LexicalSeq2Seq", "ModelConfig",
-           "bundled_minilm_path"]
+__all__ = ["ARCHITECTURES", "DocidSeq2Seq", "ModelConfig", "bundled_minilm_path", "register_architecture"]

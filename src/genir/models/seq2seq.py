@@ -13,12 +13,12 @@ The output layer covers only docid codes (+ end-of-docid). Saves and loads as a 
 
 from __future__ import annotations
 
+import importlib
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -89,15 +89,6 @@ class DocidSeq2Seq(nn.Module):
         self.code_embed = nn.Embedding(config.n_codes + 2, d)
         self.head = nn.Linear(d, config.n_codes + 1)  # codes + end-of-docid
         nn.init.normal_(self.code_embed.weight, std=0.02)
-        # Tied-Atomic, residual form: the text vector is the encoder's sentence embedding plus a learned
-        # residual of the decoder state that starts at 0 (never below the encoder as a dense retriever)
-        self.tied_residual = bool(config.extra.get("tied_residual"))
-        # residual form, tied.query_residual=false: queries keep the sentence embedding, documents learn a residual
-        self.tied_query_residual = bool(config.extra.get("tied_query_residual", True))
-        if self.tied_residual:
-            self.tied_proj = nn.Linear(d, self.d_model)
-            nn.init.zeros_(self.tied_proj.weight)
-            nn.init.zeros_(self.tied_proj.bias)
 
     def _add_query_token(self, token: str) -> None:
         """A task token prefixed to every query (MERGE's <retrieval>, Sec. 3.2): a new special token whose
@@ -148,52 +139,6 @@ class DocidSeq2Seq(nn.Module):
         hidden = self.decoder(self.code_embed(prev), memory, memory_mask)
         return self.head(hidden)
 
-    def first_hidden(self, memory: torch.Tensor, memory_mask: torch.Tensor,
-                     residual_scale: float = 1.0) -> torch.Tensor:
-        """The decoder's last hidden state at the first decoding step (input: the start code), (B, d).
-
-        Tied-Atomic's text vector: h_query and h_doc of Eq. 2 (differentiable; equals ``step`` from ``start``).
-        With ``tied_residual`` it is ``tied_output`` of that state: the sentence embedding plus a residual.
-        """
-        if self.tied_residual and residual_scale == 0:  # the sentence embedding alone: no decoder pass
-            return self.sentence_vector(memory, memory_mask)
-        start = self.code_embed.weight[self.bos].expand(memory.shape[0], 1, -1)
-        hidden = self.decoder(start, memory, memory_mask)[:, 0]
-        return self.tied_output(hidden, self.sentence_vector(memory, memory_mask) if self.tied_residual else None,
-                                residual_scale)
-
-    def query_vector(self, memory: torch.Tensor, memory_mask: torch.Tensor,
-                     residual_scale: float = 1.0) -> torch.Tensor:
-        """Tied-Atomic's query vector: ``first_hidden``, or (residual form without a query residual) the
-        encoder's sentence embedding alone, with no decoder pass."""
-        return self.first_hidden(memory, memory_mask, residual_scale * self.query_residual_scale)
-
-    @property
-    def query_residual_scale(self) -> float:
-        """1, or 0 where queries carry no residual (the residual form with ``tied_query_residual`` off)."""
-        return 0.0 if self.tied_residual and not self.tied_query_residual else 1.0
-
-    def sentence_vector(self, memory: torch.Tensor, memory_mask: torch.Tensor) -> torch.Tensor:
-        """Mean of the encoder states over the text's tokens, unit length: MiniLM's own sentence embedding
-        (sentence-transformers' mean pooling + normalisation)."""
-        m = memory_mask.to(memory.dtype)[..., None]
-        return F.normalize((memory * m).sum(1) / m.sum(1).clamp(min=1e-9), dim=-1)
-
-    def tied_output(self, hidden: torch.Tensor, sentence: torch.Tensor | None,
-                    residual_scale: float = 1.0) -> torch.Tensor:
-        """Tied-Atomic's vector from a first-step decoder state: the state itself, or (``tied_residual``)
-        the sentence embedding plus the projected state (0 before training), scaled by ``residual_scale``.
-
-        The scale is the projection's weights interpolated between their start (0) and their trained values:
-        WiSE-FT (Wortsman et al., 2022) on the one layer that carries the residual; 1 is the trained model."""
-        if sentence is None:
-            return hidden
-        return sentence + residual_scale * self.tied_proj(hidden)  # x 1.0 is exact: the trained model as is
-
-    @property
-    def tied_dim(self) -> int:
-        return self.d_model if self.tied_residual else self.decoder.d_model
-
     def start(self, memory: torch.Tensor, memory_mask: torch.Tensor):
         return self.decoder.start(memory, memory_mask)
 
@@ -224,8 +169,12 @@ class DocidSeq2Seq(nn.Module):
         folder = Path(folder)
         config = read_model_config(folder)
         architecture = config.extra.get("architecture")
-        if cls is DocidSeq2Seq and architecture in ARCHITECTURES:
-            cls = ARCHITECTURES[architecture]  # the subclass that saved it (GenRet codebooks, GLEN vocabulary)
+        if cls is DocidSeq2Seq and architecture is not None:
+            if architecture not in ARCHITECTURES:  # the method registry registers every family's model class
+                importlib.import_module("genir.methods")
+            if architecture not in ARCHITECTURES:
+                raise DataError(folder / "genir_model.json", None, f"unknown architecture {architecture!r}")
+            cls = ARCHITECTURES[architecture]  # the subclass that saved it
         weights = folder / "model.safetensors"
         if not weights.is_file():
             raise DataError(weights, None, "missing: not a complete model folder")

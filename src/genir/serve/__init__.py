@@ -189,7 +189,7 @@ class Service:
             return None
         codes = list(table.sequence(rows[doc_id]))
         m = self.index.method(method)
-        words = m.docid_words(self.index.model(method), codes) if m.docid_words else None
+        words = m.docid_words(self.index.model(method), codes)
         path = [{"code": c, "word": words[t] if words else None, "documents": shared[tuple(codes[: t + 1])]}
                 for t, c in enumerate(codes)]
         out = {"scheme": table.scheme, "codes": codes, "path": path}
@@ -367,8 +367,9 @@ def create_app(index: LiveIndex, max_batch: int = 64) -> FastAPI:
         for step in out["steps"]:
             for b in step["top"]:
                 b["documents"] = shared[tuple(b["prefix"])]
-                if m.docid_words:
-                    b["words"] = m.docid_words(model, b["prefix"])
+                words = m.docid_words(model, b["prefix"])
+                if words is not None:
+                    b["words"] = words
         for h in out["hits"]:
             h.update(service.hit_doc(h["doc_id"]))
         return out

@@ -2,7 +2,7 @@
 auto-encoding, one step at a time (progressive training), with diverse clustering; then a seq2seq "fit"
 on the final docids. Documents no training saw are tokenized by the model alone (Q(z | d), Sec. 5.2).
 
-The trainer and its equations are in :mod:`genir.training.genret`; this module puts them together.
+The trainer and its equations are in :mod:`genir.methods.genret.training`; this module puts them together.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from genir.methods.base import (
     train,
     train_config,
 )
-from genir.models import CodebookSeq2Seq
-from genir.training.genret import GenRetConfig, GenRetData, ProgressiveTrainer
+from genir.methods.genret.model import CodebookSeq2Seq
+from genir.methods.genret.training import GenRetConfig, GenRetData, ProgressiveTrainer
 from genir.training.objectives import seq2seq_loss
 from genir.workspace import Workspace
 
@@ -206,18 +206,52 @@ def render(result: dict) -> list[str]:
     return [*lines, ""]
 
 
-METHODS = [
-    Method("genret", "GenRet: docids learned by discrete auto-encoding, progressive training, diverse clustering",
-           "learned: K codes per step, M steps (Q(z|d), Eq. 3-4)",
-           "reconstruction + commitment + retrieval (Eq. 11), step by step; then seq2seq fit",
-           "constrained beam search over the learned docids", group="genret", learn=learn,
-           index_corpus=index_corpus, report=report, render=render, add_docids=add_docids,
-           open_searcher=open_searcher, doc_arrays=(STATES,)),
-    Method("genret-nolearn", "GenRet ablation 'without learning': a seq2seq retriever trained on GenRet's final "
-           "docids", "GenRet's final docids (run genret first)", "seq2seq cross-entropy to the docid",
-           "constrained beam search over the docid prefix tree", group="genret", make_docids=nolearn_docids,
-           check=check_nolearn,
-           live_refusal="genret-nolearn is an ablation trained on GenRet's fixed docids: index new documents with "
-                        "genret, whose tokenization model assigns them"),
-]
+class GenRet(Method):
+    name = "genret"
+    description = "GenRet: docids learned by discrete auto-encoding, progressive training, diverse clustering"
+    docids = "learned: K codes per step, M steps (Q(z|d), Eq. 3-4)"
+    objective_text = "reconstruction + commitment + retrieval (Eq. 11), step by step; then seq2seq fit"
+    search_mode = "constrained beam search over the learned docids"
+    group = "genret"
+    learns_docids = True
+    model_class = CodebookSeq2Seq
+    doc_arrays = (STATES,)
+
+    def learn(self, ws: Workspace, settings: GenRetConfig, folder: Path):
+        return learn(ws, settings, folder)
+
+    def index_corpus(self, ws: Workspace, settings: GenRetConfig, model, folder: Path) -> DocIdTable:
+        return index_corpus(ws, settings, model, folder)
+
+    def add_docids(self, new: NewDocuments) -> AddedDocids:
+        return add_docids(new)
+
+    def open_searcher(self, req: SearchRequest):
+        return open_searcher(req)
+
+    def report(self, ws: Workspace, settings: GenRetConfig, trained: Trained, searcher) -> dict:
+        return report(ws, settings, trained, searcher)
+
+    def render(self, result: dict) -> list[str]:
+        return render(result)
+
+
+class GenRetNoLearn(Method):
+    name = "genret-nolearn"
+    description = "GenRet ablation 'without learning': a seq2seq retriever trained on GenRet's final docids"
+    docids = "GenRet's final docids (run genret first)"
+    objective_text = "seq2seq cross-entropy to the docid"
+    search_mode = "constrained beam search over the docid prefix tree"
+    group = "genret"
+    live_refusal = ("genret-nolearn is an ablation trained on GenRet's fixed docids: index new documents with "
+                    "genret, whose tokenization model assigns them")
+
+    def make_docids(self, ws: Workspace, settings: GenRetConfig, folder: Path) -> DocIdTable:
+        return nolearn_docids(ws, settings, folder)
+
+    def check(self, ws: Workspace, settings: GenRetConfig) -> None:
+        check_nolearn(ws, settings)
+
+
+METHODS = [GenRet(), GenRetNoLearn()]
 GROUPS = {"genret": GenRetConfig}

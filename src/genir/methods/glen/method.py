@@ -3,7 +3,8 @@ backbone's vocabulary. Phase 1 learns keyword IDs (Eq. 4); phase 2 refines them 
 prefix-aware dynamic negatives); every document then gets its identifier from the model (Sec. 3.4), and
 search ranks documents sharing an identifier by cos(w^q, w^d) (Eq. 9).
 
-Model: :mod:`genir.models.lexical`; losses: :mod:`genir.training.glen`; search: :mod:`genir.search.lexical`.
+Model: :mod:`genir.methods.glen.model`; losses: :mod:`genir.methods.glen.training`; search:
+:mod:`genir.methods.glen.search`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import numpy as np
 import torch
 
 from genir.docids import DocIdTable, PrefixTree
-from genir.docids.lexical import identifier_words, keyword_docids
 from genir.evaluation.metrics import evaluate
 from genir.evaluation.trec import read_run
 from genir.io import save_npy
@@ -32,10 +32,12 @@ from genir.methods.base import (
     seq2seq_training_data,
     train,
 )
-from genir.models import DocidSeq2Seq, LexicalSeq2Seq
-from genir.search.lexical import LexicalSearcher
+from genir.methods.glen.docids import identifier_words, keyword_docids
+from genir.methods.glen.model import LexicalSeq2Seq
+from genir.methods.glen.search import LexicalSearcher
+from genir.methods.glen.training import GlenConfig, GlenPairs, GlenRefineObjective, PrefixNegatives
+from genir.models import DocidSeq2Seq
 from genir.training import checkpoint
-from genir.training.glen import GlenConfig, GlenPairs, GlenRefineObjective, PrefixNegatives
 from genir.training.objectives import seq2seq_loss
 from genir.workspace import Workspace
 
@@ -259,17 +261,50 @@ def render(result: dict) -> list[str]:
 
 _SEARCH = "beam search over identifier tokens, exact P(z|q); ties by cos(w^q, w^d) (Eq. 9)"
 
-METHODS = [
-    Method("glen", "GLEN: lexical docids over the backbone's vocabulary, keyword assignment then ranking "
-           "refinement, collision-free inference", "lexical: n vocabulary tokens, from the model (Eq. 2)",
-           "phase 1 seq2seq to keyword IDs; phase 2 pairwise + pointwise ranking (Eq. 5-8)", _SEARCH,
-           group="glen", learn=learn, open_searcher=open_searcher, index_corpus=index_corpus, report=report,
-           render=render, add_docids=add_docids, doc_arrays=(LOGITS,), docid_words=docid_words,
-           revision=2),  # 2: keywords from the model's input; in-batch false negatives masked; z+, w^d without dropout
-    Method("glen-keyword", "GLEN after phase 1 only: fixed keyword IDs (BM25 top-n tokens)",
-           "keyword IDs: the document's BM25 top-n tokens (Eq. 4)", "phase 1 only: seq2seq to keyword IDs",
-           _SEARCH, group="glen", learn=keyword_learn, open_searcher=open_searcher, index_corpus=index_corpus,
-           report=report, render=render, add_docids=add_docids, doc_arrays=(LOGITS,), docid_words=docid_words,
-           revision=2),
-]
+class Glen(Method):
+    name = "glen"
+    description = ("GLEN: lexical docids over the backbone's vocabulary, keyword assignment then ranking refinement, "
+                   "collision-free inference")
+    docids = "lexical: n vocabulary tokens, from the model (Eq. 2)"
+    objective_text = "phase 1 seq2seq to keyword IDs; phase 2 pairwise + pointwise ranking (Eq. 5-8)"
+    search_mode = _SEARCH
+    group = "glen"
+    learns_docids = True
+    model_class = LexicalSeq2Seq
+    doc_arrays = (LOGITS,)
+    revision = 2  # 2: keywords from the model's input; in-batch false negatives masked; z+, w^d without dropout
+
+    def learn(self, ws: Workspace, settings: GlenConfig, folder: Path):
+        return learn(ws, settings, folder)
+
+    def index_corpus(self, ws: Workspace, settings: GlenConfig, model, folder: Path) -> DocIdTable:
+        return index_corpus(ws, settings, model, folder)
+
+    def add_docids(self, new: NewDocuments) -> AddedDocids:
+        return add_docids(new)
+
+    def docid_words(self, model, codes) -> list[str]:
+        return docid_words(model, codes)
+
+    def open_searcher(self, req: SearchRequest) -> LexicalSearcher:
+        return open_searcher(req)
+
+    def report(self, ws: Workspace, settings: GlenConfig, trained: Trained, searcher) -> dict:
+        return report(ws, settings, trained, searcher)
+
+    def render(self, result: dict) -> list[str]:
+        return render(result)
+
+
+class GlenKeyword(Glen):
+    name = "glen-keyword"
+    description = "GLEN after phase 1 only: fixed keyword IDs (BM25 top-n tokens)"
+    docids = "keyword IDs: the document's BM25 top-n tokens (Eq. 4)"
+    objective_text = "phase 1 only: seq2seq to keyword IDs"
+
+    def learn(self, ws: Workspace, settings: GlenConfig, folder: Path):
+        return keyword_learn(ws, settings, folder)
+
+
+METHODS = [Glen(), GlenKeyword()]
 GROUPS = {"glen": GlenConfig}

@@ -3,7 +3,7 @@ RQ-VAE docids shaped by graded relevance (alignment, outer InfoNCE, inner triple
 by Sinkhorn (Sec. 3.1.3); a retriever trained with the <retrieval> query token and the position-weighted
 loss (Sec. 3.2, Eq. 9). ``rqvae`` is the same recipe without relevance (MERGE's vanilla baseline).
 
-RQ-VAE: :mod:`genir.docids.rqvae`; losses and batches: :mod:`genir.training.merge`.
+RQ-VAE: :mod:`genir.docids.rqvae`; losses and batches: :mod:`genir.methods.merge.training`.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from genir.docids import DocIdTable, PrefixTree
 from genir.docids.rqvae import decollide, load_quantizer, place_codes, save_quantizer
 from genir.io import write_text
 from genir.methods.base import AddedDocids, Method, NewDocuments, seq2seq_training_data
+from genir.methods.merge.training import MergeConfig, position_weighted_loss, train_rqvae
 from genir.training import checkpoint
 from genir.training.data import DocidCollator, DocidDataset, EncodedTexts, IndexingExamples, TextInputs
-from genir.training.merge import MergeConfig, position_weighted_loss, train_rqvae
 from genir.workspace import Workspace
 
 QUERY_TOKEN = "<retrieval>"
@@ -131,17 +131,44 @@ def report(ws: Workspace, cfg: MergeConfig, trained, searcher) -> dict:
 
 _SEARCH = "constrained beam search over the 4-level codes, <retrieval> query token"
 
-METHODS = [
-    Method("merge", "MERGE: RQ-VAE docids shaped by graded relevance (alignment, outer InfoNCE, inner triplets), "
-           "<retrieval> queries, position-weighted loss", "RQ-VAE codes shaped by graded relevance (Eq. 3-8)",
-           "position-weighted seq2seq cross-entropy (Eq. 9)", _SEARCH, group="merge",
-           make_docids=lambda ws, cfg, folder: rqvae_docids(ws, cfg, folder, True), objective=loss,
-           training_data=training_data, model_extra=model_extra, report=report, render=render,
-           add_docids=add_docids, revision=2),  # 2: Table 2's ablations as betas (0 / 1), as MERGE defines them
-    Method("rqvae", "Vanilla RQ-VAE docids (MERGE's baseline): the same retriever, docids without relevance",
-           "RQ-VAE codes (no relevance)", "position-weighted seq2seq cross-entropy (Eq. 9)", _SEARCH,
-           group="merge", make_docids=lambda ws, cfg, folder: rqvae_docids(ws, cfg, folder, False), objective=loss,
-           training_data=training_data, model_extra=model_extra, report=report, render=render,
-           add_docids=add_docids),
-]
+class Merge(Method):
+    name = "merge"
+    description = ("MERGE: RQ-VAE docids shaped by graded relevance (alignment, outer InfoNCE, inner triplets), "
+                   "<retrieval> queries, position-weighted loss")
+    docids = "RQ-VAE codes shaped by graded relevance (Eq. 3-8)"
+    objective_text = "position-weighted seq2seq cross-entropy (Eq. 9)"
+    search_mode = _SEARCH
+    group = "merge"
+    objective = staticmethod(loss)
+    revision = 2  # 2: Table 2's ablations as betas (0 / 1), as MERGE defines them
+    relevance = True  # the RQ-VAE learns from the graded training judgements
+
+    def make_docids(self, ws: Workspace, settings: MergeConfig, folder: Path) -> DocIdTable:
+        return rqvae_docids(ws, settings, folder, self.relevance)
+
+    def training_data(self, ws: Workspace, settings: MergeConfig, model, table: DocIdTable, trie: PrefixTree):
+        return training_data(ws, settings, model, table, trie)
+
+    def model_extra(self, settings: MergeConfig) -> dict:
+        return model_extra(settings)
+
+    def add_docids(self, new: NewDocuments) -> AddedDocids:
+        return add_docids(new)
+
+    def report(self, ws: Workspace, settings: MergeConfig, trained, searcher) -> dict:
+        return report(ws, settings, trained, searcher)
+
+    def render(self, result: dict) -> list[str]:
+        return render(result)
+
+
+class RqVae(Merge):
+    name = "rqvae"
+    description = "Vanilla RQ-VAE docids (MERGE's baseline): the same retriever, docids without relevance"
+    docids = "RQ-VAE codes (no relevance)"
+    revision = 1
+    relevance = False
+
+
+METHODS = [Merge(), RqVae()]
 GROUPS = {"merge": MergeConfig}

@@ -5,11 +5,14 @@ or by Margin-MSE from teacher scores; searched generatively (one constrained ste
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from genir.distributed import is_main
 from genir.docids import DocIdTable, PrefixTree, atomic_docids
 from genir.methods.base import AddedDocids, Method, NewDocuments, SearchRequest, Trained
-from genir.search.tied import TiedAtomicIndex, TiedAtomicSearcher
+from genir.methods.tied.model import TiedSeq2Seq
+from genir.methods.tied.objective import tied_contrastive_loss, tied_margin_mse_loss
+from genir.methods.tied.search import TiedAtomicIndex, TiedAtomicSearcher
 from genir.settings import added, at_least, choice, positive
 from genir.training.data import (
     ContrastiveCollator,
@@ -17,7 +20,6 @@ from genir.training.data import (
     MarginCollator,
     read_teacher_scores,
 )
-from genir.training.objectives import tied_contrastive_loss, tied_margin_mse_loss
 from genir.workspace import Workspace
 
 
@@ -231,17 +233,55 @@ def model_extra(cfg: TiedSettings) -> dict:
 _DOCIDS = "atomic, tied to the model's own document encodings (Eq. 2)"
 _SEARCH = "one constrained decoding step over the tied vectors (tied.mode=generative) or faiss (dense)"
 
-METHODS = [
-    Method("tied-atomic", "Tied-Atomic: atomic docids tied to the model's own document encodings", _DOCIDS,
-           "contrastive: in-batch + BM25 top-k negatives", _SEARCH, group="tied",
-           make_docids=lambda ws, cfg, folder: atomic_docids(ws.doc_ids), objective=tied_contrastive_loss,
-           training_data=contrastive_data, n_codes=lambda table: 1, open_searcher=open_searcher, needs_corpus=True,
-           report=report, render=render, check=check_settings, add_docids=add_docids, model_extra=model_extra),
-    Method("tied-atomic-distill", "Tied-Atomic trained by Margin-MSE on teacher scores (--teacher-scores)", _DOCIDS,
-           "Margin-MSE on teacher score margins", _SEARCH, group="tied",
-           make_docids=lambda ws, cfg, folder: atomic_docids(ws.doc_ids), objective=tied_margin_mse_loss,
-           training_data=distillation_data, n_codes=lambda table: 1, open_searcher=open_searcher, needs_corpus=True,
-           report=report, render=render, check=check_distillation, add_docids=add_docids,
-           model_extra=model_extra),
-]
+class TiedAtomic(Method):
+    name = "tied-atomic"
+    description = "Tied-Atomic: atomic docids tied to the model's own document encodings"
+    docids, search_mode, group = _DOCIDS, _SEARCH, "tied"
+    objective_text = "contrastive: in-batch + BM25 top-k negatives"
+    objective = staticmethod(tied_contrastive_loss)
+    model_class = TiedSeq2Seq
+    needs_corpus = True
+
+    def make_docids(self, ws: Workspace, settings: TiedSettings, folder: Path) -> DocIdTable:
+        return atomic_docids(ws.doc_ids)
+
+    def training_data(self, ws: Workspace, settings: TiedSettings, model, table: DocIdTable, trie: PrefixTree):
+        return contrastive_data(ws, settings, model, table, trie)
+
+    def n_codes(self, table: DocIdTable) -> int:
+        return 1  # the output layer is the document encodings, not trained codes
+
+    def model_extra(self, settings: TiedSettings) -> dict:
+        return model_extra(settings)
+
+    def check(self, ws: Workspace, settings: TiedSettings) -> None:
+        check_settings(ws, settings)
+
+    def open_searcher(self, req: SearchRequest) -> TiedAtomicSearcher:
+        return open_searcher(req)
+
+    def add_docids(self, new: NewDocuments) -> AddedDocids:
+        return add_docids(new)
+
+    def report(self, ws: Workspace, settings: TiedSettings, trained: Trained, searcher) -> dict:
+        return report(ws, settings, trained, searcher)
+
+    def render(self, result: dict) -> list[str]:
+        return render(result)
+
+
+class TiedAtomicDistill(TiedAtomic):
+    name = "tied-atomic-distill"
+    description = "Tied-Atomic trained by Margin-MSE on teacher scores (--teacher-scores)"
+    objective_text = "Margin-MSE on teacher score margins"
+    objective = staticmethod(tied_margin_mse_loss)
+
+    def training_data(self, ws: Workspace, settings: TiedSettings, model, table: DocIdTable, trie: PrefixTree):
+        return distillation_data(ws, settings, model, table, trie)
+
+    def check(self, ws: Workspace, settings: TiedSettings) -> None:
+        check_distillation(ws, settings)
+
+
+METHODS = [TiedAtomic(), TiedAtomicDistill()]
 GROUPS = {"tied": TiedSettings}

@@ -1,6 +1,6 @@
 """GLEN (Lee et al., "Generative Retrieval via Lexical Index Learning"), phase 2: ranking-based ID
 refinement (Sec. 3.3.2) with prefix-aware dynamic negatives. Phase 1 (keyword-based ID assignment,
-Eq. 4) is the shared seq2seq objective on keyword targets (:func:`genir.docids.lexical.keyword_docids`).
+Eq. 4) is the shared seq2seq objective on keyword targets (:func:`genir.methods.glen.docids.keyword_docids`).
 """
 
 from __future__ import annotations

@@ -2,9 +2,9 @@
 
 - The decoder's outputs are restricted to the tokens that occur in some identifier; scores stay exact
   log P(z | q) (the normaliser is over the whole vocabulary, see
-  :meth:`genir.models.lexical.LexicalSeq2Seq.step`).
+  :meth:`genir.methods.glen.model.LexicalSeq2Seq.step`).
 - With the hidden feed every beam of a query shares q_1..q_n, so the decoder runs once per query
-  (``shared_steps``; :class:`genir.models.lexical.LexicalSeq2Seq`); ``shared_steps=False`` decodes per beam.
+  (``shared_steps``; :class:`genir.methods.glen.model.LexicalSeq2Seq`); ``shared_steps=False`` decodes per beam.
 - Documents that share an identifier are ranked by cos(w^q, w^d) (GLEN Eq. 9), w = the identifier
   logits; ``tie_break="random"`` shuffles them instead (the paper's Table 5 comparison), in an order fixed
   by the seed and the query text, so that a query gets the same ranking alone or in any batch.

@@ -1,0 +1,76 @@
+"""DSI (Tay et al.): a seq2seq retriever trained on fixed docids, atomic, naive (the id's characters) or
+semantic (hierarchical k-means over dense document embeddings); indexing and retrieval examples mixed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from genir.docids import DocIdTable, atomic_docids, naive_docids, semantic_docids
+from genir.docids.schemes import semantic_place
+from genir.methods.base import AddedDocids, Method, NewDocuments
+from genir.settings import at_least
+from genir.workspace import Workspace
+
+
+@dataclass
+class DsiSettings:
+    semantic_c: int = at_least(32, 2)  # semantic docids: children per node and leaf size
+
+
+_RETRAIN = ("retrain with the new documents in the corpus (genir run --redo {name}), or use a method that indexes "
+            "a document without retraining (tied-atomic, genret, glen, dsi-semantic, merge)")
+_ATOMIC_REFUSAL = ("atomic docids are output units of the trained decoder: a new document has no output the model "
+                   "was trained to generate; " + _RETRAIN.format(name="dsi-atomic"))
+_NAIVE_REFUSAL = ("a naive docid is the document id's characters, which the decoder only learns to spell by "
+                  "training on that document; " + _RETRAIN.format(name="dsi-naive"))
+
+_OBJECTIVE = "seq2seq cross-entropy to the docid (indexing + retrieval examples)"
+_SEARCH = "constrained beam search over the docid prefix tree"
+
+class DsiAtomic(Method):
+    name = "dsi-atomic"
+    description = "DSI, atomic docids: one output per document, one decoding step"
+    docids = "atomic (one code per document)"
+    objective_text, search_mode, group = _OBJECTIVE, _SEARCH, "dsi"
+    live_refusal = _ATOMIC_REFUSAL
+
+    def make_docids(self, ws: Workspace, settings: DsiSettings, folder: Path) -> DocIdTable:
+        return atomic_docids(ws.doc_ids)
+
+
+class DsiNaive(Method):
+    name = "dsi-naive"
+    description = "DSI, naive string docids: the document id's characters"
+    docids = "naive (the document id's characters)"
+    objective_text, search_mode, group = _OBJECTIVE, _SEARCH, "dsi"
+    live_refusal = _NAIVE_REFUSAL
+
+    def make_docids(self, ws: Workspace, settings: DsiSettings, folder: Path) -> DocIdTable:
+        return naive_docids(ws.doc_ids)
+
+
+class DsiSemantic(Method):
+    name = "dsi-semantic"
+    description = "DSI, semantic docids: hierarchical k-means over dense document embeddings"
+    docids = "semantic (hierarchical k-means, c children per node)"
+    objective_text, search_mode, group = _OBJECTIVE, _SEARCH, "dsi"
+
+    def make_docids(self, ws: Workspace, settings: DsiSettings, folder: Path) -> DocIdTable:
+        return semantic_docids(ws.doc_ids, ws.doc_embeddings(), c=settings.semantic_c, seed=ws.settings.training.seed)
+
+    def index_corpus(self, ws: Workspace, settings: DsiSettings, model, folder: Path) -> DocIdTable:
+        """The new corpus clustered by the same recipe (hierarchical k-means of its dense embeddings, same c);
+        the trained decoder's codes keep no meaning across corpora, which is what the static-docid rows of
+        GLEN's Table 4 measure."""
+        return semantic_docids(ws.doc_ids, ws.doc_embeddings(), c=model.config.n_codes,
+                               seed=ws.settings.training.seed)
+
+    def add_docids(self, new: NewDocuments) -> AddedDocids:
+        """New documents placed in the trained k-means tree by their dense embeddings (no re-clustering)."""
+        codes, _ = semantic_place(new.table, new.table_embeddings(), new.embeddings)
+        return AddedDocids(codes)
+
+
+METHODS = [DsiAtomic(), DsiNaive(), DsiSemantic()]
+GROUPS = {"dsi": DsiSettings}
