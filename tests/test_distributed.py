@@ -54,7 +54,8 @@ def _flat(model) -> torch.Tensor:
 
 # -- the training loop ---------------------------------------------------------------------------------
 def _trainer(backbone: str, batch_size: int, epochs: float, lr: float, seed: int, out=None):
-    from genir.training import TrainConfig, Trainer, seq2seq_loss
+    from genir.settings import TrainingSettings
+    from genir.training import Trainer, seq2seq_loss
     from genir.training.data import DocidCollator, DocidDataset, TextInputs
     from tests.test_training import _setup
 
@@ -64,7 +65,8 @@ def _trainer(backbone: str, batch_size: int, epochs: float, lr: float, seed: int
         p.data.normal_(0, 0.05)
     trainer = Trainer(model, seq2seq_loss, DocidDataset(examples, targets),
                       DocidCollator(targets, TextInputs(examples.texts, 16, model, encoded)),
-                      TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, checkpoint_every=1, warmup_ratio=0.0),
+                      TrainingSettings(epochs=epochs, batch_size=batch_size, lr=lr, checkpoint_every=1,
+                                       warmup_ratio=0.0),
                       out, show_progress=False)
     return model, trainer
 

@@ -14,7 +14,8 @@ from transformers import AutoModel
 
 from genir.methods import make_settings
 from genir.pipeline import run
-from genir.training import TrainConfig, Trainer, seq2seq_loss
+from genir.settings import TrainingSettings
+from genir.training import Trainer, seq2seq_loss
 from genir.training.data import DocidCollator, DocidDataset, TextInputs
 from tests.test_devices import DeviceAudit
 from tests.test_pipeline import _slice
@@ -99,7 +100,8 @@ def _trainer(tiny_bert, lr: float = 1e-3, **config) -> tuple:
             module.p = 0.0
     data = DocidDataset(examples, targets)
     collate = DocidCollator(targets, TextInputs(examples.texts, 16, model))
-    cfg = TrainConfig(epochs=1, lr=lr, encoder_lr=lr, checkpoint_every=0, warmup_ratio=0.0, **config)
+    cfg = TrainingSettings(**{"epochs": 1, "lr": lr, "encoder_lr": lr, "checkpoint_every": 0, "warmup_ratio": 0.0,
+                              "encoder_warmup_ratio": 0.0, **config})
     return model, Trainer(model, seq2seq_loss, data, collate, cfg, show_progress=False)
 
 

@@ -80,7 +80,8 @@ def test_live_add_delete_and_reload(model, tmp_path):
 
 def test_contrastive_training_separates_positives(tiny_bert):
     from genir.methods.tied import tied_contrastive_loss
-    from genir.training import EncodedTexts, TrainConfig, Trainer
+    from genir.settings import TrainingSettings
+    from genir.training import EncodedTexts, Trainer
     from genir.training.data import ContrastiveCollator, ContrastiveDataset, TextInputs
 
     torch.manual_seed(0)
@@ -94,7 +95,7 @@ def test_contrastive_training_separates_positives(tiny_bert):
     collate = ContrastiveCollator(inputs, {i: i for i in range(16)}, {16 + i: [(i + 1) % 16] for i in range(16)},
                                   list(range(16)), n_negatives=1)
     trainer = Trainer(model, tied_contrastive_loss, ContrastiveDataset(pairs), collate,
-                      TrainConfig(epochs=40, batch_size=8, lr=3e-3, checkpoint_every=0), show_progress=False)
+                      TrainingSettings(epochs=40, batch_size=8, lr=3e-3, checkpoint_every=0), show_progress=False)
     trainer.train()
     assert np.mean([x for _, x in trainer.history[-5:]]) < 0.5 * np.mean([x for _, x in trainer.history[:5]])
 

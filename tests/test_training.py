@@ -9,7 +9,8 @@ import torch
 
 from genir.docids import PrefixTree, atomic_docids, semantic_docids
 from genir.models import DocidSeq2Seq, ModelConfig
-from genir.training import EncodedTexts, IndexingExamples, TrainConfig, Trainer, seq2seq_loss
+from genir.settings import TrainingSettings
+from genir.training import EncodedTexts, IndexingExamples, Trainer, seq2seq_loss
 from genir.training.data import DocidCollator, DocidDataset, TextInputs
 
 
@@ -32,7 +33,7 @@ def test_frozen_training_learns_and_leaves_encoder_alone(tiny_bert):
     before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
     collate = DocidCollator(targets, TextInputs(examples.texts, 16, model, encoded))
     trainer = Trainer(model, seq2seq_loss, DocidDataset(examples, targets), collate,
-                      TrainConfig(epochs=60, batch_size=4, lr=3e-3, checkpoint_every=0), show_progress=False)
+                      TrainingSettings(epochs=60, batch_size=4, lr=3e-3, checkpoint_every=0), show_progress=False)
     info = trainer.train()
     first = sum(x for _, x in trainer.history[:3]) / 3
     last = sum(x for _, x in trainer.history[-3:]) / 3
@@ -108,7 +109,7 @@ def test_killed_run_resumes_to_identical_weights(tiny_bert, tmp_path):
     """Dropout, a collator with its own generator and an objective with a state of its own: the resumed run
     follows the uninterrupted one only if the checkpoint restores every random generator, the position in
     the epoch and the objective's state."""
-    cfg = TrainConfig(epochs=3, batch_size=4, lr=1e-3, checkpoint_every=2)
+    cfg = TrainingSettings(epochs=3, batch_size=4, lr=1e-3, checkpoint_every=2)
     model, trainer = _trainer(tiny_bert, tmp_path / "straight", cfg)
     trainer.train()
     straight = {k: v.clone() for k, v in model.state_dict().items()}
@@ -129,7 +130,7 @@ def test_killed_run_resumes_to_identical_weights(tiny_bert, tmp_path):
 
 
 def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(tiny_bert, tmp_path):
-    cfg = TrainConfig(epochs=3, batch_size=4, lr=1e-3, checkpoint_every=2)
+    cfg = TrainingSettings(epochs=3, batch_size=4, lr=1e-3, checkpoint_every=2)
     _, trainer = _trainer(tiny_bert, tmp_path / "run", cfg)
     trainer.train()
     newest = sorted((tmp_path / "run").iterdir())[-1]
@@ -144,7 +145,7 @@ def test_full_finetuning_updates_encoder(tiny_bert):
     before = next(model.encoder.parameters()).clone()
     collate = DocidCollator(targets, TextInputs(examples.texts, 16, model))
     Trainer(model, seq2seq_loss, DocidDataset(examples, targets), collate,
-            TrainConfig(epochs=1, batch_size=4, encoder_lr=1e-2, checkpoint_every=0), show_progress=False).train()
+            TrainingSettings(epochs=1, batch_size=4, encoder_lr=1e-2, checkpoint_every=0), show_progress=False).train()
     assert not torch.equal(before, next(model.encoder.parameters()))
 
 

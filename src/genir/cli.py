@@ -101,15 +101,17 @@ def run(
     test_split: Annotated[str | None, typer.Option(help="qrels split evaluated")] = None,
     method: Annotated[list[str] | None, typer.Option(help=f"method, repeat the flag: {_names('methods')}")] = None,
     baseline: Annotated[list[str] | None, typer.Option(help=f"baseline, repeat: {_names('baselines')}")] = None,
-    no_baselines: Annotated[bool, typer.Option(help="run no baseline")] = False,
-    no_methods: Annotated[bool, typer.Option(help="run the baselines only")] = False,
+    no_baselines: Annotated[bool, typer.Option("--no-baselines", help="run no baseline")] = False,
+    no_methods: Annotated[bool, typer.Option("--no-methods", help="run the baselines only")] = False,
     backbone: Annotated[str | None, typer.Option(help="'minilm' (bundled) or any HF model name or path")] = None,
     encoder: Annotated[str | None, typer.Option(help="frozen (cached states) or full (fine-tune)")] = None,
     device: Annotated[str | None, typer.Option(help="auto (cuda when available) | cpu | cuda")] = None,
     precision: Annotated[str | None, typer.Option(help="fp32 | bf16 (autocast in training)")] = None,
-    epochs: Annotated[float | None, typer.Option(help="training epochs over the indexing + retrieval data")] = None,
-    batch_size: Annotated[int | None, typer.Option()] = None,
-    lr: Annotated[float | None, typer.Option()] = None,
+    epochs: Annotated[float | None, typer.Option(
+        help="epochs of every training phase of every method ('genir methods' says how each takes it); unset: "
+             "each phase's own default")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="batch size of every training phase, likewise")] = None,
+    lr: Annotated[float | None, typer.Option(help="learning rate of every training phase, likewise")] = None,
     beam: Annotated[int | None, typer.Option(help="beam size for the reported search")] = None,
     semantic_c: Annotated[int | None, typer.Option(help="children per node / leaf size of semantic docids")] = None,
     pseudo_queries: Annotated[str | None, typer.Option(
@@ -131,6 +133,9 @@ def run(
     redo: Annotated[list[str] | None, typer.Option(
         help="recompute this stage (a method or baseline) where --out holds it with other settings; repeat")] = None,
     fresh: Annotated[bool, typer.Option(help="recompute every stage of this run in --out")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help=(
+        "check everything, print each stage's settings and each training phase's optimiser steps; "
+        "train and write nothing"))] = False,
 ) -> None:
     """Train, index, search and evaluate; write report.md, report.json, run files and plots.
 
@@ -145,6 +150,11 @@ def run(
         settings.baselines = []
     if no_methods:
         settings.methods = []
+    if dry_run:
+        from genir.dry_run import plan, render
+
+        typer.echo(render(_run_or_fail(lambda: plan(settings, set(redo or ()), fresh))))
+        return
     report = _run_or_fail(lambda: run_pipeline(settings, set(redo or ()), fresh))
     _show_report(Path(settings.out or f"runs/{report['dataset']}"), report)
 
@@ -180,7 +190,7 @@ def methods() -> None:
     for m in METHODS.values():
         typer.secho(m.name, bold=True)
         typer.echo(f"  {m.description}\n  docids:    {m.docids}\n  objective: {m.objective_text}\n"
-                   f"  search:    {m.search_mode}\n  settings:  {m.group or '-'}"
+                   f"  search:    {m.search_mode}\n  settings:  {m.group or '-'}\n  budgets:   {m.budgets}"
                    + ("" if m.can_transfer else "\n  (cannot index a new corpus without retraining: no transfer)"))
     typer.echo(f"\nbaselines: {', '.join(BASELINES)}\n\nsettings groups (--set GROUP.KEY=VALUE, or nested YAML):")
     for name, cls in GROUPS.items():

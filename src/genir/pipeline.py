@@ -40,8 +40,8 @@ __all__ = ["Pipeline", "make_settings", "run", "transfer"]
 
 class Pipeline:
     def __init__(self, settings: Settings, redo: set[str] | None = None, fresh: bool = False):
-        self.settings = settings
-        self.ws = Workspace(settings)
+        self.settings = settings.resolved()  # every training budget filled in: what each phase runs with
+        self.ws = Workspace(self.settings)
         self.redo, self.fresh = set(redo or ()), fresh
         unknown = self.redo - set(settings.methods) - set(settings.baselines)
         if unknown:

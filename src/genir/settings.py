@@ -15,7 +15,11 @@ Field metadata (``dataclasses.field(metadata=...)``), declared with the helpers 
   of the stage fingerprints while at its default (:func:`added`);
 - ``runtime``: changes how fast, not what comes out (the device, a search batch size), so a stage made
   with another value is still valid (left out of the stage fingerprints);
-- ``search``: read only when searching (the beam, a tie-break): a trained model stays valid when it changes.
+- ``search``: read only when searching (the beam, a tie-break): a trained model stays valid when it changes;
+- ``inherit`` / ``fallback`` / ``scale``: a training budget that follows another setting (:func:`inherited`):
+  left unset (None), it takes that setting's value (x ``scale``) when that one is set, else its own default.
+  This is how ``--epochs``, ``--lr`` and ``--batch-size`` (``training.epochs`` ...) reach every training phase
+  of every method, while each phase keeps its own default; :meth:`Settings.resolved` fills them in.
 
 Every value is checked when it is read (a YAML file, a flag, ``--set``), so a wrong one stops the run
 before anything is written.
@@ -63,6 +67,12 @@ def added(default: Any, **meta: Any) -> Any:
     """A setting added after run folders existed whose default is how those folders were made: left out of
     the stage fingerprints while at its default, so that they stay valid."""
     return field(default=default, metadata={"added": True, **meta})
+
+
+def inherited(default: Any, source: str | None = None, scale: float = 1.0, **meta: Any) -> Any:
+    """A budget (epochs, a rate, a batch size) that follows ``source`` (``group.key``): unset (None), it is
+    ``source``'s value x ``scale`` when ``source`` is set (or follows a set value itself), else ``default``."""
+    return field(default=None, metadata={"inherit": source, "fallback": default, "scale": scale, **meta})
 
 
 def runtime(default: Any, **meta: Any) -> Any:
@@ -115,9 +125,13 @@ class ModelSettings:
 
 @dataclass
 class TrainingSettings:
-    epochs: float = positive(30)
-    batch_size: int = at_least(128, 1)
-    lr: float = positive(1e-3)
+    """The shared training loop's settings. ``epochs``, ``batch_size`` and ``lr`` set here (``--epochs``,
+    ``--batch-size``, ``--lr``) reach every training phase of every method (``genir methods`` says how each
+    phase takes them); unset, each phase keeps its own default (the retriever's: 30 epochs, 128, 1e-3)."""
+
+    epochs: float | None = inherited(30, gt=0)
+    batch_size: int | None = inherited(128, ge=1)
+    lr: float | None = inherited(1e-3, gt=0)  # decoder, code embeddings and heads (trained from scratch)
     encoder_lr: float = positive(5e-5)  # the pretrained encoder's own rate (--encoder full)
     # the encoder's linear warm-up, as a share of the steps (the decoder warms up over warmup_ratio); a
     # freshly initialised decoder sends large gradients into the pretrained encoder at first
@@ -130,6 +144,8 @@ class TrainingSettings:
     seed: int = 0
     device: str = choice("auto", "auto", "cpu", "cuda", runtime=True)  # auto: cuda when available
     checkpoint_every: int = at_least(200, 0, runtime=True)  # steps between checkpoints (and every epoch's end)
+    weight_decay: float = added(0.01)  # AdamW's
+    grad_clip: float = added(1.0, gt=0)  # the gradient's largest norm
 
 
 @dataclass
@@ -157,6 +173,23 @@ class DenseSettings:
 
 SHARED_GROUPS: dict[str, type] = {"data": DataSettings, "model": ModelSettings, "training": TrainingSettings,
                                   "search": SearchSettings, "dense": DenseSettings}
+
+
+def resolve_group(group: Any, lookup: Any = None) -> dict[str, Any]:
+    """The values of ``group``'s unset inherited fields: from ``lookup(source) -> (value, set?)`` where a
+    source is set, else their own defaults."""
+    out = {}
+    for f in dataclasses.fields(group):
+        if "fallback" not in f.metadata or getattr(group, f.name) is not None:
+            continue
+        value, source_set = (None, False) if lookup is None or not f.metadata["inherit"] else (
+            lookup(f.metadata["inherit"]))
+        out[f.name] = _scaled(value, f.metadata["scale"]) if source_set else f.metadata["fallback"]
+    return out
+
+
+def _scaled(value: Any, scale: float) -> Any:
+    return value if scale == 1 else value * scale
 
 
 # -- typing and reading values ----------------------------------------------------------------------
@@ -293,6 +326,33 @@ class Settings:
 
     def group(self, name: str) -> Any:
         return getattr(self, name)
+
+    def lookup(self, key: str) -> tuple[Any, bool]:
+        """(value, whether it was set: by hand, or by following a setting that was) of ``group.key``."""
+        group_name, _, name = key.partition(".")
+        group = self.group(group_name)
+        f = {f.name: f for f in dataclasses.fields(group)}[name]
+        value = getattr(group, name)
+        if "fallback" not in f.metadata:
+            return value, True
+        if value is not None:
+            return value, True
+        source = f.metadata["inherit"]
+        if source:
+            sv, source_set = self.lookup(source)
+            if source_set:
+                return _scaled(sv, f.metadata["scale"]), True
+        return f.metadata["fallback"], False
+
+    def resolved(self) -> Settings:
+        """A copy with every inherited budget filled in: what each training phase will run with."""
+        out = Settings(self._groups, self.to_dict())
+        for name in self._groups:
+            group = out.group(name)
+            for f in dataclasses.fields(group):
+                if "fallback" in f.metadata and getattr(group, f.name) is None:
+                    setattr(group, f.name, self.lookup(f"{name}.{f.name}")[0])
+        return out
 
     def set(self, key: str, raw: Any) -> None:
         """``--set group.key=value`` (or a top-level ``methods=a,b``), typed from the declared field."""

@@ -35,8 +35,8 @@ def flat_settings(settings: Settings, groups: list[str]) -> tuple[dict[str, Any]
         for key, (f, _) in settable_fields(type(group)).items():
             if f.metadata.get("runtime"):
                 continue
-            value = getattr(group, key)
-            if f.metadata.get("added") and value == f.default:
+            value = settings.lookup(f"{name}.{key}")[0] if "fallback" in f.metadata else getattr(group, key)
+            if f.metadata.get("added") and value == f.metadata.get("fallback", f.default):
                 continue
             (search if f.metadata.get("search") else train)[f"{name}.{key}"] = (
                 list(value) if isinstance(value, tuple) else value)

@@ -29,7 +29,7 @@ from genir.training.data import EncodedTexts, IndexingExamples, TextInputs, buil
 
 class Workspace:
     def __init__(self, settings: Settings, out: str | Path | None = None):
-        self.settings = settings
+        settings = self.settings = settings.resolved()  # every training budget filled in
         data, training = settings.data, settings.training
         torch.manual_seed(training.seed)
         self.collection: Collection = load_dataset(data.dataset, data.data_dir, data.qrels_dir)

@@ -8,6 +8,7 @@ of methods lives in one module of this package and registers its methods in ``ge
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,8 +18,8 @@ from genir.data.collection import Document
 from genir.docids import DocIdTable, PrefixTree
 from genir.models import DocidSeq2Seq
 from genir.search.base import Searcher
-from genir.settings import SearchSettings, Settings
-from genir.training import TrainConfig, Trainer
+from genir.settings import SearchSettings, TrainingSettings
+from genir.training import Trainer, planned_steps
 from genir.training.data import DocidCollator, DocidDataset
 from genir.training.objectives import seq2seq_loss
 from genir.workspace import Workspace
@@ -139,9 +140,13 @@ class Method:
         """Method settings saved with the model (``ModelConfig.extra``)."""
         return {}
 
-    def phases(self, settings: Settings) -> list[Phase]:
-        """The training phases and their budgets, as ``genir run --dry-run`` and ``genir methods`` show them."""
-        return [retriever_phase(settings)]
+    # how --epochs / --lr / --batch-size (training.*) reach each phase, in words (``genir methods``)
+    budgets: ClassVar[str] = "retriever: training.epochs, training.batch_size, training.lr"
+
+    def phases(self, ws: Workspace) -> list[Phase]:
+        """The training phases with the budgets they will run with (``ws.settings`` is resolved): what
+        ``genir run --dry-run`` shows before anything is trained."""
+        return [retriever_phase(ws)]
 
     def check(self, ws: Workspace, settings: Any) -> None:
         """Raises on an input this method cannot use, before any stage runs."""
@@ -188,32 +193,37 @@ class Method:
 
 @dataclass
 class Phase:
-    """One training phase of a method: its budget, as the shared loop runs it (``repeats`` times: GenRet's
-    progressive steps). ``examples``: how many training examples an epoch has, given the workspace (None:
-    the DSI examples); ``flag``: how ``--epochs`` / ``--lr`` / ``--batch-size`` reach it, in words."""
+    """One training phase of a method as the shared loop will run it (``repeats`` times: GenRet's progressive
+    steps): ``examples`` per epoch, and ``at_most`` when only an upper bound is known before training."""
 
     name: str
     epochs: float
     batch_size: int
     lr: float
+    examples: int
     repeats: int = 1
-    examples: Callable[[Workspace], int] | None = None
-    flag: str = "training.epochs, training.lr, training.batch_size"
+    grad_accumulation: int = 1
+    at_most: bool = False
+
+    @property
+    def steps(self) -> int:
+        """Optimiser steps in all, over every repeat (0 when the phase is off: 0 epochs)."""
+        if not self.epochs:
+            return 0
+        return self.repeats * planned_steps(self.examples, self.batch_size, self.epochs, self.grad_accumulation)
 
 
-def retriever_phase(settings: Settings, name: str = "retriever") -> Phase:
-    t = settings.training
-    return Phase(name, t.epochs, t.batch_size, t.lr)
+def retriever_phase(ws: Workspace, name: str = "retriever", examples: int | None = None) -> Phase:
+    """The shared retriever's phase: the training group's budget over the DSI examples (or ``examples``)."""
+    t = ws.settings.training
+    n = len(ws.examples().examples) if examples is None else examples
+    return Phase(name, t.epochs, t.batch_size, t.lr, n, grad_accumulation=t.grad_accumulation)
 
 
 # -- shared recipe parts -----------------------------------------------------------------------------
-def train_config(ws: Workspace, **overrides: Any) -> TrainConfig:
-    """The training group as the loop's TrainConfig; a method overrides what its own group sets."""
-    t = ws.settings.training
-    shared = {k: getattr(t, k) for k in ("epochs", "batch_size", "lr", "encoder_lr", "warmup_ratio",
-                                         "encoder_warmup_ratio", "grad_accumulation", "precision",
-                                         "gradient_checkpointing", "seed", "checkpoint_every")}
-    return TrainConfig(**{**shared, **overrides})
+def train_config(ws: Workspace, **overrides: Any) -> TrainingSettings:
+    """The training group as the loop runs it; a phase overrides what its own group sets."""
+    return dataclasses.replace(ws.settings.training, **overrides)
 
 
 def train(ws: Workspace, model, objective, data: tuple, folder: Path, desc: str, **overrides: Any) -> tuple[dict, list]:

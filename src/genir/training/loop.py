@@ -18,7 +18,7 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,28 +29,21 @@ from tqdm.auto import tqdm
 
 import genir.distributed as distributed
 import genir.training.checkpoint as checkpoint
+from genir.settings import TrainingSettings, resolve_group
 
 Objective = Callable[[nn.Module, dict], tuple[torch.Tensor, dict]]
 
 
-@dataclass
-class TrainConfig:
-    epochs: float = 10
-    batch_size: int = 128
-    lr: float = 1e-3  # decoder, code embeddings and heads (trained from scratch)
-    encoder_lr: float = 5e-5  # pretrained encoder, when it is fine-tuned
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.05
-    encoder_warmup_ratio: float | None = None  # the encoder's own warm-up; None: warmup_ratio
-    grad_clip: float = 1.0
-    grad_accumulation: int = 1  # micro-batches (of batch_size) per optimiser step
-    precision: str = "fp32"  # "bf16": forward passes under bf16 autocast
-    gradient_checkpointing: bool = False  # the encoder recomputes its activations in backward
-    seed: int = 0
-    checkpoint_every: int = 200  # steps; a checkpoint is also written at the end of every epoch
+def planned_steps(examples: int, batch_size: int, epochs: float, grad_accumulation: int = 1, world: int = 1) -> int:
+    """The optimiser steps a phase takes: what the loop runs and ``genir run --dry-run`` shows."""
+    micro_per_epoch = math.ceil(examples / (batch_size * world))
+    return max(1, math.ceil(math.ceil(micro_per_epoch / max(1, grad_accumulation)) * epochs))
 
-    # how a run goes, not where it goes: a checkpoint made with other values of these still resumes
-    RUNTIME = ("checkpoint_every", "gradient_checkpointing")
+
+def comparable(config: TrainingSettings) -> dict:
+    """The settings a checkpoint must share to resume: how a run goes (device, checkpoint interval,
+    gradient checkpointing) left out."""
+    return {f.name: getattr(config, f.name) for f in fields(config) if not f.metadata.get("runtime")}
 
 
 class _ObjectiveModule(nn.Module):
@@ -66,10 +59,10 @@ class _ObjectiveModule(nn.Module):
 
 class Trainer:
     def __init__(self, model: nn.Module, objective: Objective, dataset: Dataset, collate: Callable,
-                 config: TrainConfig, checkpoint_dir: str | Path | None = None, show_progress: bool = True,
+                 config: TrainingSettings, checkpoint_dir: str | Path | None = None, show_progress: bool = True,
                  desc: str = "train"):
         self.model, self.objective, self.dataset, self.collate = model, objective, dataset, collate
-        self.config, self.desc = config, desc
+        self.config, self.desc = replace(config, **resolve_group(config)), desc  # unset budgets: defaults
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
         self.rank, self.world = distributed.rank(), distributed.world()
         self.show_progress = show_progress and self.rank == 0
@@ -137,7 +130,7 @@ class Trainer:
         if found is None:
             return None
         tensors, meta, path = found
-        same = {k: v for k, v in asdict(self.config).items() if k not in TrainConfig.RUNTIME}
+        same = comparable(self.config)
         if {k: meta.get("config", {}).get(k) for k in same} != same or meta.get("world") != self.world:
             raise checkpoint.CheckpointError(f"{path}: made with other training settings "
                                              f"({meta.get('config')}, {meta.get('world')} processes)")
@@ -228,9 +221,7 @@ class Trainer:
                 module, device_ids=[device] if device.type == "cuda" else None, find_unused_parameters=True)
         optimizer = self._optimizer()
         accum = max(1, cfg.grad_accumulation)
-        micro_per_epoch = math.ceil(len(self.dataset) / (cfg.batch_size * self.world))
-        steps_per_epoch = math.ceil(micro_per_epoch / accum)
-        total_steps = max(1, math.ceil(steps_per_epoch * cfg.epochs))
+        total_steps = planned_steps(len(self.dataset), cfg.batch_size, cfg.epochs, accum, self.world)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._schedules(total_steps, optimizer))
         epoch, skip, step = self._load(optimizer, scheduler) or (0, 0, 0)
         start = time.perf_counter()

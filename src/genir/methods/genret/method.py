@@ -21,6 +21,7 @@ from genir.methods.base import (
     AddedDocids,
     Method,
     NewDocuments,
+    Phase,
     SearchRequest,
     Trained,
     document_batches,
@@ -31,15 +32,17 @@ from genir.methods.base import (
 )
 from genir.methods.genret.model import CodebookSeq2Seq
 from genir.methods.genret.training import GenRetConfig, GenRetData, ProgressiveTrainer
+from genir.settings import resolve_group
 from genir.training.objectives import seq2seq_loss
 from genir.workspace import Workspace
 
 
 def resolved(ws: Workspace, cfg: GenRetConfig) -> GenRetConfig:
-    """The group with what it takes from the training group: batch size, seed, and the fit's epochs."""
+    """The group with what it takes from the training group: the seed and the checkpoint interval; budgets
+    left unset (a group built by hand) their defaults."""
     t = ws.settings.training
-    return dataclasses.replace(cfg, batch_size=t.batch_size, seed=t.seed, checkpoint_every=t.checkpoint_every,
-                               fit_epochs=t.epochs if cfg.fit_epochs is None else cfg.fit_epochs)
+    cfg = dataclasses.replace(cfg, **resolve_group(cfg))
+    return dataclasses.replace(cfg, seed=t.seed, checkpoint_every=t.checkpoint_every)
 
 
 STATES = "doc_states.npy"  # d_T of every document under its docid's prefix (the q_T . d_T tie order)
@@ -217,8 +220,25 @@ class GenRet(Method):
     model_class = CodebookSeq2Seq
     doc_arrays = (STATES,)
 
+    budgets = ("each progressive step: genret.epochs <- training.epochs, its warm-up genret.warmup_epochs = a "
+               "tenth of that; the fit: genret.fit_epochs <- training.epochs; every phase: genret.lr <- training.lr, "
+               "genret.batch_size <- training.batch_size")
+
     def learn(self, ws: Workspace, settings: GenRetConfig, folder: Path):
         return learn(ws, settings, folder)
+
+    def phases(self, ws: Workspace) -> list[Phase]:
+        g, t = resolved(ws, ws.settings.genret), ws.settings.training
+        steps, docs = g.docid_length(len(ws.doc_ids)), len(ws.examples().doc_text)
+        common = {"batch_size": g.batch_size, "lr": g.lr, "grad_accumulation": t.grad_accumulation}
+        out = []
+        if g.diverse_init and g.warmup_epochs:
+            out.append(Phase("warm-up (each progressive step)", g.warmup_epochs, examples=docs, repeats=steps,
+                             **common))
+        out.append(Phase("Eq. 11 (each progressive step)", g.epochs, examples=docs, repeats=steps, **common))
+        out.append(Phase("fit (seq2seq on the final docids)", g.fit_epochs, examples=len(ws.examples().examples),
+                         **common))
+        return out
 
     def index_corpus(self, ws: Workspace, settings: GenRetConfig, model, folder: Path) -> DocIdTable:
         return index_corpus(ws, settings, model, folder)

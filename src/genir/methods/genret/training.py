@@ -41,10 +41,10 @@ from tqdm.auto import tqdm
 from genir.distributed import map_rows
 from genir.docids.balance import constrained_kmeans, diversity, largest_share, sinkhorn
 from genir.io import atomic_path, save_npy, write_text
-from genir.settings import at_least, choice, derived, positive
+from genir.settings import TrainingSettings, at_least, choice, derived, inherited, positive, resolve_group
 from genir.training import checkpoint
 from genir.training.data import TextInputs
-from genir.training.loop import TrainConfig, Trainer, load_weights
+from genir.training.loop import Trainer, load_weights
 from genir.training.objectives import memory_of
 
 
@@ -53,14 +53,15 @@ class GenRetConfig:
     codes: int = at_least(512, 2)  # K, codes per step (GenRet Sec. 4.4)
     length: int | None = at_least(None, 1)  # M; None: the smallest M with K^M >= headroom x documents
     headroom: float = positive(10.0)
-    epochs: float = positive(30)  # per progressive step
-    warmup_epochs: float = 3  # codebook initialisation warm-up (continuous d_T), per step
+    # budgets: unset, each follows --epochs / --lr / --batch-size (training.*) when given, else its default
+    epochs: float | None = inherited(30, "training.epochs", gt=0)  # per progressive step
+    # codebook initialisation warm-up (continuous d_T), per step: a tenth of a step's epochs when those are set
+    warmup_epochs: float | None = inherited(3, "genret.epochs", scale=0.1)
     # after the last step: seq2seq training on the final, fixed docids (the authors' code's "fit" stage;
-    # the last step trains queries towards re-assigned codes, the stored docids are plain argmax);
-    # None: the training group's epochs, the budget DSI trains its retriever with; 0 = off
-    fit_epochs: float | None = None
-    batch_size: int = derived(128)  # the training group's batch size
-    lr: float = positive(5e-4)  # GenRet Sec. 4.4 (AdamW)
+    # the last step trains queries towards re-assigned codes, the stored docids are plain argmax); 0 = off
+    fit_epochs: float | None = inherited(30, "training.epochs")
+    batch_size: int | None = inherited(128, "training.batch_size", ge=1, added=True)
+    lr: float | None = inherited(5e-4, "training.lr", gt=0)  # GenRet Sec. 4.4 (AdamW)
     reassign: bool = True  # docid re-assignment by Sinkhorn-Knopp during training
     diverse_init: bool = True  # warm-up + constrained k-means codebook initialisation (else random)
     epsilon: float = positive(1.0)  # Sinkhorn eps (GenRet Sec. 4.4)
@@ -288,9 +289,10 @@ class ProgressiveTrainer:
     """
 
     def __init__(self, model, data: GenRetData, n_docs: int, config: GenRetConfig, folder: str | Path,
-                 show_progress: bool = True, train_config: TrainConfig | None = None):
+                 show_progress: bool = True, train_config: TrainingSettings | None = None):
+        config = replace(config, **resolve_group(config))  # budgets left unset: their defaults
         self.model, self.data, self.cfg, self.folder = model, data, config, Path(folder)
-        self.train_config = train_config or TrainConfig()  # the shared settings (encoder rate, precision, ...)
+        self.train_config = train_config or TrainingSettings()  # the shared settings (encoder rate, precision, ...)
         self.n_docs, self.show_progress = n_docs, show_progress
         self.m = model.n_steps
         self.codes = torch.full((n_docs, self.m), -1, dtype=torch.long)

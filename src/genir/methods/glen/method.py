@@ -25,10 +25,12 @@ from genir.methods.base import (
     AddedDocids,
     Method,
     NewDocuments,
+    Phase,
     SearchRequest,
     Trained,
     document_batches,
     model_config,
+    retriever_phase,
     seq2seq_training_data,
     train,
 )
@@ -120,9 +122,7 @@ def learn(ws: Workspace, cfg: GlenConfig, folder: Path):
     model, keywords, p1_seconds, p1_steps = phase1(ws, cfg, folder)
     before, _ = identify_all(ws, model)  # identifiers after phase 1, for the before/after words
     examples = ws.examples()
-    pairs = [(t, d) for t, d, kind in examples.examples if kind == "retrieval"]
-    if not pairs:  # no training queries: pseudo-queries stand in (a zero-shot collection)
-        pairs = [(t, d) for t, d, _ in examples.examples if t != examples.doc_text.get(d)]
+    pairs = refine_pairs(examples)
     docs = sorted(examples.doc_text)
     negatives = PrefixNegatives(docs, cfg.negatives, cfg.negative_mode, cfg.seed)
     inputs = ws.text_inputs(model)
@@ -141,6 +141,13 @@ def learn(ws: Workspace, cfg: GlenConfig, folder: Path):
                           "phase1_seconds": p1_seconds, "phase2_seconds": info["seconds"],
                           "history": history, "glen_config": dataclasses.asdict(cfg),
                           "keyword_collision_rate": keywords.stats()["collision_rate"]}
+
+
+def refine_pairs(examples) -> list[tuple[int, int]]:
+    """Phase 2's (query, document) pairs: the training queries, or, with none (a zero-shot collection), the
+    pseudo-queries."""
+    pairs = [(t, d) for t, d, kind in examples.examples if kind == "retrieval"]
+    return pairs or [(t, d) for t, d, _ in examples.examples if t != examples.doc_text.get(d)]
 
 
 def keyword_learn(ws: Workspace, cfg: GlenConfig, folder: Path):
@@ -274,8 +281,21 @@ class Glen(Method):
     doc_arrays = (LOGITS,)
     revision = 2  # 2: keywords from the model's input; in-batch false negatives masked; z+, w^d without dropout
 
+    budgets = ("phase 1: glen.keyword_epochs <- training.epochs, with training.batch_size and training.lr; "
+               "phase 2: glen.refine_epochs <- training.epochs, glen.batch_size <- training.batch_size, "
+               "glen.lr <- training.lr")
+
     def learn(self, ws: Workspace, settings: GlenConfig, folder: Path):
         return learn(ws, settings, folder)
+
+    def phases(self, ws: Workspace) -> list[Phase]:
+        g, t = ws.settings.glen, ws.settings.training
+        out = [retriever_phase(ws, "phase 1 (keyword IDs)")]
+        out[0].epochs = g.keyword_epochs
+        if self.name == "glen":
+            out.append(Phase("phase 2 (ranking refinement)", g.refine_epochs, g.batch_size, g.lr,
+                             len(refine_pairs(ws.examples())), grad_accumulation=t.grad_accumulation))
+        return out
 
     def index_corpus(self, ws: Workspace, settings: GlenConfig, model, folder: Path) -> DocIdTable:
         return index_corpus(ws, settings, model, folder)

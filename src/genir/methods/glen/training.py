@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from genir.distributed import map_rows
-from genir.settings import at_least, choice, derived, positive
+from genir.settings import at_least, choice, derived, inherited, positive
 from genir.training.data import TextInputs
 from genir.training.objectives import memory_of
 
@@ -22,14 +22,15 @@ from genir.training.objectives import memory_of
 @dataclass
 class GlenConfig:
     length: int = at_least(3, 1)  # n, identifier tokens (GLEN Sec. 4.4, NQ320k)
-    keyword_epochs: float = positive(30)  # phase 1
-    refine_epochs: float = positive(10)  # phase 2
+    # budgets: unset, each follows --epochs / --lr / --batch-size (training.*) when given, else its default
+    keyword_epochs: float | None = inherited(30, "training.epochs", gt=0)  # phase 1 (its batch and rate: training's)
+    refine_epochs: float | None = inherited(10, "training.epochs", gt=0)  # phase 2
     negatives: int = at_least(8, 1)  # N_neg per query (Sec. 4.4)
     negative_mode: str = choice("prefix", "prefix", "random")  # prefix-aware dynamic negatives, or random
     lambda_point: float = 0.5  # Eq. 8
     lambda_dist: float = 0.5  # Eq. 7
-    batch_size: int = at_least(32, 1)  # queries per step (each with 1 + negatives documents)
-    lr: float = positive(1e-4)
+    batch_size: int | None = inherited(32, "training.batch_size", ge=1)  # phase 2: queries (1 + negatives each)
+    lr: float | None = inherited(1e-4, "training.lr", gt=0)  # phase 2
     # --encoder full: the encoder and E (tied: E is the encoder's input word embeddings) at the rates of
     # the authors' code, 2e-4 in phase 1 and 5e-5 in phase 2 (the decoder keeps ``lr``: it starts from
     # random here, where the authors' T5 decoder is pretrained)

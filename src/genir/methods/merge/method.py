@@ -19,7 +19,7 @@ import torch
 from genir.docids import DocIdTable, PrefixTree
 from genir.docids.rqvae import decollide, load_quantizer, place_codes, save_quantizer
 from genir.io import write_text
-from genir.methods.base import AddedDocids, Method, NewDocuments, seq2seq_training_data
+from genir.methods.base import AddedDocids, Method, NewDocuments, Phase, retriever_phase, seq2seq_training_data
 from genir.methods.merge.training import MergeConfig, position_weighted_loss, train_rqvae
 from genir.training import checkpoint
 from genir.training.data import DocidCollator, DocidDataset, EncodedTexts, IndexingExamples, TextInputs
@@ -143,8 +143,16 @@ class Merge(Method):
     revision = 2  # 2: Table 2's ablations as betas (0 / 1), as MERGE defines them
     relevance = True  # the RQ-VAE learns from the graded training judgements
 
+    budgets = ("RQ-VAE: merge.epochs <- training.epochs, merge.batch_size <- training.batch_size, merge.lr <- "
+               "training.lr; retriever: training.epochs, training.batch_size, training.lr")
+
     def make_docids(self, ws: Workspace, settings: MergeConfig, folder: Path) -> DocIdTable:
         return rqvae_docids(ws, settings, folder, self.relevance)
+
+    def phases(self, ws: Workspace) -> list[Phase]:
+        m = ws.settings.merge
+        trained = len(ws.doc_ids) - len(ws.new_doc_indices)
+        return [Phase("RQ-VAE", m.epochs, m.batch_size, m.lr, trained), retriever_phase(ws)]
 
     def training_data(self, ws: Workspace, settings: MergeConfig, model, table: DocIdTable, trie: PrefixTree):
         return training_data(ws, settings, model, table, trie)

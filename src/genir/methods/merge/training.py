@@ -10,7 +10,7 @@ of a batch brings one relevant partner, sampled through one of its training quer
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from genir.settings import at_least, derived, positive
+from genir.settings import at_least, derived, inherited, positive, resolve_group
 from genir.training.objectives import memory_of
 
 
@@ -29,9 +29,10 @@ class MergeConfig:
     latent_dim: int = at_least(32, 1)
     hidden: tuple[int, ...] = (512, 256, 128, 64)
     commitment: float = 1.0  # alpha of Eq. 2 (Appendix C)
-    epochs: float = positive(300)  # RQ-VAE (Sec. 4.1)
-    batch_size: int = at_least(2048, 1)
-    lr: float = positive(1e-3)
+    # the RQ-VAE's budget: unset, each follows --epochs / --lr / --batch-size (training.*) when given
+    epochs: float | None = inherited(300, "training.epochs", gt=0)  # Sec. 4.1
+    batch_size: int | None = inherited(2048, "training.batch_size", ge=1)
+    lr: float | None = inherited(1e-3, "training.lr", gt=0)
     weight_decay: float = 1e-4
     lambda_align: float = 0.01  # lambda_1, Eq. 8
     lambda_rel: float = 0.001  # lambda_2, Eq. 8
@@ -218,16 +219,18 @@ def train_rqvae(embeddings: np.ndarray, qrels: dict[int, dict[int, int]] | None,
     """Train the RQ-VAE (MERGE Sec. 3.1; ``cfg.relevance`` decides MERGE or vanilla) with checkpoints in
     ``folder``; returns the model and the training log. Codebooks start from k-means on the first batch."""
     from genir.docids.rqvae import RQVAE
-    from genir.training import TrainConfig, Trainer
+    from genir.settings import TrainingSettings
+    from genir.training import Trainer
 
+    cfg = replace(cfg, **resolve_group(cfg))  # budgets left unset: their defaults
     torch.manual_seed(cfg.seed)
     model = RQVAE(embeddings.shape[1], tuple(cfg.hidden), cfg.latent_dim, cfg.levels, cfg.codes, cfg.commitment)
     data = RelevanceBatches(embeddings, qrels, cfg.seed)
     first = torch.randperm(len(data), generator=torch.Generator().manual_seed(cfg.seed))[: cfg.batch_size]
     model.init_codebooks(data.embeddings[first], cfg.seed)
     n_grades = max([g for rels in (qrels or {}).values() for g in rels.values()] + [1])
-    tcfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                       warmup_ratio=0.0, seed=cfg.seed, checkpoint_every=1000)
+    tcfg = TrainingSettings(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                             warmup_ratio=0.0, seed=cfg.seed, checkpoint_every=1000)
     trainer = Trainer(model, MergeObjective(cfg, n_grades), data, data.collate, tcfg, folder / "checkpoints",
                       show_progress=show_progress, desc="rq-vae (merge)" if cfg.relevance else "rq-vae")
     info = trainer.train()

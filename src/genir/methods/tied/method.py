@@ -242,8 +242,20 @@ class TiedAtomic(Method):
     model_class = TiedSeq2Seq
     needs_corpus = True
 
+    budgets = "contrastive training: training.epochs, training.batch_size, training.lr"
+
     def make_docids(self, ws: Workspace, settings: TiedSettings, folder: Path) -> DocIdTable:
         return atomic_docids(ws.doc_ids)
+
+    def phases(self, ws: Workspace):
+        from genir.methods.base import retriever_phase
+
+        # a teacher file keeps only the pairs it scores: the count is a bound until it is read
+        bound = self.name != "tied-atomic" and ws.settings.tied.teacher_scores != BUILTIN_TEACHER
+        phase = retriever_phase(ws, "contrastive" if self.name == "tied-atomic" else "Margin-MSE",
+                                len(training_pairs(ws.examples())))
+        phase.at_most = bound
+        return [phase]
 
     def training_data(self, ws: Workspace, settings: TiedSettings, model, table: DocIdTable, trie: PrefixTree):
         return contrastive_data(ws, settings, model, table, trie)

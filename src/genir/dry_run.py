@@ -1,0 +1,69 @@
+"""``genir run --dry-run``: every check a run makes before it works, the settings each stage would run with
+and the optimiser steps of each training phase; nothing is trained, searched or written."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from genir.methods import get_method, method_settings
+from genir.pipeline import Pipeline
+from genir.settings import Settings
+
+
+def plan(settings: Settings, redo: set[str] | None = None, fresh: bool = False) -> dict[str, Any]:
+    """What ``genir run`` would do with these settings: the inputs read and checked as the run checks them,
+    and per stage its status in ``--out`` (new, reused, recomputed, or differing: the run would stop), its
+    resolved settings (its fingerprint's keys) and, for a method, its training phases with their steps."""
+    pipeline = Pipeline(settings, redo, fresh)
+    ws, settings = pipeline.ws, pipeline.settings
+    if ws.out.exists() and not ws.out.is_dir():
+        raise ValueError(f"--out {ws.out}: a file is there, not a run folder")
+    if settings.methods:
+        ws.check_inputs()
+    for name in settings.methods:
+        method = get_method(name)
+        method.check(ws, method_settings(settings, method))
+    stages = [pipeline.baseline_stage(b) for b in settings.baselines]
+    stages += [pipeline.method_stage(m) for m in settings.methods]
+    out = []
+    for stage in stages:
+        train, search = stage.differences()
+        if not stage.exists():
+            status = "new"
+        elif not (train or search):
+            status = "reused"
+        elif fresh or stage.name in pipeline.redo:
+            status = "recomputed" if train else "searched again"
+        else:
+            status = "differs: the run would stop (--redo or --fresh)"
+        entry = {"name": stage.name, "status": status, "differences": train + search,
+                 "settings": {**stage.fingerprint.train, **stage.fingerprint.search}, "phases": []}
+        if stage.name in settings.methods:
+            for phase in get_method(stage.name).phases(ws):
+                entry["phases"].append({"name": phase.name, "epochs": phase.epochs, "batch_size": phase.batch_size,
+                                        "lr": phase.lr, "examples": phase.examples, "repeats": phase.repeats,
+                                        "grad_accumulation": phase.grad_accumulation, "steps": phase.steps,
+                                        "at_most": phase.at_most})
+        out.append(entry)
+    return {"dataset": ws.collection.name, "documents": len(ws.docs), "out": str(ws.out),
+            "test_queries": len(ws.test_queries), "stages": out}
+
+
+def render(plan: dict[str, Any], show_settings: bool = True) -> str:
+    lines = [f"dry run: {plan['dataset']} ({plan['documents']:,} documents, {plan['test_queries']:,} test queries), "
+             f"--out {plan['out']}; nothing was trained or written", ""]
+    for stage in plan["stages"]:
+        lines.append(f"{stage['name']}: {stage['status']}")
+        lines += [f"    differs: {d}" for d in stage["differences"]]
+        if stage["phases"]:
+            lines.append("  phase                                   epochs   batch        lr   examples  x  steps")
+        for p in stage["phases"]:
+            accum = f" (x{p['grad_accumulation']} accumulation)" if p["grad_accumulation"] > 1 else ""
+            steps = f"{'<= ' if p['at_most'] else ''}{p['steps']:,}"
+            lines.append(f"  {p['name']:<38} {p['epochs']:>7g} {p['batch_size']:>7} {p['lr']:>9.2e} "
+                         f"{p['examples']:>10,} {p['repeats']:>2} {steps:>6}{accum}")
+        if show_settings:
+            lines.append("  settings: " + ", ".join(f"{k}={v}" for k, v in sorted(stage["settings"].items())
+                                                  if k not in ("genir", "dataset.sha256")))
+        lines.append("")
+    return "\n".join(lines)

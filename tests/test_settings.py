@@ -1,0 +1,76 @@
+"""Settings declared once: --epochs / --lr / --batch-size reach every training phase of every method, and
+``genir run --dry-run`` counts the optimiser steps each phase then takes, writing nothing."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from genir.cli import app
+from genir.methods import make_settings
+from tests.test_pipeline import _slice
+
+
+@pytest.fixture(scope="module")
+def scifact_small(tmp_path_factory, shared_datasets):
+    return _slice(tmp_path_factory, shared_datasets, "scifact", {"train": 30, "test": 10}, 80)
+
+
+def test_training_flags_reach_every_phase_of_every_method():
+    s = make_settings({})
+    s.set("training.epochs", "2")
+    s.set("training.lr", "0.002")
+    s.set("training.batch_size", "8")
+    r = s.resolved()
+    # GenRet: per progressive step, its warm-up a tenth of it, and the fit; GLEN both phases; MERGE's RQ-VAE
+    assert (r.genret.epochs, r.genret.warmup_epochs, r.genret.fit_epochs) == (2, 0.2, 2)
+    assert (r.glen.keyword_epochs, r.glen.refine_epochs, r.merge.epochs) == (2, 2, 2)
+    assert r.genret.lr == r.glen.lr == r.merge.lr == r.training.lr == 0.002
+    assert r.genret.batch_size == r.glen.batch_size == r.merge.batch_size == r.training.batch_size == 8
+    # unset: each phase keeps its own default; a phase's own setting is more specific than the flag
+    d = make_settings({"training": {"epochs": 5}, "glen": {"refine_epochs": 3}}).resolved()
+    assert (d.glen.keyword_epochs, d.glen.refine_epochs, d.genret.warmup_epochs) == (5, 3, 0.5)
+    d = make_settings({}).resolved()
+    assert (d.training.epochs, d.genret.epochs, d.genret.warmup_epochs, d.glen.refine_epochs, d.merge.epochs,
+            d.genret.lr, d.glen.batch_size) == (30, 30, 3, 10, 300, 5e-4, 32)
+
+
+def test_dry_run_writes_nothing_and_its_step_counts_are_what_training_takes(scifact_small, tiny_bert, tmp_path):
+    out = tmp_path / "run"
+    args = ["run", "--dataset", str(scifact_small), "--backbone", tiny_bert, "--no-baselines", "--method", "genret",
+            "--method", "glen", "--method", "merge", "--epochs", "1", "--batch-size", "9", "--beam", "5",
+            "--out", str(out), "--set", "genret.codes=8", "--set", "merge.codes=8", "--set", "merge.levels=2",
+            "--set", "merge.hidden=32,16", "--set", "model.decoder_ff=64"]
+    res = CliRunner().invoke(app, [*args, "--dry-run"])
+    assert res.exit_code == 0, res.output
+    assert not out.exists()  # nothing written
+    assert "Eq. 11 (each progressive step)" in res.output and "phase 2 (ranking refinement)" in res.output
+
+    from genir.dry_run import plan
+
+    settings = make_settings({"data": {"dataset": str(scifact_small)}, "model": {"backbone": tiny_bert,
+                              "decoder_ff": 64}, "baselines": [], "methods": ["genret", "glen", "merge"],
+                              "out": str(out), "training": {"epochs": 1, "batch_size": 9}, "search": {"beam": 5},
+                              "genret": {"codes": 8}, "merge": {"codes": 8, "levels": 2, "hidden": [32, 16]}})
+    planned = {s["name"]: s for s in plan(settings)["stages"]}
+    for stage in planned.values():
+        assert stage["status"] == "new"
+        assert all(p["epochs"] == (0.1 if p["name"].startswith("warm-up") else 1) for p in stage["phases"])
+        assert all(p["batch_size"] == 9 for p in stage["phases"])
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    report = {s["name"]: s for s in json.loads((out / "report.json").read_text())["systems"]}
+    steps = {name: [p["steps"] for p in s["phases"]] for name, s in planned.items()}
+    genret = json.loads((out / "genret" / "train.json").read_text())
+    prog = genret["progressive"]
+    assert [e["warmup"]["steps"] for e in prog] == [steps["genret"][0] // len(prog)] * len(prog)
+    assert [e["train"]["steps"] for e in prog] == [steps["genret"][1] // len(prog)] * len(prog)
+    assert report["genret"]["train_steps"] == sum(steps["genret"])
+    assert report["glen"]["train_steps"] == sum(steps["glen"])  # phase 2 took --epochs too, not its 10
+    assert report["merge"]["rqvae"]["steps"] == steps["merge"][0]  # the RQ-VAE took --epochs, not its 300
+    assert report["merge"]["train_steps"] == steps["merge"][1]
+    # the dry run again, over the run it planned: every stage reused
+    again = {s["name"]: s["status"] for s in plan(settings)["stages"]}
+    assert set(again.values()) == {"reused"}
