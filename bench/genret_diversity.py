@@ -19,9 +19,8 @@ import torch
 
 from genir.docids.balance import diversity, largest_share
 from genir.methods import make_settings
-from genir.methods.genret import resolved
+from genir.methods.genret import GenRetData, ProgressiveTrainer, resolved
 from genir.methods.genret.model import CodebookSeq2Seq
-from genir.methods.genret.training import GenRetData, ProgressiveTrainer
 from genir.models import ModelConfig
 from genir.workspace import Workspace
 

@@ -35,9 +35,10 @@ def main() -> None:
 
     from genir.data import load_dataset
     from genir.docids import DocIdTable
-    from genir.methods import open_method_folder, read_settings
+    from genir.methods import read_settings
     from genir.methods.glen.search import LexicalSearcher
     from genir.models import DocidSeq2Seq
+    from genir.retriever import Retriever
     from genir.search.bm25 import BM25Searcher
     from genir.search.dense import DenseSearcher
 
@@ -52,8 +53,8 @@ def main() -> None:
     methods = args.method or [p.parent.parent.name for p in args.run_dir.glob("*/model/genir_model.json")]
     for m in methods:
         for beam in args.beams:
-            searchers[f"{m}@beam{beam}"] = open_method_folder(args.run_dir / m, beam, docs,
-                                                              {"search.batch_size": args.batch_size})
+            searchers[f"{m}@beam{beam}"] = Retriever.load(args.run_dir / m, docs=docs, beam=beam, overrides={
+                "search.batch_size": args.batch_size}).searcher
             folder = args.run_dir / m
             if args.glen_reference and (folder / "identifier_logits.npy").exists():
                 # GLEN references: every beam row decodes (restricted output layer, then the whole vocabulary)

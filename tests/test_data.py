@@ -330,14 +330,14 @@ def test_a_setting_added_since_keeps_older_folders_valid_at_its_default():
 
 
 def test_a_whole_float_setting_matches_its_int_default_in_a_stage_record(tmp_path):
-    """training.epochs defaults to 30 (an int) and reads 30.0 once ``--set training.seed=1`` rebuilds its
-    group: the same setting, so a folder made either way is reused, not retrained; 31 still differs."""
+    """training.epochs unset resolves to its default 30 (an int) and reads 30.0 when given as --epochs 30:
+    the same setting, so a folder made either way is reused, not retrained; 31 still differs."""
     from genir.methods import make_settings
     from genir.stages import Stage, method_fingerprint
 
     plain = make_settings()
     with_set = make_settings()
-    with_set.set("training.seed", "0")  # as --set does
+    with_set.set("training.epochs", "30")  # as --epochs does
     fp_plain, fp_set = method_fingerprint(plain, "tied", {}), method_fingerprint(with_set, "tied", {})
     assert repr(fp_plain.train["training.epochs"]) != repr(fp_set.train["training.epochs"])  # 30 vs 30.0
     assert fp_plain.hash == fp_set.hash

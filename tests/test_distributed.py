@@ -175,8 +175,7 @@ def _real(enc) -> torch.Tensor:
 
 def _genret_assign(model, enc) -> dict:
     """GenRet's per-step assignment and corpus bank over the encoded texts (sharded when distributed)."""
-    from genir.methods.genret import CodebookSeq2Seq
-    from genir.methods.genret.training import GenRetConfig, GenRetData, GenRetObjective, ProgressiveTrainer
+    from genir.methods.genret import CodebookSeq2Seq, GenRetConfig, GenRetData, GenRetObjective, ProgressiveTrainer
     from genir.models import ModelConfig
     from genir.training.data import TextInputs
 

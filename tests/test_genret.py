@@ -12,14 +12,9 @@ import torch.nn.functional as F
 
 from genir.docids import DocIdTable, PrefixTree
 from genir.docids.balance import constrained_kmeans, diversity, largest_share, sinkhorn
+from genir.methods.genret import GenRetConfig, GenRetData, GenRetObjective, ProgressiveTrainer
 from genir.methods.genret.model import CodebookSeq2Seq
-from genir.methods.genret.training import (
-    GenRetConfig,
-    GenRetData,
-    GenRetObjective,
-    ProgressiveTrainer,
-    straight_through,
-)
+from genir.methods.genret.objective import straight_through
 from genir.models import DocidSeq2Seq, ModelConfig
 from genir.search.beam import beam_search, sequence_scores
 from genir.training.data import EncodedTexts, TextInputs

@@ -197,7 +197,16 @@ def test_dense_trained_baseline(scifact_slice, tmp_path):
     assert trained["metrics"]["full"]["n"] == zero_shot["metrics"]["full"]["n"] == 25
     # fine-tuning changed the encoder: the run differs from the zero-shot one
     assert trained["metrics"]["full"] != zero_shot["metrics"]["full"]
-    assert list((tmp_path / "d" / "baselines" / "dense-trained" / "checkpoints").glob("step-*/state.safetensors"))
+    # the fine-tuned encoder is saved with the embeddings: the folder opens itself and ranks as the run did
+    from genir.retriever import Retriever
+
+    folder = tmp_path / "d" / "baselines" / "dense-trained"
+    assert (folder / "encoder" / "config.json").exists()
+    expected = read_run(tmp_path / "d" / "baselines" / "dense-trained.trec")
+    queries = load_dataset(str(scifact_slice)).split_queries("test")
+    got = Retriever.load(folder).batch_search(queries, 100)
+    assert {q: [h.doc_id for h in hits] for q, hits in got.items()} == \
+        {q: [h.doc_id for h in hits] for q, hits in expected.items()}
 
 
 def test_genret_learns_docids_tokenizes_new_documents_and_feeds_the_ablation(scifact_slice, tiny_bert, tmp_path):
@@ -226,16 +235,16 @@ def test_genret_learns_docids_tokenizes_new_documents_and_feeds_the_ablation(sci
 
     assert isinstance(DocidSeq2Seq.load(out / "genret" / "model"), CodebookSeq2Seq)
     # the folder keeps d_T of every document, and opens ordering a shared docid's documents by q_T . d_T
-    from genir.methods import open_method_folder
+    from genir.retriever import Retriever
     from genir.search.generative import StateOrderedSearcher
 
     states = np.load(out / "genret" / "doc_states.npy")
     assert states.shape[0] == len(table) and np.isfinite(states).all() and np.abs(states).sum() > 0
-    assert isinstance(open_method_folder(out / "genret"), StateOrderedSearcher)
+    assert isinstance(Retriever.load(out / "genret").searcher, StateOrderedSearcher)
     with pytest.warns(UserWarning, match="no doc_states.npy"):
         (out / "genret" / "doc_states.npy").rename(out / "genret" / "moved.npy")
-        assert not isinstance(open_method_folder(out / "genret"), StateOrderedSearcher)
-    assert not isinstance(open_method_folder(out / "genret", overrides={"genret.tie_break": "corpus"}),
+        assert not isinstance(Retriever.load(out / "genret").searcher, StateOrderedSearcher)
+    assert not isinstance(Retriever.load(out / "genret", overrides={"genret.tie_break": "corpus"}).searcher,
                           StateOrderedSearcher)
     # the ablation switches reach the trainer through --set
     result = CliRunner().invoke(app, ["run", "--dataset", str(scifact_slice), "--backbone", tiny_bert,
@@ -364,7 +373,7 @@ def test_search_and_serve_rank_exactly_as_the_report(scifact_slice, tiny_bert, t
     import urllib.request
 
     from genir.live import LiveIndex
-    from genir.methods import open_method_folder
+    from genir.retriever import Retriever
     from tests.test_serve import start_server
 
     out = tmp_path / "run"
@@ -382,7 +391,7 @@ def test_search_and_serve_rank_exactly_as_the_report(scifact_slice, tiny_bert, t
         assert res.exit_code == 0, res.output
         lines = [json.loads(line) for line in res.output.strip().splitlines()]
         assert [[d for d, _ in line["hits"]] for line in lines] == [reported[q] for q in queries]
-        searcher = open_method_folder(folder)
+        searcher = Retriever.load(folder).searcher
         assert getattr(searcher, "mode", "dense") == "dense" and getattr(searcher, "tie_mode", "random") == "random"
         if name == "glen":  # the random order within an identifier is exercised: some ranking holds a tie
             ranked = searcher.batch_search(queries, 100).values()

@@ -89,3 +89,4 @@ def save_npy(path: str | Path, array) -> None:
 
     with atomic_path(path) as tmp:
         np.save(tmp, array)
+

@@ -14,13 +14,10 @@ or after a change, never half of one. A removed id is left out of every table, c
 hits are filtered against the live corpus as a last guard: a removed document never comes back unless it
 is added again.
 """
-
 from __future__ import annotations
 
-import json
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,64 +27,14 @@ from genir.data import load_dataset
 from genir.data.collection import Document
 from genir.data.pseudo_queries import lead_spans
 from genir.docids import DocIdTable
-from genir.io import PREVIOUS, atomic_path
-from genir.methods import get_method, open_searcher, read_settings
+from genir.live_state import LIVE, LiveIndexError, LiveState, read_removed_ids
+from genir.methods import BASELINES, get_method, read_settings
 from genir.methods.base import Method, NewDocuments
+from genir.retriever import Retriever
 from genir.search.base import Results, Searcher
 
-LIVE = "live"
-BASELINES = ("bm25", "dense")  # the baselines a live index serves beside the methods
-
-
-class LiveIndexError(ValueError):
-    """A change the live index cannot make (the message says why and what to do)."""
-
-
-@dataclass
-class LiveState:
-    """What ``RUN/live/`` holds: the changes since training."""
-
-    added: list[Document] = field(default_factory=list)
-    removed: set[str] = field(default_factory=set)
-    embeddings: np.ndarray | None = None  # dense embeddings of ``added`` (same order)
-    tables: dict[str, DocIdTable] = field(default_factory=dict)  # method -> docids of added documents
-    arrays: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # method -> file -> rows of tables[m]
-    version: int = 0
-
-    @classmethod
-    def read(cls, run_dir: Path) -> LiveState:
-        folder = run_dir / LIVE
-        if not folder.is_dir() and (run_dir / f"{LIVE}{PREVIOUS}").is_dir():  # a swap cut short: the state before
-            folder = run_dir / f"{LIVE}{PREVIOUS}"
-        if not (folder / "state.json").exists():
-            return cls()
-        head = json.loads((folder / "state.json").read_text(encoding="utf-8"))
-        added = [Document(r["_id"], r["text"], r.get("title", "")) for r in
-                 (json.loads(line) for line in (folder / "documents.jsonl").read_text(encoding="utf-8").splitlines()
-                  if line.strip())]
-        emb = np.load(folder / "embeddings.npy") if (folder / "embeddings.npy").exists() else None
-        tables, arrays = {}, {}
-        for name in head.get("methods", []):
-            tables[name] = DocIdTable.load(folder / name / "docids")
-            arrays[name] = {f: np.load(folder / name / f) for f in head.get("arrays", {}).get(name, [])}
-        return cls(added, set(head.get("removed", [])), emb, tables, arrays, int(head.get("version", 0)))
-
-    def write(self, run_dir: Path) -> None:
-        """The whole state as a new folder, swapped in by rename (``genir.io.atomic_path``)."""
-        with atomic_path(run_dir / LIVE) as tmp:
-            tmp.mkdir(parents=True)
-            with open(tmp / "documents.jsonl", "w", encoding="utf-8") as f:
-                for d in self.added:
-                    f.write(json.dumps({"_id": d.id, "title": d.title, "text": d.text}) + "\n")
-            if self.embeddings is not None:
-                np.save(tmp / "embeddings.npy", self.embeddings)
-            for name, table in self.tables.items():
-                table.save(tmp / name / "docids")
-                for f, rows in self.arrays.get(name, {}).items():
-                    np.save(tmp / name / f, rows)
-            (tmp / "state.json").write_text(json.dumps({
-                "version": self.version, "removed": sorted(self.removed), "methods": sorted(self.tables),
-                "arrays": {m: sorted(a) for m, a in self.arrays.items() if a}}, indent=1), encoding="utf-8")
+LIVE_BASELINES = tuple(b.name for b in BASELINES.values() if b.live)  # built over the live corpus
+__all__ = ["LIVE", "LIVE_BASELINES", "LiveIndex", "LiveIndexError", "LiveState", "read_removed_ids"]
 
 
 def trained_methods(run_dir: Path) -> list[str]:
@@ -107,7 +54,7 @@ class LiveIndex:
     state before or after it."""
 
     def __init__(self, run_dir: str | Path, methods: list[str] | None = None,
-                 baselines: tuple[str, ...] | list[str] = BASELINES, beam: int | None = None,
+                 baselines: tuple[str, ...] | list[str] = LIVE_BASELINES, beam: int | None = None,
                  device: str = "auto"):
         from genir.workspace import resolve_device
 
@@ -120,8 +67,8 @@ class LiveIndex:
                                      f"(trained: {', '.join(available) or 'none'})")
         self.methods = list(methods) if methods is not None else available
         for b in baselines:
-            if b not in BASELINES:
-                raise LiveIndexError(f"unknown baseline {b!r}: a live index serves {', '.join(BASELINES)}")
+            if b not in LIVE_BASELINES:
+                raise LiveIndexError(f"unknown baseline {b!r}: a live index serves {', '.join(LIVE_BASELINES)}")
         self.baselines = list(baselines)
         self.beam, self.device = beam, resolve_device(device)
         data = self.settings.data
@@ -257,7 +204,7 @@ class LiveIndex:
             old_rows = [i for i, x in enumerate(self.state.added) if x.id not in seen]
             report: dict[str, dict] = {}
             if docs and (self.state.embeddings is not None or self.base_embeddings() is not None
-                         or "dense" in self.baselines):
+                         or any(BASELINES[b].dense for b in self.baselines)):
                 self._dense()  # loaded before the clock starts: the figure is the documents' encoding
             start = time.perf_counter()
             new_emb = self._embed(docs) if docs else None
@@ -267,7 +214,7 @@ class LiveIndex:
                 state.embeddings = np.concatenate([kept, new_emb]) if new_emb is not None else kept
             embed_seconds = time.perf_counter() - start
             for b in self.baselines:
-                report[b] = {"documents": len(docs), "seconds": embed_seconds if b == "dense" else 0.0}
+                report[b] = {"documents": len(docs), "seconds": embed_seconds if BASELINES[b].dense else 0.0}
             previous, self.state = self.state, state  # the tables below see the new corpus
             try:
                 for name in self.methods:
@@ -350,21 +297,16 @@ class LiveIndex:
         if name not in self.names:
             raise LiveIndexError(f"{name!r} is not served here (served: {', '.join(self.names)})")
         docs = self.corpus()
-        if name == "bm25":
-            from genir.search.bm25 import BM25Searcher
-
-            return LiveFiltered(BM25Searcher(docs), self)
-        if name == "dense":
-            from genir.search.dense import DenseSearcher
-
-            ids = [d.id for d in docs]
-            return LiveFiltered(DenseSearcher(docs, encoder=self._dense(), doc_embeddings=self.embeddings_of(ids)),
-                                self)
-        method = get_method(name)
+        if name in self.baselines:  # built over the live corpus
+            baseline = BASELINES[name]
+            if not baseline.dense:
+                return LiveFiltered(baseline.index(docs), self)
+            embeddings = self.embeddings_of([d.id for d in docs])
+            return LiveFiltered(baseline.index(docs, encoder=self._dense(), embeddings=embeddings), self)
         table, arrays = self.table(name)
-        searcher = open_searcher(method, self.settings, self.model(name), table, self.run_dir / name,
-                                 docs if method.needs_corpus else None, self.beam, doc_arrays=arrays)
-        return LiveFiltered(searcher, self)
+        retriever = Retriever.load(self.run_dir / name, docs=docs, beam=self.beam, model=self.model(name),
+                                   table=table, doc_arrays=arrays)
+        return LiveFiltered(retriever.searcher, self)
 
     def _refresh(self, added: list[Document], removed: list[str]) -> dict[str, float]:
         """Keep opened searchers in step: an incremental change where the searcher has one (Tied-Atomic's
@@ -400,15 +342,3 @@ class LiveFiltered(Searcher):
 
     def index_bytes(self) -> int | None:
         return self.inner.index_bytes()
-
-
-def read_removed_ids(values: list[str]) -> list[str]:
-    """Ids given on the command line; ``@FILE`` reads one id per line."""
-    out: list[str] = []
-    for v in values:
-        if v.startswith("@"):
-            out += [line.strip() for line in Path(v[1:]).read_text(encoding="utf-8").splitlines() if line.strip()]
-        else:
-            out.append(v)
-    return out
-

@@ -26,8 +26,9 @@ from genir.evaluation.metrics import evaluate
 from genir.evaluation.report import write_report
 from genir.evaluation.trec import read_run, write_run
 from genir.io import write_json
-from genir.methods import BASELINES, get_method, make_settings, method_settings, open_searcher, read_settings
+from genir.methods import BASELINES, get_method, make_settings, method_settings, read_settings
 from genir.methods.base import Method, Trained, model_config, train, train_config
+from genir.retriever import Retriever, make_record, write_record
 from genir.search.base import Searcher, timed_search
 from genir.settings import Settings
 from genir.stages import STAGE_FILE, Stage, baseline_fingerprint, check_stages, method_fingerprint, short_hash
@@ -112,7 +113,8 @@ class Pipeline:
             folder.mkdir(parents=True, exist_ok=True)
         self.stages[name].start()
         start = time.perf_counter()
-        searcher, label, extra = BASELINES[name](self.ws)
+        baseline = BASELINES[name]
+        searcher, label, extra = baseline.build(self.ws)
         index_s = extra.pop("index_seconds", time.perf_counter() - start)
         n = len(self.ws.docs)
         result = self.evaluate(searcher, name, folder, {
@@ -120,8 +122,15 @@ class Pipeline:
             "indexing_docs_per_second": n / max(index_s, 1e-9),
             "index_bytes_per_doc": (searcher.index_bytes() or 0) / n,
             "fingerprint": self.stages[name].fingerprint.hash, **extra})
+        baseline.save(searcher, folder / name, self.ws)  # the index opens itself: Retriever.load(folder / name)
+        write_record(folder / name, make_record("baseline", name, self.settings, self._dataset()))
         write_json(done, result)
         return result
+
+    def _dataset(self) -> dict[str, Any]:
+        c = self.ws.collection
+        return {"name": c.name, "sha256": c.content_hash, "path": str(Path(c.path).resolve()),
+                "documents": len(c.corpus)}
 
     def method(self, name: str) -> dict:
         ws, method = self.ws, get_method(name)
@@ -163,8 +172,9 @@ class Pipeline:
         checkpoint.discard(folder)  # the model and train.json are saved: nothing resumes from checkpoints now
         model.eval()
         barrier()  # several processes: the files rank 0 wrote beside the docids (GLEN's w^d, GenRet's d_T) are read
-        index_start = time.perf_counter()
-        searcher = open_searcher(method, self.settings, model, table, folder, docs=ws.docs, show_progress=True)
+        write_record(folder, make_record("method", name, self.settings, self._dataset()))
+        index_start = time.perf_counter()  # searched as the folder opens itself, with the parts in memory
+        searcher = Retriever.load(folder, docs=ws.docs, model=model, table=table, show_progress=True).searcher
         searcher_s = time.perf_counter() - index_start  # e.g. encoding documents for tied docids
         index_s = docid_s + info["seconds"] + info.get("encode_seconds", 0.0) + searcher_s
         m = self.settings.model
@@ -209,8 +219,10 @@ class Pipeline:
                              f"at most {model.config.max_docid_length}")
         table.save(folder / "docids")
         index_s = time.perf_counter() - start
+        write_record(folder, make_record("method", name, self.settings, self._dataset(),
+                                         model=str(model_dir.resolve()), transferred_from=str(Path(source).resolve())))
         barrier()  # as in ``method``: what rank 0 wrote beside the docids is read by every rank
-        searcher = open_searcher(method, self.settings, model, table, folder, docs=ws.docs, show_progress=True)
+        searcher = Retriever.load(folder, docs=ws.docs, model=model, table=table, show_progress=True).searcher
         result = self.evaluate(searcher, name, folder, {
             "label": f"{name} (trained on {Path(source).name})", "kind": "generative",
             "method": name, "description": method.description, "transferred_from": str(source),

@@ -15,6 +15,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 class DataError(ValueError):
@@ -241,3 +242,17 @@ def content_hash(root: Path, files: list[Path]) -> str:
                 h.update(chunk)
         h.update(b"\0")
     return h.hexdigest()
+
+
+def read_json_object(path: str | Path) -> dict[str, Any]:
+    """A JSON object from a regular file; anything else is a DataError naming the file and what is wrong."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, None, "missing" if not path.exists() else "not a regular file")
+    try:
+        value = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(path, None, f"not readable as JSON ({e})") from None
+    if not isinstance(value, dict):
+        raise DataError(path, None, "expected a JSON object")
+    return value

@@ -1,9 +1,11 @@
-"""The method registry: every generative method genir runs, each family in one module of this package.
+"""The method registry: every generative method genir runs, each family in one package here.
 
 A family module declares ``METHODS`` (its :class:`~genir.methods.base.Method` recipes) and ``GROUPS`` (its
-settings dataclasses); adding a method means adding one module and listing it in ``FAMILIES``.
-:func:`open_searcher` is the one searcher factory: ``genir run`` measures a method with it, and ``genir
-search``, ``serve`` and ``transfer`` open a method folder through it, with the settings the run recorded.
+settings dataclasses); adding a method means adding one package and listing it in ``FAMILIES`` (see
+``genir.methods.random_docids``, the example).
+:func:`open_searcher` is the one searcher factory; :class:`genir.retriever.Retriever` opens a trained
+folder through it with the settings the folder records, for ``genir run``, ``search``, ``serve``, ``transfer``
+and the live index.
 """
 
 from __future__ import annotations
@@ -14,18 +16,18 @@ from typing import Any
 
 from genir.data.collection import Document
 from genir.docids import DocIdTable
-from genir.methods import dsi, genret, glen, merge, tied
+from genir.methods import dsi, genret, glen, merge, random_docids, tied
 from genir.methods.base import Method, SearchRequest, Trained
 from genir.methods.baselines import BASELINES
 from genir.search.base import Searcher
 from genir.settings import SHARED_GROUPS, Settings, SettingsError
 
-FAMILIES = [dsi, tied, genret, glen, merge]
+FAMILIES = [dsi, tied, genret, glen, merge, random_docids]  # a new method family: one package, one entry here
 METHODS: dict[str, Method] = {m.name: m for family in FAMILIES for m in family.METHODS}
 GROUPS: dict[str, type] = {**SHARED_GROUPS, **{k: v for family in FAMILIES for k, v in family.GROUPS.items()}}
 
 __all__ = ["BASELINES", "GROUPS", "METHODS", "Method", "SearchRequest", "Trained", "get_method", "make_settings",
-           "open_method_folder", "open_searcher", "read_settings"]
+           "open_searcher", "read_settings"]
 
 
 def get_method(name: str) -> Method:
@@ -81,55 +83,3 @@ def read_settings(run_dir: str | Path) -> Settings:
         return make_settings(values)
     except SettingsError as e:
         raise ValueError(f"{path}: {e}") from None
-
-
-def open_method_folder(method_dir: str | Path, beam: int | None = None, docs: list[Document] | None = None,
-                       overrides: dict[str, Any] | None = None) -> Searcher:
-    """A method folder of a run (``model/`` + ``docids/``), searched exactly as the run's report measured it:
-    the same method recipe and the run's recorded settings (``overrides``: ``group.key`` -> value). Methods
-    whose index is the model's encodings of the corpus (tied docids) encode ``docs``, or else the run's
-    dataset. Raises ValueError when the folder cannot be searched."""
-    from genir.data import load_dataset
-    from genir.data.collection import DataError
-
-    method_dir = Path(method_dir)
-    if not method_dir.is_dir():
-        raise ValueError(f"{method_dir}: no such method folder")
-    for part in ("model", "docids"):
-        if not (method_dir / part).is_dir():
-            raise ValueError(f"{method_dir}: not a trained method folder (no {part}/)")
-    settings = read_settings(method_dir.parent)
-    for key, value in (overrides or {}).items():
-        settings.set(key, value)
-    method = get_method(method_dir.name)
-    from genir.workspace import resolve_device
-
-    # strict: every weight present, of its shape; on a GPU when there is one (``training.device`` overrides)
-    model = method.model_class.load(method_dir / "model").to(resolve_device(settings.training.device
-                                                                       if "training.device" in (overrides or {})
-                                                                       else "auto"))
-    table = DocIdTable.load(method_dir / "docids")  # every line whole, codes in the vocabulary
-    check_fits(method, method_dir, model, table)
-    if docs is None:
-        data = settings.data
-        try:
-            docs = list(load_dataset(data.dataset, data.data_dir, data.qrels_dir).corpus.values())
-        except DataError:
-            if method.needs_corpus:
-                raise
-    if docs is not None:
-        absent = set(table.doc_ids) - {d.id for d in docs}
-        if absent:
-            raise ValueError(f"{method_dir / 'docids'}: {len(absent)} documents of the docid table are not in "
-                             f"the corpus (e.g. {sorted(absent)[0]!r}): the folder does not belong to this dataset")
-    return open_searcher(method, settings, model, table, method_dir, docs if method.needs_corpus else None, beam)
-
-
-def check_fits(method: Method, method_dir: Path, model, table: DocIdTable) -> None:
-    """The docid table and the model of one folder belong together."""
-    if method.n_codes(table) > model.config.n_codes:
-        raise ValueError(f"{method_dir}: the docids use {method.n_codes(table)} codes; the model decodes "
-                         f"{model.config.n_codes}")
-    if table.max_length > model.config.max_docid_length:
-        raise ValueError(f"{method_dir}: the docids are {table.max_length} codes long; the model decodes at most "
-                         f"{model.config.max_docid_length}")

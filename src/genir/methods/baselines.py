@@ -1,34 +1,101 @@
 """The baselines every report sets the generative methods beside: BM25, dense (zero-shot) and dense
-fine-tuned on the training queries. Each is a factory: workspace -> (searcher, label, extra result fields)."""
+fine-tuned on the training queries, each a :class:`Baseline` that builds, saves and loads its index."""
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from pathlib import Path
+from typing import ClassVar
 
+import numpy as np
+
+from genir.data.collection import Document
 from genir.methods.base import train_config
 from genir.search.base import Searcher
-from genir.search.dense import DenseSearcher, load_sentence_encoder
+from genir.search.bm25 import BM25Searcher
+from genir.search.dense import SAVED_ENCODER, DenseSearcher, load_sentence_encoder
 from genir.training import Trainer
 from genir.training.data import BiEncoderCollator, ContrastiveDataset
 from genir.training.objectives import dense_contrastive_loss
 from genir.workspace import Workspace
 
 
-def bm25(ws: Workspace) -> tuple[Searcher, str, dict]:
-    return ws.bm25(), "BM25", {}
+class Baseline:
+    """A system the generative methods are measured beside: built from the workspace, saved to its own
+    folder (with a ``retriever.json`` record, by the pipeline), loaded from it; ``dense`` ones read the
+    dense encoder. ``live``: a live index can build it over its changed corpus (``index``)."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    dense: ClassVar[bool] = False
+    live: ClassVar[bool] = True
+
+    def build(self, ws: Workspace) -> tuple[Searcher, str, dict]:
+        """(searcher, label, extra result fields) over the workspace's corpus."""
+        raise NotImplementedError
+
+    def index(self, docs: list[Document], encoder=None, embeddings: np.ndarray | None = None) -> Searcher:
+        """The same system over another set of documents (the live index)."""
+        raise NotImplementedError
+
+    def save(self, searcher: Searcher, folder: Path, ws: Workspace) -> None:
+        searcher.save(folder)
+
+    def load(self, folder: Path) -> Searcher:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<baseline {self.name}>"
+
+
+class Bm25(Baseline):
+    name, description = "bm25", "BM25 (bm25s: Lucene scoring, k1 0.9, b 0.4, English stemming and stopwords)"
+
+    def build(self, ws: Workspace) -> tuple[Searcher, str, dict]:
+        return ws.bm25(), "BM25", {}
+
+    def index(self, docs: list[Document], encoder=None, embeddings: np.ndarray | None = None) -> Searcher:
+        return BM25Searcher(docs)
+
+    def load(self, folder: Path) -> Searcher:
+        return BM25Searcher.load(folder)
 
 
 def _dense_label(ws: Workspace, default: str) -> str:
     return ws.settings.dense.model or default
 
 
-def dense(ws: Workspace) -> tuple[Searcher, str, dict]:
-    searcher = DenseSearcher(ws.docs, encoder=ws.dense_encoder(), doc_embeddings=ws.doc_embeddings())
-    # the embeddings may come from the cache: their indexing time is the one measured when they were made
-    seconds = json.loads((ws.out / "doc_embeddings.json").read_text())["seconds"]
-    return searcher, f"Dense ({_dense_label(ws, 'all-MiniLM-L6-v2, bundled')})", {"index_seconds": seconds}
+class Dense(Baseline):
+    name, description = "dense", "dense retrieval with the zero-shot sentence encoder (dense.model), exact search"
+    dense = True
+
+    def build(self, ws: Workspace) -> tuple[Searcher, str, dict]:
+        searcher = DenseSearcher(ws.docs, encoder=ws.dense_encoder(), doc_embeddings=ws.doc_embeddings())
+        # the embeddings may come from the cache: their indexing time is the one measured when they were made
+        seconds = json.loads((ws.out / "doc_embeddings.json").read_text())["seconds"]
+        return searcher, f"Dense ({_dense_label(ws, 'all-MiniLM-L6-v2, bundled')})", {"index_seconds": seconds}
+
+    def index(self, docs: list[Document], encoder=None, embeddings: np.ndarray | None = None) -> Searcher:
+        return DenseSearcher(docs, encoder=encoder, doc_embeddings=embeddings)
+
+    def save(self, searcher: Searcher, folder: Path, ws: Workspace) -> None:
+        searcher.save(folder, model=ws.settings.dense.model)
+
+    def load(self, folder: Path) -> Searcher:
+        return DenseSearcher.load(folder)
+
+
+class DenseTrained(Dense):
+    name = "dense-trained"
+    description = "the dense encoder fine-tuned on the training queries (in-batch + BM25 negatives)"
+    live = False
+
+    def build(self, ws: Workspace) -> tuple[Searcher, str, dict]:
+        return dense_trained(ws)
+
+    def save(self, searcher: Searcher, folder: Path, ws: Workspace) -> None:
+        searcher.save(folder, model=SAVED_ENCODER)  # the encoder trained here goes with its embeddings
 
 
 def dense_trained(ws: Workspace) -> tuple[Searcher, str, dict]:
@@ -64,5 +131,4 @@ def dense_trained(ws: Workspace) -> tuple[Searcher, str, dict]:
         "train_seconds": info["seconds"], "encoder": "full", "index_seconds": index_seconds}
 
 
-BASELINES: dict[str, Callable[[Workspace], tuple[Searcher, str, dict]]] = {
-    "bm25": bm25, "dense": dense, "dense-trained": dense_trained}
+BASELINES: dict[str, Baseline] = {b.name: b for b in (Bm25(), Dense(), DenseTrained())}

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from genir.data.collection import Document
+from genir.data.collection import DataError, Document, read_json_object
+from genir.io import atomic_path, save_npy
 from genir.models.pretrained import bundled_minilm_path
 from genir.search.base import Hit, Results, Searcher
+
+PARAMS, EMBEDDINGS = "dense.json", "doc_embeddings.npy"
+SAVED_ENCODER = "encoder"  # a fine-tuned encoder saved inside the folder
 
 
 def load_sentence_encoder(model: str | None = None, max_seq_length: int = 256):
@@ -36,6 +42,33 @@ class DenseSearcher(Searcher):
                                                  normalize_embeddings=True, convert_to_numpy=True,
                                                  show_progress_bar=show_progress)
         self.doc_embeddings = np.asarray(doc_embeddings, dtype=np.float32)
+
+    def save(self, folder: str | Path, model: str | None = None) -> None:
+        """The document embeddings and their ids; the encoder as ``model`` names it (None: the bundled
+        MiniLM), or, when ``model`` is None and the encoder was trained here, the encoder itself."""
+        with atomic_path(folder) as tmp:
+            tmp.mkdir(parents=True)
+            save_npy(tmp / EMBEDDINGS, self.doc_embeddings)
+            if model == SAVED_ENCODER:
+                self.encoder.save(str(tmp / SAVED_ENCODER))
+            (tmp / PARAMS).write_text(json.dumps({"model": model, "doc_ids": self.doc_ids,
+                                                  "max_seq_length": self.encoder.max_seq_length}), encoding="utf-8")
+
+    @classmethod
+    def load(cls, folder: str | Path) -> DenseSearcher:
+        folder = Path(folder)
+        params = read_json_object(folder / PARAMS)
+        try:
+            model = params["model"]
+            model = str(folder / SAVED_ENCODER) if model == SAVED_ENCODER else model
+            embeddings = np.load(folder / EMBEDDINGS, allow_pickle=False)
+            ids = [str(d) for d in params["doc_ids"]]
+            if embeddings.shape[0] != len(ids):
+                raise ValueError(f"{embeddings.shape[0]} embeddings for {len(ids)} documents")
+            docs = [Document(d, "") for d in ids]
+            return cls(docs, model, int(params["max_seq_length"]), doc_embeddings=embeddings)
+        except (KeyError, TypeError, OSError, ValueError) as e:
+            raise DataError(folder, None, f"not a readable dense index ({e})") from None
 
     def encode_queries(self, texts: list[str]) -> np.ndarray:
         return self.encoder.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,

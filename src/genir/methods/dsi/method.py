@@ -3,20 +3,13 @@ semantic (hierarchical k-means over dense document embeddings); indexing and ret
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from genir.docids import DocIdTable, atomic_docids, naive_docids, semantic_docids
 from genir.docids.schemes import semantic_place
 from genir.methods.base import AddedDocids, Method, NewDocuments
-from genir.settings import at_least
+from genir.methods.dsi.settings import DsiSettings
 from genir.workspace import Workspace
-
-
-@dataclass
-class DsiSettings:
-    semantic_c: int = at_least(32, 2)  # semantic docids: children per node and leaf size
-
 
 _RETRAIN = ("retrain with the new documents in the corpus (genir run --redo {name}), or use a method that indexes "
             "a document without retraining (tied-atomic, genret, glen, dsi-semantic, merge)")

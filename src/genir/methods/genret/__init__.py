@@ -5,7 +5,9 @@ progressive trainer), ``model`` (:class:`CodebookSeq2Seq`: one codebook per doci
 
 from genir.methods.genret.method import GROUPS, METHODS, GenRet, GenRetNoLearn, resolved
 from genir.methods.genret.model import CodebookSeq2Seq
-from genir.methods.genret.training import GenRetConfig, GenRetData, GenRetObjective, ProgressiveTrainer
+from genir.methods.genret.objective import GenRetData, GenRetObjective
+from genir.methods.genret.settings import GenRetConfig
+from genir.methods.genret.training import ProgressiveTrainer
 
 __all__ = ["GROUPS", "METHODS", "CodebookSeq2Seq", "GenRet", "GenRetConfig", "GenRetData", "GenRetNoLearn",
            "GenRetObjective", "ProgressiveTrainer", "resolved"]

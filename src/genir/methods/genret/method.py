@@ -31,7 +31,9 @@ from genir.methods.base import (
     train_config,
 )
 from genir.methods.genret.model import CodebookSeq2Seq
-from genir.methods.genret.training import GenRetConfig, GenRetData, ProgressiveTrainer
+from genir.methods.genret.objective import GenRetData
+from genir.methods.genret.settings import GenRetConfig
+from genir.methods.genret.training import ProgressiveTrainer
 from genir.settings import resolve_group
 from genir.training.objectives import seq2seq_loss
 from genir.workspace import Workspace

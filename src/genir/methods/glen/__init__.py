@@ -6,7 +6,7 @@ negatives), ``model`` (:class:`LexicalSeq2Seq`), ``docids`` (keyword IDs), ``sea
 from genir.methods.glen.method import GROUPS, METHODS, Glen, GlenKeyword, identify_texts
 from genir.methods.glen.model import LexicalSeq2Seq
 from genir.methods.glen.search import LexicalSearcher
-from genir.methods.glen.training import GlenConfig
+from genir.methods.glen.settings import GlenConfig
 
 __all__ = ["GROUPS", "METHODS", "Glen", "GlenConfig", "GlenKeyword", "LexicalSearcher", "LexicalSeq2Seq",
            "identify_texts"]

@@ -1,0 +1,174 @@
+"""A trained folder that opens itself: ``Retriever.load(folder).search(query, k)``.
+
+Every folder a run writes for a system (a method's ``RUN/<method>/``, a baseline's ``RUN/baselines/<name>/``)
+holds ``retriever.json``: what it is (a method and its recipe revision, or a baseline), the settings it was
+trained and is searched with, its backbone, and the dataset it indexes (name, content hash, where it lay).
+:meth:`Retriever.load` rebuilds the searcher from that record alone, exactly as the run measured it, so a
+folder copied anywhere searches the same; it is the one loader behind ``genir run``, ``search``, ``serve``,
+``transfer`` and the live index (after bm25s ``BM25.load(dir)``, Pyserini ``LuceneSearcher(index_dir)``).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from genir.data.collection import DataError, Document, read_json_object
+from genir.docids import DocIdTable
+from genir.io import write_json
+from genir.methods import BASELINES, get_method, make_settings, open_searcher
+from genir.methods.base import Method
+from genir.search.base import Hit, Results, Searcher
+from genir.settings import Settings, SettingsError
+
+RECORD = "retriever.json"
+FORMAT = 1
+
+
+def make_record(kind: str, name: str, settings: Settings, dataset: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """What a trained folder is: ``kind`` "method" or "baseline", its name, the run's resolved settings and the
+    dataset (name, sha256, path, documents) it indexes."""
+    from genir import __version__
+
+    revision = get_method(name).revision if kind == "method" else 1
+    return {"format": FORMAT, "kind": kind, "name": name, "revision": revision, "genir": __version__,
+            "backbone": settings.model.backbone, "dataset": dataset, "settings": settings.to_dict(), **extra}
+
+
+def write_record(folder: str | Path, record: dict[str, Any]) -> None:
+    write_json(Path(folder) / RECORD, record)
+
+
+def read_record(folder: str | Path) -> dict[str, Any]:
+    """The folder's record; a folder of a run made before records existed gets one from its run's
+    ``config.json`` and its own name (the one way genir read such folders), and is refused when it has none."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"{folder}: no such folder")
+    path = folder / RECORD
+    if not path.exists():
+        config = folder.parent / "config.json"
+        if (folder / "model").is_dir() and (folder / "docids").is_dir() and config.is_file():
+            return {"format": 0, "kind": "method", "name": folder.name, "revision": None,
+                    "settings": read_json_object(config), "dataset": None}
+        raise ValueError(f"{folder}: not a trained genir folder (no {RECORD}); a method folder of a run made "
+                         f"before genir 0.1 records needs its run's config.json beside it, and a baseline folder "
+                         f"is remade by genir run --redo NAME")
+    record = read_json_object(path)
+    for key, kind in (("kind", str), ("name", str), ("settings", dict)):
+        if not isinstance(record.get(key), kind):
+            raise DataError(path, None, f"'{key}' missing or of the wrong type")
+    if record.get("format", 0) > FORMAT:
+        raise DataError(path, None, f"written by a newer genir (format {record['format']}); upgrade genir")
+    return record
+
+
+def record_settings(record: dict[str, Any], overrides: Mapping[str, Any] | None = None) -> Settings:
+    values = dict(record["settings"])
+    values.pop("transferred_from", None)
+    try:
+        settings = make_settings(values)
+        for key, value in (overrides or {}).items():
+            settings.set(key, value)
+    except SettingsError as e:
+        raise ValueError(f"{record.get('name')}: recorded settings: {e}") from None
+    return settings
+
+
+def corpus_of(record: dict[str, Any], settings: Settings) -> list[Document]:
+    """The documents the folder indexes: the recorded dataset, found where it lay (its content checked),
+    else by the run's dataset settings."""
+    from genir.data import load_dataset
+
+    data, recorded = settings.data, record.get("dataset") or {}
+    path = recorded.get("path")
+    source = path if path and Path(path).is_dir() else data.dataset
+    coll = load_dataset(source, None if source == path else data.data_dir, data.qrels_dir)
+    if recorded.get("sha256") and coll.content_hash != recorded["sha256"]:
+        raise ValueError(f"{source}: not the dataset this folder indexes (content differs from the recorded "
+                         f"{recorded.get('name')}); give its documents explicitly")
+    return list(coll.corpus.values())
+
+
+class Retriever:
+    """A trained system opened from its folder: ``search(query, k)`` / ``batch_search(queries, k)``."""
+
+    def __init__(self, folder: Path, record: dict[str, Any], searcher: Searcher, method: Method | None = None,
+                 settings: Settings | None = None, model: Any = None, table: DocIdTable | None = None):
+        self.folder, self.record, self.searcher = Path(folder), record, searcher
+        self.method, self.settings, self.model, self.table = method, settings, model, table
+
+    @property
+    def name(self) -> str:
+        return self.record["name"]
+
+    def search(self, query: str, k: int = 10) -> list[Hit]:
+        return self.searcher.search(query, k)
+
+    def batch_search(self, queries: Mapping[str, str] | list[str], k: int = 10) -> Results:
+        if not isinstance(queries, Mapping):
+            queries = {str(i): q for i, q in enumerate(queries)}
+        return self.searcher.batch_search(queries, k)
+
+    def save(self, folder: str | Path) -> Path:
+        """A copy of the folder elsewhere, which opens itself there as here."""
+        folder = Path(folder)
+        if folder.exists():
+            raise ValueError(f"{folder}: already exists")
+        shutil.copytree(self.folder, folder, ignore=shutil.ignore_patterns("checkpoints", "*.tmp*"))
+        if not (folder / RECORD).exists():  # a folder from before records: it gets its own now
+            write_record(folder, {**self.record, "format": FORMAT, "revision": self.method.revision})
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path, *, docs: list[Document] | None = None, beam: int | None = None,
+             overrides: Mapping[str, Any] | None = None, device: str = "auto", model: Any = None,
+             table: DocIdTable | None = None, doc_arrays: dict[str, Any] | None = None,
+             show_progress: bool = False) -> Retriever:
+        """Open a trained folder as its run searched it. ``docs``: the corpus for methods whose index is the
+        model's encoding of it (default: the recorded dataset); ``overrides``: ``group.key`` -> value;
+        ``model`` / ``table`` / ``doc_arrays``: parts already in memory (the run that trained them, a live
+        index's changed docids). Raises ValueError (or DataError) naming what is wrong."""
+        folder = Path(folder)
+        record = read_record(folder)
+        settings = record_settings(record, overrides)
+        if record["kind"] == "baseline":
+            if record["name"] not in BASELINES:
+                raise ValueError(f"{folder}: unknown baseline {record['name']!r}")
+            return cls(folder, record, BASELINES[record["name"]].load(folder), settings=settings)
+        if record["kind"] != "method":
+            raise DataError(folder / RECORD, None, f"unknown kind {record['kind']!r}")
+        method = get_method(record["name"])
+        if record.get("revision") not in (None, method.revision):
+            raise ValueError(f"{folder}: made by revision {record['revision']} of {method.name}'s recipe; this "
+                             f"genir trains revision {method.revision}: remake it with genir run --redo {method.name}")
+        if model is None:
+            from genir.workspace import resolve_device
+
+            model_dir = folder / record.get("model", "model")
+            model = method.model_class.load(model_dir).to(resolve_device(device))
+        if table is None:
+            table = DocIdTable.load(folder / "docids")  # every line whole, codes in the vocabulary
+        check_fits(method, folder, model, table)
+        if docs is None and method.needs_corpus:
+            docs = corpus_of(record, settings)
+        if docs is not None:
+            absent = set(table.doc_ids) - {d.id for d in docs}
+            if absent:
+                raise ValueError(f"{folder / 'docids'}: {len(absent)} documents of the docid table are not in "
+                                 f"the corpus (e.g. {sorted(absent)[0]!r}): the folder does not index this corpus")
+        searcher = open_searcher(method, settings, model, table, folder, docs if method.needs_corpus else None,
+                                 beam, show_progress=show_progress, doc_arrays=doc_arrays)
+        return cls(folder, record, searcher, method, settings, model, table)
+
+
+def check_fits(method: Method, folder: Path, model, table: DocIdTable) -> None:
+    """The docid table and the model of one folder belong together."""
+    if method.n_codes(table) > model.config.n_codes:
+        raise ValueError(f"{folder}: the docids use {method.n_codes(table)} codes; the model decodes "
+                         f"{model.config.n_codes}")
+    if table.max_length > model.config.max_docid_length:
+        raise ValueError(f"{folder}: the docids are {table.max_length} codes long; the model decodes at most "
+                         f"{model.config.max_docid_length}")

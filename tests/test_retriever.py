@@ -1,0 +1,104 @@
+"""A trained folder opens itself: copied anywhere, it searches as its run did (Python API and CLI)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from typer.testing import CliRunner
+
+from genir.cli import app
+from genir.evaluation import read_run
+from genir.methods import make_settings
+from genir.pipeline import run
+from genir.retriever import RECORD, Retriever
+from tests.test_pipeline import _slice
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, shared_datasets, tiny_bert):
+    data = _slice(tmp_path_factory, shared_datasets, "scifact", {"train": 30, "test": 10}, 80)
+    out = tmp_path_factory.mktemp("runs") / "scifact"
+    # beam 5 and k 20, not the defaults: a loader that did not use the folder's own settings ranks otherwise
+    run(make_settings({"data": {"dataset": str(data)}, "model": {"backbone": tiny_bert, "decoder_ff": 64},
+                       "methods": ["dsi-atomic", "tied-atomic"], "baselines": ["bm25", "dense"], "out": str(out),
+                       "training": {"epochs": 2, "batch_size": 16}, "search": {"beam": 5, "k": 20}}))
+    return out, data
+
+
+def _test_queries(data) -> dict[str, str]:
+    from genir.data import load_dataset
+
+    return load_dataset(str(data)).split_queries("test")
+
+
+def _same_ranking(retriever: Retriever, run_file, queries: dict[str, str], k: int = 20) -> None:
+    expected = read_run(run_file)
+    if retriever.method is not None and retriever.method.name == "dsi-atomic":  # the run's beam of 5 bounds it
+        assert max(len(h) for h in expected.values()) == 5
+    got = retriever.batch_search(queries, k)
+    assert set(got) == set(expected)
+    for q in expected:
+        assert [h.doc_id for h in got[q]] == [h.doc_id for h in expected[q]], q
+        assert [round(h.score, 4) for h in got[q]] == pytest.approx([round(h.score, 4) for h in expected[q]],
+                                                                     abs=1e-3)
+
+
+@pytest.mark.parametrize("name", ["dsi-atomic", "tied-atomic", "bm25", "dense"])
+def test_a_copied_folder_searches_as_its_run_did(trained, tmp_path, name):
+    out, data = trained
+    source = out / name if name.endswith("atomic") else out / "baselines" / name
+    run_file = source / f"{name}.trec" if name.endswith("atomic") else out / "baselines" / f"{name}.trec"
+    copy = tmp_path / "elsewhere"
+    shutil.copytree(source, copy)  # no run around it: no config.json beside it
+    record = json.loads((copy / RECORD).read_text())
+    assert record["name"] == name and record["settings"]["search"]["beam"] == 5
+    retriever = Retriever.load(copy)
+    assert retriever.name == name
+    queries = _test_queries(data)
+    _same_ranking(retriever, run_file, queries)
+    # the CLI, on the copy
+    q = next(iter(queries))
+    res = CliRunner().invoke(app, ["search", str(copy), queries[q], "--k", "20"])
+    assert res.exit_code == 0, res.output
+    hits = json.loads(res.output[res.output.index("{\"query\""):].splitlines()[0])["hits"]
+    assert [h[0] for h in hits] == [h.doc_id for h in read_run(run_file)[q]]
+
+
+def test_the_folder_record_says_what_it_is_not_its_name(trained, tmp_path):
+    out, data = trained
+    renamed = tmp_path / "dsi-naive"
+    shutil.copytree(out / "dsi-atomic", renamed)
+    retriever = Retriever.load(renamed)
+    assert retriever.name == "dsi-atomic" and retriever.method.name == "dsi-atomic"
+    _same_ranking(retriever, out / "dsi-atomic" / "dsi-atomic.trec", _test_queries(data))
+    saved = retriever.save(tmp_path / "saved")  # save(dir) gives a folder that opens the same way
+    _same_ranking(Retriever.load(saved), out / "dsi-atomic" / "dsi-atomic.trec", _test_queries(data))
+
+
+def test_folders_without_a_record(trained, tmp_path):
+    out, data = trained
+    # a run folder from before records: opened through its run's config.json, as before
+    old_run = tmp_path / "old"
+    shutil.copytree(out, old_run)
+    (old_run / "dsi-atomic" / RECORD).unlink()
+    _same_ranking(Retriever.load(old_run / "dsi-atomic"), out / "dsi-atomic" / "dsi-atomic.trec", _test_queries(data))
+    # such a folder alone, or a baseline folder from before genir saved baseline indexes: refused, saying how
+    alone = tmp_path / "alone"
+    shutil.copytree(old_run / "dsi-atomic", alone)
+    with pytest.raises(ValueError, match="no retriever.json"):
+        Retriever.load(alone)
+    (old_run / "baselines" / "bm25" / RECORD).unlink()
+    res = CliRunner().invoke(app, ["search", str(old_run / "baselines" / "bm25"), "vitamin"])
+    assert res.exit_code == 2 and "--redo" in res.output
+
+
+def test_a_record_from_another_recipe_revision_is_refused(trained, tmp_path):
+    out, _ = trained
+    copy = tmp_path / "copy"
+    shutil.copytree(out / "dsi-atomic", copy)
+    record = json.loads((copy / RECORD).read_text())
+    (copy / RECORD).write_text(json.dumps({**record, "revision": 99}))
+    with pytest.raises(ValueError, match="--redo dsi-atomic"):
+        Retriever.load(copy)
