@@ -130,10 +130,10 @@ OLD_SERVER = """
 import sys, importlib.util
 spec = importlib.util.spec_from_file_location("old_serve", sys.argv[1])
 old = importlib.util.module_from_spec(spec); spec.loader.exec_module(old)
-from genir.methods import open_method_folder
+from genir.retriever import Retriever
 from genir.search.bm25 import BM25Searcher
 folder = sys.argv[2]
-searcher = open_method_folder(folder)
+searcher = Retriever.load(folder).searcher
 server = old.make_server(searcher, "127.0.0.1", int(sys.argv[3]))
 # the old server answered /health only after the searcher was built: the same readiness signal
 server.serve_forever()
