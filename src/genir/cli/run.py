@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Annotated
 
@@ -99,10 +100,15 @@ def methods() -> None:
         typer.echo(f"  {m.description}\n  docids:    {m.docids}\n  objective: {m.objective_text}\n"
                    f"  search:    {m.search_mode}\n  settings:  {m.group or '-'}\n  budgets:   {m.budgets}"
                    + ("" if m.can_transfer else "\n  (cannot index a new corpus without retraining: no transfer)"))
-    typer.echo(f"\nbaselines: {', '.join(BASELINES)}\n\nsettings groups (--set GROUP.KEY=VALUE, or nested YAML):")
+    for b in BASELINES.values():
+        typer.secho(b.name, bold=True)
+        typer.echo(f"  baseline: {b.description}" + ("" if b.live else " (not served by a live index)"))
+    typer.echo("\nsettings groups (--set GROUP.KEY=VALUE, or nested YAML):")
     for name, cls in GROUPS.items():
         kind = "shared" if name in SHARED_GROUPS else "method"
-        values = ", ".join(f"{k}={v}" for k, v in group_to_dict(cls()).items())
+        fallbacks = {f.name: f.metadata["fallback"] for f in dataclasses.fields(cls) if "fallback" in f.metadata}
+        values = ", ".join(f"{k}=unset ({fallbacks[k]:g})" if k in fallbacks and v is None else f"{k}={v}"
+                           for k, v in group_to_dict(cls()).items())
         typer.echo(f"  {name} ({kind}): {values}")
 
 
