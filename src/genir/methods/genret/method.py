@@ -226,8 +226,7 @@ class GenRet(Method):
                "tenth of that; the fit: genret.fit_epochs <- training.epochs; every phase: genret.lr <- training.lr, "
                "genret.batch_size <- training.batch_size")
 
-    def learn(self, ws: Workspace, settings: GenRetConfig, folder: Path):
-        return learn(ws, settings, folder)
+    learn = staticmethod(learn)
 
     def phases(self, ws: Workspace) -> list[Phase]:
         g, t = resolved(ws, ws.settings.genret), ws.settings.training
@@ -242,20 +241,11 @@ class GenRet(Method):
                          **common))
         return out
 
-    def index_corpus(self, ws: Workspace, settings: GenRetConfig, model, folder: Path) -> DocIdTable:
-        return index_corpus(ws, settings, model, folder)
-
-    def add_docids(self, new: NewDocuments) -> AddedDocids:
-        return add_docids(new)
-
-    def open_searcher(self, req: SearchRequest):
-        return open_searcher(req)
-
-    def report(self, ws: Workspace, settings: GenRetConfig, trained: Trained, searcher) -> dict:
-        return report(ws, settings, trained, searcher)
-
-    def render(self, result: dict) -> list[str]:
-        return render(result)
+    index_corpus = staticmethod(index_corpus)
+    add_docids = staticmethod(add_docids)
+    open_searcher = staticmethod(open_searcher)
+    report = staticmethod(report)
+    render = staticmethod(render)
 
 
 class GenRetNoLearn(Method):

@@ -285,8 +285,7 @@ class Glen(Method):
                "phase 2: glen.refine_epochs <- training.epochs, glen.batch_size <- training.batch_size, "
                "glen.lr <- training.lr")
 
-    def learn(self, ws: Workspace, settings: GlenConfig, folder: Path):
-        return learn(ws, settings, folder)
+    learn = staticmethod(learn)
 
     def phases(self, ws: Workspace) -> list[Phase]:
         g, t = ws.settings.glen, ws.settings.training
@@ -297,23 +296,12 @@ class Glen(Method):
                              len(refine_pairs(ws.examples())), grad_accumulation=t.grad_accumulation))
         return out
 
-    def index_corpus(self, ws: Workspace, settings: GlenConfig, model, folder: Path) -> DocIdTable:
-        return index_corpus(ws, settings, model, folder)
-
-    def add_docids(self, new: NewDocuments) -> AddedDocids:
-        return add_docids(new)
-
-    def docid_words(self, model, codes) -> list[str]:
-        return docid_words(model, codes)
-
-    def open_searcher(self, req: SearchRequest) -> LexicalSearcher:
-        return open_searcher(req)
-
-    def report(self, ws: Workspace, settings: GlenConfig, trained: Trained, searcher) -> dict:
-        return report(ws, settings, trained, searcher)
-
-    def render(self, result: dict) -> list[str]:
-        return render(result)
+    index_corpus = staticmethod(index_corpus)
+    add_docids = staticmethod(add_docids)
+    docid_words = staticmethod(docid_words)
+    open_searcher = staticmethod(open_searcher)
+    report = staticmethod(report)
+    render = staticmethod(render)
 
 
 class GlenKeyword(Glen):

@@ -154,20 +154,11 @@ class Merge(Method):
         trained = len(ws.doc_ids) - len(ws.new_doc_indices)
         return [Phase("RQ-VAE", m.epochs, m.batch_size, m.lr, trained), retriever_phase(ws)]
 
-    def training_data(self, ws: Workspace, settings: MergeConfig, model, table: DocIdTable, trie: PrefixTree):
-        return training_data(ws, settings, model, table, trie)
-
-    def model_extra(self, settings: MergeConfig) -> dict:
-        return model_extra(settings)
-
-    def add_docids(self, new: NewDocuments) -> AddedDocids:
-        return add_docids(new)
-
-    def report(self, ws: Workspace, settings: MergeConfig, trained, searcher) -> dict:
-        return report(ws, settings, trained, searcher)
-
-    def render(self, result: dict) -> list[str]:
-        return render(result)
+    training_data = staticmethod(training_data)
+    model_extra = staticmethod(model_extra)
+    add_docids = staticmethod(add_docids)
+    report = staticmethod(report)
+    render = staticmethod(render)
 
 
 class RqVae(Merge):

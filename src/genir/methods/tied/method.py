@@ -233,23 +233,15 @@ class TiedAtomic(Method):
     def n_codes(self, table: DocIdTable) -> int:
         return 1  # the output layer is the document encodings, not trained codes
 
-    def model_extra(self, settings: TiedSettings) -> dict:
-        return model_extra(settings)
+    model_extra = staticmethod(model_extra)
 
     def check(self, ws: Workspace, settings: TiedSettings) -> None:
         check_settings(ws, settings)
 
-    def open_searcher(self, req: SearchRequest) -> TiedAtomicSearcher:
-        return open_searcher(req)
-
-    def add_docids(self, new: NewDocuments) -> AddedDocids:
-        return add_docids(new)
-
-    def report(self, ws: Workspace, settings: TiedSettings, trained: Trained, searcher) -> dict:
-        return report(ws, settings, trained, searcher)
-
-    def render(self, result: dict) -> list[str]:
-        return render(result)
+    open_searcher = staticmethod(open_searcher)
+    add_docids = staticmethod(add_docids)
+    report = staticmethod(report)
+    render = staticmethod(render)
 
 
 class TiedAtomicDistill(TiedAtomic):
