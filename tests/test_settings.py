@@ -74,3 +74,20 @@ def test_dry_run_writes_nothing_and_its_step_counts_are_what_training_takes(scif
     # the dry run again, over the run it planned: every stage reused
     again = {s["name"]: s["status"] for s in plan(settings)["stages"]}
     assert set(again.values()) == {"reused"}
+
+
+def test_a_searcher_gets_the_runs_seed_not_a_copy_of_it():
+    # GLEN's random tie-break drew from a copy of the seed (glen.seed) that the search path never filled in
+    from pathlib import Path
+
+    from genir.methods import open_searcher
+    from genir.methods.base import Method
+
+    class Probe(Method):
+        name, description, docids, objective_text, search_mode = "probe", "", "", "", ""
+
+        def open_searcher(self, req):
+            return req
+
+    req = open_searcher(Probe(), make_settings({"training": {"seed": 5}}), None, None, Path("folder"))
+    assert req.seed == 5

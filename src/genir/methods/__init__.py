@@ -63,7 +63,7 @@ def open_searcher(method: Method, settings: Settings, model, table: DocIdTable |
     (``doc_arrays``: per-document arrays in ``table``'s row order, when a live index changed the table)."""
     req = SearchRequest(model=model, table=table, folder=Path(folder), settings=method_settings(settings, method),
                         search=settings.search, docs=docs, beam=beam,
-                        show_progress=show_progress, doc_arrays=doc_arrays)
+                        show_progress=show_progress, doc_arrays=doc_arrays, seed=settings.training.seed)
     return method.open_searcher(req)
 
 

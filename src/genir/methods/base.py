@@ -37,6 +37,7 @@ class SearchRequest:
     docs: list[Document] | None = None  # the corpus, for methods whose index is the model's encodings of it
     beam: int | None = None  # None: search.beam
     show_progress: bool = False  # a progress bar over query batches (long evaluations)
+    seed: int = 0  # the run's training.seed (a random tie-break draws from it)
     # per-document arrays beside the docids (row i: the table's document i), when a live index changed
     # the table; None: the files of the method folder
     doc_arrays: dict[str, Any] | None = None

@@ -40,11 +40,8 @@ from genir.workspace import Workspace
 
 
 def resolved(ws: Workspace, cfg: GenRetConfig) -> GenRetConfig:
-    """The group with what it takes from the training group: the seed and the checkpoint interval; budgets
-    left unset (a group built by hand) their defaults."""
-    t = ws.settings.training
-    cfg = dataclasses.replace(cfg, **resolve_group(cfg))
-    return dataclasses.replace(cfg, seed=t.seed, checkpoint_every=t.checkpoint_every)
+    """The group with its budgets filled in (a group built by hand leaves them unset: their defaults)."""
+    return dataclasses.replace(cfg, **resolve_group(cfg))
 
 
 STATES = "doc_states.npy"  # d_T of every document under its docid's prefix (the q_T . d_T tie order)
@@ -97,7 +94,7 @@ def learn(ws: Workspace, cfg: GenRetConfig, folder: Path):
     for t, d, _ in examples.examples:
         if t != examples.doc_text.get(d):  # the document's own text is its input, not one of its queries
             queries[d].append(t)
-    data = GenRetData(ws.text_inputs(model), examples.doc_text, queries, cfg.seed)
+    data = GenRetData(ws.text_inputs(model), examples.doc_text, queries, ws.settings.training.seed)
     trainer = ProgressiveTrainer(model, data, n, cfg, folder / "progressive", train_config=train_config(ws))
     info = trainer.train()
     codes = trainer.codes.clone()
@@ -118,7 +115,7 @@ def learn(ws: Workspace, cfg: GenRetConfig, folder: Path):
     if cfg.fit_epochs:
         data = seq2seq_training_data(ws, cfg, model, table, PrefixTree(table))
         fit, fit_history = train(ws, model, seq2seq_loss, data, folder / "progressive" / "fit", "genret fit",
-                       epochs=cfg.fit_epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed)
+                       epochs=cfg.fit_epochs, batch_size=cfg.batch_size, lr=cfg.lr)
         steps, fit_seconds = steps + fit["steps"], fit["seconds"]
         new_seconds = tokenize_new()  # again, by the model that searches
         table = DocIdTable(ws.doc_ids, codes.numpy(), cfg.codes, "genret", meta)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from genir.settings import at_least, choice, derived, inherited, positive
+from genir.settings import at_least, choice, inherited, positive
 
 
 @dataclass
@@ -37,8 +37,6 @@ class GenRetConfig:
     tie_break: str = choice("score", "score", "corpus", search=True)
     collapse_share: float = 0.5  # warn when one docid prefix holds more than this share of documents
     collapse_diversity: float = 0.2  # ... or when step diversity d falls below this
-    seed: int = derived(0)  # the training group's seed
-    checkpoint_every: int = derived(200)  # the training group's
 
     def __post_init__(self) -> None:
         if self.rec_set not in ("bank", "batch"):

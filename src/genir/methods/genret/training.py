@@ -80,8 +80,8 @@ class ProgressiveTrainer:
 
     def _phase(self, objective: GenRetObjective, epochs: float, name: str) -> dict:
         cfg = self.cfg
-        tcfg = replace(self.train_config, epochs=epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=0.0,
-                       seed=cfg.seed, checkpoint_every=cfg.checkpoint_every)
+        # the seed, the checkpoint interval and the encoder's settings: the training group's
+        tcfg = replace(self.train_config, epochs=epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=0.0)
         trainer = Trainer(self.model, objective, self.data, self.data.collate, tcfg, self.folder / name,
                           show_progress=self.show_progress, desc=f"genret {name}")
         info = trainer.train()
@@ -194,7 +194,7 @@ class ProgressiveTrainer:
                 else:
                     k_start = time.perf_counter()
                     centroids, labels = constrained_kmeans(self.doc_vectors(t).numpy(), self.cfg.codes,
-                                                           self.cfg.seed + t)
+                                                           self.train_config.seed + t)
                     kmeans = {"kmeans_seconds": time.perf_counter() - k_start,
                               "kmeans_diversity": diversity(labels, self.cfg.codes)}
                     entry.update(kmeans)

@@ -39,6 +39,7 @@ from genir.methods.glen.model import LexicalSeq2Seq
 from genir.methods.glen.search import LexicalSearcher
 from genir.methods.glen.training import GlenConfig, GlenPairs, GlenRefineObjective, PrefixNegatives
 from genir.models import DocidSeq2Seq
+from genir.settings import resolve_group
 from genir.training import checkpoint
 from genir.training.objectives import seq2seq_loss
 from genir.workspace import Workspace
@@ -47,7 +48,7 @@ LOGITS = "identifier_logits.npy"  # w^d of every document (Eq. 9), beside the do
 
 
 def resolved(ws: Workspace, cfg: GlenConfig) -> GlenConfig:
-    return dataclasses.replace(cfg, seed=ws.settings.training.seed)
+    return dataclasses.replace(cfg, **resolve_group(cfg))  # a group built by hand: budgets at their defaults
 
 
 def _new_model(ws: Workspace, cfg: GlenConfig) -> LexicalSeq2Seq:
@@ -109,7 +110,7 @@ def phase1(ws: Workspace, cfg: GlenConfig, folder: Path):
         return model, keywords, 0.0, 0
     data = seq2seq_training_data(ws, cfg, model, keywords, PrefixTree(keywords))
     info, _ = train(ws, model, seq2seq_loss, data, folder / "phase1" / "checkpoints", "glen phase 1 (keywords)",
-                    epochs=cfg.keyword_epochs, seed=cfg.seed, encoder_lr=cfg.keyword_encoder_lr)
+                    epochs=cfg.keyword_epochs, encoder_lr=cfg.keyword_encoder_lr)
     model.save(done)
     checkpoint.discard(folder / "phase1")  # phase 1's model is saved: phase 2 starts from it, not from these
     return model, keywords, info["seconds"], info["steps"]
@@ -124,14 +125,14 @@ def learn(ws: Workspace, cfg: GlenConfig, folder: Path):
     examples = ws.examples()
     pairs = refine_pairs(examples)
     docs = sorted(examples.doc_text)
-    negatives = PrefixNegatives(docs, cfg.negatives, cfg.negative_mode, cfg.seed)
+    negatives = PrefixNegatives(docs, cfg.negatives, cfg.negative_mode, ws.settings.training.seed)
     inputs = ws.text_inputs(model)
     data = GlenPairs(pairs, inputs, examples.doc_text, negatives)
     objective = GlenRefineObjective(cfg, math.ceil(len(pairs) / cfg.batch_size), negatives, inputs,
                                     examples.doc_text)
     info, history = train(ws, model, objective, (data, data.collate), folder / "phase2" / "checkpoints",
                           "glen phase 2 (refine)", epochs=cfg.refine_epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-                          seed=cfg.seed, encoder_lr=cfg.refine_encoder_lr)
+                          encoder_lr=cfg.refine_encoder_lr)
     ids, logits = identify_all(ws, model)
     save_npy(folder / LOGITS, logits)
     save_npy(folder / "identifiers_phase1.npy", before)
@@ -182,7 +183,7 @@ def open_searcher(req: SearchRequest) -> LexicalSearcher:
     """Identifier tokens only, exact P(z|q), colliding documents in the ``glen.tie_break`` order."""
     return LexicalSearcher(req.model, req.table, req.doc_array(LOGITS), beam=req.beam_size,
                            batch_size=req.search.batch_size, tie_break=req.settings.tie_break,
-                           seed=req.settings.seed, name=req.name, show_progress=req.show_progress)
+                           seed=req.seed, name=req.name, show_progress=req.show_progress)
 
 
 # -- report extras ---------------------------------------------------------------------------------------

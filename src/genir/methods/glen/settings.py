@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from genir.settings import at_least, choice, derived, inherited, positive
+from genir.settings import at_least, choice, inherited, positive
 
 
 @dataclass
@@ -30,7 +30,6 @@ class GlenConfig:
     # multiplies d_t . E^T inside Eq. 6's softmax only; 1 = as written. m^-0.5 is the authors' T5 scale:
     # after phase 1 the unscaled softmax is one-hot (bench/glen_refinement.py) and r_t carries no gradient
     soft_scale: float = positive(1.0)
-    seed: int = derived(0)  # the training group's seed
 
     def __post_init__(self) -> None:
         if self.negative_mode not in ("prefix", "random"):

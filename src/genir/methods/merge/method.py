@@ -32,7 +32,7 @@ def rqvae_docids(ws: Workspace, cfg: MergeConfig, folder: Path, relevance: bool)
     """RQ-VAE docids over the dense document embeddings (MERGE Sec. 3.1): trained with the graded training
     judgements (MERGE, ``relevance=True``) or without (vanilla RQ-VAE), then de-collided (Sec. 3.1.3).
     Level l's code c becomes token l * K + c: <a_i><b_j><c_k><d_l> are distinct tokens."""
-    cfg = dataclasses.replace(cfg, relevance=relevance, seed=ws.settings.training.seed)
+    cfg = dataclasses.replace(cfg, relevance=relevance)
     emb = np.asarray(ws.doc_embeddings(), dtype=np.float32)
     new = set(ws.new_doc_indices)
     trained = np.array([i for i in range(len(emb)) if i not in new])
@@ -47,7 +47,7 @@ def rqvae_docids(ws: Workspace, cfg: MergeConfig, folder: Path, relevance: bool)
         row = {int(d): r for r, d in enumerate(trained)}
         qrels = {q: {row[d]: g for d, g in rels.items() if d in row} for q, rels in ws.train_qrels().items()}
         qrels = {q: r for q, r in qrels.items() if r}
-    model, info = train_rqvae(emb[trained], qrels, cfg, folder / "rqvae")
+    model, info = train_rqvae(emb[trained], qrels, cfg, folder / "rqvae", seed=ws.settings.training.seed)
     save_quantizer(model, mean, std, folder / "rqvae" / "quantizer")  # new documents get docids from it
     checkpoint.discard(folder / "rqvae")  # the quantizer is saved: its training checkpoints resume nothing now
     codes, last = model.encode_codes(torch.from_numpy(emb))  # every document, new ones included

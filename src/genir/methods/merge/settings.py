@@ -33,7 +33,6 @@ class MergeConfig:
     inner: bool = True
     position_weight: bool = True  # w_t = 1/sqrt(t) in the retriever's loss (Eq. 9)
     decollide: bool = True  # Sinkhorn re-assignment of colliding docids (Sec. 3.1.3)
-    seed: int = derived(0)  # the training group's seed
     extra: dict = field(default_factory=dict, metadata={"derived": True})
 
     def __post_init__(self) -> None:

@@ -169,7 +169,7 @@ class MergeObjective:
 
 
 def train_rqvae(embeddings: np.ndarray, qrels: dict[int, dict[int, int]] | None, cfg: MergeConfig,
-                folder: Path, show_progress: bool = True) -> tuple[torch.nn.Module, dict]:
+                folder: Path, show_progress: bool = True, seed: int = 0) -> tuple[torch.nn.Module, dict]:
     """Train the RQ-VAE (MERGE Sec. 3.1; ``cfg.relevance`` decides MERGE or vanilla) with checkpoints in
     ``folder``; returns the model and the training log. Codebooks start from k-means on the first batch."""
     from genir.docids.rqvae import RQVAE
@@ -177,14 +177,14 @@ def train_rqvae(embeddings: np.ndarray, qrels: dict[int, dict[int, int]] | None,
     from genir.training import Trainer
 
     cfg = replace(cfg, **resolve_group(cfg))  # budgets left unset: their defaults
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(seed)
     model = RQVAE(embeddings.shape[1], tuple(cfg.hidden), cfg.latent_dim, cfg.levels, cfg.codes, cfg.commitment)
-    data = RelevanceBatches(embeddings, qrels, cfg.seed)
-    first = torch.randperm(len(data), generator=torch.Generator().manual_seed(cfg.seed))[: cfg.batch_size]
-    model.init_codebooks(data.embeddings[first], cfg.seed)
+    data = RelevanceBatches(embeddings, qrels, seed)
+    first = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[: cfg.batch_size]
+    model.init_codebooks(data.embeddings[first], seed)
     n_grades = max([g for rels in (qrels or {}).values() for g in rels.values()] + [1])
     tcfg = TrainingSettings(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                             warmup_ratio=0.0, seed=cfg.seed, checkpoint_every=1000)
+                             warmup_ratio=0.0, seed=seed, checkpoint_every=1000)
     trainer = Trainer(model, MergeObjective(cfg, n_grades), data, data.collate, tcfg, folder / "checkpoints",
                       show_progress=show_progress, desc="rq-vae (merge)" if cfg.relevance else "rq-vae")
     info = trainer.train()
