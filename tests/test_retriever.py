@@ -89,8 +89,11 @@ def test_folders_without_a_record(trained, tmp_path):
     shutil.copytree(old_run / "dsi-atomic", alone)
     with pytest.raises(ValueError, match="no retriever.json"):
         Retriever.load(alone)
-    (old_run / "baselines" / "bm25" / RECORD).unlink()
+    shutil.rmtree(old_run / "baselines" / "bm25")  # as runs made before baseline indexes were saved
     res = CliRunner().invoke(app, ["search", str(old_run / "baselines" / "bm25"), "vitamin"])
+    assert res.exit_code == 2 and "--redo bm25" in res.output
+    (old_run / "baselines" / "dense" / RECORD).unlink()
+    res = CliRunner().invoke(app, ["search", str(old_run / "baselines" / "dense"), "vitamin"])
     assert res.exit_code == 2 and "--redo" in res.output
 
 

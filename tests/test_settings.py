@@ -91,3 +91,24 @@ def test_a_searcher_gets_the_runs_seed_not_a_copy_of_it():
 
     req = open_searcher(Probe(), make_settings({"training": {"seed": 5}}), None, None, Path("folder"))
     assert req.seed == 5
+
+
+def test_redo_and_fresh_recompute_an_unchanged_stage(scifact_small, tmp_path):
+    # --help says --fresh recomputes every stage and --redo NAME that stage: an unchanged one too
+    from genir.dry_run import plan
+    from genir.pipeline import run
+
+    settings = make_settings({"data": {"dataset": str(scifact_small)}, "methods": [], "baselines": ["bm25"],
+                              "out": str(tmp_path / "r")})
+    run(settings)
+    record = tmp_path / "r" / "baselines" / "bm25.stage.json"
+    first = record.stat().st_mtime_ns
+    assert [s["status"] for s in plan(settings)["stages"]] == ["reused"]
+    assert [s["status"] for s in plan(settings, fresh=True)["stages"]] == ["recomputed"]
+    run(settings)
+    assert record.stat().st_mtime_ns == first  # reused
+    run(settings, redo={"bm25"})
+    assert record.stat().st_mtime_ns != first  # recomputed
+    second = record.stat().st_mtime_ns
+    run(settings, fresh=True)
+    assert record.stat().st_mtime_ns != second

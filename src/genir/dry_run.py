@@ -30,10 +30,10 @@ def plan(settings: Settings, redo: set[str] | None = None, fresh: bool = False) 
         train, search = stage.differences()
         if not stage.exists():
             status = "new"
+        elif fresh or stage.name in pipeline.redo:
+            status = "searched again" if search and not train else "recomputed"
         elif not (train or search):
             status = "reused"
-        elif fresh or stage.name in pipeline.redo:
-            status = "recomputed" if train else "searched again"
         else:
             status = "differs: the run would stop (--redo or --fresh)"
         entry = {"name": stage.name, "status": status, "differences": train + search,

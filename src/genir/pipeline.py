@@ -28,7 +28,7 @@ from genir.evaluation.trec import read_run, write_run
 from genir.io import write_json
 from genir.methods import BASELINES, get_method, make_settings, method_settings, read_settings
 from genir.methods.base import Method, Trained, model_config, train, train_config
-from genir.retriever import Retriever, make_record, write_record
+from genir.retriever import RECORD, Retriever, make_record, write_record
 from genir.search.base import Searcher, timed_search
 from genir.settings import Settings
 from genir.stages import STAGE_FILE, Stage, baseline_fingerprint, check_stages, method_fingerprint, short_hash
@@ -139,6 +139,8 @@ class Pipeline:
         done = folder / "result.json"
         barrier()
         if done.exists():
+            if not (folder / RECORD).exists() and is_main():  # made before records: its fingerprint matched
+                write_record(folder, make_record("method", name, self.settings, self._dataset()))
             return json.loads(done.read_text())
         if is_main():
             folder.mkdir(parents=True, exist_ok=True)

@@ -46,6 +46,9 @@ def read_record(folder: str | Path) -> dict[str, Any]:
     ``config.json`` and its own name (the one way genir read such folders), and is refused when it has none."""
     folder = Path(folder)
     if not folder.is_dir():
+        if (folder.parent / f"{folder.name}.json").is_file():  # a baseline row of a run made before saved indexes
+            raise ValueError(f"{folder}: this run measured {folder.name} before genir saved baseline indexes; "
+                             f"remake it with genir run --redo {folder.name} (same --out)")
         raise ValueError(f"{folder}: no such folder")
     path = folder / RECORD
     if not path.exists():

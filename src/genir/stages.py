@@ -165,15 +165,17 @@ class StaleStageError(ValueError):
 
 
 def check_stages(stages: list[Stage], redo: set[str], fresh: bool, out: Path) -> None:
-    """Before any work: stages to recompute are cleared (only the part that differs); any other stage whose
-    record differs from this run stops the run with every difference named."""
+    """Before any work: stages to recompute (``--redo NAME``, ``--fresh``) are cleared: the part that differs,
+    or the whole stage where nothing differs; any other stage whose record differs from this run stops the run
+    with every difference named."""
     problems = []
     for stage in stages:
         train, search = stage.differences()
-        if not (train or search):
+        if fresh or stage.name in redo:  # recomputed: only the part that differs, or all of an unchanged stage
+            if train or search or stage.exists():
+                stage.clear(search_only=bool(search) and not train)
             continue
-        if fresh or stage.name in redo:
-            stage.clear(search_only=not train)
+        if not (train or search):
             continue
         problems.append(f"  {stage.name}:\n" + "\n".join(f"    {d}" for d in train + search))
     if problems:
