@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from genir.methods import get_method, method_settings
+from genir.methods import get_method
 from genir.pipeline import Pipeline
 from genir.settings import Settings
 
@@ -16,17 +16,9 @@ def plan(settings: Settings, redo: set[str] | None = None, fresh: bool = False) 
     resolved settings (its fingerprint's keys) and, for a method, its training phases with their steps."""
     pipeline = Pipeline(settings, redo, fresh)
     ws, settings = pipeline.ws, pipeline.settings
-    if ws.out.exists() and not ws.out.is_dir():
-        raise ValueError(f"--out {ws.out}: a file is there, not a run folder")
-    if settings.methods:
-        ws.check_inputs()
-    for name in settings.methods:
-        method = get_method(name)
-        method.check(ws, method_settings(settings, method))
-    stages = [pipeline.baseline_stage(b) for b in settings.baselines]
-    stages += [pipeline.method_stage(m) for m in settings.methods]
+    pipeline.prepare()
     out = []
-    for stage in stages:
+    for stage in pipeline.stages.values():
         train, search = stage.differences()
         if not stage.exists():
             status = "new"

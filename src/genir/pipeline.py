@@ -308,10 +308,9 @@ class Pipeline:
         return rows
 
     # -- the whole run -------------------------------------------------------------------------------
-    def run(self, transfer_from: Path | None = None) -> dict:
-        """Baselines, then the methods: trained here, or (``transfer_from``, a run folder) the models
-        trained there indexing this corpus without retraining."""
-        start = time.perf_counter()
+    def prepare(self, transfer_from: Path | None = None) -> None:
+        """Every check before any work (the output folder, the input files, each method's inputs) and the
+        stages with their fingerprints: what ``run`` and ``genir run --dry-run`` both start with."""
         ws = self.ws
         if ws.out.exists() and not ws.out.is_dir():
             raise ValueError(f"--out {ws.out}: a file is there, not a run folder")
@@ -322,6 +321,13 @@ class Pipeline:
             method.check(ws, method_settings(self.settings, method))
         self.stages = {b: self.baseline_stage(b) for b in self.settings.baselines}
         self.stages.update({m: self.method_stage(m, transfer_from) for m in self.settings.methods})
+
+    def run(self, transfer_from: Path | None = None) -> dict:
+        """Baselines, then the methods: trained here, or (``transfer_from``, a run folder) the models
+        trained there indexing this corpus without retraining."""
+        start = time.perf_counter()
+        ws = self.ws
+        self.prepare(transfer_from)
         check_stages(list(self.stages.values()), self.redo, self.fresh, ws.out)  # before any work
         barrier()  # rank 0 may have removed stages to redo
         if is_main():
