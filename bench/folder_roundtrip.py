@@ -37,8 +37,9 @@ def main() -> None:
             copy = Path(tmp) / "elsewhere" / name
             shutil.copytree(source, copy, ignore=shutil.ignore_patterns("checkpoints"))
             retriever = Retriever.load(copy)
-            settings = retriever.settings
-            coll = load_dataset(settings.data.dataset, settings.data.data_dir, settings.data.qrels_dir)
+            settings, recorded = retriever.settings, retriever.record.get("dataset") or {}
+            coll = load_dataset(recorded.get("path") or settings.data.dataset, settings.data.data_dir,
+                                settings.data.qrels_dir)
             queries = {q: coll.queries[q] for q in read_run(run_file)}
             expected = read_run(run_file)
             got = retriever.batch_search(queries, settings.search.k)

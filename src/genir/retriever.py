@@ -18,10 +18,10 @@ from typing import Any
 from genir.data.collection import DataError, Document, read_json_object
 from genir.docids import DocIdTable
 from genir.io import write_json
-from genir.methods import BASELINES, get_method, make_settings, open_searcher
+from genir.methods import BASELINES, get_method, open_searcher, settings_from
 from genir.methods.base import Method
 from genir.search.base import Hit, Results, Searcher
-from genir.settings import Settings, SettingsError
+from genir.settings import Settings
 
 RECORD = "retriever.json"
 FORMAT = 1
@@ -57,8 +57,8 @@ def read_record(folder: str | Path) -> dict[str, Any]:
             return {"format": 0, "kind": "method", "name": folder.name, "revision": None,
                     "settings": read_json_object(config), "dataset": None}
         raise ValueError(f"{folder}: not a trained genir folder (no {RECORD}); a method folder of a run made "
-                         f"before genir 0.1 records needs its run's config.json beside it, and a baseline folder "
-                         f"is remade by genir run --redo NAME")
+                         f"before folders recorded themselves needs its run's config.json beside it, and a "
+                         f"baseline folder is remade by genir run --redo NAME")
     record = read_json_object(path)
     for key, kind in (("kind", str), ("name", str), ("settings", dict)):
         if not isinstance(record.get(key), kind):
@@ -69,15 +69,7 @@ def read_record(folder: str | Path) -> dict[str, Any]:
 
 
 def record_settings(record: dict[str, Any], overrides: Mapping[str, Any] | None = None) -> Settings:
-    values = dict(record["settings"])
-    values.pop("transferred_from", None)
-    try:
-        settings = make_settings(values)
-        for key, value in (overrides or {}).items():
-            settings.set(key, value)
-    except SettingsError as e:
-        raise ValueError(f"{record.get('name')}: recorded settings: {e}") from None
-    return settings
+    return settings_from(record["settings"], f"{record.get('name')}: recorded settings", dict(overrides or {}))
 
 
 def corpus_of(record: dict[str, Any], settings: Settings) -> list[Document]:

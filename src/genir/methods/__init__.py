@@ -78,8 +78,17 @@ def read_settings(run_dir: str | Path) -> Settings:
         raise ValueError(f"{path}: not readable as JSON ({e})") from None
     if not isinstance(values, dict):
         raise ValueError(f"{path}: expected a JSON object of settings")
-    values.pop("transferred_from", None)
+    return settings_from(values, path)
+
+
+def settings_from(values: dict[str, Any], where: str | Path, overrides: dict[str, Any] | None = None) -> Settings:
+    """Recorded settings (a run's ``config.json``, a folder's record) as Settings, then ``overrides``
+    (``group.key`` -> value); a bad one is a ValueError naming ``where``."""
+    values = {k: v for k, v in values.items() if k != "transferred_from"}
     try:
-        return make_settings(values)
+        settings = make_settings(values)
+        for key, value in (overrides or {}).items():
+            settings.set(key, value)
     except SettingsError as e:
-        raise ValueError(f"{path}: {e}") from None
+        raise ValueError(f"{where}: {e}") from None
+    return settings
