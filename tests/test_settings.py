@@ -112,3 +112,48 @@ def test_redo_and_fresh_recompute_an_unchanged_stage(scifact_small, tmp_path):
     second = record.stat().st_mtime_ns
     run(settings, fresh=True)
     assert record.stat().st_mtime_ns != second
+
+
+def test_every_run_flag_is_a_setting_and_reaches_it(monkeypatch):
+    """``genir run``'s flags are made from the settings groups: each one sets the key it is declared on (a flag
+    the command accepted and then dropped, or one mapped to another key, fails here)."""
+    import genir.pipeline
+    from genir.cli.common import run_flags
+
+    seen = {}
+    monkeypatch.setattr(genir.pipeline, "run", lambda settings, redo, fresh: seen.update(s=settings) or {"dataset": ""})
+    monkeypatch.setattr("genir.cli.run._show_report", lambda *a: None)
+    flags = run_flags()
+    assert {"epochs", "lr", "batch_size", "dataset", "method", "beam"} <= set(flags)
+    for name, (key, decl, tp, _help) in flags.items():
+        settings = make_settings({})
+        default = settings.lookup(key)[0] if "." in key else getattr(settings, key)
+        args, want = _flag_value(name, key, tp, default)
+        seen.clear()
+        res = CliRunner().invoke(app, ["run", *[a for v in args for a in (decl, v)]])
+        assert res.exit_code == 0, (decl, res.output)
+        got = seen["s"].lookup(key)[0] if "." in key else getattr(seen["s"], key)
+        assert got == want != default, (decl, got, want, default)
+
+
+def _flag_value(name, key, tp, default):
+    """Command-line text for a flag and the value it must give (not the default)."""
+    import dataclasses
+    import typing
+
+    from genir.methods import GROUPS
+
+    if name in ("method", "baseline"):
+        value = ["dsi-atomic", "glen"] if name == "method" else ["bm25"]
+        return value, value
+    group, _, field_name = key.partition(".")
+    meta = {f.name: f.metadata for f in dataclasses.fields(GROUPS[group])}[field_name] if group in GROUPS else {}
+    base = ([a for a in typing.get_args(tp) if a is not type(None)] or [tp])[0]
+    if meta.get("choices"):
+        value = next(c for c in meta["choices"] if c != default)
+        return [value], value
+    if base is float:
+        return ["0.25"], 0.25
+    if base is int:
+        return [str((default or 1) + 3)], (default or 1) + 3
+    return [f"x-{name}"], f"x-{name}"

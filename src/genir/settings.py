@@ -16,13 +16,13 @@ Field metadata (``dataclasses.field(metadata=...)``), declared with the helpers 
 - ``runtime``: changes how fast, not what comes out (the device, a search batch size), so a stage made
   with another value is still valid (left out of the stage fingerprints);
 - ``search``: read only when searching (the beam, a tie-break): a trained model stays valid when it changes;
+- ``flag``: the help of the setting's own ``genir run`` flag (``--KEY`` with dashes, or ``flag_name``); the
+  command's flags are made from these (:func:`command_line_flags`), so a flag is a setting declared once;
 - ``inherit`` / ``fallback`` / ``scale``: a training budget that follows another setting (:func:`inherited`):
-  left unset (None), it takes that setting's value (x ``scale``) when that one is set, else its own default.
-  This is how ``--epochs``, ``--lr`` and ``--batch-size`` (``training.epochs`` ...) reach every training phase
-  of every method, while each phase keeps its own default; :meth:`Settings.resolved` fills them in.
+  left unset (None), it takes that setting's value (x ``scale``) when that one is set, else its own default:
+  how ``--epochs`` ... reach every training phase of every method (:meth:`Settings.resolved` fills them in).
 
-Every value is checked when it is read (a YAML file, a flag, ``--set``), so a wrong one stops the run
-before anything is written.
+Every value is checked when it is read (a YAML file, a flag, ``--set``): a wrong one stops the run first.
 """
 
 from __future__ import annotations
@@ -42,6 +42,14 @@ class SettingsError(ValueError):
 
 def choice(default: Any, *choices: Any, **meta: Any) -> Any:
     return field(default=default, metadata={"choices": choices, **meta})
+
+
+def flag(default: Any, help: str, name: str | None = None, **meta: Any) -> Any:
+    """A setting with a ``genir run`` flag of its own, ``--NAME`` (the key by default)."""
+    metadata = {"flag": help, "flag_name": name, **meta}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 def derived(default: Any) -> Any:
@@ -82,18 +90,18 @@ def runtime(default: Any, **meta: Any) -> Any:
 # -- the shared groups ------------------------------------------------------------------------------
 @dataclass
 class DataSettings:
-    dataset: str = "scifact"  # a name (scifact, cranfield, ...) or a BEIR-layout folder
-    data_dir: str | None = None  # a folder holding datasets by name
-    qrels_dir: str = "qrels"  # the qrels folder inside the dataset (graded variants)
-    train_split: str | None = "train"
-    test_split: str = field(default="test", metadata={"search": True})  # the split evaluated
+    dataset: str = flag("scifact", "dataset name (scifact, ...) or BEIR-layout folder")
+    data_dir: str | None = flag(None, "folder holding datasets by name (checked first)")
+    qrels_dir: str = flag("qrels", "qrels folder inside the dataset (graded variants)")
+    train_split: str | None = flag("train", "qrels split used for training queries")
+    test_split: str = flag("test", "qrels split evaluated", search=True)
     # tuning: hold out this share of the training queries, train without them and evaluate on them
     # (the test split is not touched); choose hyper-parameters this way, never on test queries
-    holdout: float = fraction(0.0)
+    holdout: float = fraction(0.0, flag="tune: train without this share of training queries, evaluate on them")
     # new documents: hold this share of the corpus out of all training; the report adds a "new-docs" subset
-    new_docs: float = fraction(0.0)
-    max_test_queries: int | None = at_least(None, 1, search=True)
-    pseudo_queries: str = "docasquery"  # docasquery | a TSV/JSONL file | doc2query:<model name or path>
+    new_docs: float = fraction(0.0, flag="hold this share of documents out of training: the 'new-docs' subset")
+    max_test_queries: int | None = at_least(None, 1, search=True, flag="evaluate only the first N test queries")
+    pseudo_queries: str = flag("docasquery", "docasquery | path to TSV/JSONL queries | doc2query:<model name or path>")
     span_words: int = at_least(64, 1)
     # a document's leading span, the text training reads for it, in words (0: span_words). Search reads the
     # whole document up to model.doc_max_length tokens, so at 256 tokens a 64-word span trains the document
@@ -111,8 +119,8 @@ class DataSettings:
 
 @dataclass
 class ModelSettings:
-    backbone: str = "minilm"  # the bundled MiniLM, or any HF model name or path
-    encoder: str = choice("frozen", "frozen", "full")  # frozen (cached states) | full (fine-tune)
+    backbone: str = flag("minilm", "'minilm' (bundled) or any HF model name or path")
+    encoder: str = choice("frozen", "frozen", "full", flag="frozen (cached states) or full (fine-tune)")
     decoder_layers: int = at_least(2, 1)
     # decoder 2 x 256 wide, FFN 512: chosen on held-out SciFact training queries (--holdout 0.2) for
     # quality at beam 100 within half of dense search's speed (see README, "Choosing the decoder")
@@ -129,9 +137,10 @@ class TrainingSettings:
     ``--batch-size``, ``--lr``) reach every training phase of every method (``genir methods`` says how each
     phase takes them); unset, each phase keeps its own default (the retriever's: 30 epochs, 128, 1e-3)."""
 
-    epochs: float | None = inherited(30, gt=0)
-    batch_size: int | None = inherited(128, ge=1)
-    lr: float | None = inherited(1e-3, gt=0)  # decoder, code embeddings and heads (trained from scratch)
+    epochs: float | None = inherited(30, gt=0, flag="epochs of every training phase of every method ('genir "
+                                     "methods' says how each takes it); unset: each phase's own default")
+    batch_size: int | None = inherited(128, ge=1, flag="batch size of every training phase, likewise")
+    lr: float | None = inherited(1e-3, gt=0, flag="learning rate of every training phase, likewise")  # decoder, heads
     encoder_lr: float = positive(5e-5)  # the pretrained encoder's own rate (--encoder full)
     # the encoder's linear warm-up, as a share of the steps (the decoder warms up over warmup_ratio); a
     # freshly initialised decoder sends large gradients into the pretrained encoder at first
@@ -139,10 +148,10 @@ class TrainingSettings:
     warmup_ratio: float = fraction(0.05)
     # micro-batches per optimiser step: the effective batch is batch_size x grad_accumulation
     grad_accumulation: int = at_least(1, 1)
-    precision: str = choice("fp32", "fp32", "bf16")  # bf16: autocast, where the device supports it
+    precision: str = choice("fp32", "fp32", "bf16", flag="bf16: autocast in training, where the device has it")
     gradient_checkpointing: bool = runtime(False)  # recompute encoder activations in backward: less memory
-    seed: int = 0
-    device: str = choice("auto", "auto", "cpu", "cuda", runtime=True)  # auto: cuda when available
+    seed: int = flag(0, "seed of every random choice (weights, batches, sampled texts)")
+    device: str = choice("auto", "auto", "cpu", "cuda", runtime=True, flag="auto: cuda when available")
     checkpoint_every: int = at_least(200, 0, runtime=True)  # steps between checkpoints (and every epoch's end)
     weight_decay: float = added(0.01)  # AdamW's
     grad_clip: float = added(1.0, gt=0)  # the gradient's largest norm
@@ -150,7 +159,7 @@ class TrainingSettings:
 
 @dataclass
 class SearchSettings:
-    beam: int = at_least(100, 1, search=True)
+    beam: int = at_least(100, 1, search=True, flag="beam size for the reported search")
     k: int = at_least(100, 1, search=True)
     batch_size: int = at_least(16, 1, runtime=True)  # queries per beam-search batch
     # hybrid rows, "a+b" pairs of this run's systems (e.g. tied-atomic+bm25), fused from their run files after
@@ -163,7 +172,6 @@ class SearchSettings:
 @dataclass
 class DenseSettings:
     """The dense baselines: zero-shot (``dense``) and fine-tuned on the training queries (``dense-trained``)."""
-
     model: str | None = None  # sentence-transformers name or path; None = the bundled all-MiniLM-L6-v2
     epochs: float = positive(1)
     batch_size: int = at_least(16, 2)  # in-batch negatives need two pairs
@@ -182,8 +190,7 @@ def resolve_group(group: Any, lookup: Any = None) -> dict[str, Any]:
     for f in dataclasses.fields(group):
         if "fallback" not in f.metadata or getattr(group, f.name) is not None:
             continue
-        value, source_set = (None, False) if lookup is None or not f.metadata["inherit"] else (
-            lookup(f.metadata["inherit"]))
+        value, source_set = lookup(f.metadata["inherit"]) if lookup and f.metadata["inherit"] else (None, False)
         out[f.name] = _scaled(value, f.metadata["scale"]) if source_set else f.metadata["fallback"]
     return out
 
@@ -296,9 +303,24 @@ def group_to_dict(group: Any) -> dict[str, Any]:
 
 @dataclass
 class TopLevel:
-    methods: list[str] = field(default_factory=lambda: ["dsi-semantic", "dsi-atomic", "genret"])
-    baselines: list[str] = field(default_factory=lambda: ["bm25", "dense"])
-    out: str | None = None  # the run folder (a second run with it resumes)
+    methods: list[str] = flag(["dsi-semantic", "dsi-atomic", "genret"], "a method; repeat the flag", "method")
+    baselines: list[str] = flag(["bm25", "dense"], "a baseline; repeat the flag", "baseline")
+    out: str | None = flag(None, "the run folder (a second run with it resumes)")
+
+
+def command_line_flags(groups: Mapping[str, type]) -> dict[str, tuple[str, str, Any, str]]:
+    """parameter name -> (settings key, ``--flag``, type, help) of every setting declared with a flag
+    (:func:`flag`): the top-level keys', then each group's in order."""
+    out = {}
+    for group_name, cls in {"": TopLevel, **groups}.items():
+        for name, (f, tp) in settable_fields(cls).items():
+            if "flag" not in f.metadata:
+                continue
+            flag_name, choices = f.metadata.get("flag_name") or name, f.metadata.get("choices")
+            out[flag_name.replace("-", "_")] = (
+                f"{group_name}.{name}" if group_name else name, "--" + flag_name.replace("_", "-"), tp,
+                f.metadata["flag"] + (f" (one of: {', '.join(map(str, choices))})" if choices else ""))
+    return out
 
 
 class Settings:

@@ -48,16 +48,12 @@ def _load_config_file(path: Path) -> dict:
     return data
 
 
-# command-line flags -> settings keys (group.key, or a top-level key)
-RUN_FLAGS = {"dataset": "data.dataset", "data_dir": "data.data_dir", "qrels_dir": "data.qrels_dir",
-             "train_split": "data.train_split", "test_split": "data.test_split", "method": "methods",
-             "baseline": "baselines", "backbone": "model.backbone", "encoder": "model.encoder",
-             "epochs": "training.epochs", "batch_size": "training.batch_size", "lr": "training.lr",
-             "seed": "training.seed", "beam": "search.beam", "semantic_c": "dsi.semantic_c",
-             "pseudo_queries": "data.pseudo_queries", "holdout": "data.holdout",
-             "max_test_queries": "data.max_test_queries", "new_docs": "data.new_docs", "tied_mode": "tied.mode",
-             "teacher_scores": "tied.teacher_scores", "device": "training.device", "precision": "training.precision",
-             "out": "out"}
+def run_flags() -> dict[str, tuple[str, str, object, str]]:
+    """``genir run``'s setting flags, made from the settings groups: parameter -> (key, --flag, type, help)."""
+    from genir.methods import GROUPS
+    from genir.settings import command_line_flags
+
+    return command_line_flags(GROUPS)
 
 
 def build_settings(base: dict, flags: dict, sets: list[str] | None):
@@ -68,9 +64,10 @@ def build_settings(base: dict, flags: dict, sets: list[str] | None):
 
     try:
         settings = make_settings(base)
+        keys = {name: spec[0] for name, spec in run_flags().items()}
         for name, value in flags.items():
             if value is not None:
-                settings.set(RUN_FLAGS[name], value)
+                settings.set(keys[name], value)
         for item in sets or []:
             key, sep, value = item.partition("=")
             if not sep:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import typing
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from genir.cli.common import (
-    RUN_FLAGS,
     _fail,
     _load_config_file,
     _names,
@@ -17,64 +18,20 @@ from genir.cli.common import (
     _show_report,
     app,
     build_settings,
+    run_flags,
 )
 
 
-@app.command()
-def run(
-    config: Annotated[Path | None, typer.Option(help="YAML or JSON file of settings, nested by group "
-                                                "(training: {epochs: 5}); flags and --set override it")] = None,
-    dataset: Annotated[str | None, typer.Option(help="dataset name (scifact, ...) or BEIR-layout folder")] = None,
-    data_dir: Annotated[str | None, typer.Option(help="folder holding datasets by name (checked first)")] = None,
-    qrels_dir: Annotated[str | None, typer.Option(help="qrels folder inside the dataset (graded variants)")] = None,
-    train_split: Annotated[str | None, typer.Option(help="qrels split used for training queries")] = None,
-    test_split: Annotated[str | None, typer.Option(help="qrels split evaluated")] = None,
-    method: Annotated[list[str] | None, typer.Option(help=f"method, repeat the flag: {_names('methods')}")] = None,
-    baseline: Annotated[list[str] | None, typer.Option(help=f"baseline, repeat: {_names('baselines')}")] = None,
-    no_baselines: Annotated[bool, typer.Option("--no-baselines", help="run no baseline")] = False,
-    no_methods: Annotated[bool, typer.Option("--no-methods", help="run the baselines only")] = False,
-    backbone: Annotated[str | None, typer.Option(help="'minilm' (bundled) or any HF model name or path")] = None,
-    encoder: Annotated[str | None, typer.Option(help="frozen (cached states) or full (fine-tune)")] = None,
-    device: Annotated[str | None, typer.Option(help="auto (cuda when available) | cpu | cuda")] = None,
-    precision: Annotated[str | None, typer.Option(help="fp32 | bf16 (autocast in training)")] = None,
-    epochs: Annotated[float | None, typer.Option(
-        help="epochs of every training phase of every method ('genir methods' says how each takes it); unset: "
-             "each phase's own default")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="batch size of every training phase, likewise")] = None,
-    lr: Annotated[float | None, typer.Option(help="learning rate of every training phase, likewise")] = None,
-    beam: Annotated[int | None, typer.Option(help="beam size for the reported search")] = None,
-    semantic_c: Annotated[int | None, typer.Option(help="children per node / leaf size of semantic docids")] = None,
-    pseudo_queries: Annotated[str | None, typer.Option(
-        help="docasquery | path to TSV/JSONL queries | doc2query:<model name or path>")] = None,
-    holdout: Annotated[float | None, typer.Option(
-        help="tune: train without this share of training queries and evaluate on them, not on test")] = None,
-    max_test_queries: Annotated[int | None, typer.Option(help="evaluate only the first N test queries")] = None,
-    new_docs: Annotated[float | None, typer.Option(
-        help="hold this share of documents out of training; report them as the 'new-docs' subset")] = None,
-    tied_mode: Annotated[str | None, typer.Option(help="tied-atomic search: generative or dense")] = None,
-    teacher_scores: Annotated[str | None, typer.Option(
-        help="tied-atomic-distill: teacher scores, TSV query_id<TAB>doc_id<TAB>score or a TREC run; or "
-             "dense+bm25 (genir's own teacher: the dense encoder's cosine + tied.teacher_bm25 x BM25)")] = None,
-    out: Annotated[str | None, typer.Option(help="report folder (a second run with it resumes)")] = None,
-    seed: Annotated[int | None, typer.Option()] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help=(
-        "any setting as GROUP.KEY=VALUE, e.g. --set genret.reassign=false --set genret.codes=256; repeat "
-        "('genir methods' lists the groups and their keys)"))] = None,
-    redo: Annotated[list[str] | None, typer.Option(
-        help="recompute this stage (a method or baseline) where --out holds it with other settings; repeat")] = None,
-    fresh: Annotated[bool, typer.Option(help="recompute every stage of this run in --out")] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help=(
-        "check everything, print each stage's settings and each training phase's optimiser steps; "
-        "train and write nothing"))] = False,
-) -> None:
+def _run(config: Path | None = None, no_baselines: bool = False, no_methods: bool = False,
+         set_: list[str] | None = None, redo: list[str] | None = None, fresh: bool = False, dry_run: bool = False,
+         **flags: object) -> None:
     """Train, index, search and evaluate; write report.md, report.json, run files and plots.
 
     A second run with the same --out reuses each stage made with the same settings and data, and stops
     (naming the settings that differ) where a stage was made otherwise: --redo NAME or --fresh recompute."""
     from genir.pipeline import run as run_pipeline
 
-    flags = {k: v for k, v in locals().items() if k in RUN_FLAGS}
-    flags["method"], flags["baseline"] = method or None, baseline or None
+    flags = {k: (v or None) if isinstance(v, list) else v for k, v in flags.items()}  # an unrepeated list: unset
     settings = build_settings(_load_config_file(config) if config else {}, flags, set_)
     if no_baselines:
         settings.baselines = []
@@ -87,6 +44,42 @@ def run(
         return
     report = _run_or_fail(lambda: run_pipeline(settings, set(redo or ()), fresh))
     _show_report(Path(settings.out or f"runs/{report['dataset']}"), report)
+
+
+def _run_signature() -> inspect.Signature:
+    """``genir run``'s parameters: its own (the config file, what to recompute, --dry-run), then one flag per
+    setting declared with one in the settings groups (``genir.settings.flag``), typed and explained there."""
+    def option(name: str, tp: object, default: object, *decls: str, help: str) -> inspect.Parameter:
+        return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                                 annotation=Annotated[tp, typer.Option(*decls, help=help)])
+
+    own = [
+        option("config", Path | None, None, help="YAML or JSON file of settings, nested by group (training: "
+               "{epochs: 5}); flags and --set override it"),
+        option("no_baselines", bool, False, "--no-baselines", help="run no baseline"),
+        option("no_methods", bool, False, "--no-methods", help="run the baselines only"),
+    ]
+    for name, (_key, decl, tp, help_text) in run_flags().items():
+        if name in ("method", "baseline"):
+            help_text += f": {_names(name + 's')}"
+        optional = tp if type(None) in typing.get_args(tp) else tp | None
+        own.append(option(name, optional, None, decl, help=help_text))
+    own += [
+        option("set_", list[str] | None, None, "--set", help=(
+            "any setting as GROUP.KEY=VALUE, e.g. --set genret.reassign=false --set genret.codes=256; repeat "
+            "('genir methods' lists the groups and their keys)")),
+        option("redo", list[str] | None, None, help="recompute this stage (a method or baseline) even where --out "
+               "holds it; repeat"),
+        option("fresh", bool, False, help="recompute every stage of this run in --out"),
+        option("dry_run", bool, False, "--dry-run", help="check everything, print each stage's settings and each "
+               "training phase's optimiser steps; train and write nothing"),
+    ]
+    return inspect.Signature(own)
+
+
+_run.__signature__ = _run_signature()
+_run.__annotations__ = {p.name: p.annotation for p in _run.__signature__.parameters.values()}
+run = app.command("run")(_run)
 
 
 @app.command()

@@ -9,4 +9,4 @@ from genir.settings import at_least
 
 @dataclass
 class DsiSettings:
-    semantic_c: int = at_least(32, 2)  # semantic docids: children per node and leaf size
+    semantic_c: int = at_least(32, 2, flag="children per node / leaf size of semantic docids")

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from genir.settings import added, at_least, choice, positive
+from genir.settings import added, at_least, choice, flag, positive
 
 
 @dataclass
 class TiedSettings:
-    mode: str = choice("generative", "generative", "dense", search=True)  # docid vectors as the output layer | faiss
+    mode: str = choice("generative", "generative", "dense", search=True, flag_name="tied-mode", flag=(
+        "tied-atomic search: docid vectors as the output layer (generative) or faiss (dense)"))
     negatives: int = 3  # BM25 negatives per query (plus in-batch negatives)
     negative_depth: int = at_least(30, 1)  # negatives are sampled from BM25's top-k
     # tied-atomic-distill: TSV query_id, doc_id, score (or a TREC run) for training queries; or "dense+bm25",
     # genir's own teacher (genir.search.teacher: the dense encoder's cosine + teacher_bm25 x normalised BM25),
     # which scores every training text, pseudo-queries too (GPL's recipe with this teacher)
-    teacher_scores: str | None = None
+    teacher_scores: str | None = flag(None, "tied-atomic-distill: teacher scores, TSV query_id<TAB>doc_id<TAB>score "
+                                      "or a TREC run; or dense+bm25 (genir's own teacher)")
     teacher_bm25: float = added(0.3, ge=0)  # "dense+bm25": BM25's share (alpha; bench/hybrid_teacher.py)
     teacher_depth: int = added(50, ge=2)  # "dense+bm25": candidates per text from each ranking
     # the text vector as the encoder's sentence embedding + a learned residual of the decoder state (0 at
