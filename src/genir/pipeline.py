@@ -28,6 +28,7 @@ from genir.evaluation.trec import read_run, write_run
 from genir.io import write_json
 from genir.methods import BASELINES, get_method, make_settings, method_settings, read_settings
 from genir.methods.base import Method, Trained, model_config, train, train_config
+from genir.methods.ranking import rank_aware
 from genir.retriever import RECORD, Retriever, make_record, write_record
 from genir.search.base import Searcher, timed_search
 from genir.settings import Settings
@@ -262,8 +263,9 @@ class Pipeline:
         extra = {"method": method.name, **method.model_extra(cfg)}
         model = method.model_class(model_config(ws, method.n_codes(table), trie.depth, extra)).to(ws.device)
         model.freeze_encoder(self.settings.model.encoder == "frozen")
-        data = method.training_data(ws, cfg, model, table, trie)
-        info, history = train(ws, model, method.objective, data, folder / "checkpoints", f"train {method.name}")
+        data, objective = rank_aware(ws, method.rank_weight(cfg), method.training_data(ws, cfg, model, table, trie),
+                                     method.objective, trie)
+        info, history = train(ws, model, objective, data, folder / "checkpoints", f"train {method.name}")
         info = {**info, **self._encoder_info(model), "examples": len(data[0]), "history": history,
                 "train_config": train_config(ws).__dict__}
         model.save(folder / "model")

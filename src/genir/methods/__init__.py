@@ -19,12 +19,14 @@ from genir.docids import DocIdTable
 from genir.methods import dsi, genret, glen, merge, random_docids, tied
 from genir.methods.base import Method, SearchRequest, Trained
 from genir.methods.baselines import BASELINES
+from genir.methods.ranking import RankSettings
 from genir.search.base import Searcher
 from genir.settings import SHARED_GROUPS, Settings, SettingsError
 
 FAMILIES = [dsi, tied, genret, glen, merge, random_docids]  # a new method family: one package, one entry here
 METHODS: dict[str, Method] = {m.name: m for family in FAMILIES for m in family.METHODS}
-GROUPS: dict[str, type] = {**SHARED_GROUPS, **{k: v for family in FAMILIES for k, v in family.GROUPS.items()}}
+GROUPS: dict[str, type] = {**SHARED_GROUPS, "rank": RankSettings,
+                           **{k: v for family in FAMILIES for k, v in family.GROUPS.items()}}
 
 __all__ = ["BASELINES", "GROUPS", "METHODS", "Method", "SearchRequest", "Trained", "get_method", "make_settings",
            "open_searcher", "read_settings"]

@@ -137,6 +137,11 @@ class Method:
         """The size of the model's code vocabulary for this table."""
         return table.vocab_size
 
+    def rank_weight(self, settings: Any) -> float:
+        """The rank-aware loss's weight in training (``genir.methods.ranking``): its group's ``rank_weight``
+        where it declares one, else 0 (off)."""
+        return float(getattr(settings, "rank_weight", 0.0) or 0.0)
+
     def model_extra(self, settings: Any) -> dict:
         """Method settings saved with the model (``ModelConfig.extra``)."""
         return {}

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from genir.settings import at_least
+from genir.settings import added, at_least
 
 
 @dataclass
 class DsiSettings:
     semantic_c: int = at_least(32, 2, flag="children per node / leaf size of semantic docids")
+    # the rank-aware loss's weight beside the generation loss (genir.methods.ranking; 0: off): prefix
+    # Margin-MSE from the dense+BM25 teacher, as RIPOR trains (the rank group sets its teacher and form)
+    rank_weight: float = added(0.0, ge=0)

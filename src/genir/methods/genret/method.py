@@ -34,6 +34,7 @@ from genir.methods.genret.model import CodebookSeq2Seq
 from genir.methods.genret.objective import GenRetData
 from genir.methods.genret.settings import GenRetConfig
 from genir.methods.genret.training import ProgressiveTrainer
+from genir.methods.ranking import rank_aware
 from genir.settings import resolve_group
 from genir.training.objectives import seq2seq_loss
 from genir.workspace import Workspace
@@ -113,8 +114,10 @@ def learn(ws: Workspace, cfg: GenRetConfig, folder: Path):
     steps = sum(e["train"]["steps"] + e.get("warmup", {}).get("steps", 0) for e in info["log"])
     fit_seconds, fit_history = 0.0, []
     if cfg.fit_epochs:
-        data = seq2seq_training_data(ws, cfg, model, table, PrefixTree(table))
-        fit, fit_history = train(ws, model, seq2seq_loss, data, folder / "progressive" / "fit", "genret fit",
+        trie = PrefixTree(table)
+        data, objective = rank_aware(ws, cfg.rank_weight, seq2seq_training_data(ws, cfg, model, table, trie),
+                                     seq2seq_loss, trie)
+        fit, fit_history = train(ws, model, objective, data, folder / "progressive" / "fit", "genret fit",
                        epochs=cfg.fit_epochs, batch_size=cfg.batch_size, lr=cfg.lr)
         steps, fit_seconds = steps + fit["steps"], fit["seconds"]
         new_seconds = tokenize_new()  # again, by the model that searches

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from genir.settings import at_least, choice, inherited, positive
+from genir.settings import added, at_least, choice, inherited, positive
 
 
 @dataclass
@@ -37,6 +37,9 @@ class GenRetConfig:
     tie_break: str = choice("score", "score", "corpus", search=True)
     collapse_share: float = 0.5  # warn when one docid prefix holds more than this share of documents
     collapse_diversity: float = 0.2  # ... or when step diversity d falls below this
+    # the fit stage's rank-aware loss weight beside its seq2seq loss (genir.methods.ranking; 0: off): prefix
+    # Margin-MSE from the dense+BM25 teacher, as RIPOR trains (the rank group sets its teacher and form)
+    rank_weight: float = added(0.0, ge=0)
 
     def __post_init__(self) -> None:
         if self.rec_set not in ("bank", "batch"):

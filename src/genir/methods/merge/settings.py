@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from genir.settings import at_least, derived, inherited, positive
+from genir.settings import added, at_least, derived, inherited, positive
 
 
 @dataclass
@@ -33,6 +33,9 @@ class MergeConfig:
     inner: bool = True
     position_weight: bool = True  # w_t = 1/sqrt(t) in the retriever's loss (Eq. 9)
     decollide: bool = True  # Sinkhorn re-assignment of colliding docids (Sec. 3.1.3)
+    # the rank-aware loss's weight beside Eq. 9's loss (genir.methods.ranking; 0: off): prefix
+    # Margin-MSE from the dense+BM25 teacher, as RIPOR trains (the rank group sets its teacher and form)
+    rank_weight: float = added(0.0, ge=0)
     extra: dict = field(default_factory=dict, metadata={"derived": True})
 
     def __post_init__(self) -> None:
