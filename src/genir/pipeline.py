@@ -97,7 +97,7 @@ class Pipeline:
         parts = gather_objects(local)
         qps = len(qids) / max(time.perf_counter() - start, 1e-9)
         results = {q: hits for part in parts for q, hits in part.items()}
-        results = {q: results[q] for q in qids}
+        results = {q: [h for h in results[q] if h.doc_id != q] if q in ws.identical_ids else results[q] for q in qids}
         write_run(results, folder / f"{name}.trec", tag=name)
         metrics = evaluate(results, ws.qrels, subsets=ws.subsets)
         return {"name": name, "metrics": metrics, "queries_per_second": qps, **extra}
@@ -350,7 +350,8 @@ class Pipeline:
             "dataset": ws.collection.name, "test_split": ws.test_split,
             "dataset_path": str(ws.collection.path), "dataset_sha256": ws.collection.content_hash,
             "queries": {"full": len(ws.qrels), **{k: len(v) for k, v in ws.subsets.items()}},
-            "documents": len(ws.docs), "config": self.settings.to_dict(), "systems": results, "failed": failed,
+            "documents": len(ws.docs), "data_notes": ws.data_notes(), "config": self.settings.to_dict(),
+            "systems": results, "failed": failed,
             **origin,
             "device": (torch.cuda.get_device_name() if ws.device.startswith("cuda")
                        else f"cpu ({torch.get_num_threads()} threads)"),

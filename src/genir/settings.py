@@ -95,22 +95,22 @@ class DataSettings:
     qrels_dir: str = flag("qrels", "qrels folder inside the dataset (graded variants)")
     train_split: str | None = flag("train", "qrels split used for training queries")
     test_split: str = flag("test", "qrels split evaluated", search=True)
-    # tuning: hold out this share of the training queries, train without them and evaluate on them
-    # (the test split is not touched); choose hyper-parameters this way, never on test queries
+    # tuning: train without this share of the training queries, evaluate on them (test untouched)
     holdout: float = fraction(0.0, flag="tune: train without this share of training queries, evaluate on them")
     # new documents: hold this share of the corpus out of all training; the report adds a "new-docs" subset
     new_docs: float = fraction(0.0, flag="hold this share of documents out of training: the 'new-docs' subset")
     max_test_queries: int | None = at_least(None, 1, search=True, flag="evaluate only the first N test queries")
+    # BEIR's ignore_identical_ids, a query's own id dropped from its ranking; auto: where the query is that
+    # document's text (ArguAna), not where numbered ids coincide (Cranfield); always: as BEIR does
+    ignore_identical_ids: str = choice("auto", "auto", "always", "never", added=True, search=True)
     pseudo_queries: str = flag("docasquery", "docasquery | path to TSV/JSONL queries | doc2query:<model name or path>")
     span_words: int = at_least(64, 1)
-    # a document's leading span, the text training reads for it, in words (0: span_words). Search reads the
-    # whole document up to model.doc_max_length tokens, so at 256 tokens a 64-word span trains the document
-    # side on a shorter text than it is searched by; a span past doc_max_length tokens makes the two one text
+    # a document's leading span, the text training reads for it, in words (0: span_words); search reads the
+    # whole document up to model.doc_max_length tokens, so a span past that makes the two one text
     lead_words: int = added(0, ge=0)
     random_spans: int = 1
     doc2query_n: int = at_least(5, 1)
-    # query-free indexing signals added to the pseudo-queries (any source): sentences of the document, its
-    # title, keyword queries of BM25's top terms (keyword_terms words each); choose them with --holdout
+    # query-free indexing texts added to the pseudo-queries: sentences, the title, BM25-keyword queries
     sentence_queries: int = added(0, ge=0)
     title_query: bool = added(False)
     keyword_queries: int = added(0, ge=0)

@@ -24,7 +24,7 @@ from genir.settings import Settings, settable_fields
 STAGE_FILE = "stage.json"
 # the data settings a baseline reads (a method reads the whole data group)
 COLLECTION_KEYS = ("data.dataset", "data.qrels_dir", "data.train_split", "data.test_split", "data.holdout",
-                   "data.new_docs", "data.max_test_queries")
+                   "data.new_docs", "data.max_test_queries", "data.ignore_identical_ids")
 
 
 def flat_settings(settings: Settings, groups: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -99,7 +99,7 @@ def baseline_fingerprint(settings: Settings, name: str, common: dict[str, Any]) 
         wanted.append("dense.model")
     trained = [k for k in keys if k.startswith("dense.")] + ["training.seed"] if name == "dense-trained" else []
     return Fingerprint({k: keys[k] for k in trained},
-                       {**common, **{k: keys[k] for k in dict.fromkeys(wanted) if k not in trained}})
+                       {**common, **{k: keys[k] for k in dict.fromkeys(wanted) if k not in trained and k in keys}})
 
 
 def _differences(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:

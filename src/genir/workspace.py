@@ -49,6 +49,10 @@ class Workspace:
         if data.max_test_queries:
             self.test_queries = dict(list(self.test_queries.items())[: data.max_test_queries])
         self.qrels = {q: test[q] for q in self.test_queries}
+        # test queries whose own id is dropped from their ranking (BEIR's ignore_identical_ids)
+        corpus, rule = self.collection.corpus, data.ignore_identical_ids
+        self.identical_ids = {q for q, text in self.test_queries.items() if q in corpus and rule != "never" and (
+            rule == "always" or text.strip() in (corpus[q].text.strip(), corpus[q].full_text.strip()))}
         # new documents: a slice of the corpus no training example touches; methods index it afterwards
         # (their own way: tied vectors are encoded, semantic docids are clustered, atomic ones never trained)
         self.new_doc_ids: set[str] = set()
@@ -74,6 +78,19 @@ class Workspace:
         self._bm25 = None
         self._pseudo_queries: dict[str, list[str]] | None = None
         self.encode_seconds = 0.0
+
+    def data_notes(self) -> list[str]:
+        """What the report must say about how this collection was read and evaluated."""
+        notes = []
+        for split, pairs in sorted(self.collection.missing_judged.items()):
+            notes.append(f"qrels/{split}.tsv: {len(pairs)} judgement(s) name documents not in the corpus (e.g. "
+                         f"{pairs[0][1]!r} for query {pairs[0][0]!r}): kept, as BEIR evaluates them (they count "
+                         "against recall and nDCG), never trained on.")
+        if self.identical_ids:
+            notes.append(f"{len(self.identical_ids)} test queries are documents of the corpus (same id, same text): "
+                         "each query's own id is dropped from its ranking, as BEIR's ignore_identical_ids does "
+                         "(data.ignore_identical_ids).")
+        return notes
 
     @property
     def has_train_split(self) -> bool:

@@ -103,6 +103,9 @@ class Collection:
     qrels: dict[str, Qrels] = field(default_factory=dict)
     path: Path | None = None
     content_hash: str | None = None  # sha256 of the files read (see :func:`content_hash`)
+    # split -> (query id, document id) of judgements naming documents not in the corpus: kept in the qrels
+    # (they count against recall and nDCG, as BEIR evaluates them), never trained on
+    missing_judged: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
 
     @property
     def doc_ids(self) -> list[str]:
@@ -169,8 +172,11 @@ def read_documents(path: str | Path) -> list[Document]:
     return out
 
 
-def read_qrels(path: str | Path, corpus: dict | None = None, queries: dict | None = None) -> Qrels:
-    """Read a qrels TSV (``qid  docid  grade`` or TREC ``qid 0 docid grade``), validating ids if given."""
+def read_qrels(path: str | Path, corpus: dict | None = None, queries: dict | None = None,
+               missing: list[tuple[int, str, str]] | None = None) -> Qrels:
+    """Read a qrels TSV (``qid  docid  grade`` or TREC ``qid 0 docid grade``), validating ids if given.
+    With ``missing`` (a list), a judgement of a document not in ``corpus`` is kept and listed there as
+    (line, query id, document id) instead of refused: real BEIR releases have a few (ArguAna: 5)."""
     path = Path(path)
     qrels: Qrels = {}
     for line_no, line in numbered_lines(path):
@@ -189,7 +195,9 @@ def read_qrels(path: str | Path, corpus: dict | None = None, queries: dict | Non
         if queries is not None and qid not in queries:
             raise DataError(path, line_no, f"query id {qid!r} is not in queries.jsonl")
         if corpus is not None and did not in corpus:
-            raise DataError(path, line_no, f"corpus id {did!r} is not in corpus.jsonl")
+            if missing is None:
+                raise DataError(path, line_no, f"corpus id {did!r} is not in corpus.jsonl{_nfc_hint(did, corpus)}")
+            missing.append((line_no, qid, did))
         if did in qrels.get(qid, {}):
             raise DataError(path, line_no, f"duplicate judgement for ({qid!r}, {did!r})")
         qrels.setdefault(qid, {})[did] = grade
@@ -223,12 +231,39 @@ def load_beir(path: str | Path, name: str | None = None, qrels_dir: str = "qrels
             raise DataError(queries_path, r["__line"], f"query {q!r} has an empty text")
     queries = {q: r["text"] for q, r in query_rows.items()}
     qrels: dict[str, Qrels] = {}
+    missing_judged: dict[str, list[tuple[str, str]]] = {}
     qdir = path / qrels_dir
     if qdir.is_dir():
         for split_file in sorted(qdir.glob("*.tsv")):
-            qrels[split_file.stem] = read_qrels(split_file, corpus, queries)
+            missing: list[tuple[int, str, str]] = []
+            qrels[split_file.stem] = read_qrels(split_file, corpus, queries, missing)
+            judged = sum(len(r) for r in qrels[split_file.stem].values())
+            if len(missing) > MISSING_JUDGED_SHARE * judged:  # not a quirk: the files do not match
+                line, _, did = missing[0]
+                raise DataError(split_file, line, f"corpus id {did!r} is not in corpus.jsonl{_nfc_hint(did, corpus)} "
+                                f"({len(missing)} of {judged} judgements name documents not in the corpus; a few are "
+                                f"kept and counted, as BEIR evaluates them, but this many mean the files do not match)")
+            if missing:
+                missing_judged[split_file.stem] = [(q, d) for _, q, d in missing]
     files = [corpus_path, queries_path, *(sorted(qdir.glob("*.tsv")) if qdir.is_dir() else [])]
-    return Collection(name or path.name, corpus, queries, qrels, path.resolve(), content_hash(path, files))
+    return Collection(name or path.name, corpus, queries, qrels, path.resolve(), content_hash(path, files),
+                      missing_judged)
+
+
+# judgements of documents absent from the corpus kept (and reported) up to this share of a qrels file: BEIR's
+# ArguAna has 5 of 1,406; more than 1% is a mismatch of files (a wrong corpus, ids changed), refused
+MISSING_JUDGED_SHARE = 0.01
+
+
+def _nfc_hint(doc_id: str, corpus: dict) -> str:
+    """Where an id differs from a corpus id only in its Unicode form (NFD vs NFC), say so."""
+    import unicodedata
+
+    for form in ("NFC", "NFD"):
+        other = unicodedata.normalize(form, doc_id)
+        if other != doc_id and other in corpus:
+            return f" (the corpus has {other!r}, the same id in Unicode {form} form: write both files in one form)"
+    return ""
 
 
 def content_hash(root: Path, files: list[Path]) -> str:

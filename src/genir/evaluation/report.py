@@ -107,6 +107,7 @@ def render_markdown(report: dict, plots: list[str], sections: dict[str, list[str
     if report.get("dataset_sha256"):
         lines.append(f"Dataset read from `{report.get('dataset_path')}`, content sha256 "
                      f"`{report['dataset_sha256'][:16]}`.")
+    lines += [f"- {note}" for note in report.get("data_notes") or []]
     lines.append("")
     for f in report.get("failed") or []:
         lines += [f"**{f['name']} failed**: {f['error']}", ""]

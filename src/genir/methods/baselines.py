@@ -110,7 +110,7 @@ def dense_trained(ws: Workspace) -> tuple[Searcher, str, dict]:
     index = {d: i for i, d in enumerate(ws.doc_ids)}
     qids = sorted(ws.collection.qrels[split])
     pairs = [(qi, index[d]) for qi, q in enumerate(qids) for d, g in ws.collection.qrels[split][q].items()
-             if g > 0 and d not in ws.new_doc_ids]
+             if g > 0 and d in index and d not in ws.new_doc_ids]  # a judged id the corpus lacks: not trained on
     texts = [ws.collection.queries[q] for q in qids]
     ranked = ws.bm25().batch_search({str(i): t for i, t in enumerate(texts)}, cfg.negative_depth)
     positives = {qi: {d for q2, d in pairs if q2 == qi} for qi in range(len(qids))}
