@@ -264,7 +264,7 @@ class Pipeline:
         model = method.model_class(model_config(ws, method.n_codes(table), trie.depth, extra)).to(ws.device)
         model.freeze_encoder(self.settings.model.encoder == "frozen")
         data, objective = rank_aware(ws, method.rank_weight(cfg), method.training_data(ws, cfg, model, table, trie),
-                                     method.objective, trie)
+                                     method.objective, trie, model)
         info, history = train(ws, model, objective, data, folder / "checkpoints", f"train {method.name}")
         info = {**info, **self._encoder_info(model), "examples": len(data[0]), "history": history,
                 "train_config": train_config(ws).__dict__}

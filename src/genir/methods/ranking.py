@@ -51,18 +51,47 @@ def training_texts(examples) -> dict[int, set[int]]:
     return out
 
 
-def teacher_candidates(ws: Workspace, rank: RankSettings, examples) -> dict[int, dict[int, float]]:
+def text_embeddings(ws: Workspace, model, texts: list[str], cached: list[int | None]) -> np.ndarray:
+    """The dense encoder's unit-length embeddings of training texts, as the teacher's query side. Where the
+    model's frozen backbone is that encoder (the bundled MiniLM, or the same name), a text cached for
+    training (``cached[i]``: its index into the workspace's texts) is mean-pooled from its cached states,
+    sentence-transformers' own pooling over the tokens the student reads, instead of encoded again."""
+    m, dense_model = ws.settings.model, ws.settings.dense.model
+    same = ws.frozen_encoder and (m.backbone == dense_model or (m.backbone == "minilm" and dense_model is None))
+    hit = [i for i, c in enumerate(cached) if c is not None] if same else []
+    rest = sorted(set(range(len(texts))) - set(hit))
+    out = None
+    if rest:
+        encoded = ws.dense_encoder().encode([texts[i] for i in rest], batch_size=64, normalize_embeddings=True,
+                                            convert_to_numpy=True, show_progress_bar=is_main())
+        out = np.zeros((len(texts), encoded.shape[1]), dtype=np.float32)
+        out[rest] = encoded
+    store = ws.encoded(model) if hit else None
+    for s in range(0, len(hit), 256):
+        rows = hit[s:s + 256]
+        memory, mask = store.batch([cached[i] for i in rows])
+        weights = mask.to(memory.dtype)[..., None]
+        pooled = torch.nn.functional.normalize((memory * weights).sum(1) / weights.sum(1).clamp(min=1e-9), dim=-1)
+        if out is None:
+            out = np.zeros((len(texts), pooled.shape[1]), dtype=np.float32)
+        out[rows] = pooled.numpy()
+    return out if out is not None else np.zeros((0, 1), dtype=np.float32)
+
+
+def teacher_candidates(ws: Workspace, rank: RankSettings, examples, model) -> dict[int, dict[int, float]]:
     """Text index -> {document index: T(text, d)} over each training text's candidates (trained documents
-    only: held-out ones stay unseen), by the dense encoder's cosine + ``rank.teacher_bm25`` x BM25.
+    only: held-out ones stay unseen), by the dense encoder's cosine + ``rank.teacher_bm25`` x BM25: the
+    documents read whole (the dense baseline's embeddings), the texts as the student reads them.
     ``examples``: the :class:`~genir.training.data.IndexingExamples` the method trains on."""
     from genir.search.teacher import dense_bm25_scores
 
     positives = training_texts(examples)
     text_ids = sorted(positives)
     texts = [examples.texts[t] for t in text_ids]
-    emb = ws.dense_encoder().encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True,
-                                    show_progress_bar=is_main())
-    rows = dense_bm25_scores(ws.bm25(), np.asarray(emb, dtype=np.float32), ws.doc_embeddings(), texts,
+    base = ws.examples().texts  # the texts the workspace caches (MERGE's <retrieval> queries are not among them)
+    cached = [t if t < len(base) and base[t] == examples.texts[t] else None for t in text_ids]
+    emb = text_embeddings(ws, model, texts, cached)
+    rows = dense_bm25_scores(ws.bm25(), emb, ws.doc_embeddings(), texts,
                              rank.teacher_bm25, rank.depth, keep=[positives[t] for t in text_ids],
                              show_progress=is_main())
     return {t: {d: s for d, s in row.items() if d in examples.doc_text} for t, row in zip(text_ids, rows, strict=True)}
@@ -122,7 +151,7 @@ class RankAwareObjective:
         return loss + self.weight * rank, {**logs, "rank": float(rank.detach())}
 
 
-def rank_aware(ws: Workspace, weight: float, data: tuple, objective, trie: PrefixTree) -> tuple[tuple, object]:
+def rank_aware(ws: Workspace, weight: float, data: tuple, objective, trie: PrefixTree, model) -> tuple[tuple, object]:
     """(data, objective) with the rank-aware loss added at ``weight`` (unchanged at 0). ``data`` is a
     (dataset of (text, document) items, collate) pair, as the shared training loop takes."""
     if not weight:
@@ -131,6 +160,6 @@ def rank_aware(ws: Workspace, weight: float, data: tuple, objective, trie: Prefi
     dataset, collate = data
     examples = dataset.examples  # the texts the method trains on (MERGE's carry its <retrieval> token)
     targets = [trie.full_sequence(i) for i in range(len(trie.table))]
-    collate = RankCollator(collate, targets, teacher_candidates(ws, rank, examples), training_texts(examples),
+    collate = RankCollator(collate, targets, teacher_candidates(ws, rank, examples, model), training_texts(examples),
                            rank.negatives, ws.settings.training.seed)
     return (dataset, collate), RankAwareObjective(objective, trie, weight, rank)

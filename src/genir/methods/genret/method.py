@@ -116,7 +116,7 @@ def learn(ws: Workspace, cfg: GenRetConfig, folder: Path):
     if cfg.fit_epochs:
         trie = PrefixTree(table)
         data, objective = rank_aware(ws, cfg.rank_weight, seq2seq_training_data(ws, cfg, model, table, trie),
-                                     seq2seq_loss, trie)
+                                     seq2seq_loss, trie, model)
         fit, fit_history = train(ws, model, objective, data, folder / "progressive" / "fit", "genret fit",
                        epochs=cfg.fit_epochs, batch_size=cfg.batch_size, lr=cfg.lr)
         steps, fit_seconds = steps + fit["steps"], fit["seconds"]
