@@ -67,6 +67,13 @@ def test_search_page_shows_methods_side_by_side_and_the_inspector(live_run, tmp_
         assert driver.find_elements(By.CSS_SELECTOR, "li.hit.relevant .star")  # a judged document is marked
         glen = columns[names.index("glen")]
         assert glen.find_elements(By.CSS_SELECTOR, ".docid")  # docids shown beside the hits
+        # the README's picture of the page is this screenshot (GENIR_UPDATE_DOCS=1 writes it into docs/)
+        ARTIFACTS.mkdir(exist_ok=True)
+        assert driver.save_screenshot(str(ARTIFACTS / "search-page.png"))
+        assert (ARTIFACTS / "search-page.png").stat().st_size > 10_000
+        if os.environ.get("GENIR_UPDATE_DOCS"):
+            shutil.copyfile(ARTIFACTS / "search-page.png", Path(__file__).resolve().parent.parent / "docs" /
+                            "search-page.png")
         # the docid inspector: the beam step by step
         columns[names.index("genret")].find_element(By.CSS_SELECTOR, "button.inspect").click()
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#inspector table.step"))
@@ -78,10 +85,9 @@ def test_search_page_shows_methods_side_by_side_and_the_inspector(live_run, tmp_
         driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", title)  # clear of the sticky header
         title.click()
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#document-body table"))
-        ARTIFACTS.mkdir(exist_ok=True)
         driver.execute_script("window.scrollTo(0, 0)")
-        assert driver.save_screenshot(str(ARTIFACTS / "search-page.png"))
-        assert (ARTIFACTS / "search-page.png").stat().st_size > 10_000
+        assert driver.save_screenshot(str(ARTIFACTS / "search-page-document.png"))
+        assert (ARTIFACTS / "search-page-document.png").stat().st_size > 10_000
     finally:
         driver.quit()
         stop()

@@ -71,6 +71,16 @@ def test_dry_run_writes_nothing_and_its_step_counts_are_what_training_takes(scif
     assert report["glen"]["train_steps"] == sum(steps["glen"])  # phase 2 took --epochs too, not its 10
     assert report["merge"]["rqvae"]["steps"] == steps["merge"][0]  # the RQ-VAE took --epochs, not its 300
     assert report["merge"]["train_steps"] == steps["merge"][1]
+    # the report's training plot draws every phase of every method, under the names the dry run gives them
+    from genir.evaluation.report import training_phases
+
+    drawn = {m: [name for name, hist in training_phases(json.loads((out / m / "train.json").read_text()))]
+             for m in ("genret", "glen", "merge")}
+    assert drawn["genret"] == [f"step {t} {part}" for t in range(1, len(prog) + 1) for part in ("warm-up", "Eq. 11")
+                               ] + ["fit (seq2seq)"]
+    assert drawn["glen"] == ["phase 1 (keyword IDs)", "phase 2 (ranking refinement)"]
+    assert drawn["merge"] == ["RQ-VAE", "retriever"]
+    assert (out / "training_loss.png").stat().st_size > 10_000
     # the dry run again, over the run it planned: every stage reused
     again = {s["name"]: s["status"] for s in plan(settings)["stages"]}
     assert set(again.values()) == {"reused"}

@@ -266,7 +266,8 @@ class Pipeline:
         data, objective = rank_aware(ws, method.rank_weight(cfg), method.training_data(ws, cfg, model, table, trie),
                                      method.objective, trie, model)
         info, history = train(ws, model, objective, data, folder / "checkpoints", f"train {method.name}")
-        info = {**info, **self._encoder_info(model), "examples": len(data[0]), "history": history,
+        phases = [*method.docid_phases(folder), {"name": "retriever", "history": history}]
+        info = {**info, **self._encoder_info(model), "examples": len(data[0]), "history": history, "phases": phases,
                 "train_config": train_config(ws).__dict__}
         model.save(folder / "model")
         write_json(folder / "train.json", info)

@@ -64,7 +64,18 @@ def plot_docid_distribution(folder: Path, out: Path) -> Path | None:
     return path
 
 
+def training_phases(train_info: dict) -> list[tuple[str, list]]:
+    """(phase name, [(step, loss), ...]) of every training phase a method ran, in order (``phases`` in its
+    train.json; a folder from before phases were recorded: its one ``history`` as one phase)."""
+    phases = [(p["name"], p.get("history") or []) for p in train_info.get("phases") or []]
+    if not phases and train_info.get("history"):
+        phases = [("training", train_info["history"])]
+    return [(name, hist) for name, hist in phases if hist]
+
+
 def plot_training(systems: list[dict], out: Path, root: Path) -> Path | None:
+    """One panel per method: every training phase's loss laid end to end on the optimiser-step axis, each
+    phase its own colour and label, a dashed line where the next begins."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -74,21 +85,30 @@ def plot_training(systems: list[dict], out: Path, root: Path) -> Path | None:
     for s in systems:
         p = root / s["name"] / "train.json"
         if s.get("kind") == "generative" and p.exists():
-            hist = json.loads(p.read_text()).get("history") or []
-            if hist:
-                curves.append((s["name"], hist))
+            phases = training_phases(json.loads(p.read_text()))
+            if phases:
+                curves.append((s["name"], phases))
     if not curves:
         return None
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    for name, hist in curves:
-        steps, losses = zip(*hist, strict=True)
-        w = max(1, len(losses) // 100)  # moving average for readability
-        smooth = [sum(losses[max(0, i - w): i + 1]) / len(losses[max(0, i - w): i + 1]) for i in range(len(losses))]
-        ax.plot(steps, smooth, label=name)
-    ax.set_xlabel("step")
-    ax.set_ylabel("training loss")
-    ax.set_yscale("log")
-    ax.legend()
+    fig, axes = plt.subplots(len(curves), 1, figsize=(7, 2.4 * len(curves)), squeeze=False)
+    for ax, (name, phases) in zip(axes[:, 0], curves, strict=True):
+        offset = 0
+        for i, (phase, hist) in enumerate(phases):
+            steps = [float(h[0]) for h in hist]
+            losses = [float(h[1]) for h in hist]
+            first = min(steps)
+            x = [offset + st - first + 1 for st in steps]
+            w = max(1, len(losses) // 100)  # moving average for readability
+            smooth = [sum(losses[max(0, j - w): j + 1]) / len(losses[max(0, j - w): j + 1]) for j in range(len(losses))]
+            ax.plot(x, smooth, label=phase, color=f"C{i % 10}", marker="o" if len(x) < 3 else None, markersize=3)
+            if offset:
+                ax.axvline(offset, color="grey", linestyle="--", linewidth=0.8)
+            offset = max(x)
+        ax.set_title(name, fontsize=10)
+        ax.set_ylabel("loss")
+        ax.set_yscale("log")
+        ax.legend(fontsize=7, loc="upper right")
+    axes[-1, 0].set_xlabel("optimiser step (phases end to end)")
     fig.tight_layout()
     path = out / "training_loss.png"
     fig.savefig(path, dpi=110)

@@ -137,6 +137,11 @@ class Method:
         """The size of the model's code vocabulary for this table."""
         return table.vocab_size
 
+    def docid_phases(self, folder: Path) -> list[dict]:
+        """Training phases that made the docids before the retriever trained (MERGE's RQ-VAE), as
+        ``{"name", "history": [[step, loss], ...]}`` for the report's training plot."""
+        return []
+
     def rank_weight(self, settings: Any) -> float:
         """The rank-aware loss's weight in training (``genir.methods.ranking``): its group's ``rank_weight``
         where it declares one, else 0 (off)."""

@@ -125,13 +125,17 @@ def learn(ws: Workspace, cfg: GenRetConfig, folder: Path):
     save_npy(folder / STATES, document_states(ws, model, codes))
     history = [(i + 1, loss) for i, (_, loss) in enumerate(
         [h for e in info["log"] for h in e["train"]["history"]])]
+    phases = [p for t, e in enumerate(info["log"], 1) for p in (
+        [{"name": f"step {t} warm-up", "history": e["warmup"]["history"]}] if "warmup" in e else []) + [
+        {"name": f"step {t} Eq. 11", "history": e["train"]["history"]}]]
+    phases += [{"name": "fit (seq2seq)", "history": fit_history}] if fit_history else []
     # training time from the per-step log, so that a resumed run still reports the whole of it
     progressive_s = sum(e["train"]["seconds"] + e.get("warmup", {}).get("seconds", 0.0) + e.get("kmeans_seconds", 0.0)
                         for e in info["log"])
     return model, table, {"seconds": progressive_s + fit_seconds, "steps": steps, "progressive": info["log"],
                           "fit_seconds": fit_seconds, "fit_history": fit_history, "new_documents": len(new),
                           "new_doc_seconds": new_seconds,
-                          "history": history, "genret_config": dataclasses.asdict(cfg)}
+                          "history": history, "phases": phases, "genret_config": dataclasses.asdict(cfg)}
 
 
 def index_corpus(ws: Workspace, cfg: GenRetConfig, model, folder: Path) -> DocIdTable:

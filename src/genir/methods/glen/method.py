@@ -10,6 +10,7 @@ Model: :mod:`genir.methods.glen.model`; losses: :mod:`genir.methods.glen.trainin
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from collections import Counter
 from pathlib import Path
@@ -20,7 +21,7 @@ import torch
 from genir.docids import DocIdTable, PrefixTree
 from genir.evaluation.metrics import evaluate
 from genir.evaluation.trec import read_run
-from genir.io import save_npy
+from genir.io import save_npy, write_json
 from genir.methods.base import (
     AddedDocids,
     Method,
@@ -104,23 +105,26 @@ def phase1(ws: Workspace, cfg: GlenConfig, folder: Path):
     # target keyword is in the model's input
     keywords = keyword_docids(ws.doc_ids, ws.lead_texts(ws.docs), model.tokenizer, cfg.length,
                               max_tokens=ws.settings.model.doc_max_length)
+    history_file = folder / "phase1" / "history.json"  # the loss curve, for the report's plot when reused
     if (done / "genir_model.json").exists():
         model = DocidSeq2Seq.load(done).to(ws.device)
         model.freeze_encoder(ws.frozen_encoder)
-        return model, keywords, 0.0, 0
+        history = json.loads(history_file.read_text()) if history_file.exists() else []
+        return model, keywords, 0.0, 0, history
     data = seq2seq_training_data(ws, cfg, model, keywords, PrefixTree(keywords))
-    info, _ = train(ws, model, seq2seq_loss, data, folder / "phase1" / "checkpoints", "glen phase 1 (keywords)",
-                    epochs=cfg.keyword_epochs, encoder_lr=cfg.keyword_encoder_lr)
+    info, history = train(ws, model, seq2seq_loss, data, folder / "phase1" / "checkpoints",
+                          "glen phase 1 (keywords)", epochs=cfg.keyword_epochs, encoder_lr=cfg.keyword_encoder_lr)
     model.save(done)
+    write_json(history_file, history)
     checkpoint.discard(folder / "phase1")  # phase 1's model is saved: phase 2 starts from it, not from these
-    return model, keywords, info["seconds"], info["steps"]
+    return model, keywords, info["seconds"], info["steps"], history
 
 
 def learn(ws: Workspace, cfg: GlenConfig, folder: Path):
     """Phase 1 (keyword IDs), phase 2 (ranking-based refinement, Eq. 5-8, prefix-aware dynamic negatives),
     then identifiers for every document from the model (Sec. 3.4)."""
     cfg = resolved(ws, cfg)
-    model, keywords, p1_seconds, p1_steps = phase1(ws, cfg, folder)
+    model, keywords, p1_seconds, p1_steps, p1_history = phase1(ws, cfg, folder)
     before, _ = identify_all(ws, model)  # identifiers after phase 1, for the before/after words
     examples = ws.examples()
     pairs = refine_pairs(examples)
@@ -141,6 +145,8 @@ def learn(ws: Workspace, cfg: GlenConfig, folder: Path):
     return model, table, {"seconds": p1_seconds + info["seconds"], "steps": p1_steps + info["steps"],
                           "phase1_seconds": p1_seconds, "phase2_seconds": info["seconds"],
                           "history": history, "glen_config": dataclasses.asdict(cfg),
+                          "phases": [{"name": "phase 1 (keyword IDs)", "history": p1_history},
+                                     {"name": "phase 2 (ranking refinement)", "history": history}],
                           "keyword_collision_rate": keywords.stats()["collision_rate"]}
 
 
@@ -155,10 +161,11 @@ def keyword_learn(ws: Workspace, cfg: GlenConfig, folder: Path):
     """GLEN after phase 1 only: the fixed keyword IDs and the phase-1 model (the paper's Table 8 row).
     Reuses this run's ``glen/phase1`` when it exists."""
     cfg = resolved(ws, cfg)
-    model, keywords, seconds, steps = phase1(ws, cfg, ws.out / "glen")
+    model, keywords, seconds, steps, history = phase1(ws, cfg, ws.out / "glen")
     _, logits = identify_all(ws, model, keywords.codes)
     save_npy(folder / LOGITS, logits)
-    return model, keywords, {"seconds": seconds, "steps": steps, "glen_config": dataclasses.asdict(cfg)}
+    return model, keywords, {"seconds": seconds, "steps": steps, "glen_config": dataclasses.asdict(cfg),
+                             "phases": [{"name": "phase 1 (keyword IDs)", "history": history}]}
 
 
 def index_corpus(ws: Workspace, cfg: GlenConfig, model, folder: Path) -> DocIdTable:

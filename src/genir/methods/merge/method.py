@@ -149,6 +149,12 @@ class Merge(Method):
     def make_docids(self, ws: Workspace, settings: MergeConfig, folder: Path) -> DocIdTable:
         return rqvae_docids(ws, settings, folder, self.relevance)
 
+    def docid_phases(self, folder: Path) -> list[dict]:
+        info = folder / "rqvae" / "info.json"
+        if not info.exists():
+            return []
+        return [{"name": "RQ-VAE", "history": json.loads(info.read_text()).get("history") or []}]
+
     def phases(self, ws: Workspace) -> list[Phase]:
         m = ws.settings.merge
         trained = len(ws.doc_ids) - len(ws.new_doc_indices)
