@@ -60,3 +60,27 @@ def test_many_missing_judged_documents_are_refused_with_a_unicode_hint(tmp_path)
     with pytest.raises(DataError) as e:
         load_dataset(str(folder))
     assert "test.tsv:2" in str(e.value) and "Unicode NFC form" in str(e.value)
+
+
+def test_every_document_gets_an_indexing_text_of_its_own_with_short_spans(shared_datasets, tmp_path):
+    """Short documents get no random span by default (only their leading text, the whole of them); with
+    data.short_spans every document of two words or more gets one, and the report says how many have none."""
+    from genir.data.collection import Document
+    from genir.data.pseudo_queries import DocAsQuery
+
+    docs = [Document("a", "one two three four five six"), Document("b", "alone"),
+            Document("c", " ".join(map(str, range(100))))]
+    plain, short = DocAsQuery(8, 1).generate(docs), DocAsQuery(8, 1, short_spans=True).generate(docs)
+    assert plain["a"] == ["one two three four five six"] and len(plain["c"]) == len(short["c"]) == 2
+    assert len(short["a"]) == 2 and len(short["a"][1].split()) == 3 and short["a"][1] in docs[0].text
+    assert short["b"] == ["alone"]
+
+    def alone(**data) -> int:
+        ws = _workspace(shared_datasets, tmp_path, "cranfield", train_split="split_train", test_split="split_test",
+                        **data)
+        note = next(n for n in ws.data_notes() if n.startswith("Indexing texts"))
+        return int(note.split("; ")[1].split(" have no other")[0].replace(",", ""))
+
+    before, after = alone(), alone(short_spans=True)
+    few_words = sum(len(d.full_text.split()) < 2 for d in load_dataset("cranfield", shared_datasets).corpus.values())
+    assert before > after == few_words

@@ -109,6 +109,7 @@ class DataSettings:
     # whole document up to model.doc_max_length tokens, so a span past that makes the two one text
     lead_words: int = added(0, ge=0)
     random_spans: int = 1
+    short_spans: bool = added(False)  # short documents get spans too (half their words), none the leading text
     doc2query_n: int = at_least(5, 1)
     # query-free indexing texts added to the pseudo-queries: sentences, the title, BM25-keyword queries
     sentence_queries: int = added(0, ge=0)
@@ -146,8 +147,7 @@ class TrainingSettings:
     # freshly initialised decoder sends large gradients into the pretrained encoder at first
     encoder_warmup_ratio: float = fraction(0.1)
     warmup_ratio: float = fraction(0.05)
-    # micro-batches per optimiser step: the effective batch is batch_size x grad_accumulation
-    grad_accumulation: int = at_least(1, 1)
+    grad_accumulation: int = at_least(1, 1)  # micro-batches per optimiser step
     precision: str = choice("fp32", "fp32", "bf16", flag="bf16: autocast in training, where the device has it")
     gradient_checkpointing: bool = runtime(False)  # recompute encoder activations in backward: less memory
     seed: int = flag(0, "seed of every random choice (weights, batches, sampled texts)")

@@ -86,6 +86,13 @@ class Workspace:
             notes.append(f"qrels/{split}.tsv: {len(pairs)} judgement(s) name documents not in the corpus (e.g. "
                          f"{pairs[0][1]!r} for query {pairs[0][0]!r}): kept, as BEIR evaluates them (they count "
                          "against recall and nDCG), never trained on.")
+        examples = self.examples()
+        own = {d for t, d, kind in examples.examples if kind == "indexing" and t != examples.doc_text.get(d)}
+        alone = len(examples.doc_text) - len(own)
+        notes.append(f"Indexing texts: every one of the {len(examples.doc_text):,} trained documents has at least "
+                     f"one (its own leading text: 0 without); {alone:,} have no other (no span, sentence, title or "
+                     "keyword query of their own" + ("" if self.settings.data.short_spans else
+                                                     "; data.short_spans gives short documents spans") + ").")
         if self.identical_ids:
             notes.append(f"{len(self.identical_ids)} test queries are documents of the corpus (same id, same text): "
                          "each query's own id is dropped from its ranking, as BEIR's ignore_identical_ids does "
@@ -160,7 +167,8 @@ class Workspace:
     def _base_pseudo_queries(self) -> dict[str, list[str]]:
         data, seed = self.settings.data, self.settings.training.seed
         if data.pseudo_queries == "docasquery":
-            return DocAsQuery(data.span_words, data.random_spans, seed, data.lead_words).generate(self.docs)
+            return DocAsQuery(data.span_words, data.random_spans, seed, data.lead_words,
+                              data.short_spans).generate(self.docs)
         if data.pseudo_queries.startswith("doc2query:"):
             from genir.data.pseudo_queries import Doc2Query
 

@@ -24,20 +24,27 @@ class DocAsQuery:
     """Leading span (``lead_words`` words; 0: ``span_words``) plus ``n_random`` random spans of ``span_words``
     words, deterministic per document."""
 
-    def __init__(self, span_words: int = 64, n_random: int = 1, seed: int = 0, lead_words: int = 0):
+    def __init__(self, span_words: int = 64, n_random: int = 1, seed: int = 0, lead_words: int = 0,
+                 short_spans: bool = False):
         self.span_words, self.n_random, self.seed = span_words, n_random, seed
         self.lead_words = lead_words or span_words
+        # a document of span_words words or fewer gets spans of half its words, and no span is the leading text
+        self.short_spans = short_spans
 
     def generate(self, docs: list[Document]) -> PseudoQueries:
         out: PseudoQueries = {}
         for doc in docs:
             words = doc.full_text.split()
             spans = [" ".join(words[: self.lead_words])]
-            if len(words) > self.span_words:
+            width = self.span_words if len(words) > self.span_words else (
+                len(words) // 2 if self.short_spans and len(words) >= 2 else 0)
+            if width:
                 rng = random.Random(f"{self.seed}:{doc.id}")
+                # with short_spans a span never starts where the leading text does (it would be that text)
+                first = 1 if self.short_spans and len(words) > width else 0
                 for _ in range(self.n_random):
-                    start = rng.randrange(0, len(words) - self.span_words + 1)
-                    spans.append(" ".join(words[start: start + self.span_words]))
+                    start = rng.randrange(first, len(words) - width + 1)
+                    spans.append(" ".join(words[start: start + width]))
             out[doc.id] = [s for s in spans if s]
         return out
 
