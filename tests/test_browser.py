@@ -88,6 +88,28 @@ def test_search_page_shows_methods_side_by_side_and_the_inspector(live_run, tmp_
         driver.execute_script("window.scrollTo(0, 0)")
         assert driver.save_screenshot(str(ARTIFACTS / "search-page-document.png"))
         assert (ARTIFACTS / "search-page-document.png").stat().st_size > 10_000
+        # the page's state is its URL: the search above is linkable, a second one pushes a new entry, the back
+        # button returns to the first, and a link opened afresh runs its search (one method, its own k)
+        from urllib.parse import parse_qs, urlparse
+
+        first = parse_qs(urlparse(driver.current_url).query)
+        assert first["q"] == [coll.queries[qid]] and first["k"] == ["10"]
+        box = driver.find_element(By.ID, "q")
+        box.clear()
+        box.send_keys("vitamin D and bone fractures")
+        driver.find_element(By.ID, "go").click()
+        wait.until(lambda d: "vitamin" in parse_qs(urlparse(d.current_url).query).get("q", [""])[0])
+        driver.back()
+        wait.until(lambda d: d.find_element(By.ID, "q").get_attribute("value") == coll.queries[qid])
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "li.hit.relevant .star"))
+        from urllib.parse import urlencode
+
+        driver.get(url + "/?" + urlencode({"q": coll.queries[qid], "k": 3, "method": "dense"}))
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".column li.hit"))
+        assert [c.get_attribute("data-method") for c in driver.find_elements(By.CSS_SELECTOR, ".column")] == ["dense"]
+        assert len(driver.find_elements(By.CSS_SELECTOR, ".column li.hit")) == 3  # dense always fills k
+        assert driver.find_element(By.ID, "q").get_attribute("value") == coll.queries[qid]
+        assert driver.find_element(By.ID, "k").get_attribute("value") == "3"
     finally:
         driver.quit()
         stop()

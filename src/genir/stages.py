@@ -82,6 +82,8 @@ def method_fingerprint(settings: Settings, group: str | None, common: dict[str, 
     train, search = flat_settings(settings, ["data", "model", "training", "search"] + ([group] if group else []))
     if group and getattr(settings.group(group), "rank_weight", 0):  # the rank-aware loss reads the rank group
         train.update(flat_settings(settings, ["rank"])[0])
+    if group and getattr(settings.group(group), "docid_encoder", "") == "trained":  # docids by the tuned encoder
+        train.update({k: v for k, v in flat_settings(settings, ["dense"])[0].items()})
     train.pop("data.data_dir", None)  # where the dataset lies: its content hash stands for it
     train["dense.model"] = settings.dense.model  # semantic docids cluster its embeddings
     return Fingerprint({**common, **train}, search)

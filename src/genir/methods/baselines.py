@@ -15,7 +15,7 @@ from genir.methods.base import train_config
 from genir.search.base import Searcher
 from genir.search.bm25 import BM25Searcher
 from genir.search.dense import SAVED_ENCODER, DenseSearcher, load_sentence_encoder
-from genir.training import Trainer
+from genir.training import Trainer, checkpoint
 from genir.training.data import BiEncoderCollator, ContrastiveDataset
 from genir.training.objectives import dense_contrastive_loss
 from genir.workspace import Workspace
@@ -100,10 +100,53 @@ class DenseTrained(Dense):
 
 def dense_trained(ws: Workspace) -> tuple[Searcher, str, dict]:
     """The dense encoder fine-tuned (all weights) on the training queries, with in-batch + BM25 negatives."""
-    if not ws.has_train_split:
-        raise ValueError("dense-trained needs a training split")
-    cfg = ws.settings.dense
     start = time.perf_counter()
+    st, info = train_dense_encoder(ws, ws.out / "baselines" / "dense-trained" / "checkpoints")
+    searcher = DenseSearcher(ws.docs, encoder=st)
+    # training is reported apart, as for the generative methods; indexing is the corpus encoding
+    index_seconds = time.perf_counter() - start - info["seconds"]
+    return searcher, f"Dense, fine-tuned on the training queries ({_dense_label(ws, 'all-MiniLM-L6-v2')})", {
+        "train_seconds": info["seconds"], "encoder": "full", "index_seconds": index_seconds}
+
+
+def trained_doc_embeddings(ws: Workspace) -> np.ndarray:
+    """Every document's embedding by the dense encoder fine-tuned on this run's training queries (as
+    ``dense-trained`` trains it): docids built on relevance-trained embeddings (RIPOR's relevance-based
+    initialisation), an option of the methods whose docids cluster or quantise dense embeddings. Kept in
+    the run folder, keyed by what made them."""
+    from genir.io import save_npy, write_json
+
+    keys = {k: v for k, v in ws.settings.to_dict()["dense"].items()}
+    data = ws.settings.data
+    key = {"dataset": ws.collection.content_hash, "dense": keys, "seed": ws.settings.training.seed,
+           "encoder_lr": ws.settings.training.encoder_lr, "train_split": data.train_split,
+           "holdout": data.holdout, "new_docs": data.new_docs}
+    path, meta = ws.out / "doc_embeddings_trained.npy", ws.out / "doc_embeddings_trained.json"
+    if path.exists() and meta.exists() and json.loads(meta.read_text()).get("key") == json.loads(json.dumps(key)):
+        return np.load(path)
+    st, info = train_dense_encoder(ws, ws.out / "dense_trained_encoder" / "checkpoints")
+    emb = st.encode([d.full_text for d in ws.docs], batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
+    save_npy(path, emb)
+    write_json(meta, {"key": key, "train_seconds": info["seconds"]})
+    checkpoint.discard(ws.out / "dense_trained_encoder")  # the embeddings are kept: the encoder resumes nothing now
+    return emb
+
+
+def refuse_trained_encoder(settings, action: str) -> None:
+    """Docids built on the run's fine-tuned encoder (``docid_encoder=trained``) cannot place documents by the
+    zero-shot one: the trained encoder is not kept beside the method's folder."""
+    if getattr(settings, "docid_encoder", "zero-shot") == "trained":
+        raise ValueError(f"docids built on the fine-tuned encoder (docid_encoder=trained) cannot {action}: the "
+                         "fine-tuned encoder is not kept with the method's folder; train with the zero-shot "
+                         "encoder's docids (docid_encoder=zero-shot) for that")
+
+
+def train_dense_encoder(ws: Workspace, checkpoints: Path):
+    """(sentence encoder, training info): the dense encoder fine-tuned (all weights) on the training queries,
+    in-batch + BM25 negatives; it encodes up to 256 tokens afterwards, as the zero-shot one does."""
+    if not ws.has_train_split:
+        raise ValueError("a dense encoder trained on the training queries needs a training split")
+    cfg = ws.settings.dense
     st = load_sentence_encoder(cfg.model)
     st.max_seq_length = cfg.train_max_length
     split = ws.settings.data.train_split
@@ -120,15 +163,10 @@ def dense_trained(ws: Workspace) -> tuple[Searcher, str, dict]:
     tcfg = train_config(ws, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=ws.settings.training.encoder_lr,
                         warmup_ratio=0.1)
     trainer = Trainer(st, dense_contrastive_loss, ContrastiveDataset(pairs),
-                      BiEncoderCollator(st, texts, docs, negatives, tcfg.seed), tcfg,
-                      ws.out / "baselines" / "dense-trained" / "checkpoints", desc="train dense")
+                      BiEncoderCollator(st, texts, docs, negatives, tcfg.seed), tcfg, checkpoints, desc="train dense")
     info = trainer.train()
     st.max_seq_length = 256
-    searcher = DenseSearcher(ws.docs, encoder=st)
-    # training is reported apart, as for the generative methods; indexing is the corpus encoding
-    index_seconds = time.perf_counter() - start - info["seconds"]
-    return searcher, f"Dense, fine-tuned on the training queries ({_dense_label(ws, 'all-MiniLM-L6-v2')})", {
-        "train_seconds": info["seconds"], "encoder": "full", "index_seconds": index_seconds}
+    return st, info
 
 
 BASELINES: dict[str, Baseline] = {b.name: b for b in (Bm25(), Dense(), DenseTrained())}

@@ -8,6 +8,7 @@ from pathlib import Path
 from genir.docids import DocIdTable, atomic_docids, naive_docids, semantic_docids
 from genir.docids.schemes import semantic_place
 from genir.methods.base import AddedDocids, Method, NewDocuments
+from genir.methods.baselines import refuse_trained_encoder, trained_doc_embeddings
 from genir.methods.dsi.settings import DsiSettings
 from genir.workspace import Workspace
 
@@ -50,17 +51,20 @@ class DsiSemantic(Method):
     objective_text, search_mode, group = _OBJECTIVE, _SEARCH, "dsi"
 
     def make_docids(self, ws: Workspace, settings: DsiSettings, folder: Path) -> DocIdTable:
-        return semantic_docids(ws.doc_ids, ws.doc_embeddings(), c=settings.semantic_c, seed=ws.settings.training.seed)
+        embeddings = trained_doc_embeddings(ws) if settings.docid_encoder == "trained" else ws.doc_embeddings()
+        return semantic_docids(ws.doc_ids, embeddings, c=settings.semantic_c, seed=ws.settings.training.seed)
 
     def index_corpus(self, ws: Workspace, settings: DsiSettings, model, folder: Path) -> DocIdTable:
         """The new corpus clustered by the same recipe (hierarchical k-means of its dense embeddings, same c);
         the trained decoder's codes keep no meaning across corpora, which is what the static-docid rows of
         GLEN's Table 4 measure."""
+        refuse_trained_encoder(settings, "index another corpus")
         return semantic_docids(ws.doc_ids, ws.doc_embeddings(), c=model.config.n_codes,
                                seed=ws.settings.training.seed)
 
     def add_docids(self, new: NewDocuments) -> AddedDocids:
         """New documents placed in the trained k-means tree by their dense embeddings (no re-clustering)."""
+        refuse_trained_encoder(new.settings, "place a new document")
         codes, _ = semantic_place(new.table, new.table_embeddings(), new.embeddings)
         return AddedDocids(codes)
 

@@ -20,6 +20,7 @@ from genir.docids import DocIdTable, PrefixTree
 from genir.docids.rqvae import decollide, load_quantizer, place_codes, save_quantizer
 from genir.io import write_text
 from genir.methods.base import AddedDocids, Method, NewDocuments, Phase, retriever_phase, seq2seq_training_data
+from genir.methods.baselines import refuse_trained_encoder, trained_doc_embeddings
 from genir.methods.merge.training import MergeConfig, position_weighted_loss, train_rqvae
 from genir.training import checkpoint
 from genir.training.data import DocidCollator, DocidDataset, EncodedTexts, IndexingExamples, TextInputs
@@ -33,7 +34,8 @@ def rqvae_docids(ws: Workspace, cfg: MergeConfig, folder: Path, relevance: bool)
     judgements (MERGE, ``relevance=True``) or without (vanilla RQ-VAE), then de-collided (Sec. 3.1.3).
     Level l's code c becomes token l * K + c: <a_i><b_j><c_k><d_l> are distinct tokens."""
     cfg = dataclasses.replace(cfg, relevance=relevance)
-    emb = np.asarray(ws.doc_embeddings(), dtype=np.float32)
+    emb = np.asarray(trained_doc_embeddings(ws) if cfg.docid_encoder == "trained" else ws.doc_embeddings(),
+                     dtype=np.float32)
     new = set(ws.new_doc_indices)
     trained = np.array([i for i in range(len(emb)) if i not in new])
     # standardised per dimension (statistics of the trained documents): unit-norm sentence embeddings put
@@ -69,6 +71,7 @@ def rqvae_docids(ws: Workspace, cfg: MergeConfig, folder: Path, relevance: bool)
 
 
 def add_docids(new: NewDocuments) -> AddedDocids:
+    refuse_trained_encoder(new.settings, "place a new document")
     """New documents through the frozen RQ-VAE (their standardised dense embeddings), then made distinct
     from the existing docids as in training (Sec. 3.1.3): a colliding one takes the nearest free last code."""
     folder = new.folder / "rqvae" / "quantizer"

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from genir.settings import added, at_least, derived, inherited, positive
+from genir.settings import added, at_least, choice, derived, inherited, positive
 
 
 @dataclass
@@ -32,6 +32,9 @@ class MergeConfig:
     outer: bool = True
     inner: bool = True
     position_weight: bool = True  # w_t = 1/sqrt(t) in the retriever's loss (Eq. 9)
+    # the dense embeddings the RQ-VAE quantises: the zero-shot encoder's (dense.model) or the same encoder
+    # fine-tuned on the training queries, as dense-trained trains it (RIPOR's relevance-based docids)
+    docid_encoder: str = choice("zero-shot", "zero-shot", "trained", added=True)
     decollide: bool = True  # Sinkhorn re-assignment of colliding docids (Sec. 3.1.3)
     # the rank-aware loss's weight beside Eq. 9's loss (genir.methods.ranking; 0: off): prefix
     # Margin-MSE from the dense+BM25 teacher, as RIPOR trains (the rank group sets its teacher and form)

@@ -25,14 +25,38 @@ function hitHtml(h) {
     ${h.docid ? docidHtml(h.docid) : ""}</li>`;
 }
 
-async function search(ev) {
+// the page's state lives in its URL (/?q=...&k=...&method=...): a search can be linked and shared, and the
+// browser's back button returns to the previous one
+let onlyMethod = "";
+
+function stateUrl() {
+  const p = new URLSearchParams({q: $("q").value.trim(), k: $("k").value});
+  if (onlyMethod) p.set("method", onlyMethod);
+  return `/?${p}`;
+}
+
+function fromUrl() {
+  const p = new URLSearchParams(location.search);
+  $("q").value = p.get("q") || "";
+  const k = p.get("k");
+  if (k && /^[0-9]+$/.test(k)) {
+    if (![...$("k").options].some((o) => o.value === k)) $("k").add(new Option(k, k));
+    $("k").value = k;
+  }
+  onlyMethod = p.get("method") || "";
+  return Boolean($("q").value.trim());
+}
+
+async function search(ev, fromHistory) {
   if (ev) ev.preventDefault();
   const q = $("q").value.trim();
   if (!q) return;
+  if (!fromHistory && location.pathname + location.search !== stateUrl()) history.pushState(null, "", stateUrl());
   $("status").textContent = "searching...";
   try {
     const t0 = performance.now();
-    const res = await api(`/search?q=${encodeURIComponent(q)}&k=${$("k").value}`);
+    const only = onlyMethod ? `&method=${encodeURIComponent(onlyMethod)}` : "";
+    const res = await api(`/search?q=${encodeURIComponent(q)}&k=${$("k").value}${only}`);
     const ms = Math.round(performance.now() - t0);
     $("status").textContent = `${Object.keys(res.results).length} methods in ${ms} ms` +
       (res.judged ? " \u00b7 a test query: judged documents are starred" : "");
@@ -88,12 +112,17 @@ async function showDocument(id) {
   }
 }
 
-$("search-form").addEventListener("submit", search);
+$("search-form").addEventListener("submit", (ev) => search(ev, false));
+window.addEventListener("popstate", () => {
+  if (fromUrl()) search(null, true);
+  else { $("results").innerHTML = ""; $("status").textContent = ""; }
+});
 document.addEventListener("click", (ev) => {
   const t = ev.target.closest(".inspect, .title");
   if (!t) return;
   if (t.classList.contains("inspect")) inspect(t.dataset.method);
   else if (t.dataset.doc) showDocument(t.dataset.doc);
 });
-api("/health").then((h) => { $("status").textContent = `${h.documents} documents; methods: ${h.methods.join(", ")}`; })
+if (fromUrl()) search(null, true);  // a linked search runs when the page opens
+else api("/health").then((h) => { $("status").textContent = `${h.documents} documents; methods: ${h.methods.join(", ")}`; })
   .catch((e) => { $("status").innerHTML = `<span class="error">${esc(e.message)}</span>`; });
