@@ -7,8 +7,8 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 # lower layers first; a module may import its own layer and the ones before it
-LAYERS = ["io settings distributed", "data", "docids", "models", "training", "search", "evaluation", "workspace",
-          "methods", "stages retriever", "pipeline live live_state", "dry_run", "cli serve"]
+LAYERS = ["io settings_values settings distributed", "data", "docids", "models", "training", "search", "evaluation",
+          "workspace", "methods", "stages retriever", "pipeline live live_state", "dry_run", "cli serve"]
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names.split()}
 
 

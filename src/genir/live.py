@@ -189,6 +189,8 @@ class LiveIndex:
     def add(self, docs: list[Document]) -> dict:
         """Index ``docs`` in every method and baseline that can take them; returns what each did (documents,
         seconds, or the reason it refused). Ids already live are an error (remove them first)."""
+        if not docs:
+            raise LiveIndexError("no documents to add: nothing changes")
         with self.lock:
             live = self.live_ids()
             seen: set[str] = set()

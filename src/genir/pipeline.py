@@ -32,7 +32,15 @@ from genir.methods.ranking import rank_aware
 from genir.retriever import RECORD, Retriever, make_record, write_record
 from genir.search.base import Searcher, timed_search
 from genir.settings import Settings
-from genir.stages import STAGE_FILE, Stage, baseline_fingerprint, check_stages, method_fingerprint, short_hash
+from genir.stages import (
+    STAGE_FILE,
+    Stage,
+    baseline_fingerprint,
+    check_identities,
+    check_stages,
+    method_fingerprint,
+    short_hash,
+)
 from genir.training import checkpoint
 from genir.training.loop import seed_everything
 from genir.workspace import Workspace
@@ -331,6 +339,7 @@ class Pipeline:
         start = time.perf_counter()
         ws = self.ws
         self.prepare(transfer_from)
+        check_identities(ws.out, self.settings.methods, self.redo, self.fresh)
         check_stages(list(self.stages.values()), self.redo, self.fresh, ws.out)  # before any work
         barrier()  # rank 0 may have removed stages to redo
         if is_main():
@@ -378,6 +387,9 @@ def run(settings: Settings, redo: set[str] | None = None, fresh: bool = False) -
 def transfer(source: str | Path, settings: Settings, redo: set[str] | None = None, fresh: bool = False) -> dict:
     """Zero-shot transfer: the methods trained in the run folder ``source`` index ``settings.data.dataset``'s
     corpus and search its test queries without retraining; the baselines run on it as usual."""
+    if settings.out and Path(settings.out).resolve() == Path(source).resolve():
+        raise ValueError(f"--out {settings.out} is the run transferred from: the transfer would overwrite its "
+                         "config.json and stages; write the transfer to another folder")
     source = Path(source)
     read_settings(source)  # a genir run folder, with readable settings
     return Pipeline(settings, redo, fresh).run(transfer_from=source)

@@ -13,6 +13,7 @@ Field metadata (``dataclasses.field(metadata=...)``), declared with the helpers 
   is neither read nor written;
 - ``added``: a setting added since run folders were made, whose default is how they were made: left out
   of the stage fingerprints while at its default (:func:`added`);
+- ``reads``: a path whose file (or folder) a stage reads: its content is in the stage fingerprint;
 - ``runtime``: changes how fast, not what comes out (the device, a search batch size), so a stage made
   with another value is still valid (left out of the stage fingerprints);
 - ``search``: read only when searching (the beam, a tie-break): a trained model stays valid when it changes;
@@ -28,16 +29,12 @@ Every value is checked when it is read (a YAML file, a flag, ``--set``): a wrong
 from __future__ import annotations
 
 import dataclasses
-import math
-import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-
-class SettingsError(ValueError):
-    """A setting that does not exist or does not fit its declared type; the message names the key."""
+from genir.settings_values import SettingsError, check_range, coerce  # noqa: F401 - part of this module's API
 
 
 def choice(default: Any, *choices: Any, **meta: Any) -> Any:
@@ -103,7 +100,8 @@ class DataSettings:
     # BEIR's ignore_identical_ids, a query's own id dropped from its ranking; auto: where the query is that
     # document's text (ArguAna), not where numbered ids coincide (Cranfield); always: as BEIR does
     ignore_identical_ids: str = choice("auto", "auto", "always", "never", added=True, search=True)
-    pseudo_queries: str = flag("docasquery", "docasquery | path to TSV/JSONL queries | doc2query:<model name or path>")
+    pseudo_queries: str = flag("docasquery", "docasquery | path to TSV/JSONL queries | doc2query:<model name or path>",
+                               reads=True)
     span_words: int = at_least(64, 1)
     # a document's leading span, the text training reads for it, in words (0: span_words); search reads the
     # whole document up to model.doc_max_length tokens, so a span past that makes the two one text
@@ -120,7 +118,7 @@ class DataSettings:
 
 @dataclass
 class ModelSettings:
-    backbone: str = flag("minilm", "'minilm' (bundled) or any HF model name or path")
+    backbone: str = flag("minilm", "'minilm' (bundled) or any HF model name or path", reads=True)
     encoder: str = choice("frozen", "frozen", "full", flag="frozen (cached states) or full (fine-tune)")
     decoder_layers: int = at_least(2, 1)
     # decoder 2 x 256 wide, FFN 512: chosen on held-out SciFact training queries (--holdout 0.2) for
@@ -172,7 +170,7 @@ class SearchSettings:
 @dataclass
 class DenseSettings:
     """The dense baselines: zero-shot (``dense``) and fine-tuned on the training queries (``dense-trained``)."""
-    model: str | None = None  # sentence-transformers name or path; None = the bundled all-MiniLM-L6-v2
+    model: str | None = field(default=None, metadata={"reads": True})  # a name or path; None: the bundled MiniLM
     epochs: float = positive(1)
     batch_size: int = at_least(16, 2)  # in-batch negatives need two pairs
     train_max_length: int = at_least(128, 1)
@@ -204,77 +202,6 @@ def settable_fields(cls: type) -> dict[str, tuple[dataclasses.Field, Any]]:
     """name -> (field, resolved type) of a group's settings (``derived`` fields left out)."""
     hints = typing.get_type_hints(cls)
     return {f.name: (f, hints[f.name]) for f in dataclasses.fields(cls) if not f.metadata.get("derived")}
-
-
-def _type_name(tp: Any) -> str:
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        inner = [a for a in args if a is not type(None)]
-        return " or ".join(_type_name(a) for a in inner) + (" or none" if len(inner) < len(args) else "")
-    if origin in (list, tuple):
-        return f"a list of {_type_name(args[0])}" if args else "a list"
-    return {bool: "true/false", int: "an integer", float: "a number", str: "text"}.get(tp, str(tp))
-
-
-def coerce(tp: Any, value: Any, key: str, choices: tuple = (), meta: Mapping[str, Any] | None = None) -> Any:
-    """``value`` (a parsed YAML/JSON value, or the text of a --set) as type ``tp``, or a SettingsError."""
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
-            if type(None) in args:
-                return None
-        inner = [a for a in args if a is not type(None)]
-        return coerce(inner[0], value, key, choices, meta)
-    bad = SettingsError(f"{key}: expected {_type_name(tp)}, got {value!r}"
-                        + (f" (one of: {', '.join(map(str, choices))})" if choices else ""))
-    if origin in (list, tuple):
-        items = value.split(",") if isinstance(value, str) else value
-        if not isinstance(items, (list, tuple)):
-            raise bad
-        items = [i.strip() if isinstance(i, str) else i for i in items if i != ""]
-        out = [coerce(args[0], i, key, meta=meta) for i in items]
-        return tuple(out) if origin is tuple else out
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
-            return value.lower() in ("true", "1", "yes")
-        raise bad
-    try:
-        if tp is int:
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise ValueError
-            out = int(value)
-        elif tp is float:
-            if isinstance(value, bool):
-                raise ValueError
-            out = float(value)
-        elif tp is str:
-            if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-                raise ValueError
-            out = str(value)
-        else:
-            out = value
-    except (TypeError, ValueError):
-        raise bad from None
-    if choices and out not in choices:
-        raise SettingsError(f"{key}: {out!r} is not one of: {', '.join(map(str, choices))}")
-    if tp in (int, float):
-        check_range(out, key, meta or {})
-    return out
-
-
-def check_range(value: float, key: str, meta: Mapping[str, Any]) -> None:
-    """Finite, and within the field's declared range (non-negative when none is declared)."""
-    if not math.isfinite(value):
-        raise SettingsError(f"{key}: expected a finite number, got {value!r}")
-    if "gt" in meta and not value > meta["gt"]:
-        raise SettingsError(f"{key}: must be greater than {meta['gt']}, got {value!r}")
-    low = meta.get("ge", None if "gt" in meta or meta.get("signed") else 0)
-    if low is not None and value < low:
-        raise SettingsError(f"{key}: must be at least {low}, got {value!r}")
-    if "lt" in meta and not value < meta["lt"]:
-        raise SettingsError(f"{key}: must be less than {meta['lt']}, got {value!r}")
 
 
 def group_from_dict(cls: type, values: Mapping[str, Any], name: str) -> Any:

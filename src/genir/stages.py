@@ -38,9 +38,31 @@ def flat_settings(settings: Settings, groups: list[str]) -> tuple[dict[str, Any]
             value = settings.lookup(f"{name}.{key}")[0] if "fallback" in f.metadata else getattr(group, key)
             if f.metadata.get("added") and value == f.metadata.get("fallback", f.default):
                 continue
-            (search if f.metadata.get("search") else train)[f"{name}.{key}"] = (
-                list(value) if isinstance(value, tuple) else value)
+            part = search if f.metadata.get("search") else train
+            part[f"{name}.{key}"] = list(value) if isinstance(value, tuple) else value
+            if f.metadata.get("reads") and isinstance(value, str) and Path(value).exists():
+                part[f"{name}.{key}.sha256"] = content_digest(Path(value))  # the file, not its name
     return train, search
+
+
+_DIGESTS: dict[tuple, str] = {}
+
+
+def content_digest(path: Path) -> str:
+    """sha256 over a file's bytes, or over a folder's files (relative names and bytes, in name order): what
+    a setting that names a path (a pseudo-query file, a teacher file, a model folder) gives a stage. Kept
+    per process by (path, size, mtime) of every file."""
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    key = (str(path.resolve()), *((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files))
+    if key not in _DIGESTS:
+        h = hashlib.sha256()
+        for f in files:
+            h.update(str(f.relative_to(path)).encode() + b"\0" if f != path else b"")
+            with open(f, "rb") as fh:
+                while chunk := fh.read(1 << 20):
+                    h.update(chunk)
+        _DIGESTS[key] = h.hexdigest()
+    return _DIGESTS[key]
 
 
 def _canonical(value: Any) -> Any:
@@ -86,6 +108,8 @@ def method_fingerprint(settings: Settings, group: str | None, common: dict[str, 
         train.update({k: v for k, v in flat_settings(settings, ["dense"])[0].items()})
     train.pop("data.data_dir", None)  # where the dataset lies: its content hash stands for it
     train["dense.model"] = settings.dense.model  # semantic docids cluster its embeddings
+    if settings.dense.model and Path(settings.dense.model).exists():
+        train["dense.model.sha256"] = content_digest(Path(settings.dense.model))
     return Fingerprint({**common, **train}, search)
 
 
@@ -98,7 +122,7 @@ def baseline_fingerprint(settings: Settings, name: str, common: dict[str, Any]) 
     if settings.data.holdout or settings.data.new_docs:
         wanted.append("training.seed")  # draws the held-out queries and the new documents
     if name in ("dense", "dense-trained"):
-        wanted.append("dense.model")
+        wanted += ["dense.model", "dense.model.sha256"]
     trained = [k for k in keys if k.startswith("dense.")] + ["training.seed"] if name == "dense-trained" else []
     return Fingerprint({k: keys[k] for k in trained},
                        {**common, **{k: keys[k] for k in dict.fromkeys(wanted) if k not in trained and k in keys}})
@@ -187,3 +211,19 @@ def check_stages(stages: list[Stage], redo: set[str], fresh: bool, out: Path) ->
         raise StaleStageError(
             f"{out} holds stages made with other settings or data; nothing was run:\n" + "\n".join(problems)
             + f"\nRecompute them with {names} (or --fresh for every stage), or choose another --out.")
+
+
+def check_identities(out: Path, methods: list[str], redo: set[str], fresh: bool) -> None:
+    """A method folder in ``out`` is what its own record (``retriever.json``, or its model's) says, not what
+    its name says: a folder renamed from another method is refused, never reused as this one."""
+    for name in methods:
+        folder = Path(out) / name
+        record, model = folder / "retriever.json", folder / "model" / "genir_model.json"
+        said = None
+        if record.is_file():
+            said = json.loads(record.read_text(encoding="utf-8")).get("name")
+        elif model.is_file():
+            said = (json.loads(model.read_text(encoding="utf-8")).get("extra") or {}).get("method")
+        if said and said != name and name not in redo and not fresh:
+            raise ValueError(f"{folder}: its record says it is {said}, not {name} (a renamed folder?); move it "
+                             f"away, or recompute it with --redo {name}")

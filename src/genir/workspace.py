@@ -37,6 +37,10 @@ class Workspace:
         self.docs: list[Document] = list(self.collection.corpus.values())
         self.doc_ids = [d.id for d in self.docs]
         self.test_split = data.test_split
+        if data.train_split and data.train_split == data.test_split and not data.holdout:
+            raise ValueError(f"data.train_split {data.train_split!r} is the evaluated split: training on the queries "
+                             "it evaluates measures nothing; train on another split, or hold training queries out "
+                             "(--holdout) to tune")
         if data.holdout:
             if not data.train_split:
                 raise ValueError("--holdout needs a training split")
@@ -49,6 +53,10 @@ class Workspace:
         if data.max_test_queries:
             self.test_queries = dict(list(self.test_queries.items())[: data.max_test_queries])
         self.qrels = {q: test[q] for q in self.test_queries}
+        if not self.test_queries:
+            raise ValueError(f"no query to evaluate: the {self.test_split!r} split has none with a relevant judgement"
+                             + (f" (--holdout {data.holdout} of this collection's training queries holds out none: "
+                                "hold out a larger share)" if self.test_split == "holdout" else ""))
         # test queries whose own id is dropped from their ranking (BEIR's ignore_identical_ids)
         corpus, rule = self.collection.corpus, data.ignore_identical_ids
         self.identical_ids = {q for q, text in self.test_queries.items() if q in corpus and rule != "never" and (

@@ -169,6 +169,8 @@ def read_documents(path: str | Path) -> list[Document]:
         if not (row.get("text") or "").strip() and not (row.get("title") or "").strip():
             raise DataError(path, row["__line"], f"document {doc_id!r} has an empty text")
         out.append(Document(doc_id, row.get("text") or "", row.get("title") or ""))
+    if not out:
+        raise DataError(path, None, "no documents in this file")
     return out
 
 

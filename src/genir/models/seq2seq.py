@@ -192,6 +192,10 @@ class DocidSeq2Seq(nn.Module):
             parts = [f"{len(v)} {what} (e.g. {v[0]})" for what, v in (("missing weights", missing),
                      ("unknown weights", unknown), ("weights of another shape", shapes)) if v]
             raise DataError(weights, None, "does not fit the model in genir_model.json: " + "; ".join(parts))
+        bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+        if bad:  # a model with NaN or infinite weights answers nothing, or garbage: refuse it by name
+            raise DataError(weights, None, f"{len(bad)} weight tensor(s) hold NaN or infinite values (e.g. {bad[0]}): "
+                                           "the model is damaged; retrain it (genir run --redo NAME)")
         model.load_state_dict(state, strict=True)
         return model.eval()
 

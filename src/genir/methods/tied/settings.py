@@ -17,7 +17,7 @@ class TiedSettings:
     # genir's own teacher (genir.search.teacher: the dense encoder's cosine + teacher_bm25 x normalised BM25),
     # which scores every training text, pseudo-queries too (GPL's recipe with this teacher)
     teacher_scores: str | None = flag(None, "tied-atomic-distill: teacher scores, TSV query_id<TAB>doc_id<TAB>score "
-                                      "or a TREC run; or dense+bm25 (genir's own teacher)")
+                                      "or a TREC run; or dense+bm25 (genir's own teacher)", reads=True)
     teacher_bm25: float = added(0.3, ge=0)  # "dense+bm25": BM25's share (alpha; bench/hybrid_teacher.py)
     teacher_depth: int = added(50, ge=2)  # "dense+bm25": candidates per text from each ranking
     # the text vector as the encoder's sentence embedding + a learned residual of the decoder state (0 at

@@ -1,0 +1,111 @@
+"""No input changes a result silently: a file a stage reads is in its fingerprint by its content, and inputs
+that would make a result meaningless are refused with exit code 2 and a message saying what is wrong."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from genir.cli import app
+from tests.test_settings import scifact_small  # noqa: F401 - the fixture
+
+
+def _run(*args: str):
+    return CliRunner().invoke(app, ["run", *args])
+
+
+@pytest.fixture(scope="module")
+def small_run(scifact_small, tiny_bert, tmp_path_factory):  # noqa: F811
+    """A dsi-atomic run on the slice, trained on a pseudo-query file."""
+    folder = tmp_path_factory.mktemp("trust")
+    pq = folder / "pq.tsv"
+    corpus = [json.loads(line)["_id"] for line in (scifact_small / "corpus.jsonl").read_text().splitlines()]
+    pq.write_text("".join(f"{d}\tquestion about document {d}\n" for d in corpus))
+    args = ["--dataset", str(scifact_small), "--backbone", tiny_bert, "--no-baselines", "--method", "dsi-atomic",
+            "--epochs", "1", "--set", "model.decoder_ff=64", "--pseudo-queries", str(pq), "--out", str(folder / "run")]
+    res = _run(*args)
+    assert res.exit_code == 0, res.output
+    return folder, args, pq
+
+
+def test_a_rewritten_file_at_the_same_path_is_a_changed_stage(small_run):
+    folder, args, pq = small_run
+    stage = json.loads((folder / "run" / "dsi-atomic" / "stage.json").read_text())
+    assert "data.pseudo_queries.sha256" in json.dumps(stage)
+    assert _run(*args).exit_code == 0  # unchanged: reused
+    original = pq.read_text()
+    pq.write_text(original.replace("question about", "a different question about"))
+    try:
+        res = _run(*args)
+        assert res.exit_code == 2 and "data.pseudo_queries.sha256" in res.output, res.output
+        before = (folder / "run" / "dsi-atomic" / "dsi-atomic.trec").read_bytes()
+        res = _run(*args, "--redo", "dsi-atomic")
+        assert res.exit_code == 0, res.output
+        stage = json.loads((folder / "run" / "dsi-atomic" / "stage.json").read_text())
+        assert stage != {} and (folder / "run" / "dsi-atomic" / "dsi-atomic.trec").read_bytes() != before
+    finally:
+        pq.write_text(original)
+
+
+def test_training_on_the_evaluated_split_is_refused(scifact_small, tiny_bert, tmp_path):  # noqa: F811
+    res = _run("--dataset", str(scifact_small), "--backbone", tiny_bert, "--train-split", "test", "--no-baselines",
+               "--method", "dsi-atomic", "--out", str(tmp_path / "r"))
+    assert res.exit_code == 2 and "is the evaluated split" in res.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_held_out_set_with_no_query_is_refused(scifact_small, tmp_path):  # noqa: F811
+    res = _run("--dataset", str(scifact_small), "--holdout", "0.001", "--no-methods", "--baseline", "bm25",
+               "--out", str(tmp_path / "r"))
+    assert res.exit_code == 2 and "no query to evaluate" in res.output and "hold out a larger share" in res.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_transfer_into_its_own_source_is_refused(small_run, scifact_small):  # noqa: F811
+    folder, _, _ = small_run
+    config = (folder / "run" / "config.json").read_bytes()
+    res = CliRunner().invoke(app, ["transfer", "--from", str(folder / "run"), "--dataset", str(scifact_small),
+                                   "--method", "dsi-atomic", "--baseline", "bm25", "--out", str(folder / "run")])
+    assert res.exit_code == 2 and "is the run transferred from" in res.output
+    assert (folder / "run" / "config.json").read_bytes() == config
+
+
+def test_a_model_with_nan_weights_is_refused_by_name(small_run):
+    from safetensors.torch import load_file, save_file
+
+    from genir.data import DataError
+    from genir.models import DocidSeq2Seq
+
+    folder, _, _ = small_run
+    model = folder / "nan-model"
+    shutil.copytree(folder / "run" / "dsi-atomic" / "model", model)
+    state = load_file(str(model / "model.safetensors"))
+    name = next(k for k in state if k.startswith("head"))
+    state[name][0] = float("nan")
+    save_file(state, str(model / "model.safetensors"))
+    with pytest.raises(DataError, match="NaN or infinite") as e:
+        DocidSeq2Seq.load(model)
+    assert "model.safetensors" in str(e.value) and name in str(e.value)
+    assert torch.isfinite(load_file(str(folder / "run" / "dsi-atomic" / "model" / "model.safetensors"))[name]).all()
+
+
+def test_a_folder_renamed_from_another_method_is_refused(small_run):
+    folder, args, _ = small_run
+    copy = folder / "renamed"
+    shutil.copytree(folder / "run", copy)
+    shutil.move(copy / "dsi-atomic", copy / "dsi-naive")
+    res = _run(*[a if a != "dsi-atomic" else "dsi-naive" for a in args[:-1]], str(copy))
+    assert res.exit_code == 2 and "its record says it is dsi-atomic, not dsi-naive" in res.output, res.output
+
+
+def test_adding_nothing_to_a_live_index_is_refused(small_run):
+    folder, _, _ = small_run
+    empty = folder / "empty.jsonl"
+    empty.write_text("\n")
+    res = CliRunner().invoke(app, ["index", "add", str(folder / "run"), str(empty)])
+    assert res.exit_code == 2 and "no documents in this file" in res.output
+    assert not (folder / "run" / "live").exists()
