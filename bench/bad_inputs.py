@@ -327,7 +327,50 @@ CASES: list[Case] = [
          ARGS("run", "--dataset", "{work}/data", "--method", "dsi-atomic", "--no-baselines", "--epochs", "0.5",
               "--beam", "3", "--out", "{work}/run"),
          "search.beam = 5 there, 3 now", needs_run=True, watched=[]),
+    # inputs that would make a result meaningless, and damaged values in a run folder (no traceback)
+    Case("train on the evaluated split", "settings", RUN("--train-split", "test", *TRAINED),
+         "data.train_split 'test' is the evaluated split", fast=True),
+    Case("--holdout holds out no query", "settings", RUN("--holdout", "0.01"), "hold out a larger share", fast=True),
+    Case("--out under a file", "settings", ARGS("run", "--dataset", "{work}/data", "--no-methods", "--out",
+                                                "{work}/afile/out"),
+         "afile/out", setup=_bytes("afile", lambda b: b"x"), fast=True, watched=[]),
+    Case("docids --out names a file", "settings", ARGS("docids", "--dataset", "{work}/data", "--out", "{work}/afile"),
+         "afile: a file is there", setup=_bytes("afile", lambda b: b"x"), fast=True, watched=[]),
+    Case("qrels: a named pipe", "qrels", RUN(), "test.tsv: not a regular file",
+         setup=_all(_remove(T), lambda work: os.mkfifo(work / T)), fast=True),
+    Case("folder: n_codes 'fifty'", "run folder", ARGS("search", "{work}/" + M, "q"),
+         "genir_model.json: n_codes: expected an integer, got 'fifty'",
+         _edit(M + "/model/genir_model.json", lambda t: json.dumps({**json.loads(t), "n_codes": "fifty"})),
+         needs_run=True),
+    Case("folder: vocab_size 1e999", "run folder", ARGS("search", "{work}/" + M, "q"),
+         "docids.json: vocab_size must be a positive integer",
+         _edit(M + "/docids/docids.json", lambda t: t.replace('"vocab_size":', '"vocab_size": 1e999, "x":')),
+         needs_run=True),
+    Case("folder: meta 5", "run folder", ARGS("search", "{work}/" + M, "q"), "docids.json: meta must be dict",
+         _edit(M + "/docids/docids.json", lambda t: json.dumps({**json.loads(t), "meta": 5})), needs_run=True),
+    Case("folder: backbone config.json cut", "run folder", ARGS("search", "{work}/" + M, "q"),
+         "backbone: not a readable backbone folder",
+         _edit(M + "/model/backbone/config.json", lambda t: t[: len(t) // 2]), needs_run=True),
+    Case("folder: NaN weights", "run folder", ARGS("search", "{work}/" + M, "q"), "NaN or infinite values",
+         lambda work: _nan_weights(work / M / "model" / "model.safetensors"), needs_run=True),
+    Case("index remove @binary file", "run folder", ARGS("index", "remove", "{work}/run", "@{work}/ids.bin"),
+         "ids.bin:1: holds NUL bytes", _bytes("ids.bin", lambda b: bytes(range(256))), needs_run=True, watched=[]),
+    Case("index add an empty file", "run folder", ARGS("index", "add", "{work}/run", "{work}/empty.jsonl"),
+         "empty.jsonl: no documents in this file", _bytes("empty.jsonl", lambda b: b"\n"), needs_run=True,
+         watched=[]),
+    Case("transfer into its own source", "run folder",
+         ARGS("transfer", "--from", "{work}/run", "--dataset", "{work}/data", "--out", "{work}/run"),
+         "is the run transferred from", needs_run=True, watched=[]),
 ]
+
+
+def _nan_weights(path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(path))
+    name = sorted(state)[-1]
+    state[name] = state[name].clone().fill_(float("nan"))
+    save_file(state, str(path))
 
 
 def _queries_latin1(work: Path) -> None:

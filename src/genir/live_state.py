@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from genir.data.collection import Document
+from genir.data.collection import Document, numbered_lines
 from genir.docids import DocIdTable
 from genir.io import PREVIOUS, atomic_path
 
@@ -70,8 +70,8 @@ def read_removed_ids(values: list[str]) -> list[str]:
     """Ids given on the command line; ``@FILE`` reads one id per line."""
     out: list[str] = []
     for v in values:
-        if v.startswith("@"):
-            out += [line.strip() for line in Path(v[1:]).read_text(encoding="utf-8").splitlines() if line.strip()]
+        if v.startswith("@"):  # a file of ids: read as every genir file is (strict UTF-8, a regular file, named)
+            out += [line.strip() for _, line in numbered_lines(Path(v[1:])) if line.strip()]
         else:
             out.append(v)
     return out

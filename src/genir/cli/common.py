@@ -93,6 +93,8 @@ def _run_or_fail(job):
         return job()
     except (DataError, KeyError, ValueError) as e:
         _fail(error_text(e))
+    except OSError as e:  # a folder that cannot be written (permissions, a read-only disk, a file in the way)
+        _fail(f"{e.filename or ''}: {e.strerror or e}".lstrip(": "))
 
 
 def _show_report(out_dir: Path, report: dict) -> None:

@@ -135,12 +135,13 @@ def index_remove(
     doc_ids: Annotated[list[str], typer.Argument(help="document ids (@FILE: one id per line)")],
 ) -> None:
     """Withdraw documents from every method and baseline of a run: they never appear in a result again."""
+    from genir.data.collection import DataError
     from genir.live import LiveIndexError, read_removed_ids
 
     try:
         ids = read_removed_ids(doc_ids)
-    except OSError as e:
-        _fail(f"{e.filename}: {e.strerror}")
+    except (OSError, DataError) as e:
+        _fail(str(e) if isinstance(e, DataError) else f"{e.filename}: {e.strerror}")
     live = _live(run_dir, baselines=())
     try:
         report = live.remove(ids)
@@ -174,6 +175,10 @@ def docids(
     from genir.data.collection import DataError
     from genir.docids import atomic_docids, naive_docids, semantic_docids
 
+    if out.exists() and not out.is_dir():
+        _fail(f"--out {out}: a file is there; docids are written as a folder")
+    if scheme not in ("atomic", "naive", "semantic"):
+        _fail(f"unknown scheme {scheme!r}: atomic, naive or semantic")
     try:
         coll = load_dataset(dataset, data_dir)
     except DataError as e:
@@ -189,9 +194,10 @@ def docids(
         emb = load_sentence_encoder(dense_model).encode([d.full_text for d in coll.corpus.values()],
                                                         normalize_embeddings=True, show_progress_bar=True)
         table = semantic_docids(ids, emb, c=c)
-    else:
-        _fail(f"unknown scheme {scheme!r}: atomic, naive or semantic")
-    table.save(out)
+    try:
+        table.save(out)
+    except OSError as e:
+        _fail(f"{e.filename or out}: {e.strerror or e}")
     typer.echo(json.dumps(table.stats(), indent=1))
 
 

@@ -48,6 +48,8 @@ def numbered_lines(path: str | Path):
     Decoding is strict: a byte that is not UTF-8, a UTF-16 file or a binary one is a :class:`DataError`
     naming the line and the byte, never a silent replacement character (a UTF-8 byte-order mark is allowed)."""
     path = Path(path)
+    if path.exists() and not path.is_file() and not path.is_dir():  # a pipe or a device would block or never end
+        raise DataError(path, None, "not a regular file")
     try:
         f = open(path, "rb")
     except FileNotFoundError:

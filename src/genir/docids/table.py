@@ -95,9 +95,14 @@ class DocIdTable:
                 raise DataError(p, None, "missing: not a complete docid folder")
         try:
             header = json.loads(head_path.read_text(encoding="utf-8"))
-            vocab_size = int(header["vocab_size"])
+            vocab_size = header["vocab_size"]
         except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
             raise DataError(head_path, None, f"not a docid header ({type(e).__name__}: {e})") from None
+        if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 1:
+            raise DataError(head_path, None, f"vocab_size must be a positive integer, got {vocab_size!r}")
+        for key, kind in (("meta", dict), ("scheme", str), ("documents", int)):
+            if header.get(key) is not None and not isinstance(header[key], kind):
+                raise DataError(head_path, None, f"{key} must be {kind.__name__}, got {header[key]!r}")
         doc_ids, codes, seen = [], [], {}
         for line_no, line in numbered_lines(path):
             cols = line.rstrip("\n").split("\t")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from genir.io import atomic_path
 from genir.models.decoder import CodeDecoder
 from genir.models.hf_decoder import HFDecoder
 from genir.models.pretrained import bundled_minilm_path
+from genir.settings_values import SettingsError, coerce
 
 
 @dataclass
@@ -184,7 +186,10 @@ class DocidSeq2Seq(nn.Module):
             raise DataError(weights, None, f"not a readable safetensors file ({e})") from None
         if not (folder / "backbone" / "config.json").is_file():
             raise DataError(folder / "backbone", None, "missing the backbone's config.json")
-        model = cls(config, _hf_dir=str(folder / "backbone"), _from_config=True)
+        try:
+            model = cls(config, _hf_dir=str(folder / "backbone"), _from_config=True)
+        except (OSError, ValueError) as e:  # transformers' errors on a damaged config or tokenizer file
+            raise DataError(folder / "backbone", None, f"not a readable backbone folder ({e})") from None
         own = model.state_dict()
         missing, unknown = sorted(set(own) - set(state)), sorted(set(state) - set(own))
         shapes = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
@@ -217,9 +222,13 @@ def read_model_config(folder: Path) -> ModelConfig:
     unknown = sorted(set(values) - known)
     if unknown or "n_codes" not in values:
         raise DataError(path, None, f"unknown setting {unknown[0]!r}" if unknown else "no 'n_codes'")
-    try:
+    hints = typing.get_type_hints(ModelConfig)
+    try:  # every value of the declared type, as a setting is checked (a damaged file, not a crash later)
+        values = {k: coerce(hints[k], v, k) for k, v in values.items()}
+        if not isinstance(values.get("extra", {}), dict):
+            raise SettingsError(f"extra: expected a mapping, got {values['extra']!r}")
         return ModelConfig(**values)
-    except TypeError as e:
+    except (TypeError, SettingsError) as e:
         raise DataError(path, None, str(e)) from None
 
 
