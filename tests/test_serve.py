@@ -147,6 +147,21 @@ def test_bad_requests_get_an_answer_and_a_message(service):
     assert call(url + "/search?q=cells&k=2&method=bm25")[0] == 200
     assert time.perf_counter() - start < 2
     hold.join()
+    # a declared 5 MB body is read and dropped, so the client gets its 413 (no reset)
+    big = b"x" * (5 << 20)
+    answer = raw(port, b"POST /documents HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                       b"Content-Length: " + str(len(big)).encode() + b"\r\n\r\n" + big, 30)
+    assert answer.startswith(b"HTTP/1.1 413") and b"larger than" in answer
+    # a chunked body over the limit: 413 too, not a 400 or a reset
+    chunks = b"".join(b"%x\r\n" % len(part) + part + b"\r\n" for part in [b"y" * (1 << 20)] * 5) + b"0\r\n\r\n"
+    answer = raw(port, b"POST /search HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks, 30)
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:80]
+    # a body that never arrives: answered 408 and closed within the stated time, not held open
+    from genir.serve.limits import BODY_TIMEOUT
+
+    start = time.perf_counter()
+    answer = raw(port, b"POST /search HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\n{", BODY_TIMEOUT + 20)
+    assert answer.startswith(b"HTTP/1.1 408") and time.perf_counter() - start < BODY_TIMEOUT + 10
 
 
 def test_a_searcher_error_is_a_500_and_the_server_stays_up(service):
@@ -193,6 +208,13 @@ def test_live_index_over_http(service):
     assert call(url + "/documents/http-1")[1]["docids"]["glen"]["codes"]
     assert call(url + "/documents", "POST", json.dumps({"documents": [doc]}).encode())[0] == 409  # already there
     assert call(url + "/documents", "POST", b'{"documents": [{"_id": "x"}]}')[0] == 400  # no text
+    for bad in ("with space", "with\ttab"):  # the ids the CLI refuses
+        code, refused = call(url + "/documents", "POST", json.dumps({"documents": [{**doc, "_id": bad}]}).encode())
+        assert code == 400 and "whitespace" in refused["error"], (bad, code, refused)
+    slashed = {**doc, "_id": "http/2", "text": "Perovskite solar cells."}  # an id with a slash is reachable
+    assert call(url + "/documents", "POST", json.dumps({"documents": [slashed]}).encode())[0] == 200
+    assert call(url + "/documents/http/2")[1]["doc_id"] == "http/2"
+    assert call(url + "/documents/http/2", "DELETE")[0] == 200 and call(url + "/documents/http/2")[0] == 404
     victim = body["results"]["bm25"][0]["doc_id"]
     assert call(url + f"/documents/{victim}", "DELETE")[0] == 200
     assert call(url + f"/documents/{victim}", "DELETE")[0] == 409

@@ -26,8 +26,9 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from genir.data.collection import Document
+from genir.data.collection import DataError, Document, check_id
 from genir.live import LiveIndex, LiveIndexError
+from genir.serve.limits import BodyLimit
 
 STATIC = Path(__file__).parent / "static"
 MAX_K = 1000
@@ -225,46 +226,6 @@ def _check_query(q: str, k: int) -> None:
         raise ApiError(400, f"k must be between 1 and {MAX_K}, got {k}")
 
 
-class BodyLimit:
-    """ASGI middleware: a body over ``limit`` bytes (declared or streamed) is answered 413 at once."""
-
-    def __init__(self, app, limit: int):
-        self.app, self.limit = app, limit
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None:
-            try:
-                too_big = int(declared) > self.limit
-            except ValueError:
-                return await _plain(send, 400, "Content-Length is not a number")
-            if too_big:
-                return await _plain(send, 413, f"the body is larger than {self.limit} bytes")
-        seen = 0
-
-        async def counted():
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.limit:
-                raise ApiError(413, f"the body is larger than {self.limit} bytes")
-            return message
-
-        return await self.app(scope, counted, send)
-
-
-async def _plain(send, status: int, message: str) -> None:
-    import json
-
-    body = json.dumps({"error": message}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
-    await send({"type": "http.response.body", "body": body})
-
-
 def create_app(index: LiveIndex, max_batch: int = 64) -> FastAPI:
     """The FastAPI application over a live index (``uvicorn.run(create_app(index))``)."""
     service = Service(index, max_batch)
@@ -324,7 +285,7 @@ def create_app(index: LiveIndex, max_batch: int = 64) -> FastAPI:
         found = await asyncio.gather(*(service.search(name, body.queries[q], body.k) for q in qids))
         return {q: [[h.doc_id, h.score] for h in hits] for q, hits in zip(qids, found, strict=True)}
 
-    @app.get("/documents/{doc_id}")
+    @app.get("/documents/{doc_id:path}")
     def document(doc_id: str, examples: int = Query(5, ge=0, le=50)):
         doc = index.document(doc_id)
         if doc is None:
@@ -340,12 +301,16 @@ def create_app(index: LiveIndex, max_batch: int = 64) -> FastAPI:
             raise ApiError(413, f"at most {MAX_NEW_DOCUMENTS} documents per request")
         docs = [Document(d.id, d.text, d.title) for d in body.documents]
         for d in docs:
+            try:  # the ids the CLI accepts, no more: whitespace would split a run file's columns
+                check_id("POST /documents", None, "document", d.id)
+            except DataError as e:
+                raise ApiError(400, e.problem) from None
             if not d.full_text.strip():
                 raise ApiError(400, f"document {d.id!r} has an empty text")
         with service.lock.write():
             return index.add(docs)
 
-    @app.delete("/documents/{doc_id}")
+    @app.delete("/documents/{doc_id:path}")
     def remove_document(doc_id: str):
         with service.lock.write():
             return index.remove([doc_id])
