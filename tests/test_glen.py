@@ -88,8 +88,6 @@ def test_keyword_ids_are_top_bm25_tokens(model):
     assert table.codes[0].tolist() == [vocab["cells"], vocab["protein"]]
     assert table.codes[1, 0] == vocab["vitamin"] and table.codes[2, 0] == vocab["gene"]
     assert identifier_words(tok, table.codes[1]) == "vitamin-protein"
-    idf = np.log1p((3 - 2 + 0.5) / (2 + 0.5))
-    assert idf > 0  # both settings of IDF keep common words positive, as BM25's +1 variant does
 
 
 def test_refinement_pieces_eq5_to_eq7():
@@ -153,9 +151,11 @@ def test_prefix_aware_negatives_widen_the_prefix_until_full():
 
 
 def test_collision_ranking_eq9_orders_by_cosine():
-    w_q = np.array([1.0, 0.0, 1.0])
-    w_docs = np.array([[0.0, 1.0, 0.0], [2.0, 0.0, 2.0], [1.0, 1.0, 1.0]])
-    assert collision_order(w_q, w_docs).tolist() == [1, 2, 0]
+    # cosine and dot product disagree here: a long vector off the query's direction beats an aligned short one
+    # by dot product (10 > 3 > 1), not by cosine (1 > 0.71 > 0.58)
+    w_q = np.array([1.0, 0.0, 0.0])
+    w_docs = np.array([[10.0, 10.0, 0.0], [1.0, 0.0, 0.0], [3.0, 3.0, 3.0]])
+    assert collision_order(w_q, w_docs).tolist() == [1, 0, 2]
 
 
 def test_lexical_model_saves_and_loads(model, tmp_path):
@@ -252,3 +252,24 @@ def test_the_temperature_resumes_where_it_was(model):
     resumed = GlenRefineObjective(GlenConfig(negative_mode="random"), 4, None, None, {})
     resumed.load_checkpoint_state(first.checkpoint_state())
     assert resumed.calls == 7 and temperature(resumed.calls / 4) == pytest.approx(math.exp(-7 / 4))
+
+
+def test_phase1_keywords_come_from_the_tokens_the_model_reads(model, shared_datasets, tmp_path_factory):
+    """Eq. 4's targets are taken from the document's leading span cut at model.doc_max_length tokens (what the
+    encoder reads), not from a longer text: no target keyword lies outside the model's input."""
+    from genir.methods import make_settings
+    from genir.methods.glen.method import phase1_keywords
+    from genir.workspace import Workspace
+    from tests.test_pipeline import _slice
+
+    data = _slice(tmp_path_factory, shared_datasets, "scifact", {"train": 5, "test": 5}, 60)
+    ws = Workspace(make_settings({"data": {"dataset": str(data)}, "model": {"doc_max_length": 24},
+                                  "out": str(tmp_path_factory.mktemp("kw"))}))
+    tok = model.tokenizer
+    table = phase1_keywords(ws, tok, 3)
+    outside = 0
+    for i, text in enumerate(ws.lead_texts(ws.docs)):
+        read = set(tok(text, truncation=True, max_length=24)["input_ids"])  # as the encoder reads it
+        outside += any(int(c) not in read for c in table.codes[i] if c >= 0)
+    assert outside == 0
+    assert len(ws.lead_texts(ws.docs)[0].split()) > 24  # the span is longer than what is read: the cut matters

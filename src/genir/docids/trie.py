@@ -17,43 +17,94 @@ import torch
 from genir.docids.table import DocIdTable
 
 
+class LeafDocs:
+    """Terminal node -> the documents carrying that docid (corpus order), as CSR arrays: ``get``,
+    ``in`` and ``[]`` as a dict would answer them, at a few bytes per document."""
+
+    def __init__(self, n_nodes: int, leaf_nodes: np.ndarray, ptr: np.ndarray, docs: np.ndarray):
+        self.row = np.full(n_nodes, -1, dtype=np.int64)
+        self.row[leaf_nodes] = np.arange(len(leaf_nodes))
+        self.ptr, self.docs = ptr, docs
+
+    def get(self, node: int, default=None):
+        r = self.row[node] if 0 <= node < len(self.row) else -1
+        return default if r < 0 else self.docs[self.ptr[r]: self.ptr[r + 1]].tolist()
+
+    def __getitem__(self, node: int) -> list[int]:
+        out = self.get(node)
+        if out is None:
+            raise KeyError(node)
+        return out
+
+    def __contains__(self, node: int) -> bool:
+        return 0 <= node < len(self.row) and self.row[node] >= 0
+
+    def __len__(self) -> int:
+        return len(self.ptr) - 1
+
+    def nbytes(self) -> int:
+        return int(self.row.nbytes + self.ptr.nbytes + self.docs.nbytes)
+
+
 class PrefixTree:
     def __init__(self, table: DocIdTable):
+        """Built from the code matrix with numpy (no dict of prefixes): the distinct docids sorted
+        lexicographically, nodes numbered in that order (a prefix gets its number where it first appears),
+        edges sorted by (parent, code). Memory and time grow with the documents, a few arrays of them."""
         self.table = table
         self.eos = table.vocab_size  # the end-of-docid code, used only when docids are not prefix-free
         self.n_out = table.vocab_size + 1  # decoder outputs: codes + eos
-        groups = table.groups()
-        seqs = sorted(groups)
-        self.needs_eos = self._has_proper_prefix(seqs)
+        codes = np.asarray(table.codes, dtype=np.int64)
+        if codes.ndim != 2 or codes.shape[0] == 0:
+            raise ValueError("a prefix tree needs at least one docid")
+        # distinct docids in lexicographic order (-1 pads a shorter one, which so sorts before its extensions)
+        order = np.lexsort(codes.T[::-1]) if codes.shape[1] else np.arange(len(codes))
+        ranked = codes[order]
+        first = np.ones(len(ranked), dtype=bool)
+        first[1:] = (ranked[1:] != ranked[:-1]).any(1)
+        uniq = ranked[first]
+        group_of_sorted = np.cumsum(first) - 1  # for each sorted document, its distinct docid
+        lens = (uniq >= 0).sum(1)
+        # a proper prefix sorts right before a docid that extends it
+        prefix_of_next = (lens[:-1] < lens[1:]) & np.all((uniq[:-1] == uniq[1:]) | (uniq[:-1] < 0), axis=1)
+        self.needs_eos = bool(prefix_of_next.any())
         if self.needs_eos:
-            seqs_full = [s + (self.eos,) for s in seqs]
-        else:
-            seqs_full = list(seqs)
-        self.depth = max(len(s) for s in seqs_full)
-
-        node_of: dict[tuple[int, ...], int] = {(): 0}
-        edges: list[tuple[int, int, int]] = []  # (parent, code, child)
-        for s in seqs_full:
-            for t in range(len(s)):
-                prefix = s[: t + 1]
-                if prefix not in node_of:
-                    node_of[prefix] = len(node_of)
-                    edges.append((node_of[s[:t]], s[t], node_of[prefix]))
-        edges.sort()
-        self.n_nodes = len(node_of)
-        e = np.asarray(edges, dtype=np.int64).reshape(-1, 3)
-        self.edge_key = torch.from_numpy(e[:, 0] * self.n_out + e[:, 1])
-        self.edge_code = torch.from_numpy(e[:, 1].copy())
-        self.edge_child = torch.from_numpy(e[:, 2].copy())
-        counts = np.bincount(e[:, 0], minlength=self.n_nodes)
+            uniq = np.concatenate([uniq, np.full((len(uniq), 1), -1, dtype=np.int64)], axis=1)
+            uniq[np.arange(len(uniq)), lens] = self.eos
+            lens = lens + 1
+        self.depth = int(lens.max())
+        uniq = uniq[:, : self.depth]
+        n, width = uniq.shape
+        # the first position where each docid differs from the one before it: its prefixes from there are new
+        diff = np.ones((n, width), dtype=bool)
+        diff[1:] = uniq[1:] != uniq[:-1]
+        split = np.where(diff.any(1), diff.argmax(1), width)
+        split[0] = 0
+        pos = np.arange(width)[None, :]
+        valid = pos < lens[:, None]
+        new = valid & (pos >= split[:, None])
+        # node ids in row-major order of the new prefixes (the root is 0); an old prefix takes the id above it
+        ids = np.zeros((n, width), dtype=np.int64)
+        ids[new] = np.arange(1, int(new.sum()) + 1)
+        ids = np.maximum.accumulate(ids, axis=0)
+        self.n_nodes = int(new.sum()) + 1
+        parent = np.concatenate([np.zeros((n, 1), dtype=np.int64), ids[:, :-1]], axis=1)
+        e_parent, e_code, e_child = parent[new], uniq[new], ids[new]
+        edge_order = np.lexsort((e_code, e_parent))
+        e_parent, e_code, e_child = e_parent[edge_order], e_code[edge_order], e_child[edge_order]
+        self.edge_key = torch.from_numpy(e_parent * self.n_out + e_code)
+        self.edge_code = torch.from_numpy(np.ascontiguousarray(e_code))
+        self.edge_child = torch.from_numpy(np.ascontiguousarray(e_child))
+        counts = np.bincount(e_parent, minlength=self.n_nodes)
         self.child_ptr = torch.from_numpy(np.concatenate([[0], np.cumsum(counts)]))
         self.n_children = torch.from_numpy(counts)
-        # terminal node -> docid group (list of document indices)
-        self.leaf_docs: dict[int, list[int]] = {}
-        for s, s_full in zip(seqs, seqs_full, strict=True):
-            self.leaf_docs[node_of[s_full]] = groups[s]
+        # terminal node -> the documents of that docid: ``order`` lists them grouped by docid, and in corpus
+        # order within one (lexsort is stable)
+        leaf_nodes = ids[np.arange(n), lens - 1]
+        ptr = np.concatenate([[0], np.cumsum(np.bincount(group_of_sorted, minlength=n))])
+        self.leaf_docs = LeafDocs(self.n_nodes, leaf_nodes, ptr, order)
         self.is_leaf = torch.zeros(self.n_nodes, dtype=torch.bool)
-        self.is_leaf[list(self.leaf_docs)] = True
+        self.is_leaf[torch.from_numpy(leaf_nodes)] = True
 
     _ARRAYS = ("edge_key", "edge_code", "edge_child", "child_ptr", "n_children", "is_leaf")
 

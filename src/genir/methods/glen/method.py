@@ -96,15 +96,19 @@ def identify_all(ws: Workspace, model, tokens=None):
     return ids, logits
 
 
+def phase1_keywords(ws: Workspace, tokenizer, length: int) -> DocIdTable:
+    """GLEN Eq. 4's targets from the text the model reads (its leading span, ``model.doc_max_length``
+    tokens with the tokenizer's special tokens among them), so that every target keyword is in its input."""
+    return keyword_docids(ws.doc_ids, ws.lead_texts(ws.docs), tokenizer, length,
+                          max_tokens=ws.settings.model.doc_max_length - tokenizer.num_special_tokens_to_add())
+
+
 def phase1(ws: Workspace, cfg: GlenConfig, folder: Path):
     """GLEN phase 1 (Sec. 3.3.1, Eq. 4): seq2seq cross-entropy to keyword IDs, from documents,
     pseudo-queries and training queries. Kept in ``folder/phase1`` for the glen-keyword system."""
     model = _new_model(ws, cfg)
     done = folder / "phase1" / "model"
-    # keyword IDs from the text the model reads (its leading span, doc_max_length tokens), so that every
-    # target keyword is in the model's input
-    keywords = keyword_docids(ws.doc_ids, ws.lead_texts(ws.docs), model.tokenizer, cfg.length,
-                              max_tokens=ws.settings.model.doc_max_length)
+    keywords = phase1_keywords(ws, model.tokenizer, cfg.length)
     history_file = folder / "phase1" / "history.json"  # the loss curve, for the report's plot when reused
     if (done / "genir_model.json").exists():
         model = DocidSeq2Seq.load(done).to(ws.device)
@@ -287,7 +291,9 @@ class Glen(Method):
     learns_docids = True
     model_class = LexicalSeq2Seq
     doc_arrays = (LOGITS,)
-    revision = 2  # 2: keywords from the model's input; in-batch false negatives masked; z+, w^d without dropout
+    # 2: keywords from the model's input; in-batch false negatives masked; z+, w^d without dropout; 3: keywords
+    # within the tokens the encoder reads, its special tokens counted (2 fewer than before)
+    revision = 3
 
     budgets = ("phase 1: glen.keyword_epochs <- training.epochs, with training.batch_size and training.lr; "
                "phase 2: glen.refine_epochs <- training.epochs, glen.batch_size <- training.batch_size, "
