@@ -267,3 +267,16 @@ def test_documents_sharing_a_docid_come_back_by_q_t_dot_d_t(model):
     assert plain.index("a") < plain.index("b")  # corpus order without it
     flipped = [h.doc_id for h in StateOrderedSearcher(model, table, -states, beam=10).search(query, 10)]
     assert flipped.index("a") < flipped.index("b")
+
+
+def test_the_corpus_bank_refreshes_once_per_epoch_under_several_processes(model, monkeypatch):
+    """A step takes batch x N examples under N processes, so an epoch is 1/N as many calls in each process:
+    the bank's once-per-epoch refresh counts calls per process (it refreshed every N epochs before)."""
+    import genir.methods.genret.objective as objective
+
+    data = _toy_data(model, 16)
+    codes = torch.zeros(16, 2, dtype=torch.long)
+    one = GenRetObjective(1, codes, data, GenRetConfig(codes=4, batch_size=4)).refresh_every
+    monkeypatch.setattr(objective, "world", lambda: 2)
+    two = GenRetObjective(1, codes, data, GenRetConfig(codes=4, batch_size=4)).refresh_every
+    assert one == math.ceil(len(data) / 4) and two == math.ceil(len(data) / 8)

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from genir.distributed import map_rows
+from genir.distributed import map_rows, world
 from genir.docids.balance import sinkhorn
 from genir.methods.genret.settings import GenRetConfig
 from genir.settings import resolve_group
@@ -76,7 +76,8 @@ class GenRetObjective:
         self.group = torch.as_tensor(np.asarray(group).ravel(), dtype=torch.long)
         self.bank: torch.Tensor | None = None
         self.calls = 0
-        every = config.bank_refresh or math.ceil(len(data) / config.batch_size)
+        # once per epoch: an epoch is len / (batch x processes) calls in each process (a step takes batch x N)
+        every = config.bank_refresh or math.ceil(len(data) / (config.batch_size * world()))
         self.refresh_every = max(1, every)
 
     def _on(self, device: torch.device) -> dict[str, torch.Tensor]:

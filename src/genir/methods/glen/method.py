@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from genir.distributed import world
 from genir.docids import DocIdTable, PrefixTree
 from genir.evaluation.metrics import evaluate
 from genir.evaluation.trec import read_run
@@ -136,7 +137,8 @@ def learn(ws: Workspace, cfg: GlenConfig, folder: Path):
     negatives = PrefixNegatives(docs, cfg.negatives, cfg.negative_mode, ws.settings.training.seed)
     inputs = ws.text_inputs(model)
     data = GlenPairs(pairs, inputs, examples.doc_text, negatives)
-    objective = GlenRefineObjective(cfg, math.ceil(len(pairs) / cfg.batch_size), negatives, inputs,
+    # calls per epoch in each process: a step takes batch x processes pairs (tau and the negatives per epoch)
+    objective = GlenRefineObjective(cfg, math.ceil(len(pairs) / (cfg.batch_size * world())), negatives, inputs,
                                     examples.doc_text)
     info, history = train(ws, model, objective, (data, data.collate), folder / "phase2" / "checkpoints",
                           "glen phase 2 (refine)", epochs=cfg.refine_epochs, batch_size=cfg.batch_size, lr=cfg.lr,
