@@ -59,7 +59,10 @@ def _trainer(backbone: str, batch_size: int, epochs: float, lr: float, seed: int
     from genir.training.data import DocidCollator, DocidDataset, TextInputs
     from tests.test_training import _setup
 
-    model, examples, targets, encoded = _setup(backbone, n_docs=13)  # 13: the last global batch is uneven
+    # 15 examples at 3 x 2 processes: the last global batch of 3 splits 2 / 1, so the shares' loss weights
+    # (4/3 and 2/3) matter; with 13 the last one was a single example on rank 0 beside a weight-0 copy of it
+    # on rank 1, the same mean with or without the weights
+    model, examples, targets, encoded = _setup(backbone, n_docs=15)
     torch.manual_seed(seed)
     for p in model.decoder.parameters():  # a start of its own per seed (the encoder is the backbone's)
         p.data.normal_(0, 0.05)
@@ -80,7 +83,7 @@ def _train_worker(rank: int, backbone: str, folder: str) -> None:
     ends = [torch.zeros_like(_flat(model)) for _ in range(2)]
     dist.all_gather(ends, _flat(model))
     assert torch.equal(ends[0], ends[1]), "ranks diverged"
-    assert info["world_size"] == 2 and info["steps"] == 2 * 3  # 13 examples / (3 x 2 processes): 3 steps
+    assert info["world_size"] == 2 and info["steps"] == 2 * 3  # 15 examples / (3 x 2 processes): 3 steps
     if rank == 0:
         save_file({"start0": starts[0], "end": ends[0]}, f"{folder}/two.safetensors")
     # with lr 0 nothing moves after DDP's setup: every rank holds rank 0's start

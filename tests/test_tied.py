@@ -152,7 +152,13 @@ def test_teacher_scores_file_and_distillation_run(tmp_path, tiny_bert, shared_da
                                 "training": {"epochs": 2, "batch_size": 8}, "out": str(tmp_path / "out")}))
     system = report["systems"][0]
     assert system["name"] == "tied-atomic-distill" and system["metrics"]["full"]["n"] == 10
-    assert system["train_steps"] > 0
+    # every training query with a scored positive and another scored document is one example per epoch
+    from genir.training import planned_steps
+
+    scored = read_teacher_scores(teacher)
+    pairs = sum(1 for q in train for d, g in train[q].items()
+                if g > 0 and d in scored.get(q, {}) and len(scored.get(q, {})) > 1)
+    assert system["train_steps"] == planned_steps(pairs, 8, 2) > 0
 
 
 class _BagOfWordsEncoder:

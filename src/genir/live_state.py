@@ -37,10 +37,11 @@ class LiveState:
             folder = run_dir / f"{LIVE}{PREVIOUS}"
         if not (folder / "state.json").exists():
             return cls()
-        head = json.loads((folder / "state.json").read_text(encoding="utf-8"))
-        added = [Document(r["_id"], r["text"], r.get("title", "")) for r in
-                 (json.loads(line) for line in (folder / "documents.jsonl").read_text(encoding="utf-8").splitlines()
-                  if line.strip())]
+        from genir.data.collection import read_documents, read_json_object
+
+        head = read_json_object(folder / "state.json")  # a damaged file is named, with what is wrong
+        docs_file = folder / "documents.jsonl"
+        added = read_documents(docs_file) if docs_file.is_file() and docs_file.read_bytes().strip() else []
         emb = np.load(folder / "embeddings.npy") if (folder / "embeddings.npy").exists() else None
         tables, arrays = {}, {}
         for name in head.get("methods", []):

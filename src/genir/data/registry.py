@@ -82,6 +82,11 @@ def _require_complete(folder: Path) -> None:
     if not folder.is_dir():
         raise DataError(folder, None, "not a folder (expected corpus.jsonl, queries.jsonl, qrels/)")
     if not _is_beir_folder(folder):
+        for f in ("corpus.jsonl", "queries.jsonl"):
+            if (folder / f).is_symlink() and not (folder / f).exists():
+                raise DataError(folder / f, None, "a symbolic link to nothing (or a loop of links)")
+            if (folder / f).exists() and not (folder / f).is_file():
+                raise DataError(folder / f, None, "not a regular file (a folder?)")
         missing = [f for f in ("corpus.jsonl", "queries.jsonl") if not (folder / f).is_file()]
         raise DataError(folder, None, f"incomplete dataset folder: no {' and no '.join(missing)} (BEIR), nor "
                                       "ESCI's shopping_queries_dataset_examples table")

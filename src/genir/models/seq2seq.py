@@ -189,6 +189,11 @@ class DocidSeq2Seq(nn.Module):
         try:
             model = cls(config, _hf_dir=str(folder / "backbone"), _from_config=True)
         except (OSError, ValueError) as e:  # transformers' errors on a damaged config or tokenizer file
+            for f in sorted((folder / "backbone").glob("*.json")):  # name the damaged file where it is one
+                try:
+                    json.loads(f.read_bytes().decode("utf-8"))
+                except (UnicodeDecodeError, json.JSONDecodeError) as bad:
+                    raise DataError(f, None, f"not readable as JSON ({bad})") from None
             raise DataError(folder / "backbone", None, f"not a readable backbone folder ({e})") from None
         own = model.state_dict()
         missing, unknown = sorted(set(own) - set(state)), sorted(set(state) - set(own))
