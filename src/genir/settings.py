@@ -122,7 +122,7 @@ class ModelSettings:
     encoder: str = choice("frozen", "frozen", "full", flag="frozen (cached states) or full (fine-tune)")
     decoder_layers: int = at_least(2, 1)
     # decoder 2 x 256 wide, FFN 512: chosen on held-out SciFact training queries (--holdout 0.2) for
-    # quality at beam 100 within half of dense search's speed (see README, "Choosing the decoder")
+    # quality at beam 100 within half of dense search's speed (docs/experiments/decoder.md)
     decoder_dim: int | None = at_least(256, 1)
     decoder_ff: int | None = at_least(512, 1)
     doc_max_length: int = at_least(64, 1)
