@@ -29,7 +29,7 @@ from genir.io import write_json
 from genir.methods import BASELINES, get_method, make_settings, method_settings, read_settings
 from genir.methods.base import Method, Trained, model_config, train, train_config
 from genir.methods.ranking import rank_aware
-from genir.retriever import RECORD, Retriever, make_record, write_record
+from genir.retriever import RECORD, Retriever, docids_digest, make_record, write_record
 from genir.search.base import Searcher, timed_search
 from genir.settings import Settings
 from genir.stages import (
@@ -183,7 +183,7 @@ class Pipeline:
         checkpoint.discard(folder)  # the model and train.json are saved: nothing resumes from checkpoints now
         model.eval()
         barrier()  # several processes: the files rank 0 wrote beside the docids (GLEN's w^d, GenRet's d_T) are read
-        write_record(folder, make_record("method", name, self.settings, self._dataset()))
+        write_record(folder, make_record("method", name, self.settings, self._dataset(), docids=docids_digest(table)))
         index_start = time.perf_counter()  # searched as the folder opens itself, with the parts in memory
         searcher = Retriever.load(folder, docs=ws.docs, model=model, table=table, show_progress=True).searcher
         searcher_s = time.perf_counter() - index_start  # e.g. encoding documents for tied docids
@@ -230,7 +230,7 @@ class Pipeline:
                              f"at most {model.config.max_docid_length}")
         table.save(folder / "docids")
         index_s = time.perf_counter() - start
-        write_record(folder, make_record("method", name, self.settings, self._dataset(),
+        write_record(folder, make_record("method", name, self.settings, self._dataset(), docids=docids_digest(table),
                                          model=str(model_dir.resolve()), transferred_from=str(Path(source).resolve())))
         barrier()  # as in ``method``: what rank 0 wrote beside the docids is read by every rank
         searcher = Retriever.load(folder, docs=ws.docs, model=model, table=table, show_progress=True).searcher

@@ -37,6 +37,13 @@ def make_record(kind: str, name: str, settings: Settings, dataset: dict[str, Any
             "backbone": settings.model.backbone, "dataset": dataset, "settings": settings.to_dict(), **extra}
 
 
+def docids_digest(table: DocIdTable) -> str:
+    """sha256 of a docid table's document ids in order: what the record keeps to tell its own table."""
+    import hashlib
+
+    return hashlib.sha256("\n".join(table.doc_ids).encode()).hexdigest()
+
+
 def write_record(folder: str | Path, record: dict[str, Any]) -> None:
     write_json(Path(folder) / RECORD, record)
 
@@ -144,9 +151,13 @@ class Retriever:
 
             model_dir = folder / record.get("model", "model")
             model = method.model_class.load(model_dir).to(resolve_device(device))
+        own_table = table is None  # a live index passes its changed table; the folder's own is checked
         if table is None:
             table = DocIdTable.load(folder / "docids")  # every line whole, codes in the vocabulary
         check_fits(method, folder, model, table)
+        if own_table and record.get("docids") and record["docids"] != docids_digest(table):
+            raise ValueError(f"{folder / 'docids'}: the documents of the docid table are not the ones this folder was "
+                             "made with (docids.tsv changed?): remake it with genir run --redo " + method.name)
         if docs is None and method.needs_corpus:
             docs = corpus_of(record, settings)
         if docs is not None:
