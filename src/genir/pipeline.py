@@ -360,7 +360,8 @@ class Pipeline:
             "dataset": ws.collection.name, "test_split": ws.test_split,
             "dataset_path": str(ws.collection.path), "dataset_sha256": ws.collection.content_hash,
             "queries": {"full": len(ws.qrels), **{k: len(v) for k, v in ws.subsets.items()}},
-            "documents": len(ws.docs), "data_notes": ws.data_notes(), "config": self.settings.to_dict(),
+            "documents": len(ws.docs), "config": self.settings.to_dict(),
+            "data_notes": ws.data_notes(indexing=bool(self.settings.methods) and not transfer_from),
             "systems": results, "failed": failed,
             **origin,
             "device": (torch.cuda.get_device_name() if ws.device.startswith("cuda")

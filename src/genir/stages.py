@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from genir.data.collection import read_json_object
 from genir.io import write_json
 from genir.settings import Settings, settable_fields
 
@@ -105,7 +106,7 @@ def method_fingerprint(settings: Settings, group: str | None, common: dict[str, 
     if group and getattr(settings.group(group), "rank_weight", 0):  # the rank-aware loss reads the rank group
         train.update(flat_settings(settings, ["rank"])[0])
     if group and getattr(settings.group(group), "docid_encoder", "") == "trained":  # docids by the tuned encoder
-        train.update({k: v for k, v in flat_settings(settings, ["dense"])[0].items()})
+        train.update(flat_settings(settings, ["dense"])[0])
     train.pop("data.data_dir", None)  # where the dataset lies: its content hash stands for it
     train["dense.model"] = settings.dense.model  # semantic docids cluster its embeddings
     if settings.dense.model and Path(settings.dense.model).exists():
@@ -219,11 +220,12 @@ def check_identities(out: Path, methods: list[str], redo: set[str], fresh: bool)
     for name in methods:
         folder = Path(out) / name
         record, model = folder / "retriever.json", folder / "model" / "genir_model.json"
-        said = None
+        said = None  # read as every genir JSON file is: a damaged one is named, not a traceback
         if record.is_file():
-            said = json.loads(record.read_text(encoding="utf-8")).get("name")
+            said = read_json_object(record).get("name")
         elif model.is_file():
-            said = (json.loads(model.read_text(encoding="utf-8")).get("extra") or {}).get("method")
+            extra = read_json_object(model).get("extra")
+            said = extra.get("method") if isinstance(extra, dict) else None
         if said and said != name and name not in redo and not fresh:
             raise ValueError(f"{folder}: its record says it is {said}, not {name} (a renamed folder?); move it "
                              f"away, or recompute it with --redo {name}")

@@ -87,20 +87,23 @@ class Workspace:
         self._pseudo_queries: dict[str, list[str]] | None = None
         self.encode_seconds = 0.0
 
-    def data_notes(self) -> list[str]:
-        """What the report must say about how this collection was read and evaluated."""
+    def data_notes(self, indexing: bool = True) -> list[str]:
+        """What the report must say about how this collection was read and evaluated; ``indexing``: with the
+        count of documents without an indexing text of their own (when methods trained here)."""
         notes = []
         for split, pairs in sorted(self.collection.missing_judged.items()):
             notes.append(f"qrels/{split}.tsv: {len(pairs)} judgement(s) name documents not in the corpus (e.g. "
                          f"{pairs[0][1]!r} for query {pairs[0][0]!r}): kept, as BEIR evaluates them (they count "
                          "against recall and nDCG), never trained on.")
-        examples = self.examples()
-        own = {d for t, d, kind in examples.examples if kind == "indexing" and t != examples.doc_text.get(d)}
-        alone = len(examples.doc_text) - len(own)
-        notes.append(f"Indexing texts: every one of the {len(examples.doc_text):,} trained documents has at least "
-                     f"one (its own leading text: 0 without); {alone:,} have no other (no span, sentence, title or "
-                     "keyword query of their own" + ("" if self.settings.data.short_spans else
-                                                     "; data.short_spans gives short documents spans") + ").")
+        if indexing:  # the training examples, built only where methods trained on them (no pseudo-queries else)
+            examples = self.examples()
+            own = {d for t, d, kind in examples.examples if kind == "indexing" and t != examples.doc_text.get(d)}
+            alone = len(examples.doc_text) - len(own)
+            notes.append(f"Indexing texts: every one of the {len(examples.doc_text):,} trained documents has at "
+                         f"least one (its own leading text: 0 without); {alone:,} have no other (no span, sentence, "
+                         "title or keyword query of their own" + ("" if self.settings.data.short_spans else
+                                                                  "; data.short_spans gives short documents spans")
+                         + ").")
         if self.identical_ids:
             notes.append(f"{len(self.identical_ids)} test queries are documents of the corpus (same id, same text): "
                          "each query's own id is dropped from its ranking, as BEIR's ignore_identical_ids does "

@@ -116,11 +116,10 @@ def trained_doc_embeddings(ws: Workspace) -> np.ndarray:
     the run folder, keyed by what made them."""
     from genir.io import save_npy, write_json
 
-    keys = {k: v for k, v in ws.settings.to_dict()["dense"].items()}
     data = ws.settings.data
-    key = {"dataset": ws.collection.content_hash, "dense": keys, "seed": ws.settings.training.seed,
-           "encoder_lr": ws.settings.training.encoder_lr, "train_split": data.train_split,
-           "holdout": data.holdout, "new_docs": data.new_docs}
+    key = {"dataset": ws.collection.content_hash, "dense": ws.settings.to_dict()["dense"],
+           "seed": ws.settings.training.seed, "encoder_lr": ws.settings.training.encoder_lr,
+           "train_split": data.train_split, "holdout": data.holdout, "new_docs": data.new_docs}
     path, meta = ws.out / "doc_embeddings_trained.npy", ws.out / "doc_embeddings_trained.json"
     if path.exists() and meta.exists() and json.loads(meta.read_text()).get("key") == json.loads(json.dumps(key)):
         return np.load(path)

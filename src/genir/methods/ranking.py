@@ -107,10 +107,11 @@ class RankCollator:
                  positives: dict[int, set[int]], negatives: int, seed: int = 0):
         self.collate, self.targets, self.teacher, self.positives = collate, targets, teacher, positives
         self.negatives, self.rng = negatives, random.Random(seed)
+        self.width = max(len(s) for s in targets)  # the longest docid: once, not per batch
 
     def __call__(self, items: list[tuple[int, int]]) -> dict[str, torch.Tensor]:
         batch = self.collate(items)
-        width = max(len(s) for s in self.targets)
+        width = self.width
         codes = torch.full((len(items), 1 + self.negatives, width), -100, dtype=torch.long)
         teacher = torch.zeros(len(items), 1 + self.negatives)
         valid = torch.zeros(len(items), 1 + self.negatives, dtype=torch.bool)
