@@ -99,10 +99,15 @@ def test_every_genir_command_in_the_docs_parses_and_validates(where, argv):
         from genir.cli.common import build_settings, run_flags
 
         flags = {k: v or None if isinstance(v, list) else v for k, v in params.items() if k in run_flags()}
+        from genir.methods import check_read
+
         try:
-            build_settings({}, flags, params.get("set_"))
-        except (typer.Exit, SystemExit):
-            raise AssertionError(f"{where}: genir {' '.join(argv)}: its settings do not validate") from None
+            settings = build_settings({}, flags, params.get("set_"))
+            if params.get("no_methods"):
+                settings.methods = []
+            check_read(settings)  # no setting that no stage of the command would read
+        except (typer.Exit, SystemExit, SettingsError) as e:
+            raise AssertionError(f"{where}: genir {' '.join(argv)}: its settings do not validate ({e})") from None
     else:
         for item in params.get("set_") or []:
             key, _, value = item.partition("=")

@@ -109,3 +109,27 @@ def test_adding_nothing_to_a_live_index_is_refused(small_run):
     res = CliRunner().invoke(app, ["index", "add", str(folder / "run"), str(empty)])
     assert res.exit_code == 2 and "no documents in this file" in res.output
     assert not (folder / "run" / "live").exists()
+
+
+@pytest.mark.parametrize("sets, message", [
+    (["--set", "rank.scale=5"], "rank.* is read only by a method trained with a rank_weight"),
+    (["--set", "dsi.docid_encoder=trained"], "dsi.docid_encoder=trained is read only by dsi-semantic"),
+    (["--set", "data.short_spans=true", "--pseudo-queries", "doc2query:x"], "data.short_spans shapes DocAsQuery"),
+])
+def test_a_setting_no_stage_reads_is_refused(scifact_small, tmp_path, sets, message):  # noqa: F811
+    base = ["--dataset", str(scifact_small), "--no-baselines", "--method", "dsi-atomic", "--out", str(tmp_path / "r")]
+    for dry in ([], ["--dry-run"]):
+        res = _run(*base, *sets, *dry)
+        assert res.exit_code == 2 and message in res.output, res.output
+    assert not (tmp_path / "r").exists()
+    # read where a method reads it: the same setting with its reader passes the check
+    from genir.methods import check_read, make_settings
+
+    readers = {"rank.scale": {"dsi": {"rank_weight": 0.1}}, "dsi.docid_encoder": {"methods": ["dsi-semantic"]},
+               "data.short_spans": {}}
+    key = sets[1].split("=")[0]
+    values = {"rank.scale": {"rank": {"scale": 5}}, "dsi.docid_encoder": {"dsi": {"docid_encoder": "trained"}},
+              "data.short_spans": {"data": {"short_spans": True}}}[key]
+    merged = {**values, **{k: {**values.get(k, {}), **v} if isinstance(v, dict) else v
+                           for k, v in readers[key].items()}}
+    check_read(make_settings(merged))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from genir.methods import get_method
+from genir.methods import check_read, get_method
 from genir.pipeline import Pipeline
 from genir.settings import Settings
 
@@ -14,6 +14,7 @@ def plan(settings: Settings, redo: set[str] | None = None, fresh: bool = False) 
     """What ``genir run`` would do with these settings: the inputs read and checked as the run checks them,
     and per stage its status in ``--out`` (new, reused, recomputed, or differing: the run would stop), its
     resolved settings (its fingerprint's keys) and, for a method, its training phases with their steps."""
+    check_read(settings)
     pipeline = Pipeline(settings, redo, fresh)
     ws, settings = pipeline.ws, pipeline.settings
     pipeline.prepare()

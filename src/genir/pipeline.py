@@ -26,7 +26,7 @@ from genir.evaluation.metrics import evaluate
 from genir.evaluation.report import write_report
 from genir.evaluation.trec import read_run, write_run
 from genir.io import write_json
-from genir.methods import BASELINES, get_method, make_settings, method_settings, read_settings
+from genir.methods import BASELINES, check_read, get_method, make_settings, method_settings, read_settings
 from genir.methods.base import Method, Trained, model_config, train, train_config
 from genir.methods.ranking import rank_aware
 from genir.retriever import RECORD, Retriever, docids_digest, make_record, write_record
@@ -382,6 +382,7 @@ def error_text(e: BaseException) -> str:
 
 
 def run(settings: Settings, redo: set[str] | None = None, fresh: bool = False) -> dict:
+    check_read(settings)  # a setting no stage reads is refused (a transfer keeps the source's settings as they are)
     return Pipeline(settings, redo, fresh).run()
 
 

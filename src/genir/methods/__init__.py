@@ -21,7 +21,7 @@ from genir.methods.base import Method, SearchRequest, Trained
 from genir.methods.baselines import BASELINES
 from genir.methods.ranking import RankSettings
 from genir.search.base import Searcher
-from genir.settings import SHARED_GROUPS, Settings, SettingsError
+from genir.settings import SHARED_GROUPS, Settings, SettingsError, group_to_dict
 
 FAMILIES = [dsi, tied, genret, glen, merge, random_docids]  # a new method family: one package, one entry here
 METHODS: dict[str, Method] = {m.name: m for family in FAMILIES for m in family.METHODS}
@@ -52,6 +52,23 @@ def check_names(settings: Settings) -> None:
     for b in settings.baselines:
         if b not in BASELINES:
             raise SettingsError(f"unknown baseline {b!r}; choose from {', '.join(BASELINES)}")
+
+
+def check_read(settings: Settings) -> None:
+    """Settings that no stage of this run would read are refused, not accepted and ignored: the rank group
+    without a method training with a ``rank_weight``, docids from the fine-tuned encoder without a method
+    that builds docids from embeddings, short spans for pseudo-queries that are not DocAsQuery's."""
+    rank_users = [m for m in settings.methods if get_method(m).rank_weight(method_settings(settings, METHODS[m]))]
+    if settings.to_dict()["rank"] != group_to_dict(RankSettings()) and not rank_users:
+        raise SettingsError("rank.* is read only by a method trained with a rank_weight (dsi.rank_weight, "
+                            "merge.rank_weight, genret.rank_weight); none of this run's methods has one")
+    for group, readers in (("dsi", ("dsi-semantic",)), ("merge", ("merge", "rqvae"))):
+        if settings.group(group).docid_encoder == "trained" and not set(readers) & set(settings.methods):
+            raise SettingsError(f"{group}.docid_encoder=trained is read only by {' and '.join(readers)}, "
+                                "which this run does not train")
+    if settings.data.short_spans and settings.data.pseudo_queries != "docasquery":
+        raise SettingsError("data.short_spans shapes DocAsQuery's spans; with --pseudo-queries "
+                            f"{settings.data.pseudo_queries!r} no span is drawn")
 
 
 def method_settings(settings: Settings, method: Method) -> Any:
