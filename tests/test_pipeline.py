@@ -432,3 +432,34 @@ def test_a_recipe_revision_makes_an_older_stage_different(scifact_slice, tiny_be
     assert merge.train["recipe.revision"] == 2 and "recipe.revision" not in dsi.train
     older = {k: v for k, v in merge.train.items() if k != "recipe.revision"}
     assert _differences(older, merge.train)  # what the stage check reports, naming the key
+
+
+def test_holdout_draws_held_out_ndcg_after_each_epoch_without_changing_training(scifact_slice, tiny_bert, tmp_path,
+                                                                              monkeypatch):
+    import genir.methods.base as base
+    from genir.training import planned_steps
+
+    def settings(out):
+        return make_settings({"data": {"dataset": str(scifact_slice), "holdout": 0.3},
+                              "model": {"backbone": tiny_bert}, "baselines": [], "methods": ["dsi-atomic"],
+                              "out": str(out), "search": {"beam": 10}, "training": {"epochs": 3, "batch_size": 16}})
+
+    report = run(settings(tmp_path / "a"))
+    info = json.loads((tmp_path / "a" / "dsi-atomic" / "train.json").read_text())
+    evals = next(p for p in info["phases"] if p["name"] == "retriever")["evaluations"]
+    per_epoch = planned_steps(info["examples"], 16, 1)
+    assert [step for step, _ in evals] == [per_epoch, 2 * per_epoch, 3 * per_epoch]
+    # the last point is the trained model's held-out nDCG@10 at beam 10: what the run itself reports
+    held_out = next(s for s in report["systems"] if s["name"] == "dsi-atomic")["metrics"]["full"]["nDCG@10"]
+    assert evals[-1][1]["nDCG@10"] == pytest.approx(held_out, abs=1e-9)
+    assert len({e["nDCG@10"] for _, e in evals}) > 1  # the points are the model at each epoch, not one figure
+    # evaluating after each epoch does not change what trains
+    monkeypatch.setattr(base, "held_out_evaluation", lambda ws, searcher: None)
+    run(settings(tmp_path / "b"))
+    other = json.loads((tmp_path / "b" / "dsi-atomic" / "train.json").read_text())
+    assert next(p for p in other["phases"] if p["name"] == "retriever")["evaluations"] == []
+    assert other["history"] == info["history"]
+    from safetensors.torch import load_file
+
+    a, b = (load_file(str(next((tmp_path / r / "dsi-atomic" / "model").glob("*.safetensors")))) for r in "ab")
+    assert all(torch.equal(a[k], b[k]) for k in a)

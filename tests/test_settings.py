@@ -74,7 +74,7 @@ def test_dry_run_writes_nothing_and_its_step_counts_are_what_training_takes(scif
     # the report's training plot draws every phase of every method, under the names the dry run gives them
     from genir.evaluation.report import training_phases
 
-    drawn = {m: [name for name, hist in training_phases(json.loads((out / m / "train.json").read_text()))]
+    drawn = {m: [name for name, *_ in training_phases(json.loads((out / m / "train.json").read_text()))]
              for m in ("genret", "glen", "merge")}
     assert drawn["genret"] == [f"step {t} {part}" for t in range(1, len(prog) + 1) for part in ("warm-up", "Eq. 11")
                                ] + ["fit (seq2seq)"]

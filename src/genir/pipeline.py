@@ -27,7 +27,7 @@ from genir.evaluation.report import write_report
 from genir.evaluation.trec import read_run, write_run
 from genir.io import write_json
 from genir.methods import BASELINES, check_read, get_method, make_settings, method_settings, read_settings
-from genir.methods.base import Method, Trained, model_config, train, train_config
+from genir.methods.base import Method, Trained, epoch_searcher, model_config, train, train_config
 from genir.methods.ranking import rank_aware
 from genir.retriever import RECORD, Retriever, docids_digest, make_record, write_record
 from genir.search.base import Searcher, timed_search
@@ -273,8 +273,10 @@ class Pipeline:
         model.freeze_encoder(self.settings.model.encoder == "frozen")
         data, objective = rank_aware(ws, method.rank_weight(cfg), method.training_data(ws, cfg, model, table, trie),
                                      method.objective, trie, model)
-        info, history = train(ws, model, objective, data, folder / "checkpoints", f"train {method.name}")
-        phases = [*method.docid_phases(folder), {"name": "retriever", "history": history}]
+        info, history = train(ws, model, objective, data, folder / "checkpoints", f"train {method.name}",
+                              searcher=epoch_searcher(method, ws, cfg, table, folder))
+        phases = [*method.docid_phases(folder),
+                  {"name": "retriever", "history": history, "evaluations": info["evaluations"]}]
         info = {**info, **self._encoder_info(model), "examples": len(data[0]), "history": history, "phases": phases,
                 "train_config": train_config(ws).__dict__}
         model.save(folder / "model")

@@ -64,13 +64,15 @@ def plot_docid_distribution(folder: Path, out: Path) -> Path | None:
     return path
 
 
-def training_phases(train_info: dict) -> list[tuple[str, list]]:
-    """(phase name, [(step, loss), ...]) of every training phase a method ran, in order (``phases`` in its
-    train.json; a folder from before phases were recorded: its one ``history`` as one phase)."""
-    phases = [(p["name"], p.get("history") or []) for p in train_info.get("phases") or []]
+def training_phases(train_info: dict) -> list[tuple[str, list, list]]:
+    """(phase name, [(step, loss), ...], [(step, {figure: value}), ...]) of every training phase a method ran,
+    in order (``phases`` in its train.json, with the held-out figures after each epoch where ``--holdout``
+    gave some; a folder from before phases were recorded: its one ``history`` as one phase)."""
+    phases = [(p["name"], p.get("history") or [], p.get("evaluations") or [])
+              for p in train_info.get("phases") or []]
     if not phases and train_info.get("history"):
-        phases = [("training", train_info["history"])]
-    return [(name, hist) for name, hist in phases if hist]
+        phases = [("training", train_info["history"], [])]
+    return [(name, hist, evals) for name, hist, evals in phases if hist]
 
 
 def plot_training(systems: list[dict], out: Path, root: Path) -> Path | None:
@@ -92,8 +94,8 @@ def plot_training(systems: list[dict], out: Path, root: Path) -> Path | None:
         return None
     fig, axes = plt.subplots(len(curves), 1, figsize=(7, 2.4 * len(curves)), squeeze=False)
     for ax, (name, phases) in zip(axes[:, 0], curves, strict=True):
-        offset = 0
-        for i, (phase, hist) in enumerate(phases):
+        offset, held_out = 0, None
+        for i, (phase, hist, evals) in enumerate(phases):
             steps = [float(h[0]) for h in hist]
             losses = [float(h[1]) for h in hist]
             first = min(steps)
@@ -101,6 +103,12 @@ def plot_training(systems: list[dict], out: Path, root: Path) -> Path | None:
             w = max(1, len(losses) // 100)  # moving average for readability
             smooth = [sum(losses[max(0, j - w): j + 1]) / len(losses[max(0, j - w): j + 1]) for j in range(len(losses))]
             ax.plot(x, smooth, label=phase, color=f"C{i % 10}", marker="o" if len(x) < 3 else None, markersize=3)
+            if evals:  # held-out nDCG@10 after each epoch, on its own axis
+                held_out = held_out or ax.twinx()
+                beam = evals[-1][1].get("beam")
+                held_out.plot([offset + float(st) - first + 1 for st, _ in evals], [e["nDCG@10"] for _, e in evals],
+                              color="black", marker="s", markersize=3, linewidth=1,
+                              label=f"held-out nDCG@10 ({phase}" + (f", beam {beam})" if beam else ")"))
             if offset:
                 ax.axvline(offset, color="grey", linestyle="--", linewidth=0.8)
             offset = max(x)
@@ -108,6 +116,9 @@ def plot_training(systems: list[dict], out: Path, root: Path) -> Path | None:
         ax.set_ylabel("loss")
         ax.set_yscale("log")
         ax.legend(fontsize=7, loc="upper right")
+        if held_out is not None:
+            held_out.set_ylabel("held-out nDCG@10")
+            held_out.legend(fontsize=7, loc="upper center")
     axes[-1, 0].set_xlabel("optimiser step (phases end to end)")
     fig.tight_layout()
     path = out / "training_loss.png"

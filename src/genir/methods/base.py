@@ -237,11 +237,46 @@ def train_config(ws: Workspace, **overrides: Any) -> TrainingSettings:
     return dataclasses.replace(ws.settings.training, **overrides)
 
 
-def train(ws: Workspace, model, objective, data: tuple, folder: Path, desc: str, **overrides: Any) -> tuple[dict, list]:
-    """Runs the shared training loop (checkpoints in ``folder``, resumed when present): (info, loss history)."""
+def train(ws: Workspace, model, objective, data: tuple, folder: Path, desc: str,
+          searcher: Callable[[Any], Searcher] | None = None, **overrides: Any) -> tuple[dict, list]:
+    """Runs the shared training loop (checkpoints in ``folder``, resumed when present): (info, loss history).
+    ``searcher``: (model) -> a searcher of the model as it is; with ``--holdout`` the held-out queries are
+    searched with it after every epoch (``info["evaluations"]``, the report's training plot)."""
     dataset, collate = data
-    trainer = Trainer(model, objective, dataset, collate, train_config(ws, **overrides), folder, desc=desc)
+    after_epoch = held_out_evaluation(ws, searcher) if searcher is not None else None
+    trainer = Trainer(model, objective, dataset, collate, train_config(ws, **overrides), folder, desc=desc,
+                      after_epoch=after_epoch)
     return trainer.train(), trainer.history
+
+
+EPOCH_BEAM = 10  # the per-epoch held-out search: beam 10 is enough for nDCG@10 and 10x cheaper than 100
+
+
+def held_out_evaluation(ws: Workspace, searcher: Callable[[Any], Searcher]) -> Callable[[Any], dict] | None:
+    """With ``--holdout``: (model) -> {"nDCG@10": ...} over the held-out training queries, as the run evaluates
+    them (identical ids dropped); None without held-out queries (test queries are never looked at while
+    training)."""
+    if ws.test_split != "holdout":
+        return None
+    from genir.evaluation.metrics import evaluate
+
+    def run(model) -> dict:
+        results = searcher(model).batch_search(ws.test_queries, 10)
+        results = {q: [h for h in hits if h.doc_id != q] if q in ws.identical_ids else hits
+                   for q, hits in results.items()}
+        return {"nDCG@10": evaluate(results, ws.qrels, {"nDCG@10": "nDCG@10"})["full"]["nDCG@10"],
+                "beam": EPOCH_BEAM}
+    return run
+
+
+def epoch_searcher(method: Method, ws: Workspace, settings: Any, table: DocIdTable, folder: Path):
+    """(model) -> the method's own searcher of ``model`` over ``table`` at beam ``EPOCH_BEAM``, for the
+    per-epoch held-out curve; None for a method whose searcher must encode the corpus first (too slow per
+    epoch)."""
+    if method.needs_corpus:
+        return None
+    return lambda model: method.open_searcher(SearchRequest(model, table, folder, settings, ws.settings.search,
+                                                            beam=EPOCH_BEAM, seed=ws.settings.training.seed))
 
 
 def model_config(ws: Workspace, n_codes: int, max_docid_length: int, extra: dict, decoder_dim: Any = "model"):

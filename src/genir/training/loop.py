@@ -60,8 +60,13 @@ class _ObjectiveModule(nn.Module):
 class Trainer:
     def __init__(self, model: nn.Module, objective: Objective, dataset: Dataset, collate: Callable,
                  config: TrainingSettings, checkpoint_dir: str | Path | None = None, show_progress: bool = True,
-                 desc: str = "train"):
+                 desc: str = "train", after_epoch: Callable[[nn.Module], dict] | None = None):
+        """``after_epoch``: (model in eval mode) -> figures, called in process 0 at the end of every epoch (a
+        held-out evaluation); the figures are kept per step in ``evaluations`` and in checkpoints. It must
+        not change the trajectory: the random generators are restored after it."""
         self.model, self.objective, self.dataset, self.collate = model, objective, dataset, collate
+        self.after_epoch = after_epoch
+        self.evaluations: list[tuple[int, dict]] = []
         self.config, self.desc = replace(config, **resolve_group(config)), desc  # unset budgets: defaults
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
         self.rank, self.world = distributed.rank(), distributed.world()
@@ -120,7 +125,8 @@ class Trainer:
             tensors.update({f"state.{name}.{k}": v for k, v in part.checkpoint_state().items()})
         meta = {"optimizer": checkpoint.optimizer_to_flat(optimizer.state_dict(), tensors),
                 "scheduler": scheduler.state_dict(), "epoch": epoch, "step_in_epoch": step_in_epoch, "step": step,
-                "history": self.history, "final": self._last_logs, "config": asdict(self.config), "world": self.world,
+                "history": self.history, "evaluations": self.evaluations,
+                "final": self._last_logs, "config": asdict(self.config), "world": self.world,
                 "random": checkpoint.capture_random_state(self._generators(), tensors)}
         checkpoint.save(self.checkpoint_dir, step, tensors, meta)
 
@@ -143,6 +149,7 @@ class Trainer:
             prefix = f"state.{name}."
             part.load_checkpoint_state({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
         self.history = [tuple(h) for h in meta["history"]]
+        self.evaluations = [tuple(e) for e in meta.get("evaluations", [])]
         self._resumed_logs = self._last_logs = meta.get("final", {})
         if self.rank == 0:
             tqdm.write(f"{self.desc}: resumed from {path} at step {meta['step']}")
@@ -272,13 +279,33 @@ class Trainer:
                 if step >= total_steps:
                     break
             epoch, skip = epoch + 1, 0
+            self._evaluate(step)
             self._save(optimizer, scheduler, epoch, 0, step)
         bar.close()
         self.model.eval()
         seconds = time.perf_counter() - start
         return {"steps": step, "seconds": seconds, "final": last_logs, "epochs": cfg.epochs,
                 "world_size": self.world, "examples_per_second": examples / max(seconds, 1e-9),
-                "encoder_trained": trains_encoder, "precision": cfg.precision}
+                "encoder_trained": trains_encoder, "precision": cfg.precision,
+                "evaluations": [list(e) for e in self.evaluations]}
+
+    def _evaluate(self, step: int) -> None:
+        """``after_epoch`` on the current weights (process 0; the others wait), every generator as it was."""
+        if self.after_epoch is None:
+            return
+        if self.rank == 0:
+            py_state, np_state = random.getstate(), np.random.get_state()
+            devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+            with torch.random.fork_rng(devices=devices), torch.inference_mode():
+                self.model.eval()
+                figures = self.after_epoch(self.model)
+            random.setstate(py_state)
+            np.random.set_state(np_state)
+            self.model.train()
+            self.evaluations.append((step, figures))
+            tqdm.write(f"{self.desc}: step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in figures.items()
+                                                                  if isinstance(v, float)))
+        distributed.barrier()
 
 
 def seed_everything(seed: int) -> None:

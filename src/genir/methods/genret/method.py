@@ -18,12 +18,14 @@ import torch
 from genir.docids import DocIdTable, PrefixTree
 from genir.io import save_npy
 from genir.methods.base import (
+    EPOCH_BEAM,
     AddedDocids,
     Method,
     NewDocuments,
     Phase,
     SearchRequest,
     Trained,
+    beam_searcher,
     document_batches,
     model_config,
     seq2seq_training_data,
@@ -117,8 +119,11 @@ def learn(ws: Workspace, cfg: GenRetConfig, folder: Path):
         trie = PrefixTree(table)
         data, objective = rank_aware(ws, cfg.rank_weight, seq2seq_training_data(ws, cfg, model, table, trie),
                                      seq2seq_loss, trie, model)
+        # the per-epoch held-out points order documents sharing a docid by corpus order: d_T comes after the fit
+        def fit_searcher(m):
+            return beam_searcher(SearchRequest(m, table, folder, None, ws.settings.search, beam=EPOCH_BEAM))
         fit, fit_history = train(ws, model, objective, data, folder / "progressive" / "fit", "genret fit",
-                       epochs=cfg.fit_epochs, batch_size=cfg.batch_size, lr=cfg.lr)
+                                 searcher=fit_searcher, epochs=cfg.fit_epochs, batch_size=cfg.batch_size, lr=cfg.lr)
         steps, fit_seconds = steps + fit["steps"], fit["seconds"]
         new_seconds = tokenize_new()  # again, by the model that searches
         table = DocIdTable(ws.doc_ids, codes.numpy(), cfg.codes, "genret", meta)
@@ -128,7 +133,8 @@ def learn(ws: Workspace, cfg: GenRetConfig, folder: Path):
     phases = [p for t, e in enumerate(info["log"], 1) for p in (
         [{"name": f"step {t} warm-up", "history": e["warmup"]["history"]}] if "warmup" in e else []) + [
         {"name": f"step {t} Eq. 11", "history": e["train"]["history"]}]]
-    phases += [{"name": "fit (seq2seq)", "history": fit_history}] if fit_history else []
+    if fit_history:
+        phases.append({"name": "fit (seq2seq)", "history": fit_history, "evaluations": fit["evaluations"]})
     # training time from the per-step log, so that a resumed run still reports the whole of it
     progressive_s = sum(e["train"]["seconds"] + e.get("warmup", {}).get("seconds", 0.0) + e.get("kmeans_seconds", 0.0)
                         for e in info["log"])
