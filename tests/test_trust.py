@@ -115,6 +115,7 @@ def test_adding_nothing_to_a_live_index_is_refused(small_run):
     (["--set", "rank.scale=5"], "rank.* is read only by a method trained with a rank_weight"),
     (["--set", "dsi.docid_encoder=trained"], "dsi.docid_encoder=trained is read only by dsi-semantic"),
     (["--set", "data.short_spans=true", "--pseudo-queries", "doc2query:x"], "data.short_spans shapes DocAsQuery"),
+    (["--set", "glen.soft_scale=2"], "glen.soft_scale is read only by glen, glen-keyword; this run trains none"),
 ])
 def test_a_setting_no_stage_reads_is_refused(scifact_small, tmp_path, sets, message):  # noqa: F811
     base = ["--dataset", str(scifact_small), "--no-baselines", "--method", "dsi-atomic", "--out", str(tmp_path / "r")]
@@ -126,10 +127,10 @@ def test_a_setting_no_stage_reads_is_refused(scifact_small, tmp_path, sets, mess
     from genir.methods import check_read, make_settings
 
     readers = {"rank.scale": {"dsi": {"rank_weight": 0.1}}, "dsi.docid_encoder": {"methods": ["dsi-semantic"]},
-               "data.short_spans": {}}
+               "data.short_spans": {}, "glen.soft_scale": {"methods": ["glen"]}}
     key = sets[1].split("=")[0]
     values = {"rank.scale": {"rank": {"scale": 5}}, "dsi.docid_encoder": {"dsi": {"docid_encoder": "trained"}},
-              "data.short_spans": {"data": {"short_spans": True}}}[key]
+              "data.short_spans": {"data": {"short_spans": True}}, "glen.soft_scale": {"glen": {"soft_scale": 2}}}[key]
     merged = {**values, **{k: {**values.get(k, {}), **v} if isinstance(v, dict) else v
                            for k, v in readers[key].items()}}
     check_read(make_settings(merged))

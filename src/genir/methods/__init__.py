@@ -55,11 +55,21 @@ def check_names(settings: Settings) -> None:
 
 
 def check_read(settings: Settings) -> None:
-    """Settings that no stage of this run would read are refused, not accepted and ignored: the rank group
+    """Settings that no stage of this run would read are refused, not accepted and ignored: a method's group
+    set while no method of that group trains, the rank group
     without a method training with a ``rank_weight``, docids from the fine-tuned encoder without a method
     that builds docids from embeddings, short spans for pseudo-queries that are not DocAsQuery's."""
+    values = settings.to_dict()
+    used = {get_method(m).group for m in settings.methods}
+    for group in sorted({m.group for m in METHODS.values() if m.group} - used):
+        default = group_to_dict(type(settings.group(group))())
+        changed = [k for k, v in values[group].items() if v != default.get(k)]
+        if changed:
+            readers = ", ".join(n for n, m in METHODS.items() if m.group == group)
+            raise SettingsError(f"{group}.{changed[0]} is read only by {readers}; this run trains none of them "
+                                f"(methods: {', '.join(settings.methods) or 'none'})")
     rank_users = [m for m in settings.methods if get_method(m).rank_weight(method_settings(settings, METHODS[m]))]
-    if settings.to_dict()["rank"] != group_to_dict(RankSettings()) and not rank_users:
+    if values["rank"] != group_to_dict(RankSettings()) and not rank_users:
         raise SettingsError("rank.* is read only by a method trained with a rank_weight (dsi.rank_weight, "
                             "merge.rank_weight, genret.rank_weight); none of this run's methods has one")
     for group, readers in (("dsi", ("dsi-semantic",)), ("merge", ("merge", "rqvae"))):
