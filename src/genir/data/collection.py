@@ -197,10 +197,10 @@ def read_qrels(path: str | Path, corpus: dict | None = None, queries: dict | Non
         check_id(path, line_no, "corpus", did)
         grade = parse_grade(path, line_no, grade_s)
         if queries is not None and qid not in queries:
-            raise DataError(path, line_no, f"query id {qid!r} is not in queries.jsonl")
+            raise DataError(path, line_no, f"query id {qid!r} is not in queries.jsonl{nfc_hint(qid, queries)}")
         if corpus is not None and did not in corpus:
             if missing is None:
-                raise DataError(path, line_no, f"corpus id {did!r} is not in corpus.jsonl{_nfc_hint(did, corpus)}")
+                raise DataError(path, line_no, f"corpus id {did!r} is not in corpus.jsonl{nfc_hint(did, corpus)}")
             missing.append((line_no, qid, did))
         if did in qrels.get(qid, {}):
             raise DataError(path, line_no, f"duplicate judgement for ({qid!r}, {did!r})")
@@ -244,7 +244,7 @@ def load_beir(path: str | Path, name: str | None = None, qrels_dir: str = "qrels
             judged = sum(len(r) for r in qrels[split_file.stem].values())
             if len(missing) > MISSING_JUDGED_SHARE * judged:  # not a quirk: the files do not match
                 line, _, did = missing[0]
-                raise DataError(split_file, line, f"corpus id {did!r} is not in corpus.jsonl{_nfc_hint(did, corpus)} "
+                raise DataError(split_file, line, f"corpus id {did!r} is not in corpus.jsonl{nfc_hint(did, corpus)} "
                                 f"({len(missing)} of {judged} judgements name documents not in the corpus; a few are "
                                 f"kept and counted, as BEIR evaluates them, but this many mean the files do not match)")
             if missing:
@@ -259,14 +259,15 @@ def load_beir(path: str | Path, name: str | None = None, qrels_dir: str = "qrels
 MISSING_JUDGED_SHARE = 0.01
 
 
-def _nfc_hint(doc_id: str, corpus: dict) -> str:
-    """Where an id differs from a corpus id only in its Unicode form (NFD vs NFC), say so."""
+def nfc_hint(doc_id: str, known: dict) -> str:
+    """Where an id differs from one of ``known`` only in its Unicode form (NFD vs NFC), say so."""
     import unicodedata
 
     for form in ("NFC", "NFD"):
         other = unicodedata.normalize(form, doc_id)
-        if other != doc_id and other in corpus:
-            return f" (the corpus has {other!r}, the same id in Unicode {form} form: write both files in one form)"
+        if other != doc_id and other in known:
+            return (f" (the file it names has {other!r}, the same id in Unicode {form} form: "
+                    "write both files in one form)")
     return ""
 
 

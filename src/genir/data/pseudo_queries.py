@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from genir.data.collection import DataError, Document, numbered_lines
+from genir.data.collection import DataError, Document, nfc_hint, numbered_lines
 
 PseudoQueries = dict[str, list[str]]  # document id -> queries
 
@@ -170,7 +170,7 @@ def load_pseudo_queries(path: str | Path, corpus: dict[str, Document] | None = N
                                                f"got {len(cols)}")
             doc_id, queries = cols[0], [cols[1]]
         if corpus is not None and doc_id not in corpus:
-            raise DataError(path, line_no, f"document id {doc_id!r} is not in the corpus")
+            raise DataError(path, line_no, f"document id {doc_id!r} is not in the corpus{nfc_hint(doc_id, corpus)}")
         out.setdefault(doc_id, []).extend(q for q in queries if q.strip())
     if not any(out.values()):
         raise DataError(path, None, "no pseudo-queries in this file")
