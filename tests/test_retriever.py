@@ -105,3 +105,35 @@ def test_a_record_from_another_recipe_revision_is_refused(trained, tmp_path):
     (copy / RECORD).write_text(json.dumps({**record, "revision": 99}))
     with pytest.raises(ValueError, match="--redo dsi-atomic"):
         Retriever.load(copy)
+
+
+@pytest.mark.parametrize("name", ["dsi-atomic", "tied-atomic", "dense"])
+def test_int8_search_quantises_the_encoders_that_search_and_leaves_the_folder_as_it_was(trained, name):
+    from torch.ao.nn.quantized.dynamic import Linear as Int8Linear
+    from torch.nn import Linear
+
+    out, data = trained
+    folder = out / name if name.endswith("atomic") else out / "baselines" / name
+    before = {p.name: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
+    fp32 = Retriever.load(folder)
+    int8 = Retriever.load(folder, overrides={"search.encoder_precision": "int8"})
+    encoder = {"fp32": fp32.searcher.query_encoder if name == "dense" else fp32.searcher.model.encoder,
+               "int8": int8.searcher.query_encoder if name == "dense" else int8.searcher.model.encoder}
+    kinds = {k: {type(m) for m in e.modules() if isinstance(m, (Linear, Int8Linear))} for k, e in encoder.items()}
+    assert kinds == {"fp32": {Linear}, "int8": {Int8Linear}}
+    if name == "dense":  # the documents' embeddings and the saved encoder stay fp32
+        assert int8.searcher.encoder is not int8.searcher.query_encoder
+    queries = _test_queries(data)
+    a, b = fp32.batch_search(queries, 20), int8.batch_search(queries, 20)
+    assert any([h.score for h in a[q]] != [h.score for h in b[q]] for q in a)  # int8 did run
+    assert {p.name: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()} == before
+
+
+def test_int8_is_a_search_setting_of_the_stage(trained, tmp_path):
+    out, data = trained
+    backbone = json.loads((out / "config.json").read_text())["model"]["backbone"]
+    args = ["run", "--dataset", str(data), "--method", "dsi-atomic", "--method", "tied-atomic", "--baseline", "bm25",
+            "--baseline", "dense", "--backbone", backbone, "--set", "model.decoder_ff=64", "--epochs", "2",
+            "--batch-size", "16", "--beam", "5", "--set", "search.k=20", "--out", str(out)]
+    res = CliRunner().invoke(app, [*args, "--encoder-precision", "int8"])
+    assert res.exit_code == 2 and "search.encoder_precision" in res.output, res.output  # a stale stage, named

@@ -30,6 +30,7 @@ from genir.docids import DocIdTable
 from genir.live_state import LIVE, LiveIndexError, LiveState, read_removed_ids
 from genir.methods import BASELINES, get_method, read_settings
 from genir.methods.base import Method, NewDocuments
+from genir.methods.baselines import with_precision
 from genir.retriever import Retriever
 from genir.search.base import Results, Searcher
 
@@ -304,7 +305,8 @@ class LiveIndex:
             if not baseline.dense:
                 return LiveFiltered(baseline.index(docs), self)
             embeddings = self.embeddings_of([d.id for d in docs])
-            return LiveFiltered(baseline.index(docs, encoder=self._dense(), embeddings=embeddings), self)
+            searcher = baseline.index(docs, encoder=self._dense(), embeddings=embeddings)
+            return LiveFiltered(with_precision(searcher, self.settings.search.encoder_precision), self)
         table, arrays = self.table(name)
         retriever = Retriever.load(self.run_dir / name, docs=docs, beam=self.beam, model=self.model(name),
                                    table=table, doc_arrays=arrays)

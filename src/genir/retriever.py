@@ -20,6 +20,7 @@ from genir.docids import DocIdTable
 from genir.io import write_json
 from genir.methods import BASELINES, get_method, open_searcher, settings_from
 from genir.methods.base import Method
+from genir.methods.baselines import with_precision
 from genir.search.base import Hit, Results, Searcher
 from genir.settings import Settings
 
@@ -139,7 +140,8 @@ class Retriever:
         if record["kind"] == "baseline":
             if record["name"] not in BASELINES:
                 raise ValueError(f"{folder}: unknown baseline {record['name']!r}")
-            return cls(folder, record, BASELINES[record["name"]].load(folder), settings=settings)
+            searcher = with_precision(BASELINES[record["name"]].load(folder), settings.search.encoder_precision)
+            return cls(folder, record, searcher, settings=settings)
         if record["kind"] != "method":
             raise DataError(folder / RECORD, None, f"unknown kind {record['kind']!r}")
         method = get_method(record["name"])

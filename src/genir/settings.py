@@ -160,6 +160,9 @@ class SearchSettings:
     beam: int = at_least(100, 1, search=True, flag="beam size for the reported search")
     k: int = at_least(100, 1, search=True)
     batch_size: int = at_least(16, 1, runtime=True)  # queries per beam-search batch
+    # int8: PyTorch's dynamic quantisation of the encoders that run at search time (genir.models.int8)
+    encoder_precision: str = choice("fp32", "fp32", "int8", added=True, search=True,
+                                    flag="int8: search-time encoders' linear layers in int8 (CPU)")
     # hybrid rows, "a+b" pairs of this run's systems (e.g. tied-atomic+bm25), fused from their run files after
     # every stage (no stage of their own: they are computed anew each time, so they leave no fingerprint)
     hybrid: list[str] = field(default_factory=list, metadata={"runtime": True})

@@ -123,7 +123,7 @@ def baseline_fingerprint(settings: Settings, name: str, common: dict[str, Any]) 
     if settings.data.holdout or settings.data.new_docs:
         wanted.append("training.seed")  # draws the held-out queries and the new documents
     if name in ("dense", "dense-trained"):
-        wanted += ["dense.model", "dense.model.sha256"]
+        wanted += ["dense.model", "dense.model.sha256", "search.encoder_precision"]
     trained = [k for k in keys if k.startswith("dense.")] + ["training.seed"] if name == "dense-trained" else []
     return Fingerprint({k: keys[k] for k in trained},
                        {**common, **{k: keys[k] for k in dict.fromkeys(wanted) if k not in trained and k in keys}})

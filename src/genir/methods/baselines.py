@@ -21,6 +21,13 @@ from genir.training.objectives import dense_contrastive_loss
 from genir.workspace import Workspace
 
 
+def with_precision(searcher: Searcher, precision: str) -> Searcher:
+    """The searcher with its query encoder in ``search.encoder_precision`` (BM25 has no encoder)."""
+    if precision == "int8" and isinstance(searcher, DenseSearcher):
+        return searcher.int8_queries()
+    return searcher
+
+
 class Baseline:
     """A system the generative methods are measured beside: built from the workspace, saved to its own
     folder (with a ``retriever.json`` record, by the pipeline), loaded from it; ``dense`` ones read the
@@ -72,6 +79,7 @@ class Dense(Baseline):
 
     def build(self, ws: Workspace) -> tuple[Searcher, str, dict]:
         searcher = DenseSearcher(ws.docs, encoder=ws.dense_encoder(), doc_embeddings=ws.doc_embeddings())
+        searcher = with_precision(searcher, ws.settings.search.encoder_precision)
         # the embeddings may come from the cache: their indexing time is the one measured when they were made
         seconds = json.loads((ws.out / "doc_embeddings.json").read_text())["seconds"]
         return searcher, f"Dense ({_dense_label(ws, 'all-MiniLM-L6-v2, bundled')})", {"index_seconds": seconds}
@@ -102,7 +110,7 @@ def dense_trained(ws: Workspace) -> tuple[Searcher, str, dict]:
     """The dense encoder fine-tuned (all weights) on the training queries, with in-batch + BM25 negatives."""
     start = time.perf_counter()
     st, info = train_dense_encoder(ws, ws.out / "baselines" / "dense-trained" / "checkpoints")
-    searcher = DenseSearcher(ws.docs, encoder=st)
+    searcher = with_precision(DenseSearcher(ws.docs, encoder=st), ws.settings.search.encoder_precision)
     # training is reported apart, as for the generative methods; indexing is the corpus encoding
     index_seconds = time.perf_counter() - start - info["seconds"]
     return searcher, f"Dense, fine-tuned on the training queries ({_dense_label(ws, 'all-MiniLM-L6-v2')})", {

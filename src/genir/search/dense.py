@@ -35,6 +35,7 @@ class DenseSearcher(Searcher):
                  batch_size: int = 64, encoder=None, doc_embeddings: np.ndarray | None = None,
                  show_progress: bool = True):
         self.encoder = encoder or load_sentence_encoder(model, max_seq_length)
+        self.query_encoder = self.encoder  # what encodes queries (an int8 copy: ``int8_queries``)
         self.doc_ids = [d.id for d in docs]
         self.batch_size = batch_size
         if doc_embeddings is None:
@@ -70,8 +71,16 @@ class DenseSearcher(Searcher):
         except (KeyError, TypeError, OSError, ValueError) as e:
             raise DataError(folder, None, f"not a readable dense index ({e})") from None
 
+    def int8_queries(self) -> DenseSearcher:
+        """Queries encoded by an int8 copy of the encoder (``search.encoder_precision=int8``); the documents'
+        embeddings stay as they were made (fp32), and ``save`` keeps the fp32 encoder."""
+        from genir.models.int8 import int8_copy
+
+        self.query_encoder = int8_copy(self.encoder)
+        return self
+
     def encode_queries(self, texts: list[str]) -> np.ndarray:
-        return self.encoder.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
+        return self.query_encoder.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
                                    convert_to_numpy=True, show_progress_bar=False)
 
     def batch_search(self, queries: Mapping[str, str], k: int = 100) -> Results:
