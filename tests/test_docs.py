@@ -130,6 +130,8 @@ def test_every_settings_key_the_docs_name_exists():
     missing = []
     for page in PAGES:
         for i, line in enumerate(page.read_text(encoding="utf-8").splitlines(), 1):
+            if "unknown setting" in line:  # a refusal quoted in a bench's table names a wrong key on purpose
+                continue
             for key in KEY.findall(line):
                 if key not in known and not key.endswith(("_py", ".py")):
                     missing.append(f"{page.relative_to(ROOT)}:{i}: {key}")
