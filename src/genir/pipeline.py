@@ -105,7 +105,7 @@ class Pipeline:
         parts = gather_objects(local)
         qps = len(qids) / max(time.perf_counter() - start, 1e-9)
         results = {q: hits for part in parts for q, hits in part.items()}
-        results = {q: [h for h in results[q] if h.doc_id != q] if q in ws.identical_ids else results[q] for q in qids}
+        results = ws.drop_identical_ids({q: results[q] for q in qids})
         write_run(results, folder / f"{name}.trec", tag=name)
         metrics = evaluate(results, ws.qrels, subsets=ws.subsets)
         return {"name": name, "metrics": metrics, "queries_per_second": qps, **extra}

@@ -110,6 +110,11 @@ class Workspace:
                          "(data.ignore_identical_ids).")
         return notes
 
+    def drop_identical_ids(self, results: dict) -> dict:
+        """Results with each identical-id query's own id taken out of its ranking (``identical_ids``)."""
+        return {q: [h for h in hits if h.doc_id != q] if q in self.identical_ids else hits
+                for q, hits in results.items()}
+
     @property
     def has_train_split(self) -> bool:
         split = self.settings.data.train_split

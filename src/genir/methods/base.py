@@ -261,9 +261,7 @@ def held_out_evaluation(ws: Workspace, searcher: Callable[[Any], Searcher]) -> C
     from genir.evaluation.metrics import evaluate
 
     def run(model) -> dict:
-        results = searcher(model).batch_search(ws.test_queries, 10)
-        results = {q: [h for h in hits if h.doc_id != q] if q in ws.identical_ids else hits
-                   for q, hits in results.items()}
+        results = ws.drop_identical_ids(searcher(model).batch_search(ws.test_queries, 10))
         return {"nDCG@10": evaluate(results, ws.qrels, {"nDCG@10": "nDCG@10"})["full"]["nDCG@10"],
                 "beam": EPOCH_BEAM}
     return run

@@ -1,7 +1,7 @@
 """Int8 search on a CPU: the encoder's linear layers in int8 by PyTorch's own dynamic quantisation
 (``torch.ao.quantization.quantize_dynamic``: weights stored in int8, activations quantised per batch; no
 hand-written kernels). ``search.encoder_precision=int8`` applies it to every encoder that runs at search time,
-dense and generative alike; its effect on nDCG@10 is measured in docs/experiments/search-speed.md."""
+dense and generative alike; its effect on nDCG@10 is measured in docs/experiments/processes-and-scale.md."""
 
 from __future__ import annotations
 
@@ -10,8 +10,6 @@ import warnings
 
 import torch
 from torch import nn
-
-PRECISIONS = ("fp32", "int8")
 
 
 def int8_copy(module: nn.Module) -> nn.Module:
