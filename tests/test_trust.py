@@ -134,3 +134,13 @@ def test_a_setting_no_stage_reads_is_refused(scifact_small, tmp_path, sets, mess
     merged = {**values, **{k: {**values.get(k, {}), **v} if isinstance(v, dict) else v
                            for k, v in readers[key].items()}}
     check_read(make_settings(merged))
+
+
+def test_int8_search_without_an_encoder_is_refused(scifact_small, tmp_path):  # noqa: F811
+    base = ["--dataset", str(scifact_small), "--no-methods", "--baseline", "bm25", "--out", str(tmp_path / "r")]
+    res = _run(*base, "--encoder-precision", "int8")
+    assert res.exit_code == 2 and "search.encoder_precision=int8 is read by the encoders" in res.output, res.output
+    assert not (tmp_path / "r").exists()
+    from genir.methods import check_read, make_settings
+
+    check_read(make_settings({"methods": [], "baselines": ["bm25", "dense"], "search": {"encoder_precision": "int8"}}))

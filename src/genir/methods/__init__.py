@@ -76,6 +76,10 @@ def check_read(settings: Settings) -> None:
         if settings.group(group).docid_encoder == "trained" and not set(readers) & set(settings.methods):
             raise SettingsError(f"{group}.docid_encoder=trained is read only by {' and '.join(readers)}, "
                                 "which this run does not train")
+    if settings.search.encoder_precision != "fp32" and not settings.methods and not any(
+            BASELINES[b].dense for b in settings.baselines):
+        raise SettingsError(f"search.encoder_precision={settings.search.encoder_precision} is read by the encoders "
+                            "of search (generative methods, dense baselines); this run has none")
     if settings.data.short_spans and settings.data.pseudo_queries != "docasquery":
         raise SettingsError("data.short_spans shapes DocAsQuery's spans; with --pseudo-queries "
                             f"{settings.data.pseudo_queries!r} no span is drawn")
