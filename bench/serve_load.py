@@ -6,6 +6,9 @@ the same folder and queries, in the same run, for the ratio.
 
     python bench/serve_load.py --run runs/scifact --method dsi-semantic --method bm25 \\
         --requests 10000 --concurrency 50 --old dc2f501 --old-requests 2000
+
+``--side-by-side N`` also measures N searches of every ``--method`` at once (the page's search), with the
+methods' query encoders shared and not, in the same run.
 """
 
 from __future__ import annotations
@@ -53,8 +56,9 @@ def malformed(rng: random.Random, method: str) -> bytes:
             + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
 
 
-def wellformed(query: str, method: str, k: int = 10) -> bytes:
-    q = urllib.parse.urlencode({"q": query, "k": k, "method": method})
+def wellformed(query: str, method: str | None, k: int = 10) -> bytes:
+    """A search of one method, or of every served method side by side (``method`` None)."""
+    q = urllib.parse.urlencode({"q": query, "k": k, **({"method": method} if method else {})})
     return f"GET /search?{q} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
 
 
@@ -140,6 +144,28 @@ server.serve_forever()
 """
 
 
+def side_by_side(cmd: list[str], port: int, queries: list[str], args, env: dict) -> list[dict]:
+    """Every method side by side (GET /search without method=), shared query encoders on and off."""
+    rows = []
+    for shared in (False, True):
+        proc = subprocess.Popen(cmd + (["--shared-encoders"] if shared else ["--no-shared-encoders"]), env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            wait_up(port, proc)
+            asyncio.run(load(port, queries, None, 100, args.concurrency, 0.0, seed=1))  # warm-up
+            r = asyncio.run(load(port, queries, None, args.side_by_side, args.concurrency, 0.0))
+            health = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/health").read())
+            r["method"] = "side by side: " + ", ".join(args.method)
+            r["server"] = f"genir serve, {'shared' if shared else 'separate'} query encoders"
+            r["shared_encoders"] = health["shared_encoders"]
+            rows.append(r)
+            print(json.dumps(r), flush=True)
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", required=True)
@@ -149,6 +175,9 @@ def main() -> None:
     ap.add_argument("--malformed", type=float, default=0.1)
     ap.add_argument("--old", help="a commit whose src/genir/serve.py (stdlib server) is measured too")
     ap.add_argument("--old-requests", type=int, default=2000)
+    ap.add_argument("--side-by-side", type=int, default=0, metavar="N",
+                    help="also N searches of every --method side by side (the page's search), the server with "
+                         "shared query encoders and without, in the same run")
     ap.add_argument("--out", default=None, help="JSON results (default: print only)")
     args = ap.parse_args()
     from genir.live import LiveIndex
@@ -167,10 +196,12 @@ def main() -> None:
         cmd += ["--method", m]
     if baselines:
         cmd = [c for c in cmd if c not in ("--baseline", "none")] + [x for b in baselines for x in ("--baseline", b)]
+    if args.side_by_side:
+        rows += side_by_side(cmd, port, queries, args, env)
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         wait_up(port, proc)
-        for m in args.method:
+        for m in args.method if args.requests else []:
             asyncio.run(load(port, queries, m, 200, args.concurrency, 0.0, seed=1))  # warm-up
             r = asyncio.run(load(port, queries, m, args.requests, args.concurrency, args.malformed))
             r["server"] = "genir serve (FastAPI + uvicorn, micro-batched)"

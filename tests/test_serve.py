@@ -221,3 +221,35 @@ def test_live_index_over_http(service):
     code, body = call(url + "/search?q=graphene+terahertz+transistors&k=100")
     assert all(victim not in [h["doc_id"] for h in hits] for hits in body["results"].values())
     assert call(url + f"/documents/{victim}")[0] == 404
+
+
+def test_methods_reading_queries_with_one_encoder_encode_each_query_once(live_run, tmp_path):
+    """A side by side search: the frozen-encoder methods share one pass of the encoder per query, and every
+    method ranks as it does alone, without the service and without sharing."""
+    run = tmp_path / "run"
+    shutil.copytree(live_run, run)
+    alone_index = LiveIndex(run)
+    index = LiveIndex(run)
+    for name in index.names:  # as `genir serve` does: every searcher open before the first request
+        index.searcher(name)
+    url, stop = start_server(index)
+    try:
+        queries = list(index.collection.queries.values())[:6]
+        alone = {q: {n: alone_index.searcher(n).search(q, 5) for n in index.names} for q in queries}
+        before = call(url + "/health")[1]["shared_encoders"]
+        shared = {members: g for members, g in before.items() if "," in members}
+        assert shared, before  # at least two methods read queries with one encoder
+        for q in queries:
+            code, body = call(f"{url}/search?q={urllib.request.quote(q)}&k=5")
+            assert code == 200
+            for name, hits in body["results"].items():
+                assert [h["doc_id"] for h in hits] == [h.doc_id for h in alone[q][name]], (name, q)
+                assert [h["score"] for h in hits] == pytest.approx([h.score for h in alone[q][name]], abs=1e-4)
+        after = call(url + "/health")[1]["shared_encoders"]
+        for members in shared:
+            asked = after[members]["texts_asked"] - before[members]["texts_asked"]
+            encoded = after[members]["texts_encoded"] - before[members]["texts_encoded"]
+            assert asked == len(members.split(",")) * len(queries), (members, asked)
+            assert encoded == len(queries), (members, encoded)  # once per query, not once per method
+    finally:
+        stop()

@@ -33,6 +33,7 @@ from genir.methods.base import Method, NewDocuments
 from genir.methods.baselines import with_precision
 from genir.retriever import Retriever
 from genir.search.base import Results, Searcher
+from genir.search.shared_encoding import SharedEncoders
 
 LIVE_BASELINES = tuple(b.name for b in BASELINES.values() if b.live)  # built over the live corpus
 __all__ = ["LIVE", "LIVE_BASELINES", "LiveIndex", "LiveIndexError", "LiveState", "read_removed_ids"]
@@ -79,6 +80,7 @@ class LiveIndex:
         self._searchers: dict[str, Searcher] = {}
         self._dense_encoder = None
         self._base_embeddings: np.ndarray | None = None
+        self.shared_encoders: SharedEncoders | None = None  # set by share_query_encoders
         self.lock = threading.Lock()  # changes, one at a time
 
     # -- the live corpus ------------------------------------------------------------------------------
@@ -303,14 +305,25 @@ class LiveIndex:
         if name in self.baselines:  # built over the live corpus
             baseline = BASELINES[name]
             if not baseline.dense:
-                return LiveFiltered(baseline.index(docs), self)
-            embeddings = self.embeddings_of([d.id for d in docs])
-            searcher = baseline.index(docs, encoder=self._dense(), embeddings=embeddings)
-            return LiveFiltered(with_precision(searcher, self.settings.search.encoder_precision), self)
-        table, arrays = self.table(name)
-        retriever = Retriever.load(self.run_dir / name, docs=docs, beam=self.beam, model=self.model(name),
-                                   table=table, doc_arrays=arrays)
-        return LiveFiltered(retriever.searcher, self)
+                searcher = baseline.index(docs)
+            else:
+                embeddings = self.embeddings_of([d.id for d in docs])
+                searcher = baseline.index(docs, encoder=self._dense(), embeddings=embeddings)
+                searcher = with_precision(searcher, self.settings.search.encoder_precision)
+        else:
+            table, arrays = self.table(name)
+            searcher = Retriever.load(self.run_dir / name, docs=docs, beam=self.beam, model=self.model(name),
+                                      table=table, doc_arrays=arrays).searcher
+        if self.shared_encoders is not None:
+            self.shared_encoders.attach(searcher, name)
+        return LiveFiltered(searcher, self)
+
+    def share_query_encoders(self, encoders: SharedEncoders) -> None:
+        """From now on, searchers that read queries with the same encoder encode them in one pass
+        (``genir.search.shared_encoding``): the service's side by side searches."""
+        self.shared_encoders = encoders
+        for name, searcher in self._searchers.items():
+            encoders.attach(searcher.inner, name)
 
     def _refresh(self, added: list[Document], removed: list[str]) -> dict[str, float]:
         """Keep opened searchers in step: an incremental change where the searcher has one (Tied-Atomic's

@@ -78,6 +78,8 @@ def serve(
     port: Annotated[int, typer.Option()] = 8000,
     beam: Annotated[int | None, typer.Option(help="beam size (default: the run's)")] = None,
     max_batch: Annotated[int, typer.Option(help="queries batched into one beam search")] = 64,
+    shared_encoders: Annotated[bool, typer.Option(help="methods reading queries with the same encoder encode "
+                                                       "each query once (off: once per method)")] = True,
 ) -> None:
     """Serve a run over HTTP: a web page at /, GET/POST /search, GET /documents/{id}, GET /inspect,
     POST /documents and DELETE /documents/{id} (the live index), GET /health; OpenAPI docs at /docs."""
@@ -96,7 +98,7 @@ def serve(
     for name in index.names:  # open every searcher now: the first request is not the one that waits
         index.searcher(name)
     typer.echo(f"serving {', '.join(index.names)} on http://{host}:{port}/ (API docs: /docs)")
-    serve_app(index, host, port, max_batch)
+    serve_app(index, host, port, max_batch, share_encoders=shared_encoders)
 
 
 @index_app.command("add")

@@ -13,6 +13,7 @@ from genir.data.collection import DataError, Document, read_json_object
 from genir.io import atomic_path, save_npy
 from genir.models.pretrained import bundled_minilm_path
 from genir.search.base import Hit, Results, Searcher
+from genir.search.shared_encoding import QueryEncoder
 
 PARAMS, EMBEDDINGS = "dense.json", "doc_embeddings.npy"
 SAVED_ENCODER = "encoder"  # a fine-tuned encoder saved inside the folder
@@ -36,6 +37,7 @@ class DenseSearcher(Searcher):
                  show_progress: bool = True):
         self.encoder = encoder or load_sentence_encoder(model, max_seq_length)
         self.query_encoder = self.encoder  # what encodes queries (an int8 copy: ``int8_queries``)
+        self.shared_encoding = None  # a SharedEncoding its queries go through (genir.search.shared_encoding)
         self.doc_ids = [d.id for d in docs]
         self.batch_size = batch_size
         if doc_embeddings is None:
@@ -79,7 +81,29 @@ class DenseSearcher(Searcher):
         self.query_encoder = int8_copy(self.encoder)
         return self
 
+    def shared_query_encoder(self) -> QueryEncoder | None:
+        """The encoder's transformer, when queries are its mean-pooled, normalised token states (what the
+        bundled MiniLM does); None for any other pipeline or an int8 copy."""
+        modules = list(self.query_encoder)
+        if [type(m).__name__ for m in modules] != ["Transformer", "Pooling", "Normalize"]:
+            return None
+        if modules[1].get_config_dict().get("pooling_mode") != "mean":
+            return None
+        transformer = modules[0].auto_model
+
+        def forward(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            return transformer(input_ids=ids, attention_mask=mask).last_hidden_state
+
+        device = next(transformer.parameters()).device
+        return QueryEncoder(self.query_encoder.tokenizer, forward, transformer, self.query_encoder.max_seq_length,
+                            device)
+
     def encode_queries(self, texts: list[str]) -> np.ndarray:
+        if self.shared_encoding is not None:
+            states, mask = self.shared_encoding.encode(texts, self.query_encoder.max_seq_length)
+            weights = mask.unsqueeze(-1).to(states.dtype)
+            pooled = (states * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+            return torch.nn.functional.normalize(pooled, dim=-1).float().cpu().numpy()
         return self.query_encoder.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
                                    convert_to_numpy=True, show_progress_bar=False)
 

@@ -12,6 +12,7 @@ from genir.docids.table import DocIdTable
 from genir.docids.trie import PrefixTree
 from genir.search.base import Hit, Results, Searcher
 from genir.search.beam import beam_search
+from genir.search.shared_encoding import QueryEncoder
 
 # (query text, document indices sharing one docid) -> the same indices, best first
 TieBreak = Callable[[str, list[int]], list[int]]
@@ -28,6 +29,7 @@ class GenerativeSearcher(Searcher):
         self.trie, self.normalize = trie or PrefixTree(table), normalize
         self.tie_break, self.name, self.show_progress = tie_break, name, show_progress
         self.trie_codes: list[int] | None = None  # the table's code of each trie code, when they differ
+        self.shared_encoding = None  # a SharedEncoding its queries go through (genir.search.shared_encoding)
 
     def batch_search(self, queries: Mapping[str, str], k: int = 100) -> Results:
         qids = sorted(queries, key=lambda q: len(queries[q]))  # similar lengths per batch: little padding
@@ -90,7 +92,15 @@ class GenerativeSearcher(Searcher):
 
     def encode_queries(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Encoder states of a batch of queries (a subclass may keep what its tie-break needs)."""
-        return self.model.encode_texts(self.model.query_texts(texts))
+        texts = self.model.query_texts(texts)
+        if self.shared_encoding is not None:
+            return self.shared_encoding.encode(texts, self.model.config.query_max_length)
+        return self.model.encode_texts(texts)
+
+    def shared_query_encoder(self) -> QueryEncoder:
+        """What this searcher reads queries with (searchers whose encoders agree share one pass)."""
+        m = self.model
+        return QueryEncoder(m.tokenizer, m.encode, m.encoder, m.config.query_max_length, m.code_embed.weight.device)
 
     def index_bytes(self) -> int:
         """The trie plus every decoder-side parameter (the model is the index; the encoder is not)."""

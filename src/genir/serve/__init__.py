@@ -28,6 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from genir.data.collection import DataError, Document, check_id
 from genir.live import LiveIndex, LiveIndexError
+from genir.search.shared_encoding import SharedEncoders
 from genir.serve.limits import BodyLimit
 
 STATIC = Path(__file__).parent / "static"
@@ -148,8 +149,11 @@ class ApiError(Exception):
 class Service:
     """What the endpoints share: the live index, a batcher per searcher, the test split's judgements."""
 
-    def __init__(self, index: LiveIndex, max_batch: int = 64):
+    def __init__(self, index: LiveIndex, max_batch: int = 64, share_encoders: bool = True):
         self.index, self.lock = index, ReadWriteLock()
+        self.encoders = (index.shared_encoders or SharedEncoders()) if share_encoders else None
+        if self.encoders is not None:  # a side by side search encodes a query once per encoder, not per method
+            index.share_query_encoders(self.encoders)
         self.batchers = {name: MicroBatcher(index, name, self.lock, max_batch) for name in index.names}
         coll = index.collection
         split = index.settings.data.test_split
@@ -226,9 +230,10 @@ def _check_query(q: str, k: int) -> None:
         raise ApiError(400, f"k must be between 1 and {MAX_K}, got {k}")
 
 
-def create_app(index: LiveIndex, max_batch: int = 64) -> FastAPI:
-    """The FastAPI application over a live index (``uvicorn.run(create_app(index))``)."""
-    service = Service(index, max_batch)
+def create_app(index: LiveIndex, max_batch: int = 64, share_encoders: bool = True) -> FastAPI:
+    """The FastAPI application over a live index (``uvicorn.run(create_app(index))``). ``share_encoders``:
+    methods that read queries with the same encoder encode each query once (off: once per method)."""
+    service = Service(index, max_batch, share_encoders)
     app = FastAPI(title="genir", description="Generative retrieval beside BM25 and dense: search, inspect "
                   "docids, add and remove documents.", version="0.1.0")
     app.state.service = service
@@ -260,7 +265,8 @@ def create_app(index: LiveIndex, max_batch: int = 64) -> FastAPI:
     def health() -> dict:
         return {"status": "ok", "methods": index.names, "documents": len(index.corpus()),
                 "version": index.state.version,
-                "batches": {n: dict(sorted(b.batches.items())) for n, b in service.batchers.items()}}
+                "batches": {n: dict(sorted(b.batches.items())) for n, b in service.batchers.items()},
+                "shared_encoders": service.encoders.health() if service.encoders is not None else None}
 
     @app.get("/search")
     async def search(q: str = Query(..., description="query text"), k: int = 10,
@@ -349,8 +355,8 @@ def create_app(index: LiveIndex, max_batch: int = 64) -> FastAPI:
 
 
 def serve(index: LiveIndex, host: str = "127.0.0.1", port: int = 8000, max_batch: int = 64,
-          log_level: str = "warning") -> None:
+          log_level: str = "warning", share_encoders: bool = True) -> None:
     import uvicorn
 
-    uvicorn.run(create_app(index, max_batch), host=host, port=port, log_level=log_level, backlog=2048,
+    uvicorn.run(create_app(index, max_batch, share_encoders), host=host, port=port, log_level=log_level, backlog=2048,
                 timeout_keep_alive=5)

@@ -72,7 +72,7 @@ class LexicalSearcher(GenerativeSearcher):
             self._queries.clear()
 
     def encode_queries(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        memory, mask = self.model.encode_texts(self.model.query_texts(texts))
+        memory, mask = super().encode_queries(texts)
         if self.tie_mode == "cosine" and self.model.feed == "hidden":  # q_1..q_n for the ties, same pass
             hidden, _ = self.model.hidden_states(memory, mask, with_tokens=False)
             self._queries.update(zip(texts, hidden, strict=True))
