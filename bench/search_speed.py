@@ -28,6 +28,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--k", type=int, default=100)
+    ap.add_argument("--latency-queries", type=int, default=100,
+                    help="single-query latency (p50 / p99) over this many queries, one search call each")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     ap.add_argument("--glen-reference", action="store_true",
                     help="also time GLEN folders decoding per beam row (restricted outputs, and the whole vocabulary)")
@@ -72,13 +74,22 @@ def main() -> None:
             s.batch_search(queries, args.k)
             times[name].append(time.perf_counter() - start)
     qps = {n: len(queries) / statistics.median(t) for n, t in times.items()}
+    alone = list(queries.values())[: args.latency_queries]
+    latency: dict[str, list[float]] = {n: [] for n in searchers}
+    for text in alone:  # one query per call, searchers interleaved
+        for name, s in searchers.items():
+            start = time.perf_counter()
+            s.search(text, args.k)
+            latency[name].append(1000 * (time.perf_counter() - start))
+    p50 = {n: float(np.percentile(v, 50)) for n, v in latency.items()}
+    p99 = {n: float(np.percentile(v, 99)) for n, v in latency.items()}
     print(f"{len(queries)} queries, {len(docs)} documents, torch threads {torch.get_num_threads()}, "
-          f"batch {args.batch_size}, median of {args.rounds} rounds")
-    print(f"{'searcher':28s} {'queries/s':>10s} {'vs dense':>9s} {'vs BM25':>8s}")
+          f"batch {args.batch_size}, median of {args.rounds} rounds; latency over {len(alone)} single queries")
+    print(f"{'searcher':28s} {'queries/s':>10s} {'vs dense':>9s} {'vs BM25':>8s} {'p50 ms':>8s} {'p99 ms':>8s}")
     for n, v in qps.items():
-        print(f"{n:28s} {v:10.1f} {v / qps['dense']:8.2f}x {v / qps['bm25']:7.3f}x")
+        print(f"{n:28s} {v:10.1f} {v / qps['dense']:8.2f}x {v / qps['bm25']:7.3f}x {p50[n]:8.1f} {p99[n]:8.1f}")
     if args.json:
-        args.json.write_text(json.dumps({"queries": len(queries), "qps": qps,
+        args.json.write_text(json.dumps({"queries": len(queries), "qps": qps, "p50_ms": p50, "p99_ms": p99,
                                          "ratio_to_dense": {n: v / qps["dense"] for n, v in qps.items()}}, indent=1))
 
 
