@@ -271,6 +271,40 @@ def test_documents_sharing_a_docid_come_back_by_q_t_dot_d_t(model):
     assert flipped.index("a") < flipped.index("b")
 
 
+def test_shared_docids_of_a_whole_batch_are_ordered_as_one_at_a_time(model):
+    """The batch's colliding groups are ordered in one decoder pass: every query's hits equal those of
+    ordering each group alone by q_T . d_T (q_T from the query's own states given the group's prefix)."""
+    import numpy as np
+
+    from genir.docids import DocIdTable
+    from genir.search.generative import StateOrderedSearcher
+
+    rng = np.random.default_rng(0)
+    codes = [[int(a), int(b)] for a, b in rng.integers(0, 3, size=(24, 2))]  # 9 docids for 24 documents
+    table = DocIdTable([f"d{i}" for i in range(24)], codes, K, "genret")
+    states = rng.standard_normal((24, model.decoder.d_model)).astype(np.float32)
+    queries = {f"q{i}": t for i, t in enumerate(["protein folding in cells", "cells", "immune response of mice",
+                                                 "a longer query about gene expression in the brain"])}
+    searcher = StateOrderedSearcher(model, table, states, beam=10, batch_size=4)
+    got = searcher.batch_search(queries, 24)
+    for qid, text in queries.items():
+        with torch.no_grad():
+            mem, mask = model.encode_texts([text])
+        want, seen = [], set()
+        for hit in got[qid]:
+            code = tuple(table.sequence(table.doc_ids.index(hit.doc_id)))
+            if code in seen:
+                continue
+            seen.add(code)
+            group = [i for i in range(24) if tuple(table.sequence(i)) == code]
+            with torch.no_grad():
+                q_last = model.hidden(mem, mask, torch.tensor([list(code[:-1])]))[0, -1]
+            scores = torch.as_tensor(states[group]) @ q_last
+            want += [f"d{group[i]}" for i in torch.argsort(-scores, stable=True).tolist()]
+        assert [h.doc_id for h in got[qid]] == want, qid
+        assert any(len([h for h in got[qid] if h.score == s.score]) > 1 for s in got[qid])  # ties were there
+
+
 def test_the_corpus_bank_refreshes_once_per_epoch_under_several_processes(model, monkeypatch):
     """A step takes batch x N examples under N processes, so an epoch is 1/N as many calls in each process:
     the bank's once-per-epoch refresh counts calls per process (it refreshed every N epochs before)."""

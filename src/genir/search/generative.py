@@ -42,19 +42,33 @@ class GenerativeSearcher(Searcher):
                 memory, mask = self.encode_queries(texts)
                 nodes, scores = beam_search(self.model, self.trie, memory, mask, self.beam, self.normalize)
                 nodes, scores = nodes.cpu(), scores.cpu()  # once per batch, after the search
-            for i, qid in enumerate(batch):
-                hits: list[Hit] = []
-                for node, score in zip(nodes[i].tolist(), scores[i].tolist(), strict=True):
-                    if score == float("-inf") or len(hits) >= k:
-                        break
-                    docs = self.trie.leaf_docs.get(node)
-                    if docs is None:
-                        continue
-                    if self.tie_break and len(docs) > 1:
-                        docs = self.tie_break(texts[i], docs)
-                    hits.extend(Hit(self.table.doc_ids[d], score) for d in docs)
-                out[qid] = hits[:k]
+                found = []  # per query: (score, documents) of its docids, best first, until k documents
+                for i in range(len(batch)):
+                    found.append([])
+                    count = 0
+                    for node, score in zip(nodes[i].tolist(), scores[i].tolist(), strict=True):
+                        if score == float("-inf") or count >= k:
+                            break
+                        docs = self.trie.leaf_docs.get(node)
+                        if docs is not None:
+                            found[i].append((score, docs))
+                            count += len(docs)
+                ties = [(i, j) for i, hits in enumerate(found) for j, (_, docs) in enumerate(hits) if len(docs) > 1]
+                if ties:  # the whole batch's shared docids ordered at once
+                    ordered = self.order_ties(texts, memory, mask, [(i, found[i][j][1]) for i, j in ties])
+                    for (i, j), docs in zip(ties, ordered, strict=True):
+                        found[i][j] = (found[i][j][0], docs)
+            for qid, hits in zip(batch, found, strict=True):
+                out[qid] = [Hit(self.table.doc_ids[d], score) for score, docs in hits for d in docs][:k]
         return {q: out[q] for q in queries}
+
+    def order_ties(self, texts: list[str], memory: torch.Tensor, mask: torch.Tensor,
+                   groups: list[tuple[int, list[int]]]) -> list[list[int]]:
+        """Documents sharing a docid, best first: (query row in the batch, table rows) -> table rows.
+        ``tie_break`` per group, or corpus order; a subclass may order every group of a batch at once."""
+        if self.tie_break is None:
+            return [docs for _, docs in groups]
+        return [self.tie_break(texts[i], docs) for i, docs in groups]
 
     def inspect(self, query: str, k: int = 10, top: int = 10) -> dict:
         """The beam's expansion for one query, step by step: the ``top`` beams after each step (docid prefix
@@ -118,32 +132,24 @@ class StateOrderedSearcher(GenerativeSearcher):
         import numpy as np
 
         self.doc_states = torch.as_tensor(np.asarray(doc_states, dtype=np.float32))
-        self._memory: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        super().__init__(model, table, tie_break=self._order, **kwargs)
+        super().__init__(model, table, **kwargs)
 
-    def batch_search(self, queries: Mapping[str, str], k: int = 100) -> Results:
-        try:
-            return super().batch_search(queries, k)
-        finally:
-            self._memory.clear()
-
-    def encode_queries(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        memory, mask = super().encode_queries(texts)
-        self._memory.update({t: (memory[i: i + 1], mask[i: i + 1]) for i, t in enumerate(texts)})
-        return memory, mask
-
-    def with_beam(self, beam: int) -> StateOrderedSearcher:
-        other = super().with_beam(beam)
-        other._memory, other.tie_break = {}, other._order
-        return other
-
-    def _order(self, text: str, docs: list[int]) -> list[int]:
-        if text not in self._memory:
+    def order_ties(self, texts: list[str], memory: torch.Tensor, mask: torch.Tensor,
+                   groups: list[tuple[int, list[int]]]) -> list[list[int]]:
+        """q_T for every group of the batch in one decoder pass per prefix length (one per group was most
+        of GenRet's search time), then each group's documents by q_T . d_T."""
+        out: list[list[int] | None] = [None] * len(groups)
+        by_length: dict[int, list[int]] = {}
+        for g, (_, docs) in enumerate(groups):
+            by_length.setdefault(len(self.table.sequence(docs[0])), []).append(g)
+        for members in by_length.values():
+            rows = torch.tensor([groups[g][0] for g in members], device=memory.device)
+            prefix = torch.tensor([self.table.sequence(groups[g][1][0])[:-1] for g in members], dtype=torch.long,
+                                  device=memory.device)
             with torch.inference_mode():
-                self._memory[text] = super().encode_queries([text])
-        memory, mask = self._memory[text]
-        prefix = torch.tensor([self.table.sequence(docs[0])[:-1]], dtype=torch.long, device=memory.device)
-        with torch.inference_mode():
-            q_last = self.model.hidden(memory, mask, prefix)[0, -1].float().cpu()
-        scores = self.doc_states[docs] @ q_last
-        return [docs[i] for i in torch.argsort(-scores, stable=True).tolist()]
+                q_last = self.model.hidden(memory[rows], mask[rows], prefix)[:, -1].float().cpu()
+            for g, q in zip(members, q_last, strict=True):
+                docs = groups[g][1]
+                scores = self.doc_states[docs] @ q
+                out[g] = [docs[i] for i in torch.argsort(-scores, stable=True).tolist()]
+        return out
