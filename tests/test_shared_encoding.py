@@ -41,9 +41,19 @@ def test_a_member_gets_its_own_states_at_its_own_truncation(encoder):
     for (texts, max_length), states in zip(asks, got, strict=True):
         _same(states, encoder.encode(texts, max_length))
     assert sum(group.batches.values()) < len(asks)  # some of them went in together
-    # the previous batch answers a member that asks just after (a longer truncation is not taken from it)
-    _same(group.encode(["cells"], 64), encoder.encode(["cells"], 64))
-    _same(group.encode([TEXTS[1]], 512), encoder.encode([TEXTS[1]], 512))
+
+
+def test_a_text_is_kept_for_the_members_still_to_ask_and_for_them_only(encoder):
+    group = SharedEncoding(encoder)
+    a, b, c = group.member("a"), group.member("b"), group.member("c")
+    _same(a.encode(TEXTS, 64), encoder.encode(TEXTS, 64))
+    encoded = sum(n * c for n, c in group.batches.items())
+    _same(b.encode(TEXTS[:3], 64), encoder.encode(TEXTS[:3], 64))  # kept for b: no new pass
+    assert sum(n * c for n, c in group.batches.items()) == encoded
+    _same(a.encode(["cells"], 64), encoder.encode(["cells"], 64))  # a had it: a new pass, not a cache
+    assert sum(n * c for n, c in group.batches.items()) == encoded + 1
+    _same(c.encode([TEXTS[1]], 6), encoder.encode([TEXTS[1]], 6))  # another truncation: not taken from it
+    _same(c.encode([TEXTS[1]], 512), encoder.encode([TEXTS[1]], 512))
 
 
 def test_searchers_with_different_encoders_do_not_share(tiny_bert, encoder):

@@ -78,43 +78,48 @@ class QueryEncoder:
 
 
 @dataclass
-class _Batch:
-    """One pass of the encoder: the texts' rows, at which truncation, when."""
+class _Kept:
+    """One text's states from one pass of the encoder, kept for the members that have not had them yet."""
 
-    at: int  # the max_length it was encoded at
-    row: dict[str, int]
-    states: torch.Tensor
-    mask: torch.Tensor
-    lengths: list[int]
+    at: int  # the max_length the pass truncated at
+    states: torch.Tensor  # (n, d): the text's own tokens
+    mask: torch.Tensor  # (n,)
     when: float
+    served: set
 
-    def usable(self, text: str, max_length: int) -> bool:
-        """Whether the text's states here are those a pass at ``max_length`` gives (the same truncation)."""
-        i = self.row.get(text)
-        if i is None:
-            return False
-        n = self.lengths[i]
+    def usable(self, max_length: int) -> bool:
+        """Whether these are the states a pass at ``max_length`` gives (the same truncation)."""
+        n = len(self.mask)
         return n <= max_length and (n < self.at or max_length <= self.at)
 
 
 class SharedEncoding:
-    """One group's worker: every text asked for while it was busy (up to ``max_texts``) in one batch. The
-    last batch answers a member that asks for the same texts within ``reuse_s`` (the methods of one side by
-    side search do not reach the encoder at the same instant); it is not a cache of past queries."""
+    """One group's worker: every text asked for while it was busy (up to ``max_texts``) in one batch, each
+    distinct text once. A text's states are kept until every member has had them once (at most ``keep_s``):
+    the methods of a side by side search do not reach the encoder together when they are busy with other
+    batches. A member asking for a text again gets a new pass: this is not a cache of past queries."""
 
-    def __init__(self, encoder: QueryEncoder, wait_s: float = 0.002, max_texts: int = 256, reuse_s: float = 0.05):
-        self.encoder, self.wait_s, self.max_texts, self.reuse_s = encoder, wait_s, max_texts, reuse_s
+    def __init__(self, encoder: QueryEncoder, wait_s: float = 0.002, max_texts: int = 256, keep_s: float = 10.0,
+                 max_kept: int = 4096):
+        self.encoder, self.wait_s, self.max_texts = encoder, wait_s, max_texts
+        self.keep_s, self.max_kept = keep_s, max_kept
         self.members: list[str] = []
         self.batches: Counter = Counter()  # texts encoded per batch -> count (the service's /health)
         self.asked = 0  # texts asked for by members, repeats included
-        self._last: _Batch | None = None
+        self._kept: dict[str, _Kept] = {}
         self._queue: queue.Queue = queue.Queue()
         threading.Thread(target=self._work, name="shared-encoder", daemon=True).start()
 
-    def encode(self, texts: list[str], max_length: int) -> States:
+    def member(self, name: str) -> _Member:
+        """What a searcher holds: ``encode(texts, max_length)`` on behalf of ``name``."""
+        if name not in self.members:
+            self.members.append(name)
+        return _Member(self, name)
+
+    def encode(self, texts: list[str], max_length: int, member: str | None = None) -> States:
         """The token states of ``texts`` truncated at ``max_length``, as ``QueryEncoder.encode`` gives them."""
         future: Future = Future()
-        self._queue.put((list(texts), max_length, future))
+        self._queue.put((list(texts), max_length, member, future))
         return future.result()
 
     def _work(self) -> None:
@@ -133,37 +138,61 @@ class SharedEncoding:
                     if not future.done():
                         future.set_exception(e)
 
+    def _take(self, text: str, max_length: int, member: str | None) -> _Kept | None:
+        kept = self._kept.get(text)
+        if kept is None or member is None or member in kept.served or not kept.usable(max_length):
+            return None
+        return kept
+
     def _answer(self, requests: list) -> None:
         now = time.perf_counter()
-        last = self._last if self._last is not None and now - self._last.when < self.reuse_s else None
+        for text in [t for t, kept in self._kept.items() if now - kept.when > self.keep_s]:
+            del self._kept[text]
         self.asked += sum(len(r[0]) for r in requests)
-        missing = [(t, m) for texts, m, _ in requests for t in texts if last is None or not last.usable(t, m)]
-        fresh = None
+        missing = [(t, m) for texts, m, member, _ in requests for t in texts if self._take(t, m, member) is None]
+        fresh: dict[str, _Kept] = {}
         if missing:
             texts = list(dict.fromkeys(t for t, _ in missing))
             at = max(m for _, m in missing)
             states, mask = self.encoder.encode(texts, at)
-            fresh = _Batch(at, {t: i for i, t in enumerate(texts)}, states, mask, mask.sum(1).tolist(), now)
+            for i, (t, n) in enumerate(zip(texts, mask.sum(1).tolist(), strict=True)):
+                fresh[t] = _Kept(at, states[i, :n], mask[i, :n], now, set())
             self.batches[len(texts)] += 1
-            self._last = fresh
-        for texts, max_length, future in requests:
-            sources = []
+        everyone = set(self.members)
+        for texts, max_length, member, future in requests:
+            rows, taken = [], {}
             for t in texts:
-                source = next((b for b in (fresh, last) if b is not None and b.usable(t, max_length)), None)
-                if source is None:  # truncated differently from every pass: its own
+                kept = taken.get(t) or self._take(t, max_length, member)
+                if kept is None and t in fresh and fresh[t].usable(max_length):
+                    kept = fresh[t]
+                if kept is None:  # truncated differently from every pass: its own
                     break
-                sources.append((source, source.row[t]))
-            if len(sources) < len(texts):
+                rows.append(kept)
+                taken[t] = kept
+                kept.served.add(member)
+            if len(rows) < len(texts):
                 future.set_result(self.encoder.encode(texts, max_length))
                 continue
-            width = max(b.lengths[i] for b, i in sources)
-            first = sources[0][0].states
-            states = first.new_zeros((len(texts), width, first.shape[-1]))
-            mask = sources[0][0].mask.new_zeros((len(texts), width))
-            for j, (b, i) in enumerate(sources):  # a row's own tokens; the padding is masked out
-                n = b.lengths[i]
-                states[j, :n], mask[j, :n] = b.states[i, :n], b.mask[i, :n]
+            width = max(len(r.mask) for r in rows)
+            states = rows[0].states.new_zeros((len(rows), width, rows[0].states.shape[-1]))
+            mask = rows[0].mask.new_zeros((len(rows), width))
+            for j, r in enumerate(rows):  # a row's own tokens; the padding is masked out
+                states[j, : len(r.mask)], mask[j, : len(r.mask)] = r.states, r.mask
             future.set_result((states, mask))
+        for t, kept in fresh.items():  # kept for the members still to ask
+            if not everyone <= kept.served and len(self._kept) < self.max_kept:
+                self._kept[t] = kept
+        for t in [t for t, kept in self._kept.items() if everyone <= kept.served]:
+            del self._kept[t]
+
+
+@dataclass
+class _Member:
+    group: SharedEncoding
+    name: str
+
+    def encode(self, texts: list[str], max_length: int) -> States:
+        return self.group.encode(texts, max_length, self.name)
 
 
 class SharedEncoders:
@@ -187,13 +216,12 @@ class SharedEncoders:
             group = self.groups[key] = SharedEncoding(encoder, self.wait_s)
         with torch.inference_mode():
             own = searcher.encode_queries([PROBE])
-            searcher.shared_encoding = group
+            searcher.shared_encoding = _Member(group, name)
             through = searcher.encode_queries([PROBE])
         if not _close(own, through):  # reads queries some other way (a prompt, a pooling): not shared
             searcher.shared_encoding = None
             return False
-        if name not in group.members:
-            group.members.append(name)
+        searcher.shared_encoding = group.member(name)
         return True
 
     def health(self) -> dict:
