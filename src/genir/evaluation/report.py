@@ -155,13 +155,20 @@ def render_markdown(report: dict, plots: list[str], sections: dict[str, list[str
               "| system | encoder | training s | indexing docs/s | queries/s (beam 10) "
               "| queries/s (beam 100 or as run) | index bytes/doc | stage fingerprint |",
               "|---|---|---|---|---|---|---|---|"]
+    dense = next((s.get("queries_per_second") for s in systems if s.get("name") == "dense"), None)
+
+    def speed(qps) -> str:
+        return _fmt(qps, 1) + (f" ({qps / dense:.2f}x dense)" if qps and dense else "")
+
     for s in systems:
         lines.append(
             f"| {s['label']} | {s.get('encoder', '-')} | {_fmt(s.get('train_seconds'), 1)} "
-            f"| {_fmt(s.get('indexing_docs_per_second'), 1)} | {_fmt(s.get('queries_per_second_beam10'), 1)} "
-            f"| {_fmt(s.get('queries_per_second'), 1)} | {_fmt(s.get('index_bytes_per_doc'), 0)} "
+            f"| {_fmt(s.get('indexing_docs_per_second'), 1)} | {speed(s.get('queries_per_second_beam10'))} "
+            f"| {speed(s.get('queries_per_second'))} | {_fmt(s.get('index_bytes_per_doc'), 0)} "
             f"| `{s.get('fingerprint', '-')}` |")
-    lines += ["", "Generative indexing time = docid assignment + frozen-encoder caching + training. Generative "
+    lines += ["", "x dense: queries/s over the dense row's, each measured when its stage searched "
+              "(`bench/search_speed.py` interleaves them in one process). "
+              "Generative indexing time = docid assignment + frozen-encoder caching + training. Generative "
               "index bytes = prefix tree + every non-encoder parameter (the model is the index); dense = "
               "embeddings; BM25 = the sparse score matrix. Stage fingerprint: a hash of what made the row (genir's "
               "version, the dataset's content, every setting the stage reads; each stage's `stage.json` lists them).",
