@@ -4,7 +4,8 @@ With a frozen encoder (genir's default) DSI, GenRet and the dense baseline all r
 MiniLM: a search over every method side by side encoded it once per method, and the encoder is most of a
 query's time on a CPU. :class:`SharedEncoders` groups searchers by what their encoder computes (the
 weights, the tokenizer: :attr:`QueryEncoder.key`); each group has a worker that encodes, in one batch, the
-texts its members ask for at about the same time, each distinct text once. A member gets its own rows,
+texts its members ask for at about the same time, each distinct text once, and keeps a text's states until
+every member has had them (:class:`SharedEncoding`). A member gets its own rows,
 trimmed to its own padding; a text longer than a member's truncation is encoded again at that length, so a
 member sees the states it would have computed itself. A searcher joins only if a probe text encodes the
 same through the group as through its own path; int8 encoders are not shared (their copies differ).
