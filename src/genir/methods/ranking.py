@@ -16,6 +16,7 @@ import torch
 
 from genir.distributed import is_main
 from genir.docids import PrefixTree
+from genir.models.pooling import mean_pooled
 from genir.settings import at_least, choice, positive
 from genir.training.objectives import memory_of
 from genir.training.ranking import allowed_along, level_weights, prefix_margin_mse, prefix_scores
@@ -70,8 +71,7 @@ def text_embeddings(ws: Workspace, model, texts: list[str], cached: list[int | N
     for s in range(0, len(hit), 256):
         rows = hit[s:s + 256]
         memory, mask = store.batch([cached[i] for i in rows])
-        weights = mask.to(memory.dtype)[..., None]
-        pooled = torch.nn.functional.normalize((memory * weights).sum(1) / weights.sum(1).clamp(min=1e-9), dim=-1)
+        pooled = mean_pooled(memory, mask)
         if out is None:
             out = np.zeros((len(texts), pooled.shape[1]), dtype=np.float32)
         out[rows] = pooled.numpy()

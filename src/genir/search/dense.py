@@ -11,6 +11,7 @@ import torch
 
 from genir.data.collection import DataError, Document, read_json_object
 from genir.io import atomic_path, save_npy
+from genir.models.pooling import mean_pooled
 from genir.models.pretrained import bundled_minilm_path
 from genir.search.base import Hit, Results, Searcher
 from genir.search.shared_encoding import QueryEncoder
@@ -101,9 +102,7 @@ class DenseSearcher(Searcher):
     def encode_queries(self, texts: list[str]) -> np.ndarray:
         if self.shared_encoding is not None:
             states, mask = self.shared_encoding.encode(texts, self.query_encoder.max_seq_length)
-            weights = mask.unsqueeze(-1).to(states.dtype)
-            pooled = (states * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
-            return torch.nn.functional.normalize(pooled, dim=-1).float().cpu().numpy()
+            return mean_pooled(states, mask).float().cpu().numpy()
         return self.query_encoder.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
                                    convert_to_numpy=True, show_progress_bar=False)
 

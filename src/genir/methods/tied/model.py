@@ -5,9 +5,9 @@ is the encoder's sentence embedding plus a learned residual of the decoder state
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from genir.models.pooling import mean_pooled
 from genir.models.seq2seq import DocidSeq2Seq, ModelConfig, register_architecture
 
 ARCHITECTURE = "tied"
@@ -58,8 +58,7 @@ class TiedSeq2Seq(DocidSeq2Seq):
     def sentence_vector(self, memory: torch.Tensor, memory_mask: torch.Tensor) -> torch.Tensor:
         """Mean of the encoder states over the text's tokens, unit length: MiniLM's own sentence embedding
         (sentence-transformers' mean pooling + normalisation)."""
-        m = memory_mask.to(memory.dtype)[..., None]
-        return F.normalize((memory * m).sum(1) / m.sum(1).clamp(min=1e-9), dim=-1)
+        return mean_pooled(memory, memory_mask)
 
     def tied_output(self, hidden: torch.Tensor, sentence: torch.Tensor | None,
                     residual_scale: float = 1.0) -> torch.Tensor:
