@@ -251,5 +251,9 @@ def test_methods_reading_queries_with_one_encoder_encode_each_query_once(live_ru
             encoded = after[members]["texts_encoded"] - before[members]["texts_encoded"]
             assert asked == len(members.split(",")) * len(queries), (members, asked)
             assert encoded == len(queries), (members, encoded)  # once per query, not once per method
+        from genir.serve import create_app
+
+        with pytest.raises(ValueError, match="already shares"):  # refused, not accepted and ignored
+            create_app(index, share_encoders=False)
     finally:
         stop()

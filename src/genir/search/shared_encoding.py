@@ -3,7 +3,7 @@
 With a frozen encoder (genir's default) DSI, GenRet and the dense baseline all read a query with the same
 MiniLM: a search over every method side by side encoded it once per method, and the encoder is most of a
 query's time on a CPU. :class:`SharedEncoders` groups searchers by what their encoder computes (the
-weights, the tokenizer: :attr:`QueryEncoder.key`); each group has a worker that encodes, in one batch, the
+weights, the tokenizer: :meth:`QueryEncoder.key`); each group has a worker that encodes, in one batch, the
 texts its members ask for at about the same time, each distinct text once, and keeps a text's states until
 every member has had them (:class:`SharedEncoding`). A member gets its own rows,
 trimmed to its own padding; a text longer than a member's truncation is encoded again at that length, so a
@@ -18,6 +18,7 @@ import json
 import queue
 import threading
 import time
+import weakref
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -28,6 +29,19 @@ import torch
 
 PROBE = "A probe sentence: does the shared encoder read queries as this searcher does? 42 cells."
 States = tuple[torch.Tensor, torch.Tensor]  # (B, L, d) token states, (B, L) attention mask
+
+
+def take_waiting(waiting: queue.Queue, wait_s: float, full: Callable[[list], bool]) -> list:
+    """A worker's next batch: the first item (waiting for it), then whatever arrives within ``wait_s``,
+    until ``full(items)`` (the service's per-method batchers and the shared encoders' workers)."""
+    items = [waiting.get()]
+    deadline = time.perf_counter() + wait_s
+    while not full(items):
+        try:
+            items.append(waiting.get(timeout=max(0.0, deadline - time.perf_counter())))
+        except queue.Empty:
+            break
+    return items
 
 
 def module_digest(module: torch.nn.Module) -> str | None:
@@ -65,9 +79,9 @@ class QueryEncoder:
     max_length: int
     device: torch.device
 
-    @property
-    def key(self) -> str | None:
-        weights, tokens = module_digest(self.module), tokenizer_digest(self.tokenizer)
+    def key(self, weights: str | None) -> str | None:
+        """What this encoder computes, given ``module_digest(self.module)``; None: not to be shared."""
+        tokens = tokenizer_digest(self.tokenizer)
         return None if weights is None or tokens is None else f"{weights}:{tokens}:{self.device}"
 
     def encode(self, texts: list[str], max_length: int) -> States:
@@ -125,13 +139,8 @@ class SharedEncoding:
 
     def _work(self) -> None:
         while True:
-            requests = [self._queue.get()]
-            deadline = time.perf_counter() + self.wait_s
-            while sum(len(r[0]) for r in requests) < self.max_texts:
-                try:
-                    requests.append(self._queue.get(timeout=max(0.0, deadline - time.perf_counter())))
-                except queue.Empty:
-                    break
+            requests = take_waiting(self._queue, self.wait_s,
+                                    lambda items: sum(len(r[0]) for r in items) >= self.max_texts)
             try:
                 self._answer(requests)
             except Exception as e:  # each waiting searcher raises it (the service answers a 500)
@@ -204,12 +213,19 @@ class SharedEncoders:
     def __init__(self, wait_s: float = 0.002) -> None:
         self.wait_s = wait_s
         self.groups: dict[str, SharedEncoding] = {}
+        # module -> its weights' digest: a live index reopens its searchers over the same models at every
+        # change, and hashing an encoder's weights takes a tenth of a second; served weights do not change
+        self._digests: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def attach(self, searcher, name: str) -> bool:
         """True when ``searcher`` now encodes its queries through a shared group."""
         describe = getattr(searcher, "shared_query_encoder", None)
         encoder = describe() if describe is not None else None
-        key = encoder.key if encoder is not None else None
+        if encoder is None:
+            return False
+        if encoder.module not in self._digests:
+            self._digests[encoder.module] = module_digest(encoder.module)
+        key = encoder.key(self._digests[encoder.module])
         if key is None:
             return False
         group = self.groups.get(key)

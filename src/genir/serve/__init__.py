@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
-import time
 from collections import Counter
 from concurrent.futures import Future
 from pathlib import Path
@@ -28,7 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from genir.data.collection import DataError, Document, check_id
 from genir.live import LiveIndex, LiveIndexError
-from genir.search.shared_encoding import SharedEncoders
+from genir.search.shared_encoding import SharedEncoders, take_waiting
 from genir.serve.limits import BodyLimit
 
 STATIC = Path(__file__).parent / "static"
@@ -101,13 +100,7 @@ class MicroBatcher:
 
     def _work(self) -> None:
         while True:
-            items = [self.queue.get()]
-            deadline = time.perf_counter() + self.wait_s
-            while len(items) < self.max_batch:
-                try:
-                    items.append(self.queue.get(timeout=max(0.0, deadline - time.perf_counter())))
-                except queue.Empty:
-                    break
+            items = take_waiting(self.queue, self.wait_s, lambda waiting: len(waiting) >= self.max_batch)
             self.batches[len(items)] += 1
             try:
                 with self.lock.read():
@@ -151,6 +144,8 @@ class Service:
 
     def __init__(self, index: LiveIndex, max_batch: int = 64, share_encoders: bool = True):
         self.index, self.lock = index, ReadWriteLock()
+        if not share_encoders and index.shared_encoders is not None:
+            raise ValueError("share_encoders=False: this index already shares its query encoders")
         self.encoders = (index.shared_encoders or SharedEncoders()) if share_encoders else None
         if self.encoders is not None:  # a side by side search encodes a query once per encoder, not per method
             index.share_query_encoders(self.encoders)
