@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -144,14 +145,23 @@ server.serve_forever()
 """
 
 
+@contextlib.contextmanager
+def running(cmd: list[str], port: int, env: dict):
+    """A server process started by ``cmd``, answering on ``port`` within the block, stopped after it."""
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_up(port, proc)
+        yield proc
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
 def side_by_side(cmd: list[str], port: int, queries: list[str], args, env: dict) -> list[dict]:
     """Every method side by side (GET /search without method=), shared query encoders on and off."""
     rows = []
     for shared in (False, True):
-        proc = subprocess.Popen(cmd + (["--shared-encoders"] if shared else ["--no-shared-encoders"]), env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        try:
-            wait_up(port, proc)
+        with running(cmd + (["--shared-encoders"] if shared else ["--no-shared-encoders"]), port, env):
             asyncio.run(load(port, queries, None, 100, args.concurrency, 0.0, seed=1))  # warm-up
             r = asyncio.run(load(port, queries, None, args.side_by_side, args.concurrency, 0.0))
             health = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/health").read())
@@ -160,9 +170,6 @@ def side_by_side(cmd: list[str], port: int, queries: list[str], args, env: dict)
             r["shared_encoders"] = health["shared_encoders"]
             rows.append(r)
             print(json.dumps(r), flush=True)
-        finally:
-            proc.terminate()
-            proc.wait(30)
     return rows
 
 
@@ -198,9 +205,7 @@ def main() -> None:
         cmd = [c for c in cmd if c not in ("--baseline", "none")] + [x for b in baselines for x in ("--baseline", b)]
     if args.side_by_side:
         rows += side_by_side(cmd, port, queries, args, env)
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        wait_up(port, proc)
+    with running(cmd, port, env):
         for m in args.method if args.requests else []:
             asyncio.run(load(port, queries, m, 200, args.concurrency, 0.0, seed=1))  # warm-up
             r = asyncio.run(load(port, queries, m, args.requests, args.concurrency, args.malformed))
@@ -209,9 +214,6 @@ def main() -> None:
             print(json.dumps(r), flush=True)
         health = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/health").read())
         print("batch sizes:", json.dumps(health["batches"]), flush=True)
-    finally:
-        proc.terminate()
-        proc.wait(30)
     if args.old:
         source = subprocess.run(["git", "show", f"{args.old}:src/genir/serve.py"], cwd=ROOT, capture_output=True,
                                 text=True, check=True).stdout
@@ -219,19 +221,13 @@ def main() -> None:
         old_file.write_text(source)
         for m in methods[:1]:
             port = free_port()
-            proc = subprocess.Popen([sys.executable, "-c", OLD_SERVER, str(old_file), str(run / m), str(port)],
-                                    env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-            try:
-                wait_up(port, proc)
+            with running([sys.executable, "-c", OLD_SERVER, str(old_file), str(run / m), str(port)], port, env):
                 asyncio.run(load(port, queries, m, 100, args.concurrency, 0.0, seed=1))
                 for conc in (32, args.concurrency):
                     r = asyncio.run(load(port, queries, m, args.old_requests, conc, args.malformed))
                     r["server"] = f"stdlib server of {args.old} (one lock)"
                     rows.append(r)
                     print(json.dumps(r), flush=True)
-            finally:
-                proc.terminate()
-                proc.wait(30)
     if args.out:
         Path(args.out).write_text(json.dumps(rows, indent=1))
     print("\n| server | method | requests | concurrent | requests/s | p50 ms | p99 ms | 5xx | reset/unanswered |")
