@@ -300,7 +300,7 @@ def test_transfer_indexes_another_corpus_without_retraining(scifact_slice, cisi_
     src = tmp_path / "src"
     run(make_settings({"data": {"dataset": str(scifact_slice)}, "model": {"backbone": tiny_bert}, "baselines": [],
                        "out": str(src), "search": {"beam": 10}, "methods": ["glen", "genret", "dsi-semantic",
-                                                                           "dsi-atomic"],
+                                                                           "dsi-atomic", "tied-atomic"],
                        "training": {"epochs": 1, "batch_size": 16}, "dsi": {"semantic_c": 8},
                        "glen": {"keyword_epochs": 1, "refine_epochs": 1, "batch_size": 8, "negatives": 3},
                        "genret": {"codes": 8, "epochs": 1, "warmup_epochs": 1, "fit_epochs": 0}}))
@@ -310,7 +310,7 @@ def test_transfer_indexes_another_corpus_without_retraining(scifact_slice, cisi_
     assert res.exit_code == 0, res.output
     report = json.loads((dst / "report.json").read_text())
     # dsi-atomic has no output for an unseen document, so by default it is not transferred
-    assert [s["name"] for s in report["systems"]] == ["bm25", "glen", "genret", "dsi-semantic"]
+    assert [s["name"] for s in report["systems"]] == ["bm25", "glen", "genret", "dsi-semantic", "tied-atomic"]
     cisi = load_dataset(str(cisi_slice))
     glen = report["systems"][1]
     assert glen["transferred_from"] == str(src) and glen["train_steps"] == 0
@@ -335,6 +335,18 @@ def test_transfer_indexes_another_corpus_without_retraining(scifact_slice, cisi_
         mem, mask = genret.encode_texts(target.lead_texts(target.docs), settings.model.doc_max_length)
         codes = genret.assign_codes(mem, mask).numpy()
     assert (DocIdTable.load(dst / "genret" / "docids").codes == codes).all()
+    # Tied-Atomic: the new corpus's docids are the trained model's encodings of its documents (Eq. 2)
+    from genir.methods.tied.model import TiedSeq2Seq
+    from genir.methods.tied.search import TiedAtomicIndex, TiedAtomicSearcher
+    from genir.retriever import Retriever
+
+    tied = TiedSeq2Seq.load(src / "tied-atomic" / "model").eval()
+    direct = TiedAtomicSearcher(tied, TiedAtomicIndex(tied.tied_dim))
+    direct.add_documents(target.docs)
+    moved = Retriever.load(dst / "tied-atomic", docs=target.docs).searcher
+    query = next(iter(cisi.queries.values()))
+    assert [h.doc_id for h in moved.search(query, 5)] == [h.doc_id for h in direct.search(query, 5)]
+    assert len(DocIdTable.load(dst / "tied-atomic" / "docids")) == len(cisi.corpus)
     # one method that cannot run does not lose the others' rows: it is reported as failed
     bad = CliRunner().invoke(app, ["transfer", "--from", str(src), "--dataset", str(cisi_slice), "--method",
                                    "dsi-atomic", "--method", "genret", "--baseline", "bm25",

@@ -233,6 +233,11 @@ class TiedAtomic(Method):
     def n_codes(self, table: DocIdTable) -> int:
         return 1  # the output layer is the document encodings, not trained codes
 
+    def index_corpus(self, ws: Workspace, settings: TiedSettings, model, folder: Path) -> DocIdTable:
+        """Zero-shot: a tied docid is the trained model's encoding of the document (Eq. 2), so another
+        corpus is indexed by encoding it; the searcher does that when it opens with the corpus."""
+        return atomic_docids(ws.doc_ids)
+
     model_extra = staticmethod(model_extra)
 
     def check(self, ws: Workspace, settings: TiedSettings) -> None:
