@@ -117,6 +117,24 @@ def test_schemes():
     assert same.stats()["distinct_docids"] == 50
 
 
+def test_another_corpus_is_placed_in_the_trained_tree_with_room_in_every_leaf():
+    """Transfer of semantic docids (semantic_reindex): a new document goes down the trained tree to the child
+    whose centroid is nearest, takes its leaf's first free position (the trained documents are gone), and a
+    full leaf sends it to the nearest leaf with room; a corpus larger than the tree is refused."""
+    from genir.docids.schemes import semantic_reindex
+
+    # two top clusters: [0, *] near x (leaves [0, 0] near x+0.25y and [0, 1] near x-y), [1] near y
+    trained = DocIdTable(["a", "b", "c", "d", "e"], [[0, 0, 0], [0, 0, 1], [0, 1, 0], [1, 0], [1, 1]], 2)
+    emb = np.array([[1, 0.2], [1, 0.3], [1, -1], [0.3, 1], [0.5, 1]], np.float32)
+    new = np.array([[1, 0.25], [1, 0.2], [1, 0.3], [0.4, 1], [1, -0.9]], np.float32)
+    codes, moved = semantic_reindex(trained, emb, new)
+    # the first two fill leaf [0, 0] (c = 2); the third belongs there too: the nearest leaf centroid with
+    # room is [1] (cos 0.58), not [0, 1] (0.51), the first in the tree's order; then [1]'s and [0, 1]'s own
+    assert codes == [[0, 0, 0], [0, 0, 1], [1, 0], [1, 1], [0, 1, 0]] and moved == 1
+    with pytest.raises(ValueError, match="holds 6 docids"):
+        semantic_reindex(trained, emb, np.ones((7, 2), np.float32))
+
+
 def test_cross_attention_without_projecting_the_memory_is_the_same_attention():
     """Teacher forcing attends to the encoder states unprojected (the key/value maps moved to the decoder's
     side): the same outputs and gradients as projecting them, and the projection is skipped."""

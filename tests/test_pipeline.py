@@ -335,6 +335,14 @@ def test_transfer_indexes_another_corpus_without_retraining(scifact_slice, cisi_
         mem, mask = genret.encode_texts(target.lead_texts(target.docs), settings.model.doc_max_length)
         codes = genret.assign_codes(mem, mask).numpy()
     assert (DocIdTable.load(dst / "genret" / "docids").codes == codes).all()
+    # DSI-semantic: the new corpus placed in the trained k-means tree, by the dense embeddings of both corpora
+    from genir.docids.schemes import semantic_reindex
+
+    trained_sem = DocIdTable.load(src / "dsi-semantic" / "docids")
+    src_row = {d: i for i, d in enumerate(load_dataset(str(scifact_slice)).corpus)}
+    src_emb = np.load(src / "doc_embeddings.npy")[[src_row[d] for d in trained_sem.doc_ids]]
+    placed, _ = semantic_reindex(trained_sem, src_emb, np.load(dst / "doc_embeddings.npy"))
+    assert [list(x) for x in DocIdTable.load(dst / "dsi-semantic" / "docids").sequences()] == placed
     # Tied-Atomic: the new corpus's docids are the trained model's encodings of its documents (Eq. 2)
     from genir.methods.tied.model import TiedSeq2Seq
     from genir.methods.tied.search import TiedAtomicIndex, TiedAtomicSearcher

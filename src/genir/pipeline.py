@@ -27,7 +27,7 @@ from genir.evaluation.report import write_report
 from genir.evaluation.trec import read_run, write_run
 from genir.io import write_json
 from genir.methods import BASELINES, check_read, get_method, make_settings, method_settings, read_settings
-from genir.methods.base import Method, Trained, epoch_searcher, model_config, train, train_config
+from genir.methods.base import Method, Trained, TransferSource, epoch_searcher, model_config, train, train_config
 from genir.methods.ranking import rank_aware
 from genir.retriever import RECORD, Retriever, docids_digest, make_record, write_record
 from genir.search.base import Searcher, timed_search
@@ -223,7 +223,7 @@ class Pipeline:
         self.stages[name].start()
         model = method.model_class.load(model_dir).to(ws.device).eval()
         start = time.perf_counter()
-        table = method.index_corpus(ws, cfg, model, folder)
+        table = method.index_corpus(ws, cfg, model, folder, TransferSource(Path(source), read_settings(source)))
         trie = PrefixTree(table)
         if trie.depth > model.config.max_docid_length:
             raise ValueError(f"{name}: this corpus needs docids of {trie.depth} steps; the model decodes "

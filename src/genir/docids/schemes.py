@@ -71,6 +71,51 @@ def semantic_docids(doc_ids: list[str], embeddings: np.ndarray, c: int = 32, see
 SCHEMES = {"atomic": atomic_docids, "naive": naive_docids, "semantic": semantic_docids}
 
 
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def semantic_reindex(table: DocIdTable, embeddings: np.ndarray, new_embeddings: np.ndarray
+                     ) -> tuple[list[list[int]], int]:
+    """Docids for another corpus in a trained hierarchical k-means tree, so that its codes keep the meaning
+    the model learned (the trained corpus's documents are gone: every leaf starts empty). A document
+    descends as in :func:`semantic_place`, from the root to the child whose centroid is nearest, and takes
+    its leaf's first free position; a full leaf (c documents) sends it to the nearest leaf, by leaf
+    centroid, that has room. Returns (codes, documents sent to another leaf than their own)."""
+    c = table.vocab_size
+    seqs = table.sequences()
+    emb = _unit(embeddings)
+    leaves = sorted({tuple(s[:-1]) for s in seqs})
+    if len(new_embeddings) > len(leaves) * c:
+        raise ValueError(f"the trained tree holds {len(leaves) * c} docids ({len(leaves)} leaves of {c}); "
+                         f"this corpus has {len(new_embeddings)} documents")
+    members: dict[tuple[int, ...], list[int]] = {}
+    for i, s in enumerate(seqs):
+        for t in range(len(s)):
+            members.setdefault(tuple(s[:t]), []).append(i)
+    centroid = {p: emb[idx].mean(0) for p, idx in members.items()}
+    children: dict[tuple[int, ...], list[int]] = {}
+    for p in members:
+        if p:
+            children.setdefault(p[:-1], []).append(p[-1])
+    leaf_set, leaf_matrix = set(leaves), np.stack([centroid[p] for p in leaves])
+    used = {p: 0 for p in leaves}
+    out, moved = [], 0
+    for e in _unit(new_embeddings):
+        prefix: tuple[int, ...] = ()
+        while prefix not in leaf_set:
+            prefix = prefix + (max(children[prefix], key=lambda j, p=prefix: float(centroid[p + (j,)] @ e)),)
+        if used[prefix] >= c:
+            moved += 1
+            for j in np.argsort(-(leaf_matrix @ e), kind="stable"):
+                if used[leaves[j]] < c:
+                    prefix = leaves[j]
+                    break
+        out.append([*prefix, used[prefix]])
+        used[prefix] += 1
+    return out, moved
+
+
 def semantic_place(table: DocIdTable, embeddings: np.ndarray, new_embeddings: np.ndarray
                    ) -> tuple[list[list[int]], int]:
     """Docids for new documents in a fixed hierarchical k-means tree (no re-clustering): from the root,

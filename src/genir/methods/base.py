@@ -85,6 +85,18 @@ class AddedDocids:
 
 
 @dataclass
+class TransferSource:
+    """The run a trained model is transferred from (``genir transfer``): its folder and its settings."""
+
+    folder: Path
+    settings: Any  # the run's Settings
+
+    def workspace(self) -> Workspace:
+        """The source run's workspace: its corpus, and what the run cached (dense embeddings)."""
+        return Workspace(self.settings, out=self.folder)
+
+
+@dataclass
 class Trained:
     """A method's trained parts, as the report extras see them."""
 
@@ -177,8 +189,8 @@ class Method:
         """Whether it indexes a corpus it was not trained on without retraining (``index_corpus``)."""
         return type(self).index_corpus is not Method.index_corpus
 
-    def index_corpus(self, ws: Workspace, settings: Any, model, folder: Path) -> DocIdTable:
-        """Zero-shot: the docids of another corpus (``ws``) from the trained model."""
+    def index_corpus(self, ws: Workspace, settings: Any, model, folder: Path, source: TransferSource) -> DocIdTable:
+        """Zero-shot: the docids of another corpus (``ws``) from the model trained in ``source``."""
         raise ValueError(f"{self.name} cannot index a corpus it was not trained on without retraining")
 
     @property

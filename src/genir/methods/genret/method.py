@@ -25,6 +25,7 @@ from genir.methods.base import (
     Phase,
     SearchRequest,
     Trained,
+    TransferSource,
     beam_searcher,
     document_batches,
     model_config,
@@ -144,7 +145,7 @@ def learn(ws: Workspace, cfg: GenRetConfig, folder: Path):
                           "history": history, "phases": phases, "genret_config": dataclasses.asdict(cfg)}
 
 
-def index_corpus(ws: Workspace, cfg: GenRetConfig, model, folder: Path) -> DocIdTable:
+def index_corpus(ws: Workspace, cfg: GenRetConfig, model, folder: Path, source: TransferSource) -> DocIdTable:
     """Zero-shot: Q(z | d) tokenizes the new corpus (Eq. 4), as it does new documents."""
     states: list = []
     codes = tokenize_texts(model, ws.lead_texts(ws.docs), ws.settings.model.doc_max_length, ws.device,

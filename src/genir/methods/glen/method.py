@@ -30,6 +30,7 @@ from genir.methods.base import (
     Phase,
     SearchRequest,
     Trained,
+    TransferSource,
     document_batches,
     model_config,
     retriever_phase,
@@ -174,7 +175,7 @@ def keyword_learn(ws: Workspace, cfg: GlenConfig, folder: Path):
                              "phases": [{"name": "phase 1 (keyword IDs)", "history": history}]}
 
 
-def index_corpus(ws: Workspace, cfg: GlenConfig, model, folder: Path) -> DocIdTable:
+def index_corpus(ws: Workspace, cfg: GlenConfig, model, folder: Path, source: TransferSource) -> DocIdTable:
     """Zero-shot: every document's identifier and w^d from the model (Eq. 2), the BEIR setting of Sec. 4."""
     ids, logits = identify_texts(model, ws.lead_texts(ws.docs), ws.settings.model.doc_max_length, ws.device)
     save_npy(folder / LOGITS, logits)

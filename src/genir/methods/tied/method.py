@@ -8,7 +8,7 @@ from pathlib import Path
 
 from genir.distributed import is_main
 from genir.docids import DocIdTable, PrefixTree, atomic_docids
-from genir.methods.base import AddedDocids, Method, NewDocuments, SearchRequest, Trained
+from genir.methods.base import AddedDocids, Method, NewDocuments, SearchRequest, Trained, TransferSource
 from genir.methods.tied.model import TiedSeq2Seq
 from genir.methods.tied.objective import tied_contrastive_loss, tied_margin_mse_loss
 from genir.methods.tied.search import TiedAtomicIndex, TiedAtomicSearcher
@@ -233,7 +233,8 @@ class TiedAtomic(Method):
     def n_codes(self, table: DocIdTable) -> int:
         return 1  # the output layer is the document encodings, not trained codes
 
-    def index_corpus(self, ws: Workspace, settings: TiedSettings, model, folder: Path) -> DocIdTable:
+    def index_corpus(self, ws: Workspace, settings: TiedSettings, model, folder: Path,
+                     source: TransferSource) -> DocIdTable:
         """Zero-shot: a tied docid is the trained model's encoding of the document (Eq. 2), so another
         corpus is indexed by encoding it; the searcher does that when it opens with the corpus."""
         return atomic_docids(ws.doc_ids)
