@@ -366,7 +366,7 @@ def test_transfer_indexes_another_corpus_without_retraining(scifact_slice, cisi_
     assert "dsi-atomic failed" in (tmp_path / "bad" / "report.md").read_text()
 
 
-def test_merge_and_vanilla_rqvae_on_graded_judgements(cranfield_slice, tiny_bert, tmp_path):
+def test_merge_and_vanilla_rqvae_on_graded_judgements(cranfield_slice, cisi_slice, tiny_bert, tmp_path):
     out = tmp_path / "merge"
     res = CliRunner().invoke(app, [
         "run", "--dataset", str(cranfield_slice), "--backbone", tiny_bert, "--train-split", "split_train",
@@ -397,6 +397,23 @@ def test_merge_and_vanilla_rqvae_on_graded_judgements(cranfield_slice, tiny_bert
     for level in range(4):  # level l's code c is token l * K + c
         assert ((codes[:, level] >= 8 * level) & (codes[:, level] < 8 * (level + 1))).all()
     assert "distinct codes per level" in (out / "report.md").read_text()
+    # zero-shot: the RQ-VAE trained here quantises another corpus (standardised by the trained documents'
+    # statistics), its docids made distinct from each other as in training
+    dst = tmp_path / "merge-cisi"
+    res = CliRunner().invoke(app, ["transfer", "--from", str(out), "--dataset", str(cisi_slice), "--baseline", "bm25",
+                                   "--out", str(dst)])
+    assert res.exit_code == 0, res.output
+    assert [s["name"] for s in json.loads((dst / "report.json").read_text())["systems"]] == ["bm25", "merge", "rqvae"]
+    from genir.docids import DocIdTable
+    from genir.methods.merge.method import quantized_docids
+
+    for name in ("merge", "rqvae"):
+        expected, _ = quantized_docids(out / name / "rqvae" / "quantizer", np.load(dst / "doc_embeddings.npy"), [])
+        table = DocIdTable.load(dst / name / "docids")
+        assert [list(x) for x in table.sequences()] == expected
+        # a docid is shared only where every last code under its prefix is taken (counted)
+        assert table.meta["sharing_a_docid"] == len(table) - table.stats()["distinct_docids"]
+        assert table.doc_ids == list(load_dataset(str(cisi_slice)).corpus)
 
 
 def test_search_and_serve_rank_exactly_as_the_report(scifact_slice, tiny_bert, tmp_path):

@@ -19,7 +19,15 @@ import torch
 from genir.docids import DocIdTable, PrefixTree
 from genir.docids.rqvae import decollide, load_quantizer, place_codes, save_quantizer
 from genir.io import write_text
-from genir.methods.base import AddedDocids, Method, NewDocuments, Phase, retriever_phase, seq2seq_training_data
+from genir.methods.base import (
+    AddedDocids,
+    Method,
+    NewDocuments,
+    Phase,
+    TransferSource,
+    retriever_phase,
+    seq2seq_training_data,
+)
 from genir.methods.baselines import refuse_trained_encoder, trained_doc_embeddings
 from genir.methods.merge.training import MergeConfig, position_weighted_loss, train_rqvae
 from genir.training import checkpoint
@@ -70,21 +78,40 @@ def rqvae_docids(ws: Workspace, cfg: MergeConfig, folder: Path, relevance: bool)
     return DocIdTable(ws.doc_ids, tokens, vocab, "merge" if relevance else "rqvae", meta)
 
 
-def add_docids(new: NewDocuments) -> AddedDocids:
-    refuse_trained_encoder(new.settings, "place a new document")
-    """New documents through the frozen RQ-VAE (their standardised dense embeddings), then made distinct
-    from the existing docids as in training (Sec. 3.1.3): a colliding one takes the nearest free last code."""
-    folder = new.folder / "rqvae" / "quantizer"
+def quantized_docids(folder: Path, embeddings: np.ndarray, existing: list[tuple[int, ...]]
+                     ) -> tuple[list[list[int]], int]:
+    """Docids of documents through the saved RQ-VAE in ``folder`` (their dense embeddings standardised by
+    the trained documents' statistics), made distinct from ``existing`` docids (tokens) and from each other
+    as in training (Sec. 3.1.3): a colliding one takes the nearest free last code. Returns (docid tokens,
+    documents left sharing a docid)."""
     if not (folder / "quantizer.json").exists():
         raise ValueError(f"{folder}: no saved quantizer (a run made before genir kept it): retrain the docids "
-                         f"(genir run --redo {new.folder.name}) to index new documents")
+                         f"(genir run --redo {folder.parent.parent.name}) to index documents with it")
     model, mean, std = load_quantizer(folder)
-    x = (np.asarray(new.embeddings, np.float32) - mean) / np.where(std < 1e-6, 1.0, std)
+    x = (np.asarray(embeddings, np.float32) - mean) / np.where(std < 1e-6, 1.0, std)
     codes, last = model.encode_codes(torch.from_numpy(x))
     k = model.codes
-    existing = [tuple(c - level * k for level, c in enumerate(s)) for s in new.table.sequences()]
-    placed, _ = place_codes(existing, codes.numpy(), last.numpy(), model.codebooks[-1].detach().numpy())
-    return AddedDocids([[c + level * k for level, c in enumerate(row)] for row in placed])
+    levels = [tuple(c - level * k for level, c in enumerate(s)) for s in existing]
+    placed, shared = place_codes(levels, codes.numpy(), last.numpy(), model.codebooks[-1].detach().numpy())
+    return [[c + level * k for level, c in enumerate(row)] for row in placed], shared
+
+
+def add_docids(new: NewDocuments) -> AddedDocids:
+    """New documents through the frozen RQ-VAE, made distinct from the existing docids."""
+    refuse_trained_encoder(new.settings, "place a new document")
+    codes, _ = quantized_docids(new.folder / "rqvae" / "quantizer", new.embeddings, new.table.sequences())
+    return AddedDocids(codes)
+
+
+def index_corpus(ws: Workspace, cfg: MergeConfig, model, folder: Path, source: TransferSource) -> DocIdTable:
+    """Zero-shot: another corpus's documents through the RQ-VAE trained in ``source`` (its codes keep the
+    meaning the retriever learned), made distinct from each other as in training."""
+    refuse_trained_encoder(cfg, "index another corpus")
+    name = folder.name
+    trained = DocIdTable.load(source.folder / name / "docids")
+    codes, shared = quantized_docids(source.folder / name / "rqvae" / "quantizer", ws.doc_embeddings(), [])
+    return DocIdTable(ws.doc_ids, codes, trained.vocab_size, trained.scheme,
+                      {"quantized_by": str(source.folder / name / "rqvae" / "quantizer"), "sharing_a_docid": shared})
 
 
 def training_data(ws: Workspace, cfg: MergeConfig, model, table: DocIdTable, trie: PrefixTree):
@@ -166,6 +193,7 @@ class Merge(Method):
     training_data = staticmethod(training_data)
     model_extra = staticmethod(model_extra)
     add_docids = staticmethod(add_docids)
+    index_corpus = staticmethod(index_corpus)
     report = staticmethod(report)
     render = staticmethod(render)
 
