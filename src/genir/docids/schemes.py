@@ -75,6 +75,31 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
+class _KMeansTree:
+    """A trained hierarchical k-means tree read back from its docids: each prefix's centroid (the mean of
+    its documents' unit embeddings) and children, for placing documents it was not built from."""
+
+    def __init__(self, table: DocIdTable, embeddings: np.ndarray):
+        self.seqs = table.sequences()
+        self.emb = _unit(embeddings)
+        members: dict[tuple[int, ...], list[int]] = {}
+        for i, s in enumerate(self.seqs):
+            for t in range(len(s)):
+                members.setdefault(tuple(s[:t]), []).append(i)
+        self.centroid = {p: self.emb[idx].mean(0) for p, idx in members.items()}
+        self.children: dict[tuple[int, ...], set[int]] = {}
+        for p in members:
+            if p:
+                self.children.setdefault(p[:-1], set()).add(p[-1])
+
+    def descend(self, e: np.ndarray, stop) -> tuple[int, ...]:
+        """From the root to the child whose centroid is nearest ``e``, until ``stop(prefix)`` or a leaf."""
+        prefix: tuple[int, ...] = ()
+        while not stop(prefix) and self.children.get(prefix):
+            prefix = prefix + (max(self.children[prefix], key=lambda j, p=prefix: float(self.centroid[p + (j,)] @ e)),)
+        return prefix
+
+
 def semantic_reindex(table: DocIdTable, embeddings: np.ndarray, new_embeddings: np.ndarray
                      ) -> tuple[list[list[int]], int]:
     """Docids for another corpus in a trained hierarchical k-means tree, so that its codes keep the meaning
@@ -83,28 +108,16 @@ def semantic_reindex(table: DocIdTable, embeddings: np.ndarray, new_embeddings: 
     its leaf's first free position; a full leaf (c documents) sends it to the nearest leaf, by leaf
     centroid, that has room. Returns (codes, documents sent to another leaf than their own)."""
     c = table.vocab_size
-    seqs = table.sequences()
-    emb = _unit(embeddings)
-    leaves = sorted({tuple(s[:-1]) for s in seqs})
+    tree = _KMeansTree(table, embeddings)
+    leaves = sorted({tuple(s[:-1]) for s in tree.seqs})
     if len(new_embeddings) > len(leaves) * c:
         raise ValueError(f"the trained tree holds {len(leaves) * c} docids ({len(leaves)} leaves of {c}); "
                          f"this corpus has {len(new_embeddings)} documents")
-    members: dict[tuple[int, ...], list[int]] = {}
-    for i, s in enumerate(seqs):
-        for t in range(len(s)):
-            members.setdefault(tuple(s[:t]), []).append(i)
-    centroid = {p: emb[idx].mean(0) for p, idx in members.items()}
-    children: dict[tuple[int, ...], list[int]] = {}
-    for p in members:
-        if p:
-            children.setdefault(p[:-1], []).append(p[-1])
-    leaf_set, leaf_matrix = set(leaves), np.stack([centroid[p] for p in leaves])
+    leaf_set, leaf_matrix = set(leaves), np.stack([tree.centroid[p] for p in leaves])
     used = {p: 0 for p in leaves}
     out, moved = [], 0
     for e in _unit(new_embeddings):
-        prefix: tuple[int, ...] = ()
-        while prefix not in leaf_set:
-            prefix = prefix + (max(children[prefix], key=lambda j, p=prefix: float(centroid[p + (j,)] @ e)),)
+        prefix = tree.descend(e, leaf_set.__contains__)
         if used[prefix] >= c:
             moved += 1
             for j in np.argsort(-(leaf_matrix @ e), kind="stable"):
@@ -123,25 +136,14 @@ def semantic_place(table: DocIdTable, embeddings: np.ndarray, new_embeddings: np
     cluster; there the first free position. A full leaf (c documents) has none: the document shares the
     docid of its nearest neighbour in that leaf. Returns (codes, collisions)."""
     c = table.vocab_size
-    seqs = table.sequences()
-    emb = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
-    members: dict[tuple[int, ...], list[int]] = {}
-    for i, s in enumerate(seqs):
-        for t in range(len(s)):
-            members.setdefault(s[:t], []).append(i)
-    centroid = {p: emb[idx].mean(0) for p, idx in members.items()}
-    children: dict[tuple[int, ...], set[int]] = {}
-    for p in members:
-        if p:
-            children.setdefault(p[:-1], set()).add(p[-1])
+    tree = _KMeansTree(table, embeddings)
+    seqs, emb = tree.seqs, tree.emb
     leaf_used: dict[tuple[int, ...], dict[int, int]] = {}  # leaf prefix -> position -> a document there
     for i, s in enumerate(seqs):
         leaf_used.setdefault(s[:-1], {})[s[-1]] = i
     out, collisions = [], 0
-    for e in new_embeddings / np.maximum(np.linalg.norm(new_embeddings, axis=1, keepdims=True), 1e-12):
-        prefix: tuple[int, ...] = ()
-        while prefix not in leaf_used and children.get(prefix):
-            prefix = prefix + (max(children[prefix], key=lambda j, p=prefix: float(centroid[p + (j,)] @ e)),)
+    for e in _unit(new_embeddings):
+        prefix = tree.descend(e, leaf_used.__contains__)
         used = leaf_used.setdefault(prefix, {})
         free = [j for j in range(c) if j not in used]
         if free:
