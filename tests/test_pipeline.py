@@ -364,6 +364,17 @@ def test_transfer_indexes_another_corpus_without_retraining(scifact_slice, cisi_
     assert [s["name"] for s in partial["systems"]] == ["bm25", "genret"]
     assert [f["name"] for f in partial["failed"]] == ["dsi-atomic"]
     assert "dsi-atomic failed" in (tmp_path / "bad" / "report.md").read_text()
+    # the source retrained in place (here: two trained docids swapped) makes the transfer stale, though its
+    # path and stage record are the same: the transfer read the source's tree, so it is not reused
+    tsv = src / "dsi-semantic" / "docids" / "docids.tsv"
+    lines = tsv.read_text().splitlines()
+    (a, code_a), (b, code_b) = (line.split("\t", 1) for line in lines[:2])
+    tsv.write_text("\n".join([f"{a}\t{code_b}", f"{b}\t{code_a}", *lines[2:]]) + "\n")
+    again = CliRunner().invoke(app, ["transfer", "--from", str(src), "--dataset", str(cisi_slice), "--baseline",
+                                     "bm25", "--out", str(dst)])
+    assert again.exit_code == 2 and "dsi-semantic:" in again.output
+    assert "source.dsi-semantic/docids.sha256" in again.output
+    assert "glen:" not in again.output and "genret:" not in again.output  # their source files are unchanged
 
 
 def test_merge_and_vanilla_rqvae_on_graded_judgements(cranfield_slice, cisi_slice, tiny_bert, tmp_path):
@@ -414,6 +425,17 @@ def test_merge_and_vanilla_rqvae_on_graded_judgements(cranfield_slice, cisi_slic
         # a docid is shared only where every last code under its prefix is taken (counted)
         assert table.meta["sharing_a_docid"] == len(table) - table.stats()["distinct_docids"]
         assert table.doc_ids == list(load_dataset(str(cisi_slice)).corpus)
+    # the transfer read the source's quantizer: one retrained in place (here, its weights perturbed) is not
+    # reused stale; the other method's transfer, whose source is unchanged, stands
+    from safetensors.torch import load_file, save_file
+
+    weights = out / "merge" / "rqvae" / "quantizer" / "quantizer.safetensors"
+    tensors = load_file(weights)
+    save_file({k: v + 1e-3 for k, v in tensors.items()}, weights)
+    again = CliRunner().invoke(app, ["transfer", "--from", str(out), "--dataset", str(cisi_slice), "--baseline",
+                                     "bm25", "--out", str(dst)])
+    assert again.exit_code == 2 and "merge:" in again.output and "rqvae:" not in again.output
+    assert "source.merge/rqvae.sha256" in again.output
 
 
 def test_search_and_serve_rank_exactly_as_the_report(scifact_slice, tiny_bert, tmp_path):

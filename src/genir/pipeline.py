@@ -39,7 +39,7 @@ from genir.stages import (
     check_identities,
     check_stages,
     method_fingerprint,
-    short_hash,
+    transfer_fingerprint,
 )
 from genir.training import checkpoint
 from genir.training.loop import seed_everything
@@ -84,10 +84,9 @@ class Pipeline:
         fp = method_fingerprint(self.settings, method.group, self._common())
         if method.revision > 1:  # the recipe changed what the same settings make: an older stage is not this one
             fp.train = {**fp.train, "recipe.revision": method.revision}
-        if transfer_from is not None:  # the trained model comes from there: its own record stands for it
-            source = Path(transfer_from) / name / STAGE_FILE
-            fp.train = {**fp.train, "transferred_from": str(Path(transfer_from).resolve()),
-                        "source.stage": short_hash(source.read_text(encoding="utf-8")) if source.exists() else None}
+        if transfer_from is not None:  # the trained model comes from there: its record and files stand for it
+            fp.train = {**fp.train, **transfer_fingerprint(Path(transfer_from), name,
+                                                           method.transfer_reads(Path(transfer_from)))}
         return Stage(name, folder / STAGE_FILE, [folder], [folder / "result.json", folder / f"{name}.trec"],
                      self._subsets_rule(fp))
 

@@ -129,6 +129,16 @@ def baseline_fingerprint(settings: Settings, name: str, common: dict[str, Any]) 
                        {**common, **{k: keys[k] for k in dict.fromkeys(wanted) if k not in trained and k in keys}})
 
 
+def transfer_fingerprint(source: Path, name: str, reads: list[Path]) -> dict[str, Any]:
+    """What a transfer stage adds to its fingerprint: the source run's path, its stage record, and the content
+    of every source file the transfer reads (``Method.transfer_reads``), so a source retrained in place
+    makes the transfer stale."""
+    record = source / name / STAGE_FILE
+    return {"transferred_from": str(source.resolve()),
+            "source.stage": short_hash(record.read_text(encoding="utf-8")) if record.exists() else None,
+            **{f"source.{p.relative_to(source)}.sha256": content_digest(p) for p in reads if p.exists()}}
+
+
 def _differences(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
     out = []
     for key in sorted(set(recorded) | set(current)):

@@ -189,6 +189,11 @@ class Method:
         """Whether it indexes a corpus it was not trained on without retraining (``index_corpus``)."""
         return type(self).index_corpus is not Method.index_corpus
 
+    def transfer_reads(self, source: Path) -> list[Path]:
+        """The files of the run ``source`` that ``index_corpus`` and the transferred searcher read: their
+        content goes into the transfer's fingerprint, so a source retrained in place is not reused stale."""
+        return [source / self.name / "model"]
+
     def index_corpus(self, ws: Workspace, settings: Any, model, folder: Path, source: TransferSource) -> DocIdTable:
         """Zero-shot: the docids of another corpus (``ws``) from the model trained in ``source``."""
         raise ValueError(f"{self.name} cannot index a corpus it was not trained on without retraining")

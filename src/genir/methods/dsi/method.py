@@ -54,6 +54,10 @@ class DsiSemantic(Method):
         embeddings = trained_doc_embeddings(ws) if settings.docid_encoder == "trained" else ws.doc_embeddings()
         return semantic_docids(ws.doc_ids, embeddings, c=settings.semantic_c, seed=ws.settings.training.seed)
 
+    def transfer_reads(self, source: Path) -> list[Path]:
+        """The model, and the trained tree: its docids and the dense embeddings it was clustered from."""
+        return [*super().transfer_reads(source), source / self.name / "docids", source / "doc_embeddings.npy"]
+
     def index_corpus(self, ws: Workspace, settings: DsiSettings, model, folder: Path,
                      source: TransferSource) -> DocIdTable:
         """The new corpus placed in the trained k-means tree by its dense embeddings, as the live index places

@@ -194,6 +194,11 @@ class Merge(Method):
     model_extra = staticmethod(model_extra)
     add_docids = staticmethod(add_docids)
     index_corpus = staticmethod(index_corpus)
+
+    def transfer_reads(self, source: Path) -> list[Path]:
+        """The model, the trained docids and the RQ-VAE that quantises the new corpus."""
+        return [*super().transfer_reads(source), source / self.name / "docids", source / self.name / "rqvae"]
+
     report = staticmethod(report)
     render = staticmethod(render)
 
