@@ -95,6 +95,8 @@ def main() -> None:
     ap.add_argument("--beam", type=int, action="append")
     ap.add_argument("--k", type=int, default=100)
     ap.add_argument("--queries", type=int, default=300)
+    ap.add_argument("--decoder-precision", default="fp32", choices=["fp32", "bf16"],
+                    help="search.decoder_precision of the searchers profiled")
     a = ap.parse_args()
 
     from pathlib import Path
@@ -108,11 +110,13 @@ def main() -> None:
     coll = load_dataset(a.dataset)
     queries = dict(list(coll.split_queries(a.split).items())[: a.queries])
     print(f"{len(queries)} queries of {a.dataset} {a.split}, k {a.k}; ms per query (share of the total)\n")
+    print(f"decoder precision {a.decoder_precision}\n")
     print("| method | beam | " + " | ".join(PARTS) + " | total | queries/s |")
     print("|---|---|" + "---|" * (len(PARTS) + 2))
     for method in a.method:
         for beam in a.beam or [100]:
-            searcher = Retriever.load(Path(a.run_dir) / method, beam=beam).searcher
+            overrides = {"search.decoder_precision": a.decoder_precision} if a.decoder_precision != "fp32" else {}
+            searcher = Retriever.load(Path(a.run_dir) / method, beam=beam, overrides=overrides).searcher
             searcher.batch_search(dict(list(queries.items())[:8]), a.k)  # warm-up
             parts, total = profile(searcher, queries, a.k)
             cells = [f"{1000 * parts.get(p, 0.0) / len(queries):.2f} ({parts.get(p, 0.0) / total:.0%})" for p in PARTS]

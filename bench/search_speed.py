@@ -2,7 +2,13 @@
 
 Usage (after `genir run`, which leaves trained methods and document embeddings in its report folder):
 
-    python bench/search_speed.py --run-dir runs/scifact --method dsi-semantic --beams 10 100
+    python bench/search_speed.py --run-dir runs/scifact --method dsi-semantic --beams 10 100 \
+        --decoder-precision fp32 bf16
+
+Every searcher answers the same test queries; each measurement is repeated (--rounds, interleaved so
+machine noise hits all alike) and the median is kept. Ratios are queries/s over dense queries/s. Each row's
+nDCG@10 is computed from its last round's ranking; a bf16-decoder row also counts the queries whose top 10
+differ from its fp32 row.
 
 Every searcher answers the same test queries; each measurement is repeated (--rounds, interleaved so
 machine noise hits all alike) and the median is kept. Ratios are queries/s over dense queries/s.
@@ -31,12 +37,15 @@ def main() -> None:
     ap.add_argument("--latency-queries", type=int, default=100,
                     help="single-query latency (p50 / p99) over this many queries, one search call each")
     ap.add_argument("--json", type=Path, help="also write the figures here")
+    ap.add_argument("--decoder-precision", nargs="+", default=["fp32"], choices=["fp32", "bf16"],
+                    help="each generative method at each beam in these decoder precisions (search.decoder_precision)")
     ap.add_argument("--glen-reference", action="store_true",
                     help="also time GLEN folders decoding per beam row (restricted outputs, and the whole vocabulary)")
     args = ap.parse_args()
 
     from genir.data import load_dataset
     from genir.docids import DocIdTable
+    from genir.evaluation.metrics import evaluate
     from genir.methods import read_settings
     from genir.methods.glen.search import LexicalSearcher
     from genir.models import DocidSeq2Seq
@@ -55,8 +64,10 @@ def main() -> None:
     methods = args.method or [p.parent.parent.name for p in args.run_dir.glob("*/model/genir_model.json")]
     for m in methods:
         for beam in args.beams:
-            searchers[f"{m}@beam{beam}"] = Retriever.load(args.run_dir / m, docs=docs, beam=beam, overrides={
-                "search.batch_size": args.batch_size}).searcher
+            for precision in args.decoder_precision:
+                tag = "" if precision == "fp32" else f"-{precision}"
+                searchers[f"{m}@beam{beam}{tag}"] = Retriever.load(args.run_dir / m, docs=docs, beam=beam, overrides={
+                    "search.batch_size": args.batch_size, "search.decoder_precision": precision}).searcher
             folder = args.run_dir / m
             if args.glen_reference and (folder / "identifier_logits.npy").exists():
                 # GLEN references: every beam row decodes (restricted output layer, then the whole vocabulary)
@@ -68,11 +79,16 @@ def main() -> None:
     for s in searchers.values():  # warm-up: first calls allocate and load lazily
         s.batch_search(dict(list(queries.items())[:8]), args.k)
     times: dict[str, list[float]] = {n: [] for n in searchers}
+    runs = {}
     for _ in range(args.rounds):
         for name, s in searchers.items():
             start = time.perf_counter()
-            s.batch_search(queries, args.k)
+            runs[name] = s.batch_search(queries, args.k)
             times[name].append(time.perf_counter() - start)
+    qrels = coll.qrels_for(data.test_split)
+    ndcg = {n: evaluate(r, qrels)["full"]["nDCG@10"] for n, r in runs.items()}
+    top10_changed = {n: sum([h.doc_id for h in r[q][:10]] != [h.doc_id for h in runs[n.rsplit("-", 1)[0]][q][:10]]
+                            for q in queries) for n, r in runs.items() if n.endswith("-bf16")}
     qps = {n: len(queries) / statistics.median(t) for n, t in times.items()}
     alone = list(queries.values())[: args.latency_queries]
     latency: dict[str, list[float]] = {n: [] for n in searchers}
@@ -85,12 +101,16 @@ def main() -> None:
     p99 = {n: float(np.percentile(v, 99)) for n, v in latency.items()}
     print(f"{len(queries)} queries, {len(docs)} documents, torch threads {torch.get_num_threads()}, "
           f"batch {args.batch_size}, median of {args.rounds} rounds; latency over {len(alone)} single queries")
-    print(f"{'searcher':28s} {'queries/s':>10s} {'vs dense':>9s} {'vs BM25':>8s} {'p50 ms':>8s} {'p99 ms':>8s}")
+    print(f"{'searcher':28s} {'queries/s':>10s} {'vs dense':>9s} {'vs BM25':>8s} {'p50 ms':>8s} {'p99 ms':>8s} "
+          f"{'nDCG@10':>8s} {'top-10 changed':>15s}")
     for n, v in qps.items():
-        print(f"{n:28s} {v:10.1f} {v / qps['dense']:8.2f}x {v / qps['bm25']:7.3f}x {p50[n]:8.1f} {p99[n]:8.1f}")
+        changed = str(top10_changed[n]) if n in top10_changed else "-"
+        print(f"{n:28s} {v:10.1f} {v / qps['dense']:8.2f}x {v / qps['bm25']:7.3f}x {p50[n]:8.1f} {p99[n]:8.1f} "
+              f"{ndcg[n]:8.4f} {changed:>15s}")
     if args.json:
         args.json.write_text(json.dumps({"queries": len(queries), "qps": qps, "p50_ms": p50, "p99_ms": p99,
-                                         "ratio_to_dense": {n: v / qps["dense"] for n, v in qps.items()}}, indent=1))
+                                         "ratio_to_dense": {n: v / qps["dense"] for n, v in qps.items()},
+                                         "ndcg10": ndcg, "top10_changed": top10_changed}, indent=1))
 
 
 if __name__ == "__main__":

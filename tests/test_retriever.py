@@ -129,6 +129,36 @@ def test_int8_search_quantises_the_encoders_that_search_and_leaves_the_folder_as
     assert {p.name: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()} == before
 
 
+def test_bf16_decoder_runs_the_decoder_steps_in_bf16_and_leaves_the_encoder_in_fp32(trained):
+    import torch
+
+    from genir.settings import SettingsError
+
+    out, data = trained
+    queries = _test_queries(data)
+    seen: dict[str, set] = {}
+
+    def record(dtypes: set, part: str):
+        def hook(module, inputs, output):
+            out = output[0] if isinstance(output, tuple) else getattr(output, "last_hidden_state", output)
+            dtypes.add((part, out.dtype))
+        return hook
+
+    for precision in ("fp32", "bf16"):
+        searcher = Retriever.load(out / "dsi-atomic", overrides={"search.decoder_precision": precision}).searcher
+        seen[precision] = set()
+        hooks = [searcher.model.decoder.layers[0].qkv.register_forward_hook(record(seen[precision], "dec")),
+                 searcher.model.encoder.register_forward_hook(record(seen[precision], "enc"))]
+        hits = searcher.batch_search(queries, 20)
+        for h in hooks:
+            h.remove()
+        assert all(hits.values())
+    assert seen == {"fp32": {("dec", torch.float32), ("enc", torch.float32)},
+                    "bf16": {("dec", torch.bfloat16), ("enc", torch.float32)}}
+    with pytest.raises(SettingsError, match="tied-atomic searches by"):  # no beam-search decoder: refused
+        Retriever.load(out / "tied-atomic", overrides={"search.decoder_precision": "bf16"})
+
+
 def test_int8_is_a_search_setting_of_the_stage(trained, tmp_path):
     out, data = trained
     backbone = json.loads((out / "config.json").read_text())["model"]["backbone"]

@@ -54,3 +54,29 @@ def test_numpy_tree_equals_the_dict_built_tree(table):
         assert (node in trie.leaf_docs) == (node in ref["leaf_docs"]) == bool(trie.is_leaf[node])
     for i in range(len(table)):
         assert trie.contains(trie.table.sequence(i)) if not trie.needs_eos else trie.contains(trie.full_sequence(i))
+
+
+@pytest.mark.parametrize("table", list(_tables()), ids=lambda t: t.scheme)
+def test_ranked_documents_of_a_batch_equal_a_lookup_per_beam(table):
+    # the search's result assembly (one gather per batch) against the loop it replaced: a dict lookup per
+    # beam in beam order, skipping dead beams and inner nodes, until k documents are covered
+    trie, ref = PrefixTree(table), reference(table)
+    rng = np.random.default_rng(1)
+    nodes = rng.integers(-1, trie.n_nodes + 2, size=(6, 40))  # inner nodes, leaves and nodes out of range
+    scores = -np.sort(rng.random((6, 40)), axis=1).astype(np.float32)
+    scores[:, 30:] = -np.inf  # dead beams at the end of each row
+    scores[2] = -np.inf  # a query with no live beam
+    for k in (1, 3, 10, 100):
+        expected = []
+        for i in range(len(nodes)):
+            hits, count = [], 0
+            for node, score in zip(nodes[i].tolist(), scores[i].tolist(), strict=True):
+                if score == float("-inf") or count >= k:
+                    break
+                docs = ref["leaf_docs"].get(node)
+                if docs is not None:
+                    hits.append((score, list(docs)))
+                    count += len(docs)
+            expected.append(hits)
+        assert trie.leaf_docs.ranked(nodes, scores, k) == expected
+        assert any(len(h) > 1 for q in expected for _, h in q) or table.scheme != "collisions"  # ties covered

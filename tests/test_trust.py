@@ -144,3 +144,15 @@ def test_int8_search_without_an_encoder_is_refused(scifact_small, tmp_path):  # 
     from genir.methods import check_read, make_settings
 
     check_read(make_settings({"methods": [], "baselines": ["bm25", "dense"], "search": {"encoder_precision": "int8"}}))
+
+
+def test_bf16_decoder_without_a_decoding_method_is_refused(scifact_small, tmp_path):  # noqa: F811
+    base = ["--dataset", str(scifact_small), "--baseline", "bm25", "--out", str(tmp_path / "r")]
+    res = _run(*base, "--no-methods", "--decoder-precision", "bf16")
+    assert res.exit_code == 2 and "this run has none" in res.output, res.output
+    res = _run(*base, "--method", "tied-atomic", "--method", "dsi-atomic", "--decoder-precision", "bf16")
+    assert res.exit_code == 2 and "tied-atomic search(es) without one" in res.output, res.output
+    assert not (tmp_path / "r").exists()
+    from genir.methods import check_read, make_settings
+
+    check_read(make_settings({"methods": ["dsi-atomic"], "search": {"decoder_precision": "bf16"}}))

@@ -163,6 +163,9 @@ class SearchSettings:
     # int8: PyTorch's dynamic quantisation of the encoders that run at search time (genir.models.int8)
     encoder_precision: str = choice("fp32", "fp32", "int8", added=True, search=True,
                                     flag="int8: search-time encoders' linear layers in int8 (CPU)")
+    # bf16: the generative decoder's steps (beam search, tie ordering) under torch.autocast; the encoder as it is
+    decoder_precision: str = choice("fp32", "fp32", "bf16", added=True, search=True,
+                                    flag="bf16: beam search's decoder in bfloat16 (fast on CPUs with AMX/AVX512-BF16)")
     # hybrid rows, "a+b" pairs of this run's systems (e.g. tied-atomic+bm25), fused from their run files after
     # every stage (no stage of their own: they are computed anew each time, so they leave no fingerprint)
     hybrid: list[str] = field(default_factory=list, metadata={"runtime": True})

@@ -80,6 +80,11 @@ def check_read(settings: Settings) -> None:
             BASELINES[b].dense for b in settings.baselines):
         raise SettingsError(f"search.encoder_precision={settings.search.encoder_precision} is read by the encoders "
                             "of search (generative methods, dense baselines); this run has none")
+    not_decoding = [m for m in settings.methods if not METHODS[m].decodes]
+    if settings.search.decoder_precision != "fp32" and (not settings.methods or not_decoding):
+        raise SettingsError(f"search.decoder_precision={settings.search.decoder_precision} is read by the beam "
+                            "search decoders of generative methods; " + (f"{', '.join(not_decoding)} search(es) "
+                            "without one" if not_decoding else "this run has none"))
     if settings.data.short_spans and settings.data.pseudo_queries != "docasquery":
         raise SettingsError("data.short_spans shapes DocAsQuery's spans; with --pseudo-queries "
                             f"{settings.data.pseudo_queries!r} no span is drawn")
@@ -101,7 +106,13 @@ def open_searcher(method: Method, settings: Settings, model, table: DocIdTable |
     req = SearchRequest(model=model, table=table, folder=Path(folder), settings=method_settings(settings, method),
                         search=settings.search, docs=docs, beam=beam,
                         show_progress=show_progress, doc_arrays=doc_arrays, seed=settings.training.seed)
-    return method.open_searcher(req)
+    searcher = method.open_searcher(req)
+    if settings.search.decoder_precision != "fp32":
+        if not hasattr(searcher, "with_decoder"):
+            raise SettingsError(f"search.decoder_precision={settings.search.decoder_precision} runs a beam search's "
+                                f"decoder; {method.name} searches by {type(searcher).__name__}, which has none")
+        searcher = searcher.with_decoder(settings.search.decoder_precision)
+    return searcher
 
 
 def read_settings(run_dir: str | Path) -> Settings:

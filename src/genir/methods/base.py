@@ -125,6 +125,7 @@ class Method:
     learns_docids: ClassVar[bool] = False  # docids come out of training (``learn``), not ``make_docids``
     model_class: ClassVar[type[DocidSeq2Seq]] = DocidSeq2Seq  # what ``make_docids`` methods train
     objective: ClassVar[Callable] = staticmethod(seq2seq_loss)  # (model, batch) -> (loss, logs)
+    decodes: ClassVar[bool] = True  # searches by a decoder's beam search (``search.decoder_precision`` applies)
     needs_corpus: ClassVar[bool] = False  # its searcher encodes the corpus (SearchRequest.docs) when it opens
     doc_arrays: ClassVar[tuple[str, ...]] = ()  # per-document files beside the docids (kept by the live index)
     live_refusal: ClassVar[str] = "this method cannot index a document without retraining"

@@ -30,6 +30,19 @@ class GenerativeSearcher(Searcher):
         self.tie_break, self.name, self.show_progress = tie_break, name, show_progress
         self.trie_codes: list[int] | None = None  # the table's code of each trie code, when they differ
         self.shared_encoding = None  # a SharedEncoding its queries go through (genir.search.shared_encoding)
+        self.decoder_dtype: torch.dtype | None = None  # bf16: the decoder's steps under autocast (``with_decoder``)
+
+    def with_decoder(self, precision: str) -> GenerativeSearcher:
+        """This searcher with its decoder's steps (beam search and tie ordering) in ``precision`` ("fp32",
+        "bf16": ``torch.autocast``, which keeps softmax and layer norms in fp32); the encoder is untouched."""
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"decoder precision {precision!r}: choose fp32 or bf16")
+        self.decoder_dtype = torch.bfloat16 if precision == "bf16" else None
+        return self
+
+    def _decoder_precision(self, device: torch.device):
+        return torch.autocast(device.type, dtype=self.decoder_dtype or torch.bfloat16,
+                              enabled=self.decoder_dtype is not None)
 
     def batch_search(self, queries: Mapping[str, str], k: int = 100) -> Results:
         qids = sorted(queries, key=lambda q: len(queries[q]))  # similar lengths per batch: little padding
@@ -40,22 +53,14 @@ class GenerativeSearcher(Searcher):
             texts = [queries[q] for q in batch]
             with torch.inference_mode():
                 memory, mask = self.encode_queries(texts)
-                nodes, scores = beam_search(self.model, self.trie, memory, mask, self.beam, self.normalize)
-                nodes, scores = nodes.cpu(), scores.cpu()  # once per batch, after the search
-                found = []  # per query: (score, documents) of its docids, best first, until k documents
-                for i in range(len(batch)):
-                    found.append([])
-                    count = 0
-                    for node, score in zip(nodes[i].tolist(), scores[i].tolist(), strict=True):
-                        if score == float("-inf") or count >= k:
-                            break
-                        docs = self.trie.leaf_docs.get(node)
-                        if docs is not None:
-                            found[i].append((score, docs))
-                            count += len(docs)
+                with self._decoder_precision(memory.device):
+                    nodes, scores = beam_search(self.model, self.trie, memory, mask, self.beam, self.normalize)
+                # per query: (score, documents) of its docids, best first, until k documents
+                found = self.trie.leaf_docs.ranked(nodes.cpu().numpy(), scores.cpu().numpy(), k)
                 ties = [(i, j) for i, hits in enumerate(found) for j, (_, docs) in enumerate(hits) if len(docs) > 1]
                 if ties:  # the whole batch's shared docids ordered at once
-                    ordered = self.order_ties(texts, memory, mask, [(i, found[i][j][1]) for i, j in ties])
+                    with self._decoder_precision(memory.device):
+                        ordered = self.order_ties(texts, memory, mask, [(i, found[i][j][1]) for i, j in ties])
                     for (i, j), docs in zip(ties, ordered, strict=True):
                         found[i][j] = (found[i][j][0], docs)
             for qid, hits in zip(batch, found, strict=True):
@@ -76,7 +81,9 @@ class GenerativeSearcher(Searcher):
         trace: list[dict] = []
         with torch.inference_mode():
             memory, mask = self.encode_queries([query])
-            nodes, scores = beam_search(self.model, self.trie, memory, mask, self.beam, self.normalize, trace=trace)
+            with self._decoder_precision(memory.device):
+                nodes, scores = beam_search(self.model, self.trie, memory, mask, self.beam, self.normalize,
+                                            trace=trace)
         hits = self.batch_search({"q": query}, k)["q"]
         eos = self.trie.eos if self.trie.needs_eos else None
 

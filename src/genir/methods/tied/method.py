@@ -211,6 +211,7 @@ class TiedAtomic(Method):
     objective = staticmethod(tied_contrastive_loss)
     model_class = TiedSeq2Seq
     needs_corpus = True
+    decodes = False  # one step of dot products with the document encodings, or faiss
 
     budgets = "contrastive training: training.epochs, training.batch_size, training.lr"
 
