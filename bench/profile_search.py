@@ -115,8 +115,8 @@ def main() -> None:
     print("|---|---|" + "---|" * (len(PARTS) + 2))
     for method in a.method:
         for beam in a.beam or [100]:
-            overrides = {"search.decoder_precision": a.decoder_precision} if a.decoder_precision != "fp32" else {}
-            searcher = Retriever.load(Path(a.run_dir) / method, beam=beam, overrides=overrides).searcher
+            searcher = Retriever.load(Path(a.run_dir) / method, beam=beam,
+                                      overrides={"search.decoder_precision": a.decoder_precision}).searcher
             searcher.batch_search(dict(list(queries.items())[:8]), a.k)  # warm-up
             parts, total = profile(searcher, queries, a.k)
             cells = [f"{1000 * parts.get(p, 0.0) / len(queries):.2f} ({parts.get(p, 0.0) / total:.0%})" for p in PARTS]

@@ -9,9 +9,6 @@ Every searcher answers the same test queries; each measurement is repeated (--ro
 machine noise hits all alike) and the median is kept. Ratios are queries/s over dense queries/s. Each row's
 nDCG@10 is computed from its last round's ranking; a bf16-decoder row also counts the queries whose top 10
 differ from its fp32 row.
-
-Every searcher answers the same test queries; each measurement is repeated (--rounds, interleaved so
-machine noise hits all alike) and the median is kept. Ratios are queries/s over dense queries/s.
 """
 
 from __future__ import annotations
