@@ -129,6 +129,46 @@ def test_int8_search_quantises_the_encoders_that_search_and_leaves_the_folder_as
     assert {p.name: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()} == before
 
 
+@pytest.mark.parametrize("name", ["dsi-atomic", "tied-atomic", "dense"])
+def test_bf16_search_runs_the_encoders_matrix_products_in_bf16_and_hands_on_fp32(trained, name):
+    import torch
+    from torch.nn import Linear
+
+    out, data = trained
+    folder = out / name if name.endswith("atomic") else out / "baselines" / name
+    before = {p.name: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
+    queries = _test_queries(data)
+    seen: dict[str, set] = {}
+    hits = {}
+    for precision in ("fp32", "bf16"):
+        searcher = Retriever.load(folder, overrides={"search.encoder_precision": precision}).searcher
+        encoder = searcher.query_encoder if name == "dense" else searcher.model.encoder
+        linear = next(m for m in encoder.modules() if isinstance(m, Linear))
+        seen[precision] = set()
+
+        def record(module, inputs, output, part: str, dtypes: set = seen[precision]):
+            value = output if torch.is_tensor(output) else getattr(output, "last_hidden_state", None)
+            if value is None:
+                value = output[0] if isinstance(output, tuple) else output["sentence_embedding"]
+            dtypes.add((part, value.dtype))
+
+        hooks = [linear.register_forward_hook(lambda m, i, o: record(m, i, o, "linear")),
+                 encoder.register_forward_hook(lambda m, i, o: record(m, i, o, "out"))]
+        if name == "dense":
+            encoded = searcher.encode_queries(list(queries.values()))
+            assert encoded.dtype == "float32"
+        hits[precision] = searcher.batch_search(queries, 20)
+        for h in hooks:
+            h.remove()
+    # the matrix products in bf16, what leaves the encoder (the states, the pooled embedding) in fp32
+    assert seen == {"fp32": {("linear", torch.float32), ("out", torch.float32)},
+                    "bf16": {("linear", torch.bfloat16), ("out", torch.float32)}}
+    a, b = hits["fp32"], hits["bf16"]
+    assert any([h.score for h in a[q]] != [h.score for h in b[q]] for q in a)  # bf16 did run
+    assert all(a[q][0].doc_id in {h.doc_id for h in b[q][:5]} for q in a)  # and ranks about as fp32 does
+    assert {p.name: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()} == before
+
+
 def test_bf16_decoder_runs_the_decoder_steps_in_bf16_and_leaves_the_encoder_in_fp32(trained):
     import torch
 
@@ -167,3 +207,4 @@ def test_int8_is_a_search_setting_of_the_stage(trained, tmp_path):
             "--batch-size", "16", "--beam", "5", "--set", "search.k=20", "--out", str(out)]
     res = CliRunner().invoke(app, [*args, "--encoder-precision", "int8"])
     assert res.exit_code == 2 and "search.encoder_precision" in res.output, res.output  # a stale stage, named
+

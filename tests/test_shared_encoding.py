@@ -56,24 +56,25 @@ def test_a_text_is_kept_for_the_members_still_to_ask_and_for_them_only(encoder):
     _same(c.encode([TEXTS[1]], 512), encoder.encode([TEXTS[1]], 512))
 
 
+class Reader:  # the searcher contract: shared_query_encoder() and encode_queries through shared_encoding
+    def __init__(self, qe: QueryEncoder):
+        self.qe, self.shared_encoding = qe, None
+
+    def shared_query_encoder(self) -> QueryEncoder:
+        return self.qe
+
+    def encode_queries(self, texts):
+        if self.shared_encoding is not None:
+            return self.shared_encoding.encode(texts, self.qe.max_length)
+        return self.qe.encode(texts, self.qe.max_length)
+
+
 def test_searchers_with_different_encoders_do_not_share(tiny_bert, encoder):
     from transformers import AutoModel
 
     other = AutoModel.from_pretrained(tiny_bert).eval()
     with torch.no_grad():
         next(other.parameters()).add_(0.01)
-
-    class Reader:  # the searcher contract: shared_query_encoder() and encode_queries through shared_encoding
-        def __init__(self, qe: QueryEncoder):
-            self.qe, self.shared_encoding = qe, None
-
-        def shared_query_encoder(self) -> QueryEncoder:
-            return self.qe
-
-        def encode_queries(self, texts):
-            if self.shared_encoding is not None:
-                return self.shared_encoding.encode(texts, self.qe.max_length)
-            return self.qe.encode(texts, self.qe.max_length)
 
     changed = QueryEncoder(encoder.tokenizer, lambda i, m: other(input_ids=i, attention_mask=m).last_hidden_state,
                            other, 64, torch.device("cpu"))
@@ -88,3 +89,42 @@ def test_searchers_with_different_encoders_do_not_share(tiny_bert, encoder):
                 else self.shared_encoding.encode(texts, self.qe.max_length)
 
     assert not encoders.attach(Prompted(encoder), "d")
+
+
+def test_bf16_passes_share_with_bf16_passes_of_the_same_weights_only(encoder):
+    from genir.models.precision import Bf16Encoder
+
+    model = encoder.module
+    bf16 = Bf16Encoder(model)
+    in_bf16 = QueryEncoder(encoder.tokenizer, lambda i, m: bf16(input_ids=i, attention_mask=m).last_hidden_state,
+                           model, 64, torch.device("cpu"), "bf16")
+    encoders = SharedEncoders()
+    for name, qe in (("a", encoder), ("b", in_bf16), ("c", in_bf16), ("d", encoder)):
+        assert encoders.attach(Reader(qe), name)
+    assert sorted(g.members for g in encoders.groups.values()) == [["a", "d"], ["b", "c"]]
+
+
+def test_a_bf16_encoder_hands_on_fp32_and_is_read_as_its_model():
+    from transformers.modeling_outputs import BaseModelOutput
+
+    from genir.models.precision import Bf16Encoder, encoder_in
+
+    class Last(torch.nn.Module):  # an encoder whose last operation is a matrix product (bf16 under autocast)
+        def __init__(self):
+            super().__init__()
+            self.proj = torch.nn.Linear(8, 8)
+            self.config = {"name": "last"}
+
+        def forward(self, x):
+            return BaseModelOutput(last_hidden_state=self.proj(x)), self.proj(x)
+
+    inner = Last()
+    wrapped = encoder_in(inner, "bf16")
+    assert isinstance(wrapped, Bf16Encoder) and wrapped.config == {"name": "last"}  # the model's own attributes
+    x = torch.randn(3, 8)
+    out, plain = wrapped(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert inner(x)[1].dtype == torch.bfloat16  # what autocast alone would hand on
+    assert out.last_hidden_state.dtype == plain.dtype == torch.float32
+    assert torch.allclose(out.last_hidden_state, inner(x)[1], atol=0.05)
+    assert encoder_in(inner, "fp32") is inner

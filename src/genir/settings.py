@@ -160,9 +160,11 @@ class SearchSettings:
     beam: int = at_least(100, 1, search=True, flag="beam size for the reported search")
     k: int = at_least(100, 1, search=True)
     batch_size: int = at_least(16, 1, runtime=True)  # queries per beam-search batch
-    # int8: PyTorch's dynamic quantisation of the encoders that run at search time (genir.models.int8)
-    encoder_precision: str = choice("fp32", "fp32", "int8", added=True, search=True,
-                                    flag="int8: search-time encoders' linear layers in int8 (CPU)")
+    # the encoders that run at search time (genir.models.precision): int8 by PyTorch's dynamic quantisation,
+    # bf16 under torch.autocast
+    encoder_precision: str = choice("fp32", "fp32", "int8", "bf16", added=True, search=True,
+                                    flag="int8: search-time encoders' linear layers in int8 (CPU); "
+                                         "bf16: under autocast in bfloat16")
     # bf16: the generative decoder's steps (beam search, tie ordering) under torch.autocast; the encoder as it is
     decoder_precision: str = choice("fp32", "fp32", "bf16", added=True, search=True,
                                     flag="bf16: beam search's decoder in bfloat16 (fast on CPUs with AMX/AVX512-BF16)")

@@ -99,10 +99,10 @@ def open_searcher(method: Method, settings: Settings, model, table: DocIdTable |
                   doc_arrays: dict[str, Any] | None = None) -> Searcher:
     """The searcher of a trained method, built the way its recipe searches, from the run's settings
     (``doc_arrays``: per-document arrays in ``table``'s row order, when a live index changed the table)."""
-    if settings.search.encoder_precision == "int8" and model is not None:
-        from genir.models.int8 import with_int8_encoder
+    if settings.search.encoder_precision != "fp32" and model is not None:
+        from genir.models.precision import with_encoder_in
 
-        model = with_int8_encoder(model)
+        model = with_encoder_in(model, settings.search.encoder_precision)
     req = SearchRequest(model=model, table=table, folder=Path(folder), settings=method_settings(settings, method),
                         search=settings.search, docs=docs, beam=beam,
                         show_progress=show_progress, doc_arrays=doc_arrays, seed=settings.training.seed)

@@ -23,8 +23,8 @@ from genir.workspace import Workspace
 
 def with_precision(searcher: Searcher, precision: str) -> Searcher:
     """The searcher with its query encoder in ``search.encoder_precision`` (BM25 has no encoder)."""
-    if precision == "int8" and isinstance(searcher, DenseSearcher):
-        return searcher.int8_queries()
+    if precision != "fp32" and isinstance(searcher, DenseSearcher):
+        return searcher.queries_in(precision)
     return searcher
 
 

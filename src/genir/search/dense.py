@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -37,7 +38,8 @@ class DenseSearcher(Searcher):
                  batch_size: int = 64, encoder=None, doc_embeddings: np.ndarray | None = None,
                  show_progress: bool = True):
         self.encoder = encoder or load_sentence_encoder(model, max_seq_length)
-        self.query_encoder = self.encoder  # what encodes queries (an int8 copy: ``int8_queries``)
+        self.query_encoder = self.encoder  # what encodes queries (another precision's: ``queries_in``)
+        self.query_precision = "fp32"  # search.encoder_precision of the query encoder (``queries_in``)
         self.shared_encoding = None  # a SharedEncoding its queries go through (genir.search.shared_encoding)
         self.doc_ids = [d.id for d in docs]
         self.batch_size = batch_size
@@ -74,17 +76,27 @@ class DenseSearcher(Searcher):
         except (KeyError, TypeError, OSError, ValueError) as e:
             raise DataError(folder, None, f"not a readable dense index ({e})") from None
 
-    def int8_queries(self) -> DenseSearcher:
-        """Queries encoded by an int8 copy of the encoder (``search.encoder_precision=int8``); the documents'
-        embeddings stay as they were made (fp32), and ``save`` keeps the fp32 encoder."""
-        from genir.models.int8 import int8_copy
+    def queries_in(self, precision: str) -> DenseSearcher:
+        """Queries encoded in ``search.encoder_precision`` (an int8 copy of the encoder, or the encoder under
+        bf16 autocast); the documents' embeddings stay as they were made (fp32), and ``save`` keeps the fp32
+        encoder."""
+        from genir.models.precision import PRECISIONS, int8_copy
 
-        self.query_encoder = int8_copy(self.encoder)
+        if precision not in PRECISIONS:
+            raise ValueError(f"encoder precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+        self.query_precision = precision
+        self.query_encoder = int8_copy(self.encoder) if precision == "int8" else self.encoder
         return self
+
+    def _query_pass(self) -> contextlib.AbstractContextManager:
+        """bf16: the query encoder's pass under autocast (pooled and scored in fp32 after it)."""
+        from genir.models.precision import autocast
+
+        return autocast(self.query_encoder) if self.query_precision == "bf16" else contextlib.nullcontext()
 
     def shared_query_encoder(self) -> QueryEncoder | None:
         """The encoder's transformer, when queries are its mean-pooled, normalised token states (what the
-        bundled MiniLM does); None for any other pipeline or an int8 copy."""
+        bundled MiniLM does); None for any other pipeline (an int8 copy is not shared: see its key)."""
         modules = list(self.query_encoder)
         if [type(m).__name__ for m in modules] != ["Transformer", "Pooling", "Normalize"]:
             return None
@@ -93,18 +105,21 @@ class DenseSearcher(Searcher):
         transformer = modules[0].auto_model
 
         def forward(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-            return transformer(input_ids=ids, attention_mask=mask).last_hidden_state
+            with self._query_pass():
+                return transformer(input_ids=ids, attention_mask=mask).last_hidden_state.float()
 
         device = next(transformer.parameters()).device
         return QueryEncoder(self.query_encoder.tokenizer, forward, transformer, self.query_encoder.max_seq_length,
-                            device)
+                            device, self.query_precision)
 
     def encode_queries(self, texts: list[str]) -> np.ndarray:
         if self.shared_encoding is not None:
             states, mask = self.shared_encoding.encode(texts, self.query_encoder.max_seq_length)
             return mean_pooled(states, mask).float().cpu().numpy()
-        return self.query_encoder.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
-                                   convert_to_numpy=True, show_progress_bar=False)
+        with self._query_pass():
+            out = self.query_encoder.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
+                                            convert_to_numpy=True, show_progress_bar=False)
+        return np.asarray(out, dtype=np.float32)
 
     def batch_search(self, queries: Mapping[str, str], k: int = 100) -> Results:
         qids = list(queries)

@@ -121,7 +121,10 @@ class GenerativeSearcher(Searcher):
     def shared_query_encoder(self) -> QueryEncoder:
         """What this searcher reads queries with (searchers whose encoders agree share one pass)."""
         m = self.model
-        return QueryEncoder(m.tokenizer, m.encode, m.encoder, m.config.query_max_length, m.code_embed.weight.device)
+        precision = getattr(m.encoder, "precision", "fp32")
+        weights = m.encoder.inner if precision == "bf16" else m.encoder  # a bf16 pass shares fp32 weights
+        return QueryEncoder(m.tokenizer, m.encode, weights, m.config.query_max_length, m.code_embed.weight.device,
+                            precision)
 
     def index_bytes(self) -> int:
         """The trie plus every decoder-side parameter (the model is the index; the encoder is not)."""

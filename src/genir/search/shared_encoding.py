@@ -8,7 +8,8 @@ texts its members ask for at about the same time, each distinct text once, and k
 every member has had them (:class:`SharedEncoding`). A member gets its own rows,
 trimmed to its own padding; a text longer than a member's truncation is encoded again at that length, so a
 member sees the states it would have computed itself. A searcher joins only if a probe text encodes the
-same through the group as through its own path; int8 encoders are not shared (their copies differ).
+same through the group as through its own path; int8 encoders are not shared (their copies differ), and bf16
+ones only with bf16 ones of the same weights.
 """
 
 from __future__ import annotations
@@ -78,11 +79,12 @@ class QueryEncoder:
     module: torch.nn.Module  # whose weights ``forward`` runs
     max_length: int
     device: torch.device
+    precision: str = "fp32"  # search.encoder_precision it runs in: bf16 and fp32 passes differ
 
     def key(self, weights: str | None) -> str | None:
         """What this encoder computes, given ``module_digest(self.module)``; None: not to be shared."""
         tokens = tokenizer_digest(self.tokenizer)
-        return None if weights is None or tokens is None else f"{weights}:{tokens}:{self.device}"
+        return None if weights is None or tokens is None else f"{weights}:{tokens}:{self.device}:{self.precision}"
 
     def encode(self, texts: list[str], max_length: int) -> States:
         enc = self.tokenizer(texts, truncation=True, max_length=max_length, padding=True, return_tensors="pt",
