@@ -208,3 +208,36 @@ def test_int8_is_a_search_setting_of_the_stage(trained, tmp_path):
     res = CliRunner().invoke(app, [*args, "--encoder-precision", "int8"])
     assert res.exit_code == 2 and "search.encoder_precision" in res.output, res.output  # a stale stage, named
 
+
+@pytest.mark.parametrize(("name", "key", "value"), [("dsi-atomic", "training.epochs", "3"),
+                                                     ("dsi-atomic", "glen.tie_break", "random"),
+                                                     ("dsi-atomic", "search.k", "5"),
+                                                     ("dense", "search.decoder_precision", "bf16"),
+                                                     ("bm25", "search.encoder_precision", "bf16")])
+def test_a_setting_the_folders_searcher_does_not_read_is_refused(trained, name, key, value):
+    from genir.settings import SettingsError
+
+    out, _ = trained
+    folder = out / name if name.endswith("atomic") else out / "baselines" / name
+    with pytest.raises(SettingsError, match=f"{key}: {name}'s searcher does not read it"):
+        Retriever.load(folder, overrides={key: value})
+    res = CliRunner().invoke(app, ["search", str(folder), "vitamin", "--set", f"{key}={value}"])
+    assert res.exit_code == 2 and "does not read it" in res.output, res.output
+
+
+def test_serve_settings_reach_every_searcher_that_reads_them_and_no_other(trained):
+    from genir.live import LiveIndex, LiveIndexError
+
+    out, _ = trained
+    index = LiveIndex(out, ["dsi-atomic", "tied-atomic"], ["bm25", "dense"],
+                      overrides={"search.encoder_precision": "bf16", "search.decoder_precision": "bf16"})
+    dsi, tied, dense = (index.searcher(n).inner for n in ("dsi-atomic", "tied-atomic", "dense"))
+    assert dsi.model.encoder.precision == tied.model.encoder.precision == dense.query_precision == "bf16"
+    assert dsi.decoder_dtype is not None  # the decoder that beam-searches; Tied-Atomic has none to take it
+    assert index.searcher("bm25").batch_search({"q": "vitamin"}, 3)["q"]
+    with pytest.raises(LiveIndexError, match="training.epochs: read by none"):
+        LiveIndex(out, ["dsi-atomic"], ["bm25"], overrides={"training.epochs": "3"})
+    with pytest.raises(LiveIndexError, match="search.encoder_precision: read by none"):
+        LiveIndex(out, [], ["bm25"], overrides={"search.encoder_precision": "bf16"})
+    res = CliRunner().invoke(app, ["serve", str(out), "--method", "dsi-atomic", "--set", "data.span_words=3"])
+    assert res.exit_code == 2 and "data.span_words: read by none" in res.output, res.output

@@ -57,11 +57,14 @@ class LiveIndex:
 
     def __init__(self, run_dir: str | Path, methods: list[str] | None = None,
                  baselines: tuple[str, ...] | list[str] = LIVE_BASELINES, beam: int | None = None,
-                 device: str = "auto"):
+                 device: str = "auto", overrides: dict[str, Any] | None = None):
         from genir.workspace import resolve_device
 
         self.run_dir = Path(run_dir)
         self.settings = read_settings(self.run_dir)
+        self.overrides = dict(overrides or {})  # search settings other than the run's (``genir serve --set``)
+        for key, value in self.overrides.items():
+            self.settings.set(key, value)
         available = trained_methods(self.run_dir)
         for m in methods or []:
             if m not in available:
@@ -72,6 +75,9 @@ class LiveIndex:
             if b not in LIVE_BASELINES:
                 raise LiveIndexError(f"unknown baseline {b!r}: a live index serves {', '.join(LIVE_BASELINES)}")
         self.baselines = list(baselines)
+        for key in self.overrides:
+            if not any(self._overrides_for(name, {key}) for name in self.methods + self.baselines):
+                raise LiveIndexError(f"{key}: read by none of the systems served here ({', '.join(self.names)})")
         self.beam, self.device = beam, resolve_device(device)
         data = self.settings.data
         self.collection = load_dataset(data.dataset, data.data_dir, data.qrels_dir)
@@ -293,6 +299,24 @@ class LiveIndex:
     def names(self) -> list[str]:
         return self.baselines + self.methods
 
+    def _overrides_for(self, name: str, keys: set[str] | None = None) -> set[str]:
+        """The override keys (of ``keys``, default all) that ``name``'s searcher reads."""
+        from genir.retriever import refuse_unread_overrides
+        from genir.settings import SettingsError
+
+        method = get_method(name) if name in self.methods else None
+        read = set()
+        for key in self.overrides if keys is None else keys:
+            if method is not None and key == "search.decoder_precision" and not method.decodes:
+                continue  # a searcher without a beam-search decoder (Tied-Atomic): the decoders served take it
+            try:
+                refuse_unread_overrides({key: self.overrides[key]}, self.settings, method,
+                                        None if method is not None else name)
+            except SettingsError:
+                continue
+            read.add(key)
+        return read
+
     def searcher(self, name: str) -> Searcher:
         if name not in self._searchers:
             self._searchers[name] = self._open(name)
@@ -313,7 +337,8 @@ class LiveIndex:
         else:
             table, arrays = self.table(name)
             searcher = Retriever.load(self.run_dir / name, docs=docs, beam=self.beam, model=self.model(name),
-                                      table=table, doc_arrays=arrays).searcher
+                                      table=table, doc_arrays=arrays,
+                                      overrides={k: self.overrides[k] for k in self._overrides_for(name)}).searcher
         if self.shared_encoders is not None:
             self.shared_encoders.attach(searcher, name)
         return LiveFiltered(searcher, self)

@@ -80,6 +80,35 @@ def record_settings(record: dict[str, Any], overrides: Mapping[str, Any] | None 
     return settings_from(record["settings"], f"{record.get('name')}: recorded settings", dict(overrides or {}))
 
 
+# what a searcher opened from a folder reads of the search group: the beam search's and the encoders' settings;
+# search.k is the caller's (search(query, k)), the hybrid rows are a run's, fused after its stages
+_FOLDER_SEARCH_KEYS = {"beam", "batch_size", "encoder_precision", "decoder_precision"}
+
+
+def refuse_unread_overrides(overrides: Mapping[str, Any], settings: Settings, method: Method | None,
+                            baseline: str | None = None) -> None:
+    """A setting given to open a folder must be one its searcher reads (never accepted and ignored): the
+    search group's beam-search and encoder settings, and the search-time keys of the method's own group. A
+    SettingsError names the first that is not."""
+    from genir.settings import SettingsError, settable_fields
+
+    dense = baseline is not None and BASELINES[baseline].dense
+    for key in overrides:
+        group, _, name = key.partition(".")
+        if method is not None:
+            if group == "search":
+                reads = name in _FOLDER_SEARCH_KEYS
+            else:
+                fields = settable_fields(type(settings.group(group))) if group == method.group else {}
+                reads = name in fields and bool(fields[name][0].metadata.get("search"))
+        else:  # a baseline: only a dense one's query encoder has a setting of search
+            reads = dense and key == "search.encoder_precision"
+        if not reads:
+            what = method.name if method is not None else baseline
+            raise SettingsError(f"{key}: {what}'s searcher does not read it (a folder opens with search settings "
+                                "only: training and docid settings are the folder's own)")
+
+
 def corpus_of(record: dict[str, Any], settings: Settings) -> list[Document]:
     """The documents the folder indexes: the recorded dataset, found where it lay (its content checked),
     else by the run's dataset settings."""
@@ -140,11 +169,13 @@ class Retriever:
         if record["kind"] == "baseline":
             if record["name"] not in BASELINES:
                 raise ValueError(f"{folder}: unknown baseline {record['name']!r}")
+            refuse_unread_overrides(overrides or {}, settings, None, record["name"])
             searcher = with_precision(BASELINES[record["name"]].load(folder), settings.search.encoder_precision)
             return cls(folder, record, searcher, settings=settings)
         if record["kind"] != "method":
             raise DataError(folder / RECORD, None, f"unknown kind {record['kind']!r}")
         method = get_method(record["name"])
+        refuse_unread_overrides(overrides or {}, settings, method)
         if record.get("revision") not in (None, method.revision):
             raise ValueError(f"{folder}: made by revision {record['revision']} of {method.name}'s recipe; this "
                              f"genir trains revision {method.revision}: remake it with genir run --redo {method.name}")

@@ -115,12 +115,7 @@ def _method_searcher(method_dir: Path, beam: int | None, dataset: str | None, se
     from genir.retriever import Retriever
     from genir.settings import SettingsError
 
-    overrides = {}
-    for item in sets or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            _fail(f"--set {item!r}: expected GROUP.KEY=VALUE")
-        overrides[key.strip()] = value.strip()
+    overrides = _search_overrides(sets)
     try:
         docs = None
         if dataset:
@@ -135,11 +130,25 @@ def _method_searcher(method_dir: Path, beam: int | None, dataset: str | None, se
 _SEARCH_SET = "a search setting other than the run's, as GROUP.KEY=VALUE (e.g. glen.tie_break=random); repeat"
 
 
-def _live(run_dir: Path, methods: list[str] | None = None, beam: int | None = None, baselines=None):
+def _search_overrides(sets: list[str] | None) -> dict[str, str]:
+    """``--set GROUP.KEY=VALUE`` items as overrides (checked by whoever opens the searchers)."""
+    overrides = {}
+    for item in sets or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            _fail(f"--set {item!r}: expected GROUP.KEY=VALUE")
+        overrides[key.strip()] = value.strip()
+    return overrides
+
+
+def _live(run_dir: Path, methods: list[str] | None = None, beam: int | None = None, baselines=None,
+          sets: list[str] | None = None):
     from genir.data.collection import DataError
     from genir.live import LIVE_BASELINES, LiveIndex
+    from genir.settings import SettingsError
 
     try:
-        return LiveIndex(run_dir, methods, LIVE_BASELINES if baselines is None else baselines, beam)
-    except (DataError, KeyError, ValueError) as e:
+        return LiveIndex(run_dir, methods, LIVE_BASELINES if baselines is None else baselines, beam,
+                         overrides=_search_overrides(sets))
+    except (DataError, KeyError, ValueError, SettingsError) as e:
         _fail(error_text(e))

@@ -80,10 +80,13 @@ def serve(
     max_batch: Annotated[int, typer.Option(help="queries batched into one beam search")] = 64,
     shared_encoders: Annotated[bool, typer.Option(help="methods reading queries with the same encoder encode "
                                                        "each query once (off: once per method)")] = True,
+    set_: Annotated[list[str] | None, typer.Option("--set", help=_SEARCH_SET + " (e.g. search.encoder_precision=bf16)")
+                    ] = None,
 ) -> None:
     """Serve a run over HTTP: a web page at /, GET/POST /search, GET /documents/{id}, GET /inspect,
     POST /documents and DELETE /documents/{id} (the live index), GET /health; OpenAPI docs at /docs."""
     from genir.serve import serve as serve_app
+    from genir.settings import SettingsError
 
     if not 0 <= port <= 65535:
         _fail(f"--port: must be between 0 and 65535, got {port}")
@@ -94,9 +97,12 @@ def serve(
     if (run_dir / "model").is_dir() and not (run_dir / "config.json").exists():  # one method folder
         method, run_dir = [run_dir.name], run_dir.parent
     baselines = [] if baseline == ["none"] else baseline
-    index = _live(run_dir, method, beam, baselines)
-    for name in index.names:  # open every searcher now: the first request is not the one that waits
-        index.searcher(name)
+    index = _live(run_dir, method, beam, baselines, set_)
+    for name in index.names:  # open every searcher now: the first request is not the one that waits, and a
+        try:  # searcher that refuses a --set says so before the port opens
+            index.searcher(name)
+        except (ValueError, SettingsError) as e:
+            _fail(error_text(e))
     typer.echo(f"serving {', '.join(index.names)} on http://{host}:{port}/ (API docs: /docs)")
     serve_app(index, host, port, max_batch, share_encoders=shared_encoders)
 
