@@ -7,6 +7,7 @@ the same folder and queries, in the same run, for the ratio.
     python bench/serve_load.py --run runs/scifact --method dsi-semantic --method bm25 \\
         --requests 10000 --concurrency 50 --old dc2f501 --old-requests 2000
 
+``--set search.encoder_precision=bf16`` also measures every method on a server started with that setting.
 ``--side-by-side N`` also measures N searches of every ``--method`` at once (the page's search), with the
 methods' query encoders shared and not, in the same run.
 """
@@ -185,6 +186,9 @@ def main() -> None:
     ap.add_argument("--side-by-side", type=int, default=0, metavar="N",
                     help="also N searches of every --method side by side (the page's search), the server with "
                          "shared query encoders and without, in the same run")
+    ap.add_argument("--set", action="append", default=[], metavar="GROUP.KEY=VALUE",
+                    help="also measure every --method on a server started with these search settings (genir serve "
+                         "--set), in the same run")
     ap.add_argument("--out", default=None, help="JSON results (default: print only)")
     args = ap.parse_args()
     from genir.live import LiveIndex
@@ -205,15 +209,18 @@ def main() -> None:
         cmd = [c for c in cmd if c not in ("--baseline", "none")] + [x for b in baselines for x in ("--baseline", b)]
     if args.side_by_side:
         rows += side_by_side(cmd, port, queries, args, env)
-    with running(cmd, port, env):
-        for m in args.method if args.requests else []:
-            asyncio.run(load(port, queries, m, 200, args.concurrency, 0.0, seed=1))  # warm-up
-            r = asyncio.run(load(port, queries, m, args.requests, args.concurrency, args.malformed))
-            r["server"] = "genir serve (FastAPI + uvicorn, micro-batched)"
-            rows.append(r)
-            print(json.dumps(r), flush=True)
-        health = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/health").read())
-        print("batch sizes:", json.dumps(health["batches"]), flush=True)
+    variants = [[]] + ([[x for item in args.set for x in ("--set", item)]] if args.set else [])
+    for extra in variants:
+        with running(cmd + extra, port, env):
+            for m in args.method if args.requests else []:
+                asyncio.run(load(port, queries, m, 200, args.concurrency, 0.0, seed=1))  # warm-up
+                r = asyncio.run(load(port, queries, m, args.requests, args.concurrency, args.malformed))
+                r["server"] = "genir serve (FastAPI + uvicorn, micro-batched)" + (
+                    f", {', '.join(args.set)}" if extra else "")
+                rows.append(r)
+                print(json.dumps(r), flush=True)
+            health = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/health").read())
+            print("batch sizes:", json.dumps(health["batches"]), flush=True)
     if args.old:
         source = subprocess.run(["git", "show", f"{args.old}:src/genir/serve.py"], cwd=ROOT, capture_output=True,
                                 text=True, check=True).stdout
