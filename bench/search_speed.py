@@ -3,7 +3,7 @@
 Usage (after `genir run`, which leaves trained methods and document embeddings in its report folder):
 
     python bench/search_speed.py --run-dir runs/scifact --method dsi-semantic --beams 10 100 \
-        --decoder-precision fp32 bf16
+        --decoder-precision fp32 bf16 [--encoder-precision bf16]
 
 Every searcher answers the same test queries; each measurement is repeated (--rounds, interleaved so
 machine noise hits all alike) and the median is kept. Ratios are queries/s over dense queries/s. Each row's
@@ -36,6 +36,8 @@ def main() -> None:
     ap.add_argument("--json", type=Path, help="also write the figures here")
     ap.add_argument("--decoder-precision", nargs="+", default=["fp32"], choices=["fp32", "bf16"],
                     help="each generative method at each beam in these decoder precisions (search.decoder_precision)")
+    ap.add_argument("--encoder-precision", default="fp32", choices=["fp32", "int8", "bf16"],
+                    help="every searcher's query encoder, dense included (search.encoder_precision)")
     ap.add_argument("--glen-reference", action="store_true",
                     help="also time GLEN folders decoding per beam row (restricted outputs, and the whole vocabulary)")
     args = ap.parse_args()
@@ -56,15 +58,16 @@ def main() -> None:
     queries = coll.split_queries(data.test_split)
     docs = list(coll.corpus.values())
     emb = np.load(args.run_dir / "doc_embeddings.npy")
-    searchers = {"bm25": BM25Searcher(docs), "dense": DenseSearcher(docs, model=settings.dense.model,
-                                                                      doc_embeddings=emb, batch_size=args.batch_size)}
+    dense = DenseSearcher(docs, model=settings.dense.model, doc_embeddings=emb, batch_size=args.batch_size)
+    searchers = {"bm25": BM25Searcher(docs), "dense": dense.queries_in(args.encoder_precision)}
     methods = args.method or [p.parent.parent.name for p in args.run_dir.glob("*/model/genir_model.json")]
     for m in methods:
         for beam in args.beams:
             for precision in args.decoder_precision:
                 tag = "" if precision == "fp32" else f"-{precision}"
                 searchers[f"{m}@beam{beam}{tag}"] = Retriever.load(args.run_dir / m, docs=docs, beam=beam, overrides={
-                    "search.batch_size": args.batch_size, "search.decoder_precision": precision}).searcher
+                    "search.batch_size": args.batch_size, "search.decoder_precision": precision,
+                    "search.encoder_precision": args.encoder_precision}).searcher
             folder = args.run_dir / m
             if args.glen_reference and (folder / "identifier_logits.npy").exists():
                 # GLEN references: every beam row decodes (restricted output layer, then the whole vocabulary)
@@ -97,7 +100,8 @@ def main() -> None:
     p50 = {n: float(np.percentile(v, 50)) for n, v in latency.items()}
     p99 = {n: float(np.percentile(v, 99)) for n, v in latency.items()}
     print(f"{len(queries)} queries, {len(docs)} documents, torch threads {torch.get_num_threads()}, "
-          f"batch {args.batch_size}, median of {args.rounds} rounds; latency over {len(alone)} single queries")
+          f"encoders {args.encoder_precision}, batch {args.batch_size}, median of {args.rounds} rounds; "
+          f"latency over {len(alone)} single queries")
     print(f"{'searcher':28s} {'queries/s':>10s} {'vs dense':>9s} {'vs BM25':>8s} {'p50 ms':>8s} {'p99 ms':>8s} "
           f"{'nDCG@10':>8s} {'top-10 changed':>15s}")
     for n, v in qps.items():
