@@ -241,3 +241,14 @@ def test_serve_settings_reach_every_searcher_that_reads_them_and_no_other(traine
         LiveIndex(out, [], ["bm25"], overrides={"search.encoder_precision": "bf16"})
     res = CliRunner().invoke(app, ["serve", str(out), "--method", "dsi-atomic", "--set", "data.span_words=3"])
     assert res.exit_code == 2 and "data.span_words: read by none" in res.output, res.output
+
+
+def test_a_corpus_given_to_a_folder_that_does_not_encode_one_is_refused(trained):
+    out, data = trained
+    with pytest.raises(ValueError, match="searches the documents it indexed"):
+        Retriever.load(out / "baselines" / "dense", docs=[])
+    for folder in (out / "baselines" / "dense", out / "dsi-atomic"):  # dense used to search its own corpus anyway
+        res = CliRunner().invoke(app, ["search", str(folder), "vitamin", "--dataset", str(data)])
+        assert res.exit_code == 2 and "searches the d" in res.output, res.output
+    res = CliRunner().invoke(app, ["search", str(out / "tied-atomic"), "vitamin", "--dataset", str(data)])
+    assert res.exit_code == 0 and res.output.strip(), res.output  # Tied-Atomic encodes the corpus it is given

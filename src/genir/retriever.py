@@ -170,6 +170,9 @@ class Retriever:
             if record["name"] not in BASELINES:
                 raise ValueError(f"{folder}: unknown baseline {record['name']!r}")
             refuse_unread_overrides(overrides or {}, settings, None, record["name"])
+            if docs is not None:  # a baseline's index is its folder's (BM25's matrix, dense's embeddings)
+                raise ValueError(f"{folder}: a {record['name']} folder searches the documents it indexed; docs= is "
+                                 "read by methods whose index is the model's encoding of a corpus (tied-atomic)")
             searcher = with_precision(BASELINES[record["name"]].load(folder), settings.search.encoder_precision)
             return cls(folder, record, searcher, settings=settings)
         if record["kind"] != "method":

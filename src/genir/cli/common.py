@@ -122,7 +122,11 @@ def _method_searcher(method_dir: Path, beam: int | None, dataset: str | None, se
             from genir.data import load_dataset
 
             docs = list(load_dataset(dataset).corpus.values())
-        return Retriever.load(method_dir, docs=docs, beam=beam, overrides=overrides).searcher
+        retriever = Retriever.load(method_dir, docs=docs, beam=beam, overrides=overrides)
+        if dataset and not (retriever.method is not None and retriever.method.needs_corpus):
+            _fail(f"--dataset: {retriever.name} searches the docids it was trained on, not a corpus it encodes "
+                  "(--dataset is for tied-atomic folders; genir transfer indexes another corpus)")
+        return retriever.searcher
     except (DataError, KeyError, ValueError, SettingsError) as e:
         _fail(error_text(e))
 
