@@ -212,6 +212,7 @@ def test_int8_is_a_search_setting_of_the_stage(trained, tmp_path):
 @pytest.mark.parametrize(("name", "key", "value"), [("dsi-atomic", "training.epochs", "3"),
                                                      ("dsi-atomic", "glen.tie_break", "random"),
                                                      ("dsi-atomic", "search.k", "5"),
+                                                     ("tied-atomic", "search.beam", "5"),
                                                      ("dense", "search.decoder_precision", "bf16"),
                                                      ("bm25", "search.encoder_precision", "bf16")])
 def test_a_setting_the_folders_searcher_does_not_read_is_refused(trained, name, key, value):

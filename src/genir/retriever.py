@@ -96,8 +96,8 @@ def refuse_unread_overrides(overrides: Mapping[str, Any], settings: Settings, me
     for key in overrides:
         group, _, name = key.partition(".")
         if method is not None:
-            if group == "search":
-                reads = name in _FOLDER_SEARCH_KEYS
+            if group == "search":  # a method without a beam-search decoder (Tied-Atomic) ranks all: no beam
+                reads = name in _FOLDER_SEARCH_KEYS and (method.decodes or name != "beam")
             else:
                 fields = settable_fields(type(settings.group(group))) if group == method.group else {}
                 reads = name in fields and bool(fields[name][0].metadata.get("search"))
