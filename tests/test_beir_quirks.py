@@ -4,6 +4,7 @@ counted, and a query that is itself a document loses its own id from its ranking
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -78,8 +79,8 @@ def test_every_document_gets_an_indexing_text_of_its_own_with_short_spans(shared
     def alone(**data) -> int:
         ws = _workspace(shared_datasets, tmp_path, "cranfield", train_split="split_train", test_split="split_test",
                         **data)
-        note = next(n for n in ws.data_notes() if n.startswith("Indexing texts"))
-        return int(note.split("; ")[1].split(" have no other")[0].replace(",", ""))
+        note = next(n for n in ws.data_notes({"dsi-atomic": ws}) if n.startswith("Indexing texts of dsi-atomic"))
+        return int(re.search(r"([\d,]+) have no other", note).group(1).replace(",", ""))
 
     before, after = alone(), alone(short_spans=True)
     few_words = sum(len(d.full_text.split()) < 2 for d in load_dataset("cranfield", shared_datasets).corpus.values())

@@ -32,7 +32,7 @@ def plan(settings: Settings, redo: set[str] | None = None, fresh: bool = False) 
         entry = {"name": stage.name, "status": status, "differences": train + search,
                  "settings": {**stage.fingerprint.train, **stage.fingerprint.search}, "phases": []}
         if stage.name in settings.methods:
-            for phase in get_method(stage.name).phases(ws):
+            for phase in get_method(stage.name).phases(pipeline.view(get_method(stage.name))):
                 entry["phases"].append({"name": phase.name, "epochs": phase.epochs, "batch_size": phase.batch_size,
                                         "lr": phase.lr, "examples": phase.examples, "repeats": phase.repeats,
                                         "grad_accumulation": phase.grad_accumulation, "steps": phase.steps,

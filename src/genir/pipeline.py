@@ -78,10 +78,14 @@ class Pipeline:
         return Stage(name, folder / f"{name}.{STAGE_FILE}", [*search_owned, folder / name], search_owned,
                      self._subsets_rule(baseline_fingerprint(self.settings, name, self._common())))
 
+    def view(self, method: Method) -> Workspace:
+        """The workspace ``method`` trains in: its own indexing texts where the run leaves them unset."""
+        return self.ws.for_texts(method.indexing_texts)
+
     def method_stage(self, name: str, transfer_from: Path | None = None) -> Stage:
         folder = self.ws.out / name
         method = get_method(name)
-        fp = method_fingerprint(self.settings, method.group, self._common())
+        fp = method_fingerprint(self.view(method).settings, method.group, self._common())
         if method.revision > 1:  # the recipe changed what the same settings make: an older stage is not this one
             fp.train = {**fp.train, "recipe.revision": method.revision}
         if transfer_from is not None:  # the trained model comes from there: its record and files stand for it
@@ -141,19 +145,20 @@ class Pipeline:
                 "documents": len(c.corpus)}
 
     def method(self, name: str) -> dict:
-        ws, method = self.ws, get_method(name)
-        cfg = method_settings(self.settings, method)
+        method = get_method(name)
+        ws = self.view(method)
+        settings, cfg = ws.settings, method_settings(ws.settings, method)
         folder = ws.out / name
         done = folder / "result.json"
         barrier()
         if done.exists():
             if not (folder / RECORD).exists() and is_main():  # made before records: its fingerprint matched
-                write_record(folder, make_record("method", name, self.settings, self._dataset()))
+                write_record(folder, make_record("method", name, settings, self._dataset()))
             return json.loads(done.read_text())
         if is_main():
             folder.mkdir(parents=True, exist_ok=True)
         self.stages[name].start()
-        seed_everything(self.settings.training.seed)  # a stage's figures do not depend on the stages before it
+        seed_everything(settings.training.seed)  # a stage's figures do not depend on the stages before it
         start = time.perf_counter()
         docid_s = 0.0
         model_ready = (folder / "model" / "genir_model.json").exists()
@@ -165,7 +170,7 @@ class Pipeline:
                 info = json.loads((folder / "train.json").read_text())
             else:
                 model, table, info = method.learn(ws, cfg, folder)
-                info = {**info, **self._encoder_info(model)}
+                info = {**info, **self._encoder_info(model, ws)}
                 table.save(folder / "docids")
                 model.save(folder / "model")
                 write_json(folder / "train.json", info)
@@ -178,19 +183,20 @@ class Pipeline:
                 model = method.model_class.load(folder / "model").to(ws.device)
                 info = json.loads((folder / "train.json").read_text())
             else:
-                model, info = self._train(method, cfg, table, folder)
+                model, info = self._train(method, cfg, table, folder, ws)
         checkpoint.discard(folder)  # the model and train.json are saved: nothing resumes from checkpoints now
         model.eval()
         barrier()  # several processes: the files rank 0 wrote beside the docids (GLEN's w^d, GenRet's d_T) are read
-        write_record(folder, make_record("method", name, self.settings, self._dataset(), docids=docids_digest(table)))
+        write_record(folder, make_record("method", name, settings, self._dataset(), docids=docids_digest(table)))
         index_start = time.perf_counter()  # searched as the folder opens itself, with the parts in memory
         searcher = Retriever.load(folder, docs=ws.docs, model=model, table=table, show_progress=True).searcher
         searcher_s = time.perf_counter() - index_start  # e.g. encoding documents for tied docids
         index_s = docid_s + info["seconds"] + info.get("encode_seconds", 0.0) + searcher_s
-        m = self.settings.model
+        m = settings.model
         result = self.evaluate(searcher, name, folder, {
             "label": name, "kind": "generative", "method": name, "description": method.description,
-            "encoder": m.encoder, "backbone": m.backbone, "beam": self.settings.search.beam,
+            "encoder": m.encoder, "backbone": m.backbone, "beam": settings.search.beam,
+            "indexing_texts": indexing_texts(ws),
             "docids": table.stats(), "docid_seconds": docid_s,
             "train_seconds": info["seconds"], "train_steps": info["steps"],
             "encode_seconds": info.get("encode_seconds", 0.0),
@@ -198,15 +204,16 @@ class Pipeline:
             "index_bytes_per_doc": searcher.index_bytes() / len(ws.docs), "parameters": info.get("parameters"),
             "fingerprint": self.stages[name].fingerprint.hash})
         result.update(self._extras(method, cfg, Trained(name, folder, model, table, info), searcher,
-                                   result["queries_per_second"]))
+                                   result["queries_per_second"], ws))
         write_json(done, result)
         return result
 
     def transferred(self, source: Path, name: str) -> dict:
         """Zero-shot: the model trained in ``source/name`` indexes this run's corpus (no retraining) and
         answers its test queries (GLEN Sec. 4, the BEIR setting)."""
-        ws, method = self.ws, get_method(name)
-        cfg = method_settings(self.settings, method)
+        method = get_method(name)
+        ws = self.view(method)
+        cfg = method_settings(ws.settings, method)
         folder = ws.out / name
         done = folder / "result.json"
         barrier()
@@ -229,7 +236,7 @@ class Pipeline:
                              f"at most {model.config.max_docid_length}")
         table.save(folder / "docids")
         index_s = time.perf_counter() - start
-        write_record(folder, make_record("method", name, self.settings, self._dataset(), docids=docids_digest(table),
+        write_record(folder, make_record("method", name, ws.settings, self._dataset(), docids=docids_digest(table),
                                          model=str(model_dir.resolve()), transferred_from=str(Path(source).resolve())))
         barrier()  # as in ``method``: what rank 0 wrote beside the docids is read by every rank
         searcher = Retriever.load(folder, docs=ws.docs, model=model, table=table, show_progress=True).searcher
@@ -257,15 +264,14 @@ class Pipeline:
         return {"name": name, "error": message, "input_error": not detail}
 
     # -- parts of a method stage ---------------------------------------------------------------------
-    def _encoder_info(self, model) -> dict:
+    def _encoder_info(self, model, ws: Workspace) -> dict:
         frozen = self.settings.model.encoder == "frozen"
-        return {"encoder": self.settings.model.encoder, "encode_seconds": self.ws.encode_seconds if frozen else 0.0,
+        return {"encoder": self.settings.model.encoder, "encode_seconds": ws.encode_seconds if frozen else 0.0,
                 "parameters": model.n_parameters()}
 
-    def _train(self, method: Method, cfg: Any, table: DocIdTable, folder: Path):
+    def _train(self, method: Method, cfg: Any, table: DocIdTable, folder: Path, ws: Workspace):
         """The shared recipe for docids fixed before training: a DocidSeq2Seq over the table's codes,
-        trained on the method's data and objective by the one training loop."""
-        ws = self.ws
+        trained on the method's data and objective by the one training loop (in the method's view ``ws``)."""
         trie = PrefixTree(table)
         extra = {"method": method.name, **method.model_extra(cfg)}
         model = method.model_class(model_config(ws, method.n_codes(table), trie.depth, extra)).to(ws.device)
@@ -276,16 +282,17 @@ class Pipeline:
                               searcher=epoch_searcher(method, ws, cfg, table, folder))
         phases = [*method.docid_phases(folder),
                   {"name": "retriever", "history": history, "evaluations": info["evaluations"]}]
-        info = {**info, **self._encoder_info(model), "examples": len(data[0]), "history": history, "phases": phases,
+        info = {**info, **self._encoder_info(model, ws), "examples": len(data[0]), "history": history, "phases": phases,
                 "train_config": train_config(ws).__dict__}
         model.save(folder / "model")
         write_json(folder / "train.json", info)
         return model, info
 
-    def _extras(self, method: Method, cfg: Any, trained: Trained, searcher: Searcher, qps: float) -> dict:
+    def _extras(self, method: Method, cfg: Any, trained: Trained, searcher: Searcher, qps: float,
+                ws: Workspace) -> dict:
         """Report figures beyond the metrics: docid statistics for any multi-level scheme, the method's own
         extras, and the search speed at beam 10 (the same searcher at another beam)."""
-        ws, out = self.ws, {}
+        out = {}
         if trained.table.max_length > 1:
             train = self.settings.data.train_split if ws.has_train_split else None
             out["docid_relevance"] = docid_relevance(trained.table, ws.qrels,
@@ -330,7 +337,7 @@ class Pipeline:
             ws.check_inputs()
         for name in self.settings.methods:  # inputs a method cannot use stop the run before any work
             method = get_method(name)
-            method.check(ws, method_settings(self.settings, method))
+            method.check(self.view(method), method_settings(self.settings, method))
         self.stages = {b: self.baseline_stage(b) for b in self.settings.baselines}
         self.stages.update({m: self.method_stage(m, transfer_from) for m in self.settings.methods})
 
@@ -362,7 +369,8 @@ class Pipeline:
             "dataset_path": str(ws.collection.path), "dataset_sha256": ws.collection.content_hash,
             "queries": {"full": len(ws.qrels), **{k: len(v) for k, v in ws.subsets.items()}},
             "documents": len(ws.docs), "config": self.settings.to_dict(),
-            "data_notes": ws.data_notes(indexing=bool(self.settings.methods) and not transfer_from),
+            "data_notes": ws.data_notes({} if transfer_from else
+                                        {m: self.view(get_method(m)) for m in self.settings.methods}),
             "systems": results, "failed": failed,
             **origin,
             "device": (torch.cuda.get_device_name() if ws.device.startswith("cuda")
@@ -375,6 +383,13 @@ class Pipeline:
             write_report(report, ws.out, sections)
         barrier()
         return report
+
+
+def indexing_texts(ws: Workspace) -> dict[str, Any]:
+    """The indexing texts a method trained on, for its report row: the data settings that make them."""
+    d = ws.settings.data
+    return {"preset": d.indexing_texts, "random_spans": d.random_spans, "sentence_queries": d.sentence_queries,
+            "title_query": d.title_query, "keyword_queries": d.keyword_queries, "pseudo_queries": d.pseudo_queries}
 
 
 def error_text(e: BaseException) -> str:

@@ -21,7 +21,10 @@ Field metadata (``dataclasses.field(metadata=...)``), declared with the helpers 
   command's flags are made from these (:func:`command_line_flags`), so a flag is a setting declared once;
 - ``inherit`` / ``fallback`` / ``scale``: a training budget that follows another setting (:func:`inherited`):
   left unset (None), it takes that setting's value (x ``scale``) when that one is set, else its own default:
-  how ``--epochs`` ... reach every training phase of every method (:meth:`Settings.resolved` fills them in).
+  how ``--epochs`` ... reach every training phase of every method (:meth:`Settings.resolved` fills them in);
+- ``texts``: a count of query-free indexing texts (:func:`text_count`): left unset (None), it takes the value
+  of the preset ``data.indexing_texts`` names, or at "method" the preset of the method that trains
+  (:meth:`Settings.for_texts`); a preset is recorded in fingerprints by the values it stands for.
 
 Every value is checked when it is read (a YAML file, a flag, ``--set``): a wrong one stops the run first.
 """
@@ -80,6 +83,21 @@ def inherited(default: Any, source: str | None = None, scale: float = 1.0, **met
     return field(default=None, metadata={"inherit": source, "fallback": default, "scale": scale, **meta})
 
 
+def text_count(default: Any, **meta: Any) -> Any:
+    """An indexing-text setting (``texts``): unset (None), it follows the preset in force; ``default``, the
+    light preset's value, is how run folders were made before presets (left out of fingerprints there)."""
+    return field(default=None, metadata={"texts": True, "fallback": default, **meta})
+
+
+# what the indexing-text presets stand for (data.indexing_texts). "all" won over "light" on SciFact's held-out
+# training queries (--holdout 0.2) for DSI-atomic, DSI-semantic, GenRet and MERGE, by 0.04-0.14 nDCG@10
+# (docs/experiments/effectiveness.md, "Indexing texts chosen on held-out queries" and after)
+INDEXING_TEXTS: dict[str, dict[str, Any]] = {
+    "light": {"random_spans": 1, "sentence_queries": 0, "title_query": False, "keyword_queries": 0},
+    "all": {"random_spans": 3, "sentence_queries": 3, "title_query": True, "keyword_queries": 2},
+}
+
+
 def runtime(default: Any, **meta: Any) -> Any:
     return field(default=default, metadata={"runtime": True, **meta})
 
@@ -106,13 +124,18 @@ class DataSettings:
     # a document's leading span, the text training reads for it, in words (0: span_words); search reads the
     # whole document up to model.doc_max_length tokens, so a span past that makes the two one text
     lead_words: int = added(0, ge=0)
-    random_spans: int = 1
+    # the indexing texts every method of the run trains on: "method", each method's own preset (genir
+    # methods); "light", the lead span and one random span; "all", 3 random spans, 3 sentences, the title and 2
+    # keyword queries. A count set below is used whatever the preset (INDEXING_TEXTS)
+    indexing_texts: str = choice("method", "method", "light", "all", preset=True, flag_name="texts",
+                                 flag="indexing texts of every method: light, all, or method (each its own)")
+    random_spans: int | None = text_count(1, ge=0)  # DocAsQuery's random spans per document
     short_spans: bool = added(False)  # short documents get spans too (half their words), none the leading text
     doc2query_n: int = at_least(5, 1)
     # query-free indexing texts added to the pseudo-queries: sentences, the title, BM25-keyword queries
-    sentence_queries: int = added(0, ge=0)
-    title_query: bool = added(False)
-    keyword_queries: int = added(0, ge=0)
+    sentence_queries: int | None = text_count(0, ge=0, added=True)
+    title_query: bool | None = text_count(False, added=True)
+    keyword_queries: int | None = text_count(0, ge=0, added=True)
     keyword_terms: int = added(8, ge=1)
 
 
@@ -196,7 +219,7 @@ def resolve_group(group: Any, lookup: Any = None) -> dict[str, Any]:
     for f in dataclasses.fields(group):
         if "fallback" not in f.metadata or getattr(group, f.name) is not None:
             continue
-        value, source_set = lookup(f.metadata["inherit"]) if lookup and f.metadata["inherit"] else (None, False)
+        value, source_set = lookup(f.metadata["inherit"]) if lookup and f.metadata.get("inherit") else (None, False)
         out[f.name] = _scaled(value, f.metadata["scale"]) if source_set else f.metadata["fallback"]
     return out
 
@@ -294,7 +317,7 @@ class Settings:
             return value, True
         if value is not None:
             return value, True
-        source = f.metadata["inherit"]
+        source = f.metadata.get("inherit")
         if source:
             sv, source_set = self.lookup(source)
             if source_set:
@@ -307,9 +330,25 @@ class Settings:
         for name in self._groups:
             group = out.group(name)
             for f in dataclasses.fields(group):
-                if "fallback" in f.metadata and getattr(group, f.name) is None:
+                if "fallback" in f.metadata and not f.metadata.get("texts") and getattr(group, f.name) is None:
                     setattr(group, f.name, self.lookup(f"{name}.{f.name}")[0])
         return out
+
+    def for_texts(self, method_preset: str = "light") -> Settings:
+        """A copy whose unset indexing-text counts hold the values of ``data.indexing_texts``'s preset, or at
+        "method" of ``method_preset`` (the preset of the method that trains): what that method trains on."""
+        out = Settings(self._groups, self.to_dict())
+        preset = self.data.indexing_texts if self.data.indexing_texts != "method" else method_preset
+        for key, value in INDEXING_TEXTS[preset].items():
+            if getattr(out.data, key) is None:
+                setattr(out.data, key, value)
+        return out
+
+    def texts_set(self) -> list[str]:
+        """The indexing-text settings given (the preset when not "method", and every count set)."""
+        data = self.data
+        return ([f"data.indexing_texts={data.indexing_texts}"] if data.indexing_texts != "method" else []) + [
+            f"data.{k}={getattr(data, k)}" for k in INDEXING_TEXTS["light"] if getattr(data, k) is not None]
 
     def set(self, key: str, raw: Any) -> None:
         """``--set group.key=value`` (or a top-level ``methods=a,b``), typed from the declared field."""

@@ -3,15 +3,19 @@
 The collection and its splits (test queries, seen/unseen/new-docs subsets, held-out training queries), the
 texts that index documents (pseudo-queries, training queries) and their frozen-encoder states, BM25, the
 dense encoder and document embeddings, and the run folder. Recipes receive a Workspace; it knows no
-method by name.
+method by name. The indexing texts may differ between the methods of a run (each method's own preset,
+``data.indexing_texts``): :meth:`Workspace.for_texts` gives the view a method trains in, which shares
+everything else with the run's workspace.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import random
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +33,9 @@ from genir.training.data import EncodedTexts, IndexingExamples, TextInputs, buil
 
 class Workspace:
     def __init__(self, settings: Settings, out: str | Path | None = None):
-        settings = self.settings = settings.resolved()  # every training budget filled in
+        self._requested = settings.resolved()  # every training budget filled in; indexing texts as given
+        # the run's own view: unset indexing-text counts at the light preset (or data.indexing_texts's)
+        settings = self.settings = self._requested.for_texts("light")
         data, training = settings.data, settings.training
         torch.manual_seed(training.seed)
         self.collection: Collection = load_dataset(data.dataset, data.data_dir, data.qrels_dir)
@@ -79,30 +85,55 @@ class Workspace:
                                         if any(g > 0 and d in self.new_doc_ids for d, g in r.items())}
         # under torchrun: the process group starts here, and each process takes its own GPU
         self.device = init_from_env(resolve_device(training.device))
-        self._dense_encoder = None
-        self._doc_embeddings: np.ndarray | None = None
-        self._examples: IndexingExamples | None = None
-        self._encoded: EncodedTexts | None = None
-        self._bm25 = None
+        # what views share (BM25, the dense encoder and embeddings, a pseudo-query file) and what each set
+        # of indexing texts has of its own (examples, frozen-encoder states), keyed by those texts' settings
+        self._cache: dict = {}
         self._pseudo_queries: dict[str, list[str]] | None = None
-        self.encode_seconds = 0.0
 
-    def data_notes(self, indexing: bool = True) -> list[str]:
-        """What the report must say about how this collection was read and evaluated; ``indexing``: with the
-        count of documents without an indexing text of their own (when methods trained here)."""
+    def for_texts(self, preset: str) -> Workspace:
+        """The view a method trains in: its indexing texts those of ``preset`` (the method's own) where the run
+        leaves them unset (``data.indexing_texts`` at "method" and no count set); all else shared."""
+        settings = self._requested.for_texts(preset)
+        if settings.data == self.settings.data:
+            return self
+        view = copy.copy(self)
+        view.settings = settings
+        return view
+
+    def _texts_key(self) -> tuple:
+        d = self.settings.data
+        return (d.pseudo_queries, d.span_words, d.lead_words, d.random_spans, d.short_spans, d.doc2query_n,
+                d.sentence_queries, d.title_query, d.keyword_queries, d.keyword_terms)
+
+    @property
+    def encode_seconds(self) -> float:
+        """Seconds the frozen encoder took over this view's texts (as recorded, when read from the run folder)."""
+        return self._cache.get(("encode_seconds", self._texts_key()), 0.0)
+
+    def data_notes(self, trained: Mapping[str, Workspace] | None = None) -> list[str]:
+        """What the report must say about how this collection was read and evaluated; ``trained`` (method name
+        -> the view it trained in): the indexing texts of each, with the count of documents without one of
+        their own."""
         notes = []
         for split, pairs in sorted(self.collection.missing_judged.items()):
             notes.append(f"qrels/{split}.tsv: {len(pairs)} judgement(s) name documents not in the corpus (e.g. "
                          f"{pairs[0][1]!r} for query {pairs[0][0]!r}): kept, as BEIR evaluates them (they count "
                          "against recall and nDCG), never trained on.")
-        if indexing:  # the training examples, built only where methods trained on them (no pseudo-queries else)
-            examples = self.examples()
+        by_texts: dict[tuple, list[str]] = {}
+        for name, view in (trained or {}).items():
+            by_texts.setdefault(view._texts_key(), []).append(name)
+        for names in by_texts.values():  # built only where methods trained on them (no pseudo-queries else)
+            view = trained[names[0]]
+            examples, data = view.examples(), view.settings.data
             own = {d for t, d, kind in examples.examples if kind == "indexing" and t != examples.doc_text.get(d)}
             alone = len(examples.doc_text) - len(own)
-            notes.append(f"Indexing texts: every one of the {len(examples.doc_text):,} trained documents has at "
-                         f"least one (its own leading text: 0 without); {alone:,} have no other (no span, sentence, "
-                         "title or keyword query of their own" + ("" if self.settings.data.short_spans else
-                                                                  "; data.short_spans gives short documents spans")
+            texts = (f"the leading span, {data.random_spans} random span(s), {data.sentence_queries} sentence(s), "
+                     f"{'the title, ' if data.title_query else ''}{data.keyword_queries} keyword quer(ies)"
+                     if data.pseudo_queries == "docasquery" else f"the leading span and {data.pseudo_queries}")
+            notes.append(f"Indexing texts of {', '.join(names)} ({texts}; {len(examples.texts):,} texts): every one "
+                         f"of the {len(examples.doc_text):,} trained documents has at least one (its own leading "
+                         f"text: 0 without); {alone:,} have no other (no span, sentence, title or keyword query of "
+                         "their own" + ("" if data.short_spans else "; data.short_spans gives short documents spans")
                          + ").")
         if self.identical_ids:
             notes.append(f"{len(self.identical_ids)} test queries are documents of the corpus (same id, same text): "
@@ -127,29 +158,29 @@ class Workspace:
     # -- retrievers shared by baselines and methods -------------------------------------------------
     def bm25(self):
         """One BM25 index for the baseline and for methods that mine negatives with it."""
-        if self._bm25 is None:
+        if "bm25" not in self._cache:
             from genir.search.bm25 import BM25Searcher
 
-            self._bm25 = BM25Searcher(self.docs)
-        return self._bm25
+            self._cache["bm25"] = BM25Searcher(self.docs)
+        return self._cache["bm25"]
 
     def dense_encoder(self):
-        if self._dense_encoder is None:
+        if "dense_encoder" not in self._cache:
             from genir.search.dense import load_sentence_encoder
 
-            self._dense_encoder = load_sentence_encoder(self.settings.dense.model)
-        return self._dense_encoder
+            self._cache["dense_encoder"] = load_sentence_encoder(self.settings.dense.model)
+        return self._cache["dense_encoder"]
 
     def doc_embeddings(self) -> np.ndarray:
         """Dense document embeddings, shared by the dense baseline and semantic docids; cached on disk."""
         path, meta = self.out / "doc_embeddings.npy", self.out / "doc_embeddings.json"
         model = self.settings.dense.model or "bundled all-MiniLM-L6-v2"
         key = {"model": model, "dataset": self.collection.content_hash, "documents": len(self.docs)}
-        if self._doc_embeddings is None and path.exists() and meta.exists():
+        if "doc_embeddings" not in self._cache and path.exists() and meta.exists():
             recorded = json.loads(meta.read_text(encoding="utf-8"))
             if {k: recorded.get(k) for k in key} == key:
-                self._doc_embeddings = np.load(path)
-        if self._doc_embeddings is None:
+                self._cache["doc_embeddings"] = np.load(path)
+        if "doc_embeddings" not in self._cache:
             start = time.perf_counter()
             texts = [d.full_text for d in self.docs]
 
@@ -161,8 +192,8 @@ class Workspace:
             emb = map_rows(encode, list(range(len(texts)))).numpy()
             save_npy(path, emb)
             write_json(meta, {"seconds": time.perf_counter() - start, **key})
-            self._doc_embeddings = emb
-        return self._doc_embeddings
+            self._cache["doc_embeddings"] = emb
+        return self._cache["doc_embeddings"]
 
     # -- texts that index documents -----------------------------------------------------------------
     def check_inputs(self) -> None:
@@ -202,11 +233,12 @@ class Workspace:
 
     def examples(self) -> IndexingExamples:
         """DSI's multi-task examples (indexing texts and training queries -> document), new documents left out."""
-        if self._examples is None:
+        key = ("examples", self._texts_key())
+        if key not in self._cache:
             train = self.settings.data.train_split if self.has_train_split else None
             trained = {d: i for i, d in enumerate(self.doc_ids) if d not in self.new_doc_ids}
-            self._examples = build_dsi_examples(self.collection, self.pseudo_queries(), train, trained)
-        return self._examples
+            self._cache[key] = build_dsi_examples(self.collection, self.pseudo_queries(), train, trained)
+        return self._cache[key]
 
     def train_qrels(self) -> dict[str, dict[int, int]]:
         """Graded training judgements by document index (documents held out as new are left out)."""
@@ -227,23 +259,26 @@ class Workspace:
                           self.encoded(model) if self.frozen_encoder else None)
 
     def encoded(self, model) -> EncodedTexts:
-        """Frozen-encoder states of every training text, shared by all methods on this backbone; kept in
-        ``encoded_texts.safetensors`` so that a resumed run does not encode again (keyed by backbone and texts)."""
-        if self._encoded is None:
+        """Frozen-encoder states of every training text, shared by the run's methods with these texts; kept in
+        ``encoded_texts-KEY.safetensors`` so that a resumed run does not encode again (KEY: backbone and texts)."""
+        cache_key = ("encoded", self._texts_key())
+        if cache_key not in self._cache:
             texts = self.examples().texts
             max_length = self.settings.model.doc_max_length
             key = hashlib.sha1("\n".join([self.settings.model.backbone, str(max_length), *texts]).encode()).hexdigest()
-            path, meta = self.out / "encoded_texts.safetensors", self.out / "encoded_texts.json"
+            # one file per set of texts: methods of a run with other indexing texts do not overwrite each other
+            path, meta = self.out / f"encoded_texts-{key[:12]}.safetensors", self.out / f"encoded_texts-{key[:12]}.json"
             if path.exists() and meta.exists() and json.loads(meta.read_text()).get("key") == key:
-                self._encoded = EncodedTexts.load(path)
-                self.encode_seconds = float(json.loads(meta.read_text()).get("seconds", 0.0))
+                encoded, seconds = EncodedTexts.load(path), float(json.loads(meta.read_text()).get("seconds", 0.0))
             else:
                 start = time.perf_counter()
-                self._encoded = EncodedTexts(model, texts, max_length)
-                self.encode_seconds = time.perf_counter() - start
-                self._encoded.save(path)
-                write_json(meta, {"key": key, "seconds": self.encode_seconds, "texts": len(texts)})
-        return self._encoded
+                encoded = EncodedTexts(model, texts, max_length)
+                seconds = time.perf_counter() - start
+                encoded.save(path)
+                write_json(meta, {"key": key, "seconds": seconds, "texts": len(texts)})
+            self._cache[cache_key] = encoded
+            self._cache[("encode_seconds", self._texts_key())] = seconds
+        return self._cache[cache_key]
 
 
 def resolve_device(name: str) -> str:

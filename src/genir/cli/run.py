@@ -91,7 +91,8 @@ def methods() -> None:
     for m in METHODS.values():
         typer.secho(m.name, bold=True)
         typer.echo(f"  {m.description}\n  docids:    {m.docids}\n  objective: {m.objective_text}\n"
-                   f"  search:    {m.search_mode}\n  settings:  {m.group or '-'}\n  budgets:   {m.budgets}"
+                   f"  search:    {m.search_mode}\n  settings:  {m.group or '-'}\n  budgets:   {m.budgets}\n"
+                   f"  texts:     {m.indexing_texts} (its indexing texts unless data.indexing_texts or a count is set)"
                    + ("" if m.can_transfer else "\n  (cannot index a new corpus without retraining: no transfer)"))
     for b in BASELINES.values():
         typer.secho(b.name, bold=True)
@@ -100,7 +101,9 @@ def methods() -> None:
     for name, cls in GROUPS.items():
         kind = "shared" if name in SHARED_GROUPS else "method"
         fallbacks = {f.name: f.metadata["fallback"] for f in dataclasses.fields(cls) if "fallback" in f.metadata}
-        values = ", ".join(f"{k}=unset ({fallbacks[k]:g})" if k in fallbacks and v is None else f"{k}={v}"
+        texts = {f.name for f in dataclasses.fields(cls) if f.metadata.get("texts")}
+        values = ", ".join(f"{k}=unset (the preset's)" if k in texts and v is None else
+                           f"{k}=unset ({fallbacks[k]:g})" if k in fallbacks and v is None else f"{k}={v}"
                            for k, v in group_to_dict(cls()).items())
         typer.echo(f"  {name} ({kind}): {values}")
 

@@ -85,6 +85,9 @@ def check_read(settings: Settings) -> None:
         raise SettingsError(f"search.decoder_precision={settings.search.decoder_precision} is read by the beam "
                             "search decoders of generative methods; " + (f"{', '.join(not_decoding)} search(es) "
                             "without one" if not_decoding else "this run has none"))
+    if settings.texts_set() and not settings.methods:
+        raise SettingsError(f"{settings.texts_set()[0]}: indexing texts are read by the methods that train; this run "
+                            "trains none")
     if settings.data.short_spans and settings.data.pseudo_queries != "docasquery":
         raise SettingsError("data.short_spans shapes DocAsQuery's spans; with --pseudo-queries "
                             f"{settings.data.pseudo_queries!r} no span is drawn")

@@ -129,6 +129,9 @@ class Method:
     needs_corpus: ClassVar[bool] = False  # its searcher encodes the corpus (SearchRequest.docs) when it opens
     doc_arrays: ClassVar[tuple[str, ...]] = ()  # per-document files beside the docids (kept by the live index)
     live_refusal: ClassVar[str] = "this method cannot index a document without retraining"
+    # its indexing texts where the run leaves them unset (settings.INDEXING_TEXTS): "all" where that won on
+    # held-out training queries, "light" where it was not tried
+    indexing_texts: ClassVar[str] = "light"
     # bumped when a fix changes what the same settings train: part of the stage fingerprint from 2 on, so
     # that a run folder made by the older recipe is reported as different, never resumed as if the same
     revision: ClassVar[int] = 1
