@@ -1,7 +1,9 @@
 """Which query-free indexing texts help a generative retriever: chosen on held-out training queries.
 
 Each candidate is a list of ``--set`` values over the data settings (``data.random_spans``,
-``data.sentence_queries``, ``data.title_query``, ``data.keyword_queries``). For each, one run trains
+``data.sentence_queries``, ``data.title_query``, ``data.keyword_queries``), over the light preset (``--texts
+light``: the empty candidate is the leading span and one random span, whatever the method's own preset; a
+candidate may set ``data.indexing_texts`` itself). For each, one run trains
 without 20% of the training queries (``--holdout 0.2``) and is evaluated on them. The best candidate by
 held-out nDCG@10 and the first candidate (the reference, usually genir's default) are then trained on the
 whole training split and searched on the test queries. The test split is never read before the choice.
@@ -36,14 +38,14 @@ def main() -> None:
 
     args.out.mkdir(parents=True, exist_ok=True)
     log = args.out / "runs.log"
-    base = [*run_args(args), "--no-baselines", *set_flags(args.common)]
+    base = [*run_args(args), "--no-baselines", "--texts", "light", *set_flags(args.common)]
     held = []
     for cand in args.candidate:
         folder = args.out / f"holdout-{slug(cand)}"
         genir_run([*base, "--holdout", "0.2", *set_flags(cand.split()), "--out", str(folder)], log)
         report = json.loads((folder / "report.json").read_text())
-        texts = json.loads((folder / "encoded_texts.json").read_text()).get("texts") \
-            if (folder / "encoded_texts.json").exists() else None
+        system = next((x for x in report["systems"] if x.get("name") == args.method), {})
+        texts = (system.get("indexing_texts") or {}).get("texts")  # reported since methods have their own texts
         held.append({"candidate": cand or "(default)", "texts": texts, **row(folder / "report.json", args.method),
                      "queries": report["queries"]})
         print(json.dumps(held[-1]), flush=True)

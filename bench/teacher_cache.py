@@ -1,7 +1,7 @@
 """The dense+BM25 teacher's embeddings from the frozen encoder's cache against the encoder reading the texts
 again: the same vectors (up to the cache's float16), the time saved. Reads a run folder made with
 ``tied-atomic-distill --teacher-scores dense+bm25`` on the frozen MiniLM at ``model.doc_max_length=256``
-(its ``encoded_texts.safetensors`` is reused; nothing is written).
+(its ``encoded_texts-KEY.safetensors`` is reused; nothing is written).
 
     python bench/teacher_cache.py bench_runs/distill-hold-w1
 """

@@ -33,6 +33,20 @@ def _save_tiny(kind: str, folder: Path) -> Path:
     return folder
 
 
+@pytest.fixture(autouse=True)
+def light_indexing_texts(request, monkeypatch):
+    """Tests train tiny models on slices of a few dozen documents, where the "all" preset (about five times the
+    texts: DSI-atomic's, DSI-semantic's, GenRet's and MERGE's own) would only multiply their time: every method
+    trains on the light preset unless a test is marked ``own_texts``. Processes a test starts (spawned ranks, a
+    CLI subprocess) are given ``data.indexing_texts=light`` by the test itself."""
+    if request.node.get_closest_marker("own_texts"):
+        return
+    from genir.methods import METHODS
+
+    for method in METHODS.values():
+        monkeypatch.setattr(type(method), "indexing_texts", "light")
+
+
 @pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory) -> str:
     return str(_save_tiny("bert", tmp_path_factory.mktemp("tiny-bert")))

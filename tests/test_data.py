@@ -355,6 +355,7 @@ def test_a_whole_float_setting_matches_its_int_default_in_a_stage_record(tmp_pat
     assert train == ["training.epochs = 30 there, 31.0 now"]
 
 
+@pytest.mark.own_texts
 def test_each_method_trains_on_its_own_indexing_texts_unless_the_run_sets_them(tmp_path):
     """DSI-atomic's preset is every query-free text (its held-out winner), DSI-naive's the light one: in one run
     each trains on its own, and its fingerprint records the values; data.indexing_texts or a count set by hand

@@ -248,7 +248,8 @@ def test_genir_run_in_two_processes_equals_one_with_the_doubled_batch(tiny_bert,
     def settings(out: Path, batch: int, methods: list[str]) -> dict:
         genret = {"genret": {"codes": 8, "epochs": 1, "warmup_epochs": 1, "fit_epochs": 1}} \
             if "genret" in methods else {}
-        return {"data": {"dataset": str(data)}, "model": {"backbone": tiny_bert, "encoder": encoder, "dropout": 0.0},
+        return {"data": {"dataset": str(data), "indexing_texts": "light"},  # the ranks' texts as in this process
+                "model": {"backbone": tiny_bert, "encoder": encoder, "dropout": 0.0},
                 "baselines": ["bm25"], "methods": methods, "dsi": {"semantic_c": 4}, **genret,
                 "training": {"epochs": 3, "batch_size": batch, "checkpoint_every": 0}, "search": {"beam": 10},
                 "out": str(out)}

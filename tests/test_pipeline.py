@@ -105,6 +105,35 @@ def test_run_writes_a_full_report(scifact_slice, tiny_bert, tmp_path):
     assert [s["metrics"] for s in again["systems"]] == [s["metrics"] for s in report["systems"]]
 
 
+@pytest.mark.own_texts
+def test_methods_of_one_run_train_on_their_own_indexing_texts(scifact_slice, tiny_bert, tmp_path):
+    """DSI-atomic (preset "all") and DSI-naive ("light") in one run: each trains on its own examples and frozen
+    states, its folder records its texts, the report counts both; the run-wide preset makes DSI-atomic's stage
+    differ while DSI-naive's stays valid."""
+    from genir.stages import StaleStageError
+
+    out = tmp_path / "run"
+    values = {"data": {"dataset": str(scifact_slice)}, "model": {"backbone": tiny_bert}, "baselines": [],
+              "methods": ["dsi-atomic", "dsi-naive"], "training": {"epochs": 1, "batch_size": 64}, "out": str(out),
+              "search": {"beam": 5}}
+    report = run(make_settings(values))
+    atomic, naive = report["systems"]
+    assert atomic["indexing_texts"]["sentence_queries"] == 3 and naive["indexing_texts"]["sentence_queries"] == 0
+    assert atomic["indexing_texts"]["texts"] > 2 * naive["indexing_texts"]["texts"]
+    examples = [json.loads((out / m / "train.json").read_text())["examples"] for m in ("dsi-atomic", "dsi-naive")]
+    assert examples[0] > 2 * examples[1]  # each trained on its own texts
+    for row in (atomic, naive):
+        recorded = json.loads((out / row["name"] / "retriever.json").read_text())["settings"]["data"]
+        assert recorded["keyword_queries"] == row["indexing_texts"]["keyword_queries"]
+    stores = sorted(json.loads(p.read_text())["texts"] for p in out.glob("encoded_texts-*.json"))
+    assert stores == sorted([atomic["indexing_texts"]["texts"], naive["indexing_texts"]["texts"]])
+    assert sum(n.startswith("Indexing texts of") for n in report["data_notes"]) == 2
+    assert [s["metrics"] for s in run(make_settings(values))["systems"]] == [atomic["metrics"], naive["metrics"]]
+    with pytest.raises(StaleStageError) as e:  # every method on the light texts: DSI-atomic's no longer match
+        run(make_settings({**values, "data": {**values["data"], "indexing_texts": "light"}}))
+    assert "dsi-atomic:" in str(e.value) and "data.sentence_queries" in str(e.value) and "dsi-naive:" not in str(e.value)
+
+
 def test_cli_run_evaluate_search_and_errors(scifact_slice, tiny_bert, tmp_path):
     runner = CliRunner()
     out = tmp_path / "cli"

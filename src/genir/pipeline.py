@@ -389,7 +389,8 @@ def indexing_texts(ws: Workspace) -> dict[str, Any]:
     """The indexing texts a method trained on, for its report row: the data settings that make them."""
     d = ws.settings.data
     return {"preset": d.indexing_texts, "random_spans": d.random_spans, "sentence_queries": d.sentence_queries,
-            "title_query": d.title_query, "keyword_queries": d.keyword_queries, "pseudo_queries": d.pseudo_queries}
+            "title_query": d.title_query, "keyword_queries": d.keyword_queries, "pseudo_queries": d.pseudo_queries,
+            "texts": len(ws.examples().texts)}
 
 
 def error_text(e: BaseException) -> str:
