@@ -174,8 +174,8 @@ def docs_workdir(tmp_path_factory, shared_datasets):
     _slice(tmp_path_factory, shared_datasets, "scifact", {"train": 20, "test": 8}, 60).rename(data / "scifact")
     env = {**os.environ, "GENIR_DATASETS": str(data)}
     subprocess.run([sys.executable, "-m", "genir.cli", "run", "--dataset", "scifact", "--method", "dsi-atomic",
-                    "--no-baselines", "--epochs", "1", "--texts", "light", "--out", "runs/scifact"], cwd=work, env=env, check=True,
-                   capture_output=True)
+                    "--no-baselines", "--epochs", "1", "--texts", "light", "--out", "runs/scifact"],
+                   cwd=work, env=env, check=True, capture_output=True)
     return work, env
 
 

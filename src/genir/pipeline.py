@@ -22,9 +22,10 @@ from tqdm.auto import tqdm
 from genir.distributed import barrier, gather_objects, is_main, shard_range, world
 from genir.docids import DocIdTable, PrefixTree
 from genir.evaluation.docids import docid_relevance
+from genir.evaluation.hybrid import hybrid_rows
 from genir.evaluation.metrics import evaluate
 from genir.evaluation.report import write_report
-from genir.evaluation.trec import read_run, write_run
+from genir.evaluation.trec import write_run
 from genir.io import write_json
 from genir.methods import BASELINES, check_read, get_method, make_settings, method_settings, read_settings
 from genir.methods.base import Method, Trained, TransferSource, epoch_searcher, model_config, train, train_config
@@ -196,7 +197,7 @@ class Pipeline:
         result = self.evaluate(searcher, name, folder, {
             "label": name, "kind": "generative", "method": name, "description": method.description,
             "encoder": m.encoder, "backbone": m.backbone, "beam": settings.search.beam,
-            "indexing_texts": indexing_texts(ws),
+            "indexing_texts": ws.texts_summary(),
             "docids": table.stats(), "docid_seconds": docid_s,
             "train_seconds": info["seconds"], "train_steps": info["steps"],
             "encode_seconds": info.get("encode_seconds", 0.0),
@@ -305,27 +306,6 @@ class Pipeline:
             out[f"queries_per_second_beam{beam}"] = qps
         return out
 
-    def hybrids(self, results: list[dict]) -> list[dict]:
-        """``search.hybrid`` rows: two systems' run files of this run fused (RRF or interpolation), each its
-        own row beside the pure ones. Cheap and never cached: a row always matches the settings shown."""
-        from genir.search.fusion import fuse
-
-        cfg, ws = self.settings.search, self.ws
-        done = {r["name"]: r for r in results}
-        rows = []
-        for pair in cfg.hybrid:
-            a, sep, b = pair.partition("+")
-            if not sep or a not in done or b not in done:
-                raise ValueError(f"search.hybrid {pair!r}: give two systems of this run as a+b "
-                                 f"(this run has {', '.join(done)})")
-            runs = [read_run((ws.out / "baselines" if done[x].get("kind") == "baseline" else ws.out / x) / f"{x}.trec")
-                    for x in (a, b)]
-            fused = fuse(*runs, weight=cfg.hybrid_weight, mode=cfg.hybrid_mode, k=cfg.k)
-            fused = {q: fused.get(q, []) for q in ws.test_queries}
-            rows.append({"name": pair, "kind": "hybrid", "metrics": evaluate(fused, ws.qrels, subsets=ws.subsets),
-                         "label": f"Hybrid: {a} + {b} ({cfg.hybrid_mode}, weight {cfg.hybrid_weight:g} on {a})"})
-        return rows
-
     # -- the whole run -------------------------------------------------------------------------------
     def prepare(self, transfer_from: Path | None = None) -> None:
         """Every check before any work (the output folder, the input files, each method's inputs) and the
@@ -363,7 +343,9 @@ class Pipeline:
                     (ws.out / "errors" / f"{name}.json").unlink(missing_ok=True)
             except Exception as e:  # noqa: BLE001 - one method's failure must not lose the others' rows
                 failed.append(self._failed(name, e))
-        results += self.hybrids(results)
+        results += hybrid_rows(self.settings.search, {r["name"]: r for r in results},  # fused anew each time
+                               lambda x, row: (ws.out / "baselines" if row.get("kind") == "baseline" else ws.out / x)
+                               / f"{x}.trec", ws.test_queries, ws.qrels, ws.subsets)
         report = {
             "dataset": ws.collection.name, "test_split": ws.test_split,
             "dataset_path": str(ws.collection.path), "dataset_sha256": ws.collection.content_hash,
@@ -383,14 +365,6 @@ class Pipeline:
             write_report(report, ws.out, sections)
         barrier()
         return report
-
-
-def indexing_texts(ws: Workspace) -> dict[str, Any]:
-    """The indexing texts a method trained on, for its report row: the data settings that make them."""
-    d = ws.settings.data
-    return {"preset": d.indexing_texts, "random_spans": d.random_spans, "sentence_queries": d.sentence_queries,
-            "title_query": d.title_query, "keyword_queries": d.keyword_queries, "pseudo_queries": d.pseudo_queries,
-            "texts": len(ws.examples().texts)}
 
 
 def error_text(e: BaseException) -> str:

@@ -105,6 +105,13 @@ class Workspace:
         return (d.pseudo_queries, d.span_words, d.lead_words, d.random_spans, d.short_spans, d.doc2query_n,
                 d.sentence_queries, d.title_query, d.keyword_queries, d.keyword_terms)
 
+    def texts_summary(self) -> dict:
+        """The indexing texts of this view, for a method's report row: the settings that make them, their count."""
+        d = self.settings.data
+        return {"preset": d.indexing_texts, "random_spans": d.random_spans, "sentence_queries": d.sentence_queries,
+                "title_query": d.title_query, "keyword_queries": d.keyword_queries,
+                "pseudo_queries": d.pseudo_queries, "texts": len(self.examples().texts)}
+
     @property
     def encode_seconds(self) -> float:
         """Seconds the frozen encoder took over this view's texts (as recorded, when read from the run folder)."""
