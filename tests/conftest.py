@@ -33,18 +33,35 @@ def _save_tiny(kind: str, folder: Path) -> Path:
     return folder
 
 
-@pytest.fixture(autouse=True)
-def light_indexing_texts(request, monkeypatch):
+_OWN_TEXTS: dict[type, str] = {}  # each method class's own preset, restored for tests marked own_texts
+
+
+@pytest.fixture(scope="session", autouse=True)
+def light_indexing_texts():
     """Tests train tiny models on slices of a few dozen documents, where the "all" preset (about five times the
     texts: DSI-atomic's, DSI-semantic's, GenRet's and MERGE's own) would only multiply their time: every method
-    trains on the light preset unless a test is marked ``own_texts``. Processes a test starts (spawned ranks, a
-    CLI subprocess) are given ``data.indexing_texts=light`` by the test itself."""
-    if request.node.get_closest_marker("own_texts"):
-        return
+    trains on the light preset, for the whole session (module fixtures that train included), unless a test is
+    marked ``own_texts``. Processes a test starts (spawned ranks, a CLI subprocess) are given
+    ``data.indexing_texts=light`` by the test itself."""
     from genir.methods import METHODS
 
-    for method in METHODS.values():
-        monkeypatch.setattr(type(method), "indexing_texts", "light")
+    with pytest.MonkeyPatch.context() as patch:
+        for method in METHODS.values():
+            _OWN_TEXTS[type(method)] = type(method).indexing_texts
+            patch.setattr(type(method), "indexing_texts", "light")
+        yield
+
+
+@pytest.fixture(autouse=True)
+def own_indexing_texts(request, light_indexing_texts):
+    """A test marked ``own_texts``: each method with its own preset again."""
+    if not request.node.get_closest_marker("own_texts"):
+        yield
+        return
+    with pytest.MonkeyPatch.context() as patch:
+        for cls, preset in _OWN_TEXTS.items():
+            patch.setattr(cls, "indexing_texts", preset)
+        yield
 
 
 @pytest.fixture(scope="session")
