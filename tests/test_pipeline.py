@@ -132,7 +132,8 @@ def test_methods_of_one_run_train_on_their_own_indexing_texts(scifact_slice, tin
     with pytest.raises(StaleStageError) as e:  # every method on the light texts: DSI-atomic's no longer match
         run(make_settings({**values, "data": {**values["data"], "indexing_texts": "light"}}))
     stale = str(e.value)
-    assert "dsi-atomic:" in stale and "data.sentence_queries" in stale and "dsi-naive:" not in stale
+    assert "dsi-atomic:" in stale and "data.sentence_queries = 3 there, at its default now" in stale
+    assert "dsi-naive:" not in stale
 
 
 def test_cli_run_evaluate_search_and_errors(scifact_slice, tiny_bert, tmp_path):

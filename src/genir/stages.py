@@ -143,7 +143,8 @@ def _differences(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]
     out = []
     for key in sorted(set(recorded) | set(current)):
         if key not in current:
-            out.append(f"{key} = {recorded[key]!r} there, not a setting now")
+            # an added setting back at its default is left out of a fingerprint, as is one genir no longer has
+            out.append(f"{key} = {recorded[key]!r} there, at its default now (or no longer a setting)")
         elif key not in recorded:
             out.append(f"{key} not recorded there, {current[key]!r} now")
         elif _json(recorded[key]) != _json(current[key]):
