@@ -11,6 +11,7 @@ everything else with the run's workspace.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import random
@@ -101,9 +102,9 @@ class Workspace:
         return view
 
     def _texts_key(self) -> tuple:
-        d = self.settings.data
-        return (d.pseudo_queries, d.span_words, d.lead_words, d.random_spans, d.short_spans, d.doc2query_n,
-                d.sentence_queries, d.title_query, d.keyword_queries, d.keyword_terms)
+        """The key of this view's examples and encoded states: its whole data group (views differ only in their
+        indexing texts, and no data setting that shapes the texts can be left out of the key by mistake)."""
+        return dataclasses.astuple(self.settings.data)
 
     def texts_summary(self) -> dict:
         """The indexing texts of this view, for a method's report row: the settings that make them, their count."""
