@@ -243,6 +243,36 @@ def test_in_batch_false_negatives_are_masked(model):
     assert logs["pair"] == pytest.approx(float(masked), rel=1e-5) and float(masked) != pytest.approx(float(unmasked))
 
 
+def test_the_temperature_floor_and_soft_scale_reach_the_pairwise_loss(model):
+    """glen.tau_floor bounds the annealed tau from below (1: no annealing) and glen.soft_scale multiplies the
+    documents' logits inside Eq. 6: three epochs in, the pairwise loss is the one computed by hand with them."""
+    from genir.methods.glen.training import GlenConfig, GlenPairs, GlenRefineObjective, PrefixNegatives
+
+    assert temperature(3.0, floor=1.0) == 1.0 and temperature(3.0, floor=0.01) == pytest.approx(math.exp(-3))
+    texts = ["protein folding", "vitamin d and bones", "proteins fold", "a negative", "vitamin d", "another"]
+    mem, mask = _memory(model, texts)
+    inputs = type("Cached", (), {"features": staticmethod(
+        lambda idx, name: {f"{name}memory": mem[idx], f"{name}mask": mask[idx]})})()
+    negatives = PrefixNegatives([2, 3, 4, 5], 1, "random", seed=0)
+    negatives.sample = lambda positive, exclude: [{2: 3, 4: 5}[positive]]
+    batch = GlenPairs([(0, 2), (1, 4)], inputs, {2: 2, 3: 3, 4: 4, 5: 5}, negatives).collate([(0, 2), (1, 4)])
+    q_h, _ = model.hidden_states(mem[[0, 1]], mask[[0, 1]])
+    d_h, _ = model.hidden_states(mem[[2, 3, 4, 5]], mask[[2, 3, 4, 5]])
+    pairs = {}
+    for floor, scale in ((1e-5, 1.0), (1.0, 1.0), (1.0, 0.05)):
+        objective = GlenRefineObjective(GlenConfig(negative_mode="random", tau_floor=floor, soft_scale=scale), 10,
+                                        negatives, inputs, {})
+        objective.calls = 30  # epoch 3: exp(-3) = 0.0498 without the floor
+        with torch.no_grad():
+            _, logs = objective(model, batch)
+            tau = max(floor, math.exp(-3))
+            rel = relevance(q_h, soft_identifier(model.vocab_logits(d_h) * scale, model.word_embeddings, tau))
+        assert logs["tau"] == pytest.approx(tau)
+        assert logs["pair"] == pytest.approx(float(F.cross_entropy(rel, torch.tensor([0, 2]))), rel=1e-5)
+        pairs[floor, scale] = logs["pair"]
+    assert len({round(v, 6) for v in pairs.values()}) == 3  # each setting changes the loss
+
+
 def test_the_temperature_resumes_where_it_was(model):
     """tau follows the step count, which a checkpoint carries: a resumed phase 2 does not restart at tau = 1."""
     from genir.methods.glen.training import GlenConfig, GlenRefineObjective, temperature

@@ -167,3 +167,15 @@ def _flag_value(name, key, tp, default):
     if base is int:
         return [str((default or 1) + 3)], (default or 1) + 3
     return [f"x-{name}"], f"x-{name}"
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("glen.tau_floor", 2.0, "must be at most 1"), ("glen.tau_floor", 0.0, "must be greater than 0"),
+    ("data.holdout", 1.0, "must be less than 1"), ("training.epochs", -1.0, "must be greater than 0")])
+def test_a_number_outside_its_declared_range_is_refused(key, value, message):
+    from genir.settings import SettingsError
+
+    group, name = key.split(".")
+    with pytest.raises(SettingsError, match=f"{key}: {message}"):
+        make_settings({"methods": ["glen"], group: {name: value}})
+    make_settings({"methods": ["glen"], group: {name: 0.5}})  # inside the range: taken

@@ -7,7 +7,7 @@ keys (``methods``, ``baselines``, ``out``) plus one attribute per group, read fr
 
 Field metadata (``dataclasses.field(metadata=...)``), declared with the helpers below:
 - ``choices``: the accepted values of a mode (:func:`choice`);
-- ``gt`` / ``ge`` / ``lt``: the range of a number (:func:`positive`, :func:`at_least`, :func:`fraction`);
+- ``gt`` / ``ge`` / ``lt`` / ``le``: the range of a number (:func:`positive`, :func:`at_least`, :func:`fraction`);
   every number is finite, and non-negative unless declared otherwise;
 - ``derived``: not a setting of this group (filled in from another group by the code that uses it), so it
   is neither read nor written;

@@ -83,3 +83,5 @@ def check_range(value: float, key: str, meta: Mapping[str, Any]) -> None:
         raise SettingsError(f"{key}: must be at least {low}, got {value!r}")
     if "lt" in meta and not value < meta["lt"]:
         raise SettingsError(f"{key}: must be less than {meta['lt']}, got {value!r}")
+    if "le" in meta and value > meta["le"]:
+        raise SettingsError(f"{key}: must be at most {meta['le']}, got {value!r}")

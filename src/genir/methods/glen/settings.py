@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from genir.settings import at_least, choice, inherited, positive
+from genir.settings import added, at_least, choice, inherited, positive
 
 
 @dataclass
@@ -30,6 +30,9 @@ class GlenConfig:
     # multiplies d_t . E^T inside Eq. 6's softmax only; 1 = as written. m^-0.5 is the authors' T5 scale:
     # after phase 1 the unscaled softmax is one-hot (bench/glen_refinement.py) and r_t carries no gradient
     soft_scale: float = positive(1.0)
+    # tau = max(tau_floor, exp(-epoch)) (Sec. 3.3.2); 1e-5 is the authors'. 1 keeps tau at 1 all through phase 2,
+    # so that with soft_scale < 1 the soft identifiers stay soft and the pairwise loss can still move them
+    tau_floor: float = added(1e-5, gt=0, le=1)
 
     def __post_init__(self) -> None:
         if self.negative_mode not in ("prefix", "random"):

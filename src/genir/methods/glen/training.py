@@ -20,10 +20,10 @@ from genir.training.data import TextInputs
 from genir.training.objectives import memory_of
 
 
-def temperature(epoch: float) -> float:
-    """GLEN Sec. 3.3.2: annealed tau = max(1e-5, exp(-epoch)); the epoch is fractional, so tau falls
-    every step (as in the authors' code)."""
-    return max(1e-5, math.exp(-epoch))
+def temperature(epoch: float, floor: float = 1e-5) -> float:
+    """GLEN Sec. 3.3.2: annealed tau = max(floor, exp(-epoch)); the epoch is fractional, so tau falls
+    every step (as in the authors' code, whose floor is 1e-5)."""
+    return max(floor, math.exp(-epoch))
 
 
 def soft_identifier(doc_logits: torch.Tensor, word_embeddings: torch.Tensor, tau: float) -> torch.Tensor:
@@ -171,7 +171,7 @@ class GlenRefineObjective:
             self.refresh_identifiers(model)
         epoch = self.calls / self.steps_per_epoch
         self.calls += 1
-        tau = temperature(epoch)
+        tau = temperature(epoch, self.cfg.tau_floor)
         group = int(batch["group"])
         q_h, _ = model.hidden_states(*memory_of(model, batch, "q_"), with_tokens=False)
         d_h, d_tok = model.hidden_states(*memory_of(model, batch, "d_"))
