@@ -325,6 +325,23 @@ def test_glen_two_phases_collision_ranking_and_cli_search(scifact_slice, tiny_be
     res = CliRunner().invoke(app, ["search", str(out / "glen"), "vitamin D and bone fractures", "--k", "3"])
     assert res.exit_code == 0, res.output
 
+    # phase 2 from a given phase-1 model (glen.phase1_model): phase 1 is not trained again (here its epochs differ,
+    # so a retrained phase 1 would assign other identifiers), its folder's content is in the fingerprint
+    given = out / "glen" / "phase1" / "model"
+    again = tmp_path / "phase2-only"
+    run(make_settings({**cfg.to_dict(), "methods": ["glen"], "out": str(again),
+                       "glen": {**cfg.to_dict()["glen"], "keyword_epochs": 1, "tau_floor": 1.0,
+                                "phase1_model": str(given)}}))
+    info = json.loads((again / "glen" / "train.json").read_text())
+    assert info["phase1_seconds"] == 0 and info["glen_config"]["phase1_model"] == str(given)
+    assert np.array_equal(np.load(again / "glen" / "identifiers_phase1.npy"), before)
+    assert not (again / "glen" / "phase1").exists()
+    train_keys = json.loads((again / "glen" / "stage.json").read_text())["train"]
+    assert train_keys["glen.tau_floor"] == 1 and "glen.phase1_model.sha256" in train_keys
+    bad = CliRunner().invoke(app, ["run", "--dataset", str(scifact_slice), "--method", "glen", "--set",
+                                   f"glen.phase1_model={tmp_path / 'nothing'}", "--out", str(tmp_path / "bad")])
+    assert bad.exit_code == 2 and "not a model folder" in bad.output, bad.output
+
 
 def test_transfer_indexes_another_corpus_without_retraining(scifact_slice, cisi_slice, tiny_bert, tmp_path):
     # zero-shot (GLEN Sec. 4, BEIR): models trained on a SciFact slice index and search a CISI slice

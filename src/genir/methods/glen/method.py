@@ -42,7 +42,7 @@ from genir.methods.glen.model import LexicalSeq2Seq
 from genir.methods.glen.search import LexicalSearcher
 from genir.methods.glen.training import GlenConfig, GlenPairs, GlenRefineObjective, PrefixNegatives
 from genir.models import DocidSeq2Seq
-from genir.settings import resolve_group
+from genir.settings import SettingsError, resolve_group
 from genir.training import checkpoint
 from genir.training.objectives import seq2seq_loss
 from genir.workspace import Workspace
@@ -112,8 +112,12 @@ def phase1(ws: Workspace, cfg: GlenConfig, folder: Path):
     done = folder / "phase1" / "model"
     keywords = phase1_keywords(ws, model.tokenizer, cfg.length)
     history_file = folder / "phase1" / "history.json"  # the loss curve, for the report's plot when reused
+    if cfg.phase1_model:  # given: phase 2 starts from it (its history is the one saved beside it)
+        done, history_file = Path(cfg.phase1_model), Path(cfg.phase1_model).parent / "history.json"
     if (done / "genir_model.json").exists():
         model = DocidSeq2Seq.load(done).to(ws.device)
+        if not isinstance(model, LexicalSeq2Seq) or model.n_steps != cfg.length:
+            raise SettingsError(f"glen.phase1_model: {done} holds no GLEN model of glen.length {cfg.length}")
         model.freeze_encoder(ws.frozen_encoder)
         history = json.loads(history_file.read_text()) if history_file.exists() else []
         return model, keywords, 0.0, 0, history
@@ -306,8 +310,8 @@ class Glen(Method):
 
     def phases(self, ws: Workspace) -> list[Phase]:
         g, t = ws.settings.glen, ws.settings.training
-        out = [retriever_phase(ws, "phase 1 (keyword IDs)")]
-        out[0].epochs = g.keyword_epochs
+        out = [retriever_phase(ws, "phase 1 (keyword IDs)" + (", loaded: glen.phase1_model" if g.phase1_model else ""))]
+        out[0].epochs = 0 if g.phase1_model else g.keyword_epochs
         if self.name == "glen":
             out.append(Phase("phase 2 (ranking refinement)", g.refine_epochs, g.batch_size, g.lr,
                              len(refine_pairs(ws.examples())), grad_accumulation=t.grad_accumulation))

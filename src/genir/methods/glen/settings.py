@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from genir.settings import added, at_least, choice, inherited, positive
 
@@ -33,9 +34,14 @@ class GlenConfig:
     # tau = max(tau_floor, exp(-epoch)) (Sec. 3.3.2); 1e-5 is the authors'. 1 keeps tau at 1 all through phase 2,
     # so that with soft_scale < 1 the soft identifiers stay soft and the pairwise loss can still move them
     tau_floor: float = added(1e-5, gt=0, le=1)
+    # a phase-1 model folder (a GLEN run's glen/phase1/model) to start phase 2 from instead of training phase 1:
+    # phase-2 settings tried without retraining phase 1. Its content is in the stage fingerprint
+    phase1_model: str | None = added(None, reads=True)
 
     def __post_init__(self) -> None:
         if self.negative_mode not in ("prefix", "random"):
             raise ValueError(f"negative_mode must be 'prefix' or 'random', not {self.negative_mode!r}")
+        if self.phase1_model is not None and not (Path(self.phase1_model) / "genir_model.json").is_file():
+            raise ValueError(f"phase1_model: {self.phase1_model} is not a model folder (no genir_model.json in it)")
         if self.tie_break not in ("cosine", "random"):
             raise ValueError(f"tie_break must be 'cosine' or 'random', not {self.tie_break!r}")
