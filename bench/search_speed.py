@@ -34,6 +34,8 @@ def main() -> None:
     ap.add_argument("--latency-queries", type=int, default=100,
                     help="single-query latency (p50 / p99) over this many queries, one search call each")
     ap.add_argument("--json", type=Path, help="also write the figures here")
+    ap.add_argument("--runs", type=Path, help="also write each searcher's last ranking here as a TREC run file "
+                    "(to compare the rankings of two commits: `cmp`)")
     ap.add_argument("--decoder-precision", nargs="+", default=["fp32"], choices=["fp32", "bf16"],
                     help="each generative method at each beam in these decoder precisions (search.decoder_precision)")
     ap.add_argument("--encoder-precision", default="fp32", choices=["fp32", "int8", "bf16"],
@@ -85,6 +87,12 @@ def main() -> None:
             start = time.perf_counter()
             runs[name] = s.batch_search(queries, args.k)
             times[name].append(time.perf_counter() - start)
+    if args.runs:
+        from genir.evaluation.trec import write_run
+
+        args.runs.mkdir(parents=True, exist_ok=True)
+        for name, r in runs.items():
+            write_run(r, args.runs / f"{name}.trec", name)
     qrels = coll.qrels_for(data.test_split)
     ndcg = {n: evaluate(r, qrels)["full"]["nDCG@10"] for n, r in runs.items()}
     top10_changed = {n: sum([h.doc_id for h in r[q][:10]] != [h.doc_id for h in runs[n.rsplit("-", 1)[0]][q][:10]]

@@ -272,8 +272,9 @@ def test_documents_sharing_a_docid_come_back_by_q_t_dot_d_t(model):
 
 
 def test_shared_docids_of_a_whole_batch_are_ordered_as_one_at_a_time(model):
-    """The batch's colliding groups are ordered in one decoder pass: every query's hits equal those of
-    ordering each group alone by q_T . d_T (q_T from the query's own states given the group's prefix)."""
+    """The batch's colliding groups are ordered with the states the beam search computed for their beams (no
+    decoder pass): every query's hits equal those of ordering each group alone by q_T . d_T (q_T from a
+    teacher-forced pass over the query's own states given the group's prefix)."""
     import numpy as np
 
     from genir.docids import DocIdTable
@@ -286,7 +287,13 @@ def test_shared_docids_of_a_whole_batch_are_ordered_as_one_at_a_time(model):
     queries = {f"q{i}": t for i, t in enumerate(["protein folding in cells", "cells", "immune response of mice",
                                                  "a longer query about gene expression in the brain"])}
     searcher = StateOrderedSearcher(model, table, states, beam=10, batch_size=4)
-    got = searcher.batch_search(queries, 24)
+    passes = []
+    model.hidden = lambda *args: passes.append(args) or type(model).hidden(model, *args)
+    try:
+        got = searcher.batch_search(queries, 24)
+    finally:
+        del model.hidden
+    assert not passes  # q_T is the beam search's own last state of each group's beam: no decoder pass for ties
     for qid, text in queries.items():
         with torch.no_grad():
             mem, mask = model.encode_texts([text])

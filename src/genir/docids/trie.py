@@ -42,10 +42,12 @@ class LeafDocs:
     def __len__(self) -> int:
         return len(self.ptr) - 1
 
-    def ranked(self, nodes: np.ndarray, scores: np.ndarray, k: int) -> list[list[tuple[float, list[int]]]]:
+    def ranked(self, nodes: np.ndarray, scores: np.ndarray, k: int,
+               columns: list | None = None) -> list[list[tuple[float, list[int]]]]:
         """Beam search's output (B, W) nodes and scores, best first -> per query, (score, documents) of each
         docid in beam order until ``k`` documents are covered; dead beams (-inf) and nodes that end no docid
-        are skipped. One gather over the whole batch instead of a dict lookup per beam."""
+        are skipped. One gather over the whole batch instead of a dict lookup per beam. ``columns`` (a list)
+        receives, per query, the beam (column of ``nodes``) of each docid returned."""
         rows = np.where((nodes >= 0) & (nodes < len(self.row)), self.row[np.clip(nodes, 0, len(self.row) - 1)], -1)
         valid = (rows >= 0) & np.isfinite(scores)
         safe = np.maximum(rows, 0)
@@ -56,6 +58,8 @@ class LeafDocs:
         out = []
         for i in range(len(nodes)):
             picked = np.flatnonzero(keep[i])
+            if columns is not None:
+                columns.append(picked.tolist())
             s, e, sc = start[i, picked].tolist(), end[i, picked].tolist(), scores[i, picked].tolist()
             out.append([(score, self.docs[a:b].tolist()) for score, a, b in zip(sc, s, e, strict=True)])
         return out

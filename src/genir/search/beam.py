@@ -18,8 +18,12 @@ from genir.docids.trie import PrefixTree
 
 @torch.no_grad()
 def beam_search(model, trie: PrefixTree, memory: torch.Tensor, memory_mask: torch.Tensor,
-                beam: int, normalize: bool = True, trace: list | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                beam: int, normalize: bool = True, trace: list | None = None,
+                final: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Returns (leaf nodes, scores), each (B, W), best first; dead beams have score -inf.
+
+    ``final`` (a dict) receives the model's state after the last step, its rows in the order of the (B, W)
+    output (``final["state"]``): what the model computed for each final beam, for a searcher to reuse.
 
     ``trace`` (a list) receives, per step, the first query's beams after the step: their trie nodes,
     scores and the beam each came from (the docid inspector; it costs a host copy per step).
@@ -84,6 +88,8 @@ def beam_search(model, trie: PrefixTree, memory: torch.Tensor, memory_mask: torc
         prev = codes.reshape(-1)
         if bool((trie.is_leaf[nodes.reshape(-1)] | ~alive.reshape(-1)).all()):
             break
+    if final is not None:
+        final["state"] = state
     return nodes, scores
 
 

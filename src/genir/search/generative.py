@@ -53,14 +53,19 @@ class GenerativeSearcher(Searcher):
             texts = [queries[q] for q in batch]
             with torch.inference_mode():
                 memory, mask = self.encode_queries(texts)
+                final: dict = {}
                 with self._decoder_precision(memory.device):
-                    nodes, scores = beam_search(self.model, self.trie, memory, mask, self.beam, self.normalize)
+                    nodes, scores = beam_search(self.model, self.trie, memory, mask, self.beam, self.normalize,
+                                                final=final)
                 # per query: (score, documents) of its docids, best first, until k documents
-                found = self.trie.leaf_docs.ranked(nodes.cpu().numpy(), scores.cpu().numpy(), k)
+                columns: list[list[int]] = []
+                found = self.trie.leaf_docs.ranked(nodes.cpu().numpy(), scores.cpu().numpy(), k, columns)
                 ties = [(i, j) for i, hits in enumerate(found) for j, (_, docs) in enumerate(hits) if len(docs) > 1]
                 if ties:  # the whole batch's shared docids ordered at once
+                    beams = [(i, columns[i][j]) for i, j in ties]  # the final beam of each shared docid
                     with self._decoder_precision(memory.device):
-                        ordered = self.order_ties(texts, memory, mask, [(i, found[i][j][1]) for i, j in ties])
+                        ordered = self.order_ties(texts, memory, mask, [(i, found[i][j][1]) for i, j in ties],
+                                                  final_rows=(final["state"], nodes.shape[1], beams))
                     for (i, j), docs in zip(ties, ordered, strict=True):
                         found[i][j] = (found[i][j][0], docs)
             for qid, hits in zip(batch, found, strict=True):
@@ -68,9 +73,10 @@ class GenerativeSearcher(Searcher):
         return {q: out[q] for q in queries}
 
     def order_ties(self, texts: list[str], memory: torch.Tensor, mask: torch.Tensor,
-                   groups: list[tuple[int, list[int]]]) -> list[list[int]]:
+                   groups: list[tuple[int, list[int]]], final_rows: tuple | None = None) -> list[list[int]]:
         """Documents sharing a docid, best first: (query row in the batch, table rows) -> table rows.
-        ``tie_break`` per group, or corpus order; a subclass may order every group of a batch at once."""
+        ``tie_break`` per group, or corpus order; a subclass may order every group of a batch at once, and
+        may read ``final_rows``: (the beam search's final state, its width W, each group's (query, beam))."""
         if self.tie_break is None:
             return [docs for _, docs in groups]
         return [self.tie_break(texts[i], docs) for i, docs in groups]
@@ -145,19 +151,29 @@ class StateOrderedSearcher(GenerativeSearcher):
         super().__init__(model, table, **kwargs)
 
     def order_ties(self, texts: list[str], memory: torch.Tensor, mask: torch.Tensor,
-                   groups: list[tuple[int, list[int]]]) -> list[list[int]]:
-        """q_T for every group of the batch in one decoder pass per prefix length (one per group was most
-        of GenRet's search time), then each group's documents by q_T . d_T."""
+                   groups: list[tuple[int, list[int]]], final_rows: tuple | None = None) -> list[list[int]]:
+        """q_T for every group of the batch, then each group's documents by q_T . d_T. q_T is the state the
+        beam search's last step computed for the group's beam (its prefix z_<T) when the model keeps it
+        (``last_hidden``) and the docid is as long as the steps decoded; else one decoder pass per prefix
+        length (one pass per group was most of GenRet's search time once)."""
         out: list[list[int] | None] = [None] * len(groups)
         by_length: dict[int, list[int]] = {}
         for g, (_, docs) in enumerate(groups):
             by_length.setdefault(len(self.table.sequence(docs[0])), []).append(g)
-        for members in by_length.values():
-            rows = torch.tensor([groups[g][0] for g in members], device=memory.device)
-            prefix = torch.tensor([self.table.sequence(groups[g][1][0])[:-1] for g in members], dtype=torch.long,
-                                  device=memory.device)
-            with torch.inference_mode():
-                q_last = self.model.hidden(memory[rows], mask[rows], prefix)[:, -1].float().cpu()
+        steps, kept = (-1, None)
+        if final_rows is not None and hasattr(self.model, "last_hidden") and not self.trie.needs_eos:
+            steps, kept = self.model.last_hidden(final_rows[0])
+        for length, members in by_length.items():
+            if kept is not None and length == steps:  # each group's own final beam row: no decoder pass
+                width, beams = final_rows[1], final_rows[2]
+                q_last = kept[torch.tensor([beams[g][0] * width + beams[g][1] for g in members], device=kept.device)]
+                q_last = q_last.float().cpu()
+            else:
+                rows = torch.tensor([groups[g][0] for g in members], device=memory.device)
+                prefix = torch.tensor([self.table.sequence(groups[g][1][0])[:-1] for g in members],
+                                      dtype=torch.long, device=memory.device)
+                with torch.inference_mode():
+                    q_last = self.model.hidden(memory[rows], mask[rows], prefix)[:, -1].float().cpu()
             for g, q in zip(members, q_last, strict=True):
                 docs = groups[g][1]
                 scores = self.doc_states[docs] @ q

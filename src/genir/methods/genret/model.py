@@ -81,20 +81,26 @@ class CodebookSeq2Seq(DocidSeq2Seq):
 
     # -- incremental decoding (beam search, tokenization) ------------------------------------------
     def start(self, memory: torch.Tensor, memory_mask: torch.Tensor):
-        return (0, self.decoder.start(memory, memory_mask))
+        return (0, self.decoder.start(memory, memory_mask), None)
 
     def step(self, state, prev_codes: torch.Tensor) -> tuple[torch.Tensor, object]:
-        t, inner = state
+        t, inner, _ = state
         if t >= self.n_steps:
             raise ValueError(f"docids have {self.n_steps} steps; step {t + 1} was asked for")
         inputs = (self.code_embed(prev_codes) if t == 0 else self.step_embed[t - 1](prev_codes.clamp(0, None)))
         hidden, inner = self.decoder.step(inner, inputs)
         hidden = hidden * self.state_scale
-        return self._with_eos(self.step_logits(hidden, t)), (t + 1, inner)
+        return self._with_eos(self.step_logits(hidden, t)), (t + 1, inner, hidden)
 
     def reorder(self, state, rows: torch.Tensor):
-        t, inner = state
-        return (t, self.decoder.reorder(inner, rows))
+        t, inner, hidden = state
+        return (t, self.decoder.reorder(inner, rows), None if hidden is None else hidden.index_select(0, rows))
+
+    @staticmethod
+    def last_hidden(state) -> tuple[int, torch.Tensor | None]:
+        """(steps decoded, d_t of every beam row at the last of them): after a beam search, each final beam's
+        q_T given its own prefix z_<T, the state Eq. 10 ranks documents sharing that docid by."""
+        return state[0], state[2]
 
     @torch.no_grad()
     def assign_codes(self, memory: torch.Tensor, memory_mask: torch.Tensor, steps: int | None = None,
