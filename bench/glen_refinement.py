@@ -26,7 +26,7 @@ import torch
 
 
 def sharpness(model, texts: list[str], max_length: int, batch_size: int = 128,
-              scales: tuple[float, ...] = (1.0,)) -> dict[str, float]:
+              scales: tuple[float, ...] = ()) -> dict[str, float]:
     top_p, margin = [], []
     soft: dict[float, tuple[list, list]] = {s: ([], []) for s in scales}
     model.eval()
@@ -56,7 +56,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run-dir", required=True, type=Path)
     ap.add_argument("--docs", type=int, default=2000, help="documents sampled (corpus order)")
-    ap.add_argument("--scales", type=float, nargs="+", default=[1.0], help="logit scales s (soft_scale / tau)")
+    ap.add_argument("--scales", type=float, nargs="+", default=[], help="logit scales s (soft_scale / tau)")
     ap.add_argument("--phase1-only", action="store_true", help="only the phase-1 model (phase 2 not trained yet)")
     args = ap.parse_args()
 

@@ -217,10 +217,10 @@ def test_z_plus_and_w_d_are_taken_without_dropout(tiny_bert):
     assert w_d.requires_grad and noisy.training  # the gradient flows; the model is left training
 
 
-def test_in_batch_false_negatives_are_masked(model):
-    """A document relevant to the query (here query 0's second positive, which is query 1's positive) is not
-    counted as its negative in Eq. 5's softmax; the collator marks it."""
-    from genir.methods.glen.training import GlenConfig, GlenPairs, GlenRefineObjective, PrefixNegatives
+def _refine_batch(model, pairs: list[tuple[int, int]]):
+    """Phase 2's batch for queries 0 and 1 (positives 2 and 4, negatives 3 and 5) over cached states of six
+    texts: (batch, inputs, negatives, query states q_t, document states d_t of texts 2-5)."""
+    from genir.methods.glen.training import GlenPairs, PrefixNegatives
 
     texts = ["protein folding", "vitamin d and bones", "proteins fold", "a negative", "vitamin d", "another"]
     mem, mask = _memory(model, texts)
@@ -228,14 +228,23 @@ def test_in_batch_false_negatives_are_masked(model):
         lambda idx, name: {f"{name}memory": mem[idx], f"{name}mask": mask[idx]})})()
     negatives = PrefixNegatives([2, 3, 4, 5], 1, "random", seed=0)
     negatives.sample = lambda positive, exclude: [{2: 3, 4: 5}[positive]]
-    pairs = GlenPairs([(0, 2), (0, 4), (1, 4)], inputs, {2: 2, 3: 3, 4: 4, 5: 5}, negatives)
-    batch = pairs.collate([(0, 2), (1, 4)])
+    batch = GlenPairs(pairs, inputs, {2: 2, 3: 3, 4: 4, 5: 5}, negatives).collate([(0, 2), (1, 4)])
+    with torch.no_grad():
+        q_h, _ = model.hidden_states(mem[[0, 1]], mask[[0, 1]])
+        d_h, _ = model.hidden_states(mem[[2, 3, 4, 5]], mask[[2, 3, 4, 5]])
+    return batch, inputs, negatives, q_h, d_h
+
+
+def test_in_batch_false_negatives_are_masked(model):
+    """A document relevant to the query (here query 0's second positive, which is query 1's positive) is not
+    counted as its negative in Eq. 5's softmax; the collator marks it."""
+    from genir.methods.glen.training import GlenConfig, GlenRefineObjective
+
+    batch, inputs, negatives, q_h, d_h = _refine_batch(model, [(0, 2), (0, 4), (1, 4)])
     assert batch["relevant"].tolist() == [[True, False, True, False], [False, False, True, False]]
     objective = GlenRefineObjective(GlenConfig(negative_mode="random"), 10, negatives, inputs, {})
     with torch.no_grad():
         _, logs = objective(model, batch)
-        q_h, _ = model.hidden_states(mem[[0, 1]], mask[[0, 1]])
-        d_h, _ = model.hidden_states(mem[[2, 3, 4, 5]], mask[[2, 3, 4, 5]])
         rel = relevance(q_h, soft_identifier(model.vocab_logits(d_h), model.word_embeddings, 1.0))
         unmasked = F.cross_entropy(rel, torch.tensor([0, 2]))
         rel[0, 2] = float("-inf")
@@ -246,18 +255,10 @@ def test_in_batch_false_negatives_are_masked(model):
 def test_the_temperature_floor_and_soft_scale_reach_the_pairwise_loss(model):
     """glen.tau_floor bounds the annealed tau from below (1: no annealing) and glen.soft_scale multiplies the
     documents' logits inside Eq. 6: three epochs in, the pairwise loss is the one computed by hand with them."""
-    from genir.methods.glen.training import GlenConfig, GlenPairs, GlenRefineObjective, PrefixNegatives
+    from genir.methods.glen.training import GlenConfig, GlenRefineObjective
 
     assert temperature(3.0, floor=1.0) == 1.0 and temperature(3.0, floor=0.01) == pytest.approx(math.exp(-3))
-    texts = ["protein folding", "vitamin d and bones", "proteins fold", "a negative", "vitamin d", "another"]
-    mem, mask = _memory(model, texts)
-    inputs = type("Cached", (), {"features": staticmethod(
-        lambda idx, name: {f"{name}memory": mem[idx], f"{name}mask": mask[idx]})})()
-    negatives = PrefixNegatives([2, 3, 4, 5], 1, "random", seed=0)
-    negatives.sample = lambda positive, exclude: [{2: 3, 4: 5}[positive]]
-    batch = GlenPairs([(0, 2), (1, 4)], inputs, {2: 2, 3: 3, 4: 4, 5: 5}, negatives).collate([(0, 2), (1, 4)])
-    q_h, _ = model.hidden_states(mem[[0, 1]], mask[[0, 1]])
-    d_h, _ = model.hidden_states(mem[[2, 3, 4, 5]], mask[[2, 3, 4, 5]])
+    batch, inputs, negatives, q_h, d_h = _refine_batch(model, [(0, 2), (1, 4)])
     pairs = {}
     for floor, scale in ((1e-5, 1.0), (1.0, 1.0), (1.0, 0.05)):
         objective = GlenRefineObjective(GlenConfig(negative_mode="random", tau_floor=floor, soft_scale=scale), 10,
