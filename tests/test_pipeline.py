@@ -425,6 +425,21 @@ def test_transfer_indexes_another_corpus_without_retraining(scifact_slice, cisi_
     assert "glen:" not in again.output and "genret:" not in again.output  # their source files are unchanged
 
 
+def test_merge_without_training_judgements_is_refused_and_rqvae_is_not(cranfield_slice, tiny_bert, tmp_path):
+    """MERGE's relevance losses read the training judgements: with none it would be the vanilla RQ-VAE under
+    MERGE's name, so it is refused before any work; rqvae takes the same corpus."""
+    def dry_run(method: str, out: Path):
+        return CliRunner().invoke(app, ["run", "--dataset", str(cranfield_slice), "--backbone", tiny_bert,
+                                        "--train-split", "", "--test-split", "split_test", "--method", method,
+                                        "--no-baselines", "--dry-run", "--out", str(out)])
+
+    refused = dry_run("merge", tmp_path / "merge")
+    assert refused.exit_code == 2 and "--method rqvae" in refused.output and "Traceback" not in refused.output
+    assert not (tmp_path / "merge").exists()
+    accepted = dry_run("rqvae", tmp_path / "rqvae")
+    assert accepted.exit_code == 0 and "rqvae: new" in accepted.output, accepted.output
+
+
 def test_merge_and_vanilla_rqvae_on_graded_judgements(cranfield_slice, cisi_slice, tiny_bert, tmp_path):
     out = tmp_path / "merge"
     res = CliRunner().invoke(app, [

@@ -315,7 +315,8 @@ class Pipeline:
             raise ValueError(f"--out {ws.out}: a file is there, not a run folder")
         if self.settings.methods:
             ws.check_inputs()
-        for name in self.settings.methods:  # inputs a method cannot use stop the run before any work
+        # training inputs a method cannot use stop the run before any work (a transfer trains nothing)
+        for name in self.settings.methods if transfer_from is None else ():
             method = get_method(name)
             method.check(self.view(method), method_settings(self.settings, method))
         self.stages = {b: self.baseline_stage(b) for b in self.settings.baselines}

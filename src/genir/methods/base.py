@@ -176,7 +176,8 @@ class Method:
         return [retriever_phase(ws)]
 
     def check(self, ws: Workspace, settings: Any) -> None:
-        """Raises on an input this method cannot use, before any stage runs."""
+        """Raises on a training input this method cannot use, before any stage runs (not called by a transfer:
+        nothing is trained there)."""
 
     # -- search --------------------------------------------------------------------------------------
     def open_searcher(self, req: SearchRequest) -> Searcher:

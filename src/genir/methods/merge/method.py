@@ -182,6 +182,15 @@ class Merge(Method):
     def make_docids(self, ws: Workspace, settings: MergeConfig, folder: Path) -> DocIdTable:
         return rqvae_docids(ws, settings, folder, self.relevance)
 
+    def check(self, ws: Workspace, settings: MergeConfig) -> None:
+        # without judgements the relevance losses (Eq. 5-7) have nothing to read: MERGE would be the vanilla
+        # RQ-VAE under MERGE's name, its relevance settings accepted and ignored
+        if self.relevance and not any(ws.train_qrels().values()):
+            split = ws.settings.data.train_split
+            raise ValueError(f"merge shapes its docids by graded training judgements, and "
+                             f"{'--train-split ' + repr(split) + ' has none' if split else '--train-split is empty'}"
+                             ": run --method rqvae (the same recipe without relevance) for a corpus without them")
+
     def docid_phases(self, folder: Path) -> list[dict]:
         info = folder / "rqvae" / "info.json"
         if not info.exists():
