@@ -48,6 +48,39 @@ def test_full_beam_equals_brute_force(backbone, prefix_free, request):
                 assert set(got_docs[: i + 1]) == set(want[: i + 1])
 
 
+def test_a_prefix_beam_expands_only_the_best_prefixes_into_the_beam(tiny_bert):
+    """search.prefix_beam P: after the first step only the P best first codes stay, and the last step ranks
+    all their children; the beam's docids are the best of those by log P(docid | q), as brute force finds."""
+    torch.manual_seed(0)
+    table = _random_table(30, vocab=6, max_len=2, seed=2, prefix_free=True)
+    trie = PrefixTree(table)
+    model = DocidSeq2Seq(ModelConfig(n_codes=6, backbone=tiny_bert, decoder_heads=2, decoder_ff=64,
+                                     dropout=0.0)).eval()
+    queries = ["first query", "a second, longer query about cells", "third", "cells and vitamins"]
+    memory, mask = model.encode_texts(queries)
+    brute = sequence_scores(model, trie, memory, mask)
+    with torch.no_grad():
+        logits, _ = model.step(model.start(memory, mask), torch.full((len(queries),), model.bos))
+    first = torch.log_softmax(logits.float(), -1)
+    present = sorted({s[0] for s in table.sequences()})
+    narrower = 0
+    for prefix_beam in (1, 2):
+        nodes, scores = beam_search(model, trie, memory, mask, beam=8, prefix_beam=prefix_beam)
+        wide, _ = beam_search(model, trie, memory, mask, beam=8)
+        for qi in range(len(queries)):
+            kept = sorted(present, key=lambda c: -first[qi, c].item())[:prefix_beam]
+            under = [d for d in range(len(table)) if table.sequence(d)[0] in kept]
+            want = sorted(under, key=lambda d: -brute[qi, d].item())[:8]
+            got = [trie.leaf_docs[n][0] for n, s in zip(nodes[qi].tolist(), scores[qi].tolist(), strict=True)
+                   if s > float("-inf")]
+            assert got == want
+            np.testing.assert_allclose(scores[qi, : len(got)].numpy(), brute[qi, want].numpy(), atol=1e-4)
+            narrower += set(got) != {trie.leaf_docs[n][0] for n in wide[qi].tolist()}
+    assert narrower, "the full beam reached other prefixes on some query: the case is one the setting changes"
+    again, _ = beam_search(model, trie, memory, mask, beam=8, prefix_beam=8)
+    assert torch.equal(again, wide)  # as wide as the beam: the beam search as it was
+
+
 def test_beam_never_yields_invalid_docid(tiny_bert):
     torch.manual_seed(1)
     table = _random_table(200, vocab=7, max_len=4, seed=3)
@@ -55,8 +88,8 @@ def test_beam_never_yields_invalid_docid(tiny_bert):
     valid = set(table.sequences())
     model = DocidSeq2Seq(ModelConfig(n_codes=7, backbone=tiny_bert, decoder_heads=2, decoder_ff=64)).eval()
     memory, mask = model.encode_texts([f"query {i}" for i in range(5)])
-    for beam in (1, 3, 20, 100):
-        nodes, scores = beam_search(model, trie, memory, mask, beam)
+    for beam, prefix_beam in ((1, None), (3, None), (20, None), (100, None), (20, 2), (100, 5)):
+        nodes, scores = beam_search(model, trie, memory, mask, beam, prefix_beam=prefix_beam)
         for n, s in zip(nodes.reshape(-1).tolist(), scores.reshape(-1).tolist(), strict=True):
             if s > float("-inf"):
                 assert n in trie.leaf_docs

@@ -199,6 +199,16 @@ def test_bf16_decoder_runs_the_decoder_steps_in_bf16_and_leaves_the_encoder_in_f
         Retriever.load(out / "tied-atomic", overrides={"search.decoder_precision": "bf16"})
 
 
+def test_a_prefix_beam_reaches_the_searcher_a_folder_opens_and_is_held_to_its_beam(trained):
+    from genir.settings import SettingsError
+
+    out, _ = trained
+    assert Retriever.load(out / "dsi-atomic").searcher.prefix_beam is None
+    assert Retriever.load(out / "dsi-atomic", overrides={"search.prefix_beam": 3}).searcher.prefix_beam == 3
+    with pytest.raises(SettingsError, match="above the beam"):
+        Retriever.load(out / "dsi-atomic", beam=2, overrides={"search.prefix_beam": 3})
+
+
 def test_int8_is_a_search_setting_of_the_stage(trained, tmp_path):
     out, data = trained
     backbone = json.loads((out / "config.json").read_text())["model"]["backbone"]
@@ -213,6 +223,7 @@ def test_int8_is_a_search_setting_of_the_stage(trained, tmp_path):
                                                      ("dsi-atomic", "glen.tie_break", "random"),
                                                      ("dsi-atomic", "search.k", "5"),
                                                      ("tied-atomic", "search.beam", "5"),
+                                                     ("tied-atomic", "search.prefix_beam", "5"),
                                                      ("dense", "search.decoder_precision", "bf16"),
                                                      ("bm25", "search.encoder_precision", "bf16")])
 def test_a_setting_the_folders_searcher_does_not_read_is_refused(trained, name, key, value):
@@ -231,10 +242,12 @@ def test_serve_settings_reach_every_searcher_that_reads_them_and_no_other(traine
 
     out, _ = trained
     index = LiveIndex(out, ["dsi-atomic", "tied-atomic"], ["bm25", "dense"],
-                      overrides={"search.encoder_precision": "bf16", "search.decoder_precision": "bf16"})
+                      overrides={"search.encoder_precision": "bf16", "search.decoder_precision": "bf16",
+                                 "search.prefix_beam": "2"})
     dsi, tied, dense = (index.searcher(n).inner for n in ("dsi-atomic", "tied-atomic", "dense"))
     assert dsi.model.encoder.precision == tied.model.encoder.precision == dense.query_precision == "bf16"
     assert dsi.decoder_dtype is not None  # the decoder that beam-searches; Tied-Atomic has none to take it
+    assert dsi.prefix_beam == 2 and not hasattr(tied, "prefix_beam")
     assert index.searcher("bm25").batch_search({"q": "vitamin"}, 3)["q"]
     with pytest.raises(LiveIndexError, match="training.epochs: read by none"):
         LiveIndex(out, ["dsi-atomic"], ["bm25"], overrides={"training.epochs": "3"})

@@ -156,3 +156,17 @@ def test_bf16_decoder_without_a_decoding_method_is_refused(scifact_small, tmp_pa
     from genir.methods import check_read, make_settings
 
     check_read(make_settings({"methods": ["dsi-atomic"], "search": {"decoder_precision": "bf16"}}))
+
+
+def test_a_prefix_beam_without_a_beam_search_or_above_the_beam_is_refused(scifact_small, tmp_path):  # noqa: F811
+    base = ["--dataset", str(scifact_small), "--baseline", "bm25", "--out", str(tmp_path / "r")]
+    res = _run(*base, "--no-methods", "--prefix-beam", "5")
+    assert res.exit_code == 2 and "search.prefix_beam=5 narrows" in res.output and "has none" in res.output
+    res = _run(*base, "--method", "tied-atomic", "--method", "dsi-semantic", "--prefix-beam", "5")
+    assert res.exit_code == 2 and "tied-atomic search(es) without one" in res.output, res.output
+    res = _run(*base, "--method", "dsi-semantic", "--beam", "10", "--prefix-beam", "20")
+    assert res.exit_code == 2 and "above search.beam=10" in res.output, res.output
+    assert not (tmp_path / "r").exists()
+    from genir.methods import check_read, make_settings
+
+    check_read(make_settings({"methods": ["dsi-semantic"], "search": {"beam": 10, "prefix_beam": 10}}))

@@ -197,6 +197,7 @@ class Pipeline:
         result = self.evaluate(searcher, name, folder, {
             "label": name, "kind": "generative", "method": name, "description": method.description,
             "encoder": m.encoder, "backbone": m.backbone, "beam": settings.search.beam,
+            "prefix_beam": settings.search.prefix_beam,
             "indexing_texts": ws.texts_summary(),
             "docids": table.stats(), "docid_seconds": docid_s,
             "train_seconds": info["seconds"], "train_steps": info["steps"],
@@ -244,7 +245,8 @@ class Pipeline:
         result = self.evaluate(searcher, name, folder, {
             "label": f"{name} (trained on {Path(source).name})", "kind": "generative",
             "method": name, "description": method.description, "transferred_from": str(source),
-            "beam": self.settings.search.beam, "docids": table.stats(), "train_seconds": 0.0, "train_steps": 0,
+            "beam": self.settings.search.beam, "prefix_beam": self.settings.search.prefix_beam,
+            "docids": table.stats(), "train_seconds": 0.0, "train_steps": 0,
             "index_seconds": index_s, "indexing_docs_per_second": len(ws.docs) / max(index_s, 1e-9),
             "index_bytes_per_doc": searcher.index_bytes() / len(ws.docs), "parameters": model.n_parameters(),
             "fingerprint": self.stages[name].fingerprint.hash})

@@ -82,7 +82,7 @@ def record_settings(record: dict[str, Any], overrides: Mapping[str, Any] | None 
 
 # what a searcher opened from a folder reads of the search group: the beam search's and the encoders' settings;
 # search.k is the caller's (search(query, k)), the hybrid rows are a run's, fused after its stages
-_FOLDER_SEARCH_KEYS = {"beam", "batch_size", "encoder_precision", "decoder_precision"}
+_FOLDER_SEARCH_KEYS = {"beam", "batch_size", "encoder_precision", "decoder_precision", "prefix_beam"}
 
 
 def refuse_unread_overrides(overrides: Mapping[str, Any], settings: Settings, method: Method | None,
@@ -97,7 +97,7 @@ def refuse_unread_overrides(overrides: Mapping[str, Any], settings: Settings, me
         group, _, name = key.partition(".")
         if method is not None:
             if group == "search":  # a method without a beam-search decoder (Tied-Atomic) ranks all: no beam
-                reads = name in _FOLDER_SEARCH_KEYS and (method.decodes or name != "beam")
+                reads = name in _FOLDER_SEARCH_KEYS and (method.decodes or name not in ("beam", "prefix_beam"))
             else:
                 fields = settable_fields(type(settings.group(group))) if group == method.group else {}
                 reads = name in fields and bool(fields[name][0].metadata.get("search"))

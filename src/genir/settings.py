@@ -191,6 +191,11 @@ class SearchSettings:
     # bf16: the generative decoder's steps (beam search, tie ordering) under torch.autocast; the encoder as it is
     decoder_precision: str = choice("fp32", "fp32", "bf16", added=True, search=True,
                                     flag="bf16: beam search's decoder in bfloat16 (fast on CPUs with AMX/AVX512-BF16)")
+    # the docid prefixes kept after a step, where they are not yet docids: the beam's last step then expands
+    # these few prefixes' children into the `beam` docids (fewer decoder rows at the steps before it); unset:
+    # `beam` at every step. A speed/ranking trade-off of the search, not a model's setting
+    prefix_beam: int | None = at_least(None, 1, added=True, search=True,
+                                       flag="unfinished docid prefixes kept per step (unset: --beam)")
     # hybrid rows, "a+b" pairs of this run's systems (e.g. tied-atomic+bm25), fused from their run files after
     # every stage (no stage of their own: they are computed anew each time, so they leave no fingerprint)
     hybrid: list[str] = field(default_factory=list, metadata={"runtime": True})

@@ -85,6 +85,14 @@ def check_read(settings: Settings) -> None:
         raise SettingsError(f"search.decoder_precision={settings.search.decoder_precision} is read by the beam "
                             "search decoders of generative methods; " + (f"{', '.join(not_decoding)} search(es) "
                             "without one" if not_decoding else "this run has none"))
+    prefix_beam = settings.search.prefix_beam
+    if prefix_beam is not None and (not settings.methods or not_decoding):
+        raise SettingsError(f"search.prefix_beam={prefix_beam} narrows the beam searches of generative methods; "
+                            + (f"{', '.join(not_decoding)} search(es) without one" if not_decoding
+                               else "this run has none"))
+    if prefix_beam is not None and prefix_beam > settings.search.beam:
+        raise SettingsError(f"search.prefix_beam={prefix_beam} is above search.beam={settings.search.beam}: the "
+                            "prefixes kept per step are at most the beam")
     if settings.texts_set() and not settings.methods:
         raise SettingsError(f"{settings.texts_set()[0]}: indexing texts are read by the methods that train; this run "
                             "trains none")
@@ -115,6 +123,14 @@ def open_searcher(method: Method, settings: Settings, model, table: DocIdTable |
             raise SettingsError(f"search.decoder_precision={settings.search.decoder_precision} runs a beam search's "
                                 f"decoder; {method.name} searches by {type(searcher).__name__}, which has none")
         searcher = searcher.with_decoder(settings.search.decoder_precision)
+    if settings.search.prefix_beam is not None:
+        if not hasattr(searcher, "with_prefix_beam"):
+            raise SettingsError(f"search.prefix_beam={settings.search.prefix_beam} narrows a beam search; "
+                                f"{method.name} searches by {type(searcher).__name__}, which has none")
+        if settings.search.prefix_beam > searcher.beam:
+            raise SettingsError(f"search.prefix_beam={settings.search.prefix_beam} is above the beam "
+                                f"({searcher.beam}): the prefixes kept per step are at most the beam")
+        searcher = searcher.with_prefix_beam(settings.search.prefix_beam)
     return searcher
 
 

@@ -19,8 +19,12 @@ from genir.docids.trie import PrefixTree
 @torch.no_grad()
 def beam_search(model, trie: PrefixTree, memory: torch.Tensor, memory_mask: torch.Tensor,
                 beam: int, normalize: bool = True, trace: list | None = None,
-                final: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                final: dict | None = None, prefix_beam: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Returns (leaf nodes, scores), each (B, W), best first; dead beams have score -inf.
+
+    ``prefix_beam`` keeps at most that many unfinished docid prefixes per query after a step (finished docids
+    still up to ``beam``): with uniform-length docids the steps before the last decode ``prefix_beam`` rows
+    instead of ``beam``, and the last step expands those prefixes' children into the ``beam`` docids.
 
     ``final`` (a dict) receives the model's state after the last step, its rows in the order of the (B, W)
     output (``final["state"]``): what the model computed for each final beam, for a searcher to reuse.
@@ -47,6 +51,7 @@ def beam_search(model, trie: PrefixTree, memory: torch.Tensor, memory_mask: torc
     prev = torch.full((b,), model.bos, dtype=torch.long, device=dev)
     width = 1
     neg_inf = float("-inf")
+    narrow = prefix_beam is not None and prefix_beam < beam
     for _ in range(trie.depth):
         logits, state = model.step(state, prev)
         logp = F.log_softmax(logits.float(), dim=-1) if normalize else logits.float()
@@ -71,7 +76,14 @@ def beam_search(model, trie: PrefixTree, memory: torch.Tensor, memory_mask: torc
         per_query = torch.bincount(query, minlength=b)
         q_first = torch.cumsum(per_query, 0) - per_query
         grid = torch.full((b, max(1, int(per_query.max()))), neg_inf, device=dev)
-        grid[query, torch.arange(total, device=dev) - q_first[query]] = cand_score
+        position = torch.arange(total, device=dev) - q_first[query]
+        grid[query, position] = cand_score
+        if narrow:  # unfinished prefixes beyond each query's best `prefix_beam` leave the beam
+            unfinished = torch.zeros_like(grid, dtype=torch.bool)
+            unfinished[query, position] = ~trie.is_leaf[child]
+            best = torch.topk(torch.where(unfinished, grid, neg_inf), min(prefix_beam, grid.shape[1]), dim=1).indices
+            kept = torch.zeros_like(unfinished).scatter_(1, best, True)
+            grid = torch.where(unfinished & ~kept, neg_inf, grid)
         new_width = max(1, min(beam, int(torch.isfinite(grid).sum(1).max())))
         top = torch.topk(grid, new_width, dim=1)
         alive = torch.isfinite(top.values)

@@ -31,6 +31,7 @@ class GenerativeSearcher(Searcher):
         self.trie_codes: list[int] | None = None  # the table's code of each trie code, when they differ
         self.shared_encoding = None  # a SharedEncoding its queries go through (genir.search.shared_encoding)
         self.decoder_dtype: torch.dtype | None = None  # bf16: the decoder's steps under autocast (``with_decoder``)
+        self.prefix_beam: int | None = None  # unfinished prefixes kept per step (``with_prefix_beam``)
 
     def with_decoder(self, precision: str) -> GenerativeSearcher:
         """This searcher with its decoder's steps (beam search and tie ordering) in ``precision`` ("fp32",
@@ -39,6 +40,19 @@ class GenerativeSearcher(Searcher):
             raise ValueError(f"decoder precision {precision!r}: choose fp32 or bf16")
         self.decoder_dtype = torch.bfloat16 if precision == "bf16" else None
         return self
+
+    def with_prefix_beam(self, prefix_beam: int | None) -> GenerativeSearcher:
+        """This searcher keeping at most ``prefix_beam`` unfinished docid prefixes per step (None: the beam);
+        the beam's last step still yields ``beam`` docids. A search-time speed/ranking trade-off."""
+        if prefix_beam is not None and prefix_beam < 1:
+            raise ValueError(f"prefix beam {prefix_beam}: at least 1")
+        self.prefix_beam = prefix_beam
+        return self
+
+    def _search(self, memory: torch.Tensor, mask: torch.Tensor, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+        with self._decoder_precision(memory.device):
+            return beam_search(self.model, self.trie, memory, mask, self.beam, self.normalize,
+                               prefix_beam=self.prefix_beam, **kwargs)
 
     def _decoder_precision(self, device: torch.device):
         return torch.autocast(device.type, dtype=self.decoder_dtype or torch.bfloat16,
@@ -54,9 +68,7 @@ class GenerativeSearcher(Searcher):
             with torch.inference_mode():
                 memory, mask = self.encode_queries(texts)
                 final: dict = {}
-                with self._decoder_precision(memory.device):
-                    nodes, scores = beam_search(self.model, self.trie, memory, mask, self.beam, self.normalize,
-                                                final=final)
+                nodes, scores = self._search(memory, mask, final=final)
                 # per query: (score, documents) of its docids, best first, until k documents
                 columns: list[list[int]] = []
                 found = self.trie.leaf_docs.ranked(nodes.cpu().numpy(), scores.cpu().numpy(), k, columns)
@@ -87,9 +99,7 @@ class GenerativeSearcher(Searcher):
         trace: list[dict] = []
         with torch.inference_mode():
             memory, mask = self.encode_queries([query])
-            with self._decoder_precision(memory.device):
-                nodes, scores = beam_search(self.model, self.trie, memory, mask, self.beam, self.normalize,
-                                            trace=trace)
+            nodes, scores = self._search(memory, mask, trace=trace)
         hits = self.batch_search({"q": query}, k)["q"]
         eos = self.trie.eos if self.trie.needs_eos else None
 
@@ -108,7 +118,7 @@ class GenerativeSearcher(Searcher):
             if score > float("-inf") and node in self.trie.leaf_docs:
                 for d in self.trie.leaf_docs[node]:
                     final[self.table.doc_ids[d]] = {"beam": rank, "docid": codes(node)}
-        return {"query": query, "beam": self.beam, "steps": steps,
+        return {"query": query, "beam": self.beam, "prefix_beam": self.prefix_beam, "steps": steps,
                 "hits": [{"doc_id": h.doc_id, "score": h.score, **final.get(h.doc_id, {})} for h in hits]}
 
     def with_beam(self, beam: int) -> GenerativeSearcher:
