@@ -97,6 +97,8 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=300)
     ap.add_argument("--decoder-precision", default="fp32", choices=["fp32", "bf16"],
                     help="search.decoder_precision of the searchers profiled")
+    ap.add_argument("--prefix-beam", type=int, action="append", default=[],
+                    help="each method at each beam also with this search.prefix_beam (those under the beam)")
     a = ap.parse_args()
 
     from pathlib import Path
@@ -111,17 +113,20 @@ def main() -> None:
     queries = dict(list(coll.split_queries(a.split).items())[: a.queries])
     print(f"{len(queries)} queries of {a.dataset} {a.split}, k {a.k}; ms per query (share of the total)\n")
     print(f"decoder precision {a.decoder_precision}\n")
-    print("| method | beam | " + " | ".join(PARTS) + " | total | queries/s |")
-    print("|---|---|" + "---|" * (len(PARTS) + 2))
+    print("| method | beam | prefix beam | " + " | ".join(PARTS) + " | total | queries/s |")
+    print("|---|---|---|" + "---|" * (len(PARTS) + 2))
     for method in a.method:
         for beam in a.beam or [100]:
-            searcher = Retriever.load(Path(a.run_dir) / method, beam=beam,
-                                      overrides={"search.decoder_precision": a.decoder_precision}).searcher
-            searcher.batch_search(dict(list(queries.items())[:8]), a.k)  # warm-up
-            parts, total = profile(searcher, queries, a.k)
-            cells = [f"{1000 * parts.get(p, 0.0) / len(queries):.2f} ({parts.get(p, 0.0) / total:.0%})" for p in PARTS]
-            print(f"| {method} | {beam} | " + " | ".join(cells) + f" | {1000 * total / len(queries):.2f} | "
-                  f"{len(queries) / total:.1f} |")
+            for prefix_beam in [None, *[p for p in a.prefix_beam if p < beam]]:
+                narrow = {"search.prefix_beam": prefix_beam} if prefix_beam else {}
+                searcher = Retriever.load(Path(a.run_dir) / method, beam=beam, overrides={
+                    "search.decoder_precision": a.decoder_precision, **narrow}).searcher
+                searcher.batch_search(dict(list(queries.items())[:8]), a.k)  # warm-up
+                parts, total = profile(searcher, queries, a.k)
+                cells = [f"{1000 * parts.get(p, 0.0) / len(queries):.2f} ({parts.get(p, 0.0) / total:.0%})"
+                         for p in PARTS]
+                print(f"| {method} | {beam} | {prefix_beam or beam} | " + " | ".join(cells)
+                      + f" | {1000 * total / len(queries):.2f} | {len(queries) / total:.1f} |")
 
 
 if __name__ == "__main__":
