@@ -103,6 +103,23 @@ def test_run_writes_a_full_report(scifact_slice, tiny_bert, tmp_path):
     # a second invocation resumes: every stage is already done, nothing is retrained
     again = run(cfg)
     assert [s["metrics"] for s in again["systems"]] == [s["metrics"] for s in report["systems"]]
+    # a narrower prefix beam is a search setting: dsi-semantic is searched again with it, not retrained, and
+    # its rows are the folder's searcher's at that setting
+    trained = (out / "dsi-semantic" / "model" / "model.safetensors").stat().st_mtime_ns
+    values = cfg.to_dict()  # the run's one generative method (Tied-Atomic has no beam search to narrow)
+    narrow = make_settings({**values, "methods": ["dsi-semantic"], "baselines": [],
+                            "search": {**values["search"], "hybrid": [], "prefix_beam": 1}})
+    row = run(narrow, redo={"dsi-semantic"})["systems"][0]
+    assert row["prefix_beam"] == 1 and row["label"] == "dsi-semantic (prefix beam 1)"
+    assert row["metrics"] != gen["metrics"]
+    assert (out / "dsi-semantic" / "model" / "model.safetensors").stat().st_mtime_ns == trained
+    from genir.retriever import Retriever
+
+    searched = Retriever.load(out / "dsi-semantic", overrides={"search.prefix_beam": 1}).searcher.batch_search(
+        load_dataset(str(scifact_slice)).split_queries("test"), 100)
+    written = read_run(out / "dsi-semantic" / "dsi-semantic.trec")
+    assert {q: [h.doc_id for h in hits] for q, hits in written.items()} == {
+        q: [h.doc_id for h in hits] for q, hits in searched.items() if hits}
 
 
 @pytest.mark.own_texts

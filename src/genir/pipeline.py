@@ -193,9 +193,10 @@ class Pipeline:
         searcher = Retriever.load(folder, docs=ws.docs, model=model, table=table, show_progress=True).searcher
         searcher_s = time.perf_counter() - index_start  # e.g. encoding documents for tied docids
         index_s = docid_s + info["seconds"] + info.get("encode_seconds", 0.0) + searcher_s
-        m = settings.model
+        m, narrow = settings.model, settings.search.prefix_beam
         result = self.evaluate(searcher, name, folder, {
-            "label": name, "kind": "generative", "method": name, "description": method.description,
+            "label": name + (f" (prefix beam {narrow})" if narrow else ""), "kind": "generative", "method": name,
+            "description": method.description,
             "encoder": m.encoder, "backbone": m.backbone, "beam": settings.search.beam,
             "prefix_beam": settings.search.prefix_beam,
             "indexing_texts": ws.texts_summary(),
@@ -243,7 +244,9 @@ class Pipeline:
         barrier()  # as in ``method``: what rank 0 wrote beside the docids is read by every rank
         searcher = Retriever.load(folder, docs=ws.docs, model=model, table=table, show_progress=True).searcher
         result = self.evaluate(searcher, name, folder, {
-            "label": f"{name} (trained on {Path(source).name})", "kind": "generative",
+            "label": f"{name} (trained on {Path(source).name})" + (
+                f" (prefix beam {self.settings.search.prefix_beam})" if self.settings.search.prefix_beam else ""),
+            "kind": "generative",
             "method": name, "description": method.description, "transferred_from": str(source),
             "beam": self.settings.search.beam, "prefix_beam": self.settings.search.prefix_beam,
             "docids": table.stats(), "train_seconds": 0.0, "train_steps": 0,
