@@ -103,9 +103,11 @@ def main() -> None:
     metrics = {n: evaluate(r, qrels, subsets=subsets) for n, r in runs.items()}
     ndcg = {n: m["full"]["nDCG@10"] for n, m in metrics.items()}
     parts = {n: " / ".join(f"{m[k]['nDCG@10']:.4f}" for k in subsets) for n, m in metrics.items()}
-    # the row each variant varies: a prefix beam's the same searcher without it, a bf16 decoder's the fp32 one
-    plain = {n: re.sub(r"-p\d+$", "", n) if re.search(r"-p\d+$", n) else n.removesuffix("-bf16")
-             for n in runs if re.search(r"-p\d+$", n) or n.endswith("-bf16")}
+    def varied(name: str) -> str:  # the row a variant varies: a prefix beam's searcher without it, bf16's fp32
+        base = re.sub(r"-p\d+$", "", name)
+        return base if base != name else name.removesuffix("-bf16")
+
+    plain = {n: varied(n) for n in runs if varied(n) != n}
     top10_changed = {n: sum([h.doc_id for h in runs[n][q][:10]] != [h.doc_id for h in runs[p][q][:10]]
                             for q in queries) for n, p in plain.items()}
     qps = {n: len(queries) / statistics.median(t) for n, t in times.items()}

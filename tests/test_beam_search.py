@@ -64,9 +64,9 @@ def test_a_prefix_beam_expands_only_the_best_prefixes_into_the_beam(tiny_bert):
     first = torch.log_softmax(logits.float(), -1)
     present = sorted({s[0] for s in table.sequences()})
     narrower = 0
+    wide, _ = beam_search(model, trie, memory, mask, beam=8)
     for prefix_beam in (1, 2):
         nodes, scores = beam_search(model, trie, memory, mask, beam=8, prefix_beam=prefix_beam)
-        wide, _ = beam_search(model, trie, memory, mask, beam=8)
         for qi in range(len(queries)):
             kept = sorted(present, key=lambda c: -first[qi, c].item())[:prefix_beam]
             under = [d for d in range(len(table)) if table.sequence(d)[0] in kept]

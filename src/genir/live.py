@@ -307,7 +307,7 @@ class LiveIndex:
         method = get_method(name) if name in self.methods else None
         read = set()
         for key in self.overrides if keys is None else keys:
-            if method is not None and key in ("search.decoder_precision", "search.prefix_beam") and not method.decodes:
+            if method is not None and key == "search.decoder_precision" and not method.decodes:
                 continue  # a searcher without a beam-search decoder (Tied-Atomic): the decoders served take it
             try:
                 refuse_unread_overrides({key: self.overrides[key]}, self.settings, method,

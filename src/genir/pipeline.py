@@ -32,7 +32,7 @@ from genir.methods.base import Method, Trained, TransferSource, epoch_searcher, 
 from genir.methods.ranking import rank_aware
 from genir.retriever import RECORD, Retriever, docids_digest, make_record, write_record
 from genir.search.base import Searcher, timed_search
-from genir.settings import Settings
+from genir.settings import SearchSettings, Settings
 from genir.stages import (
     STAGE_FILE,
     Stage,
@@ -193,12 +193,10 @@ class Pipeline:
         searcher = Retriever.load(folder, docs=ws.docs, model=model, table=table, show_progress=True).searcher
         searcher_s = time.perf_counter() - index_start  # e.g. encoding documents for tied docids
         index_s = docid_s + info["seconds"] + info.get("encode_seconds", 0.0) + searcher_s
-        m, narrow = settings.model, settings.search.prefix_beam
+        m = settings.model
         result = self.evaluate(searcher, name, folder, {
-            "label": name + (f" (prefix beam {narrow})" if narrow else ""), "kind": "generative", "method": name,
-            "description": method.description,
-            "encoder": m.encoder, "backbone": m.backbone, "beam": settings.search.beam,
-            "prefix_beam": settings.search.prefix_beam,
+            **searched_as(name, settings.search), "kind": "generative", "method": name,
+            "description": method.description, "encoder": m.encoder, "backbone": m.backbone,
             "indexing_texts": ws.texts_summary(),
             "docids": table.stats(), "docid_seconds": docid_s,
             "train_seconds": info["seconds"], "train_steps": info["steps"],
@@ -244,11 +242,8 @@ class Pipeline:
         barrier()  # as in ``method``: what rank 0 wrote beside the docids is read by every rank
         searcher = Retriever.load(folder, docs=ws.docs, model=model, table=table, show_progress=True).searcher
         result = self.evaluate(searcher, name, folder, {
-            "label": f"{name} (trained on {Path(source).name})" + (
-                f" (prefix beam {self.settings.search.prefix_beam})" if self.settings.search.prefix_beam else ""),
-            "kind": "generative",
+            **searched_as(f"{name} (trained on {Path(source).name})", self.settings.search), "kind": "generative",
             "method": name, "description": method.description, "transferred_from": str(source),
-            "beam": self.settings.search.beam, "prefix_beam": self.settings.search.prefix_beam,
             "docids": table.stats(), "train_seconds": 0.0, "train_steps": 0,
             "index_seconds": index_s, "indexing_docs_per_second": len(ws.docs) / max(index_s, 1e-9),
             "index_bytes_per_doc": searcher.index_bytes() / len(ws.docs), "parameters": model.n_parameters(),
@@ -376,6 +371,13 @@ class Pipeline:
 def error_text(e: BaseException) -> str:
     """An exception's message (a KeyError's without the quotes its str() adds)."""
     return str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+
+
+def searched_as(label: str, search: SearchSettings) -> dict:
+    """A generative row's label and beam settings (a narrowed beam said in the label)."""
+    narrow = search.prefix_beam
+    return {"label": label + (f" (prefix beam {narrow})" if narrow else ""), "beam": search.beam,
+            "prefix_beam": narrow}
 
 
 def run(settings: Settings, redo: set[str] | None = None, fresh: bool = False) -> dict:

@@ -81,16 +81,14 @@ def check_read(settings: Settings) -> None:
         raise SettingsError(f"search.encoder_precision={settings.search.encoder_precision} is read by the encoders "
                             "of search (generative methods, dense baselines); this run has none")
     not_decoding = [m for m in settings.methods if not METHODS[m].decodes]
-    if settings.search.decoder_precision != "fp32" and (not settings.methods or not_decoding):
-        raise SettingsError(f"search.decoder_precision={settings.search.decoder_precision} is read by the beam "
-                            "search decoders of generative methods; " + (f"{', '.join(not_decoding)} search(es) "
-                            "without one" if not_decoding else "this run has none"))
-    prefix_beam = settings.search.prefix_beam
-    if prefix_beam is not None and (not settings.methods or not_decoding):
-        raise SettingsError(f"search.prefix_beam={prefix_beam} narrows the beam searches of generative methods; "
-                            + (f"{', '.join(not_decoding)} search(es) without one" if not_decoding
-                               else "this run has none"))
-    if prefix_beam is not None and prefix_beam > settings.search.beam:
+    search, prefix_beam = settings.search, settings.search.prefix_beam
+    for key, is_set, reader in (("decoder_precision", search.decoder_precision != "fp32",
+                                 "is read by the beam search decoders"),
+                                ("prefix_beam", prefix_beam is not None, "narrows the beam searches")):
+        if is_set and (not settings.methods or not_decoding):
+            raise SettingsError(f"search.{key}={getattr(search, key)} {reader} of generative methods; " + (
+                f"{', '.join(not_decoding)} search(es) without one" if not_decoding else "this run has none"))
+    if prefix_beam is not None and prefix_beam > search.beam:
         raise SettingsError(f"search.prefix_beam={prefix_beam} is above search.beam={settings.search.beam}: the "
                             "prefixes kept per step are at most the beam")
     if settings.texts_set() and not settings.methods:

@@ -187,9 +187,9 @@ class Merge(Method):
         # RQ-VAE under MERGE's name, its relevance settings accepted and ignored
         if self.relevance and not any(ws.train_qrels().values()):
             split = ws.settings.data.train_split
-            raise ValueError(f"merge shapes its docids by graded training judgements, and "
-                             f"{'--train-split ' + repr(split) + ' has none' if split else '--train-split is empty'}"
-                             ": run --method rqvae (the same recipe without relevance) for a corpus without them")
+            where = f"--train-split {split!r} has none" if split else "--train-split is empty"
+            raise ValueError(f"merge shapes its docids by graded training judgements, and {where}: run --method "
+                             "rqvae (the same recipe without relevance) for a corpus without them")
 
     def docid_phases(self, folder: Path) -> list[dict]:
         info = folder / "rqvae" / "info.json"
