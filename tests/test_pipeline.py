@@ -429,6 +429,29 @@ def test_transfer_indexes_another_corpus_without_retraining(scifact_slice, cisi_
     assert [s["name"] for s in partial["systems"]] == ["bm25", "genret"]
     assert [f["name"] for f in partial["failed"]] == ["dsi-atomic"]
     assert "dsi-atomic failed" in (tmp_path / "bad" / "report.md").read_text()
+    # a search setting other than the source's reaches the transferred searcher (its record, its run file, its
+    # row's label); a setting no searcher of the transfer reads is refused before any work
+    def transfer_with(out: Path, *extra: str):
+        return CliRunner().invoke(app, ["transfer", "--from", str(src), "--dataset", str(cisi_slice), "--method",
+                                        "dsi-semantic", "--baseline", "bm25", *extra, "--out", str(out)])
+
+    narrow = transfer_with(tmp_path / "narrow", "--set", "search.prefix_beam=1")
+    assert narrow.exit_code == 0, narrow.output
+    row = json.loads((tmp_path / "narrow" / "report.json").read_text())["systems"][1]
+    assert row["prefix_beam"] == 1 and "prefix beam 1" in row["label"]
+    folder = tmp_path / "narrow" / "dsi-semantic"
+    assert Retriever.load(folder).searcher.prefix_beam == 1
+    narrowed = (folder / "dsi-semantic.trec").read_text()
+    assert narrowed != (dst / "dsi-semantic" / "dsi-semantic.trec").read_text()  # the full beam's run differs
+    ranked = [tuple(line.split()[0:3:2]) for line in narrowed.splitlines()]
+    hits = Retriever.load(folder).searcher.batch_search({q: cisi.queries[q] for q, _ in ranked}, 100)
+    assert [(q, h.doc_id) for q in dict.fromkeys(q for q, _ in ranked) for h in hits[q]] == ranked
+    for extra, message in ((["--set", "training.epochs=3"], "no searcher of this run reads it"),
+                           (["--set", "search.prefix_beam=20"], "above search.beam=10"),
+                           (["--method", "tied-atomic", "--set", "search.prefix_beam=1"], "tied-atomic search(es)")):
+        refused = transfer_with(tmp_path / "refused", *extra)
+        assert refused.exit_code == 2 and message in refused.output, refused.output
+        assert not (tmp_path / "refused").exists()
     # the source retrained in place (here: two trained docids swapped) makes the transfer stale, though its
     # path and stage record are the same: the transfer read the source's tree, so it is not reused
     tsv = src / "dsi-semantic" / "docids" / "docids.tsv"

@@ -30,7 +30,7 @@ from genir.io import write_json
 from genir.methods import BASELINES, check_read, get_method, make_settings, method_settings, read_settings
 from genir.methods.base import Method, Trained, TransferSource, epoch_searcher, model_config, train, train_config
 from genir.methods.ranking import rank_aware
-from genir.retriever import RECORD, Retriever, docids_digest, make_record, write_record
+from genir.retriever import RECORD, Retriever, apply_search_overrides, docids_digest, make_record, write_record
 from genir.search.base import Searcher, timed_search
 from genir.settings import SearchSettings, Settings
 from genir.stages import (
@@ -385,9 +385,12 @@ def run(settings: Settings, redo: set[str] | None = None, fresh: bool = False) -
     return Pipeline(settings, redo, fresh).run()
 
 
-def transfer(source: str | Path, settings: Settings, redo: set[str] | None = None, fresh: bool = False) -> dict:
+def transfer(source: str | Path, settings: Settings, redo: set[str] | None = None, fresh: bool = False,
+             overrides: dict[str, Any] | None = None) -> dict:
     """Zero-shot transfer: the methods trained in the run folder ``source`` index ``settings.data.dataset``'s
-    corpus and search its test queries without retraining; the baselines run on it as usual."""
+    corpus and search its test queries without retraining; the baselines run on it as usual. ``overrides``:
+    search settings other than the source's (``group.key`` -> value; nothing else is read by a transfer)."""
+    apply_search_overrides(settings, overrides or {})
     if settings.out and Path(settings.out).resolve() == Path(source).resolve():
         raise ValueError(f"--out {settings.out} is the run transferred from: the transfer would overwrite its "
                          "config.json and stages; write the transfer to another folder")

@@ -18,7 +18,7 @@ from typing import Any
 from genir.data.collection import DataError, Document, read_json_object
 from genir.docids import DocIdTable
 from genir.io import write_json
-from genir.methods import BASELINES, get_method, open_searcher, settings_from
+from genir.methods import BASELINES, check_search_read, get_method, open_searcher, settings_from
 from genir.methods.base import Method
 from genir.methods.baselines import with_precision
 from genir.search.base import Hit, Results, Searcher
@@ -107,6 +107,29 @@ def refuse_unread_overrides(overrides: Mapping[str, Any], settings: Settings, me
             what = method.name if method is not None else baseline
             raise SettingsError(f"{key}: {what}'s searcher does not read it (a folder opens with search settings "
                                 "only: training and docid settings are the folder's own)")
+
+
+def apply_search_overrides(settings: Settings, overrides: Mapping[str, Any]) -> None:
+    """Set, in a run's ``settings``, search settings that at least one of its searchers (methods and
+    baselines) reads, as ``genir serve --set`` does; any other key (a training or docid setting, which a
+    transfer cannot change) is refused with a SettingsError naming it, as are search settings that no
+    searcher of the run reads together (:func:`genir.methods.check_search_read`)."""
+    from genir.settings import SettingsError
+
+    for key, value in overrides.items():
+        readers = [(get_method(m), None) for m in settings.methods] + [(None, b) for b in settings.baselines]
+        for method, baseline in readers:
+            try:
+                refuse_unread_overrides({key: value}, settings, method, baseline)
+                break
+            except SettingsError:
+                continue
+        else:
+            raise SettingsError(f"{key}: no searcher of this run reads it (methods: "
+                                f"{', '.join(settings.methods) or 'none'}; baselines: "
+                                f"{', '.join(settings.baselines) or 'none'}); only search settings apply here")
+        settings.set(key, value)
+    check_search_read(settings)
 
 
 def corpus_of(record: dict[str, Any], settings: Settings) -> list[Document]:

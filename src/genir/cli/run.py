@@ -11,10 +11,12 @@ from typing import Annotated
 import typer
 
 from genir.cli.common import (
+    _SEARCH_SET,
     _fail,
     _load_config_file,
     _names,
     _run_or_fail,
+    _search_overrides,
     _show_report,
     app,
     build_settings,
@@ -121,6 +123,8 @@ def transfer(
     out: Annotated[str | None, typer.Option(help="report folder")] = None,
     redo: Annotated[list[str] | None, typer.Option(help="recompute this stage of --out; repeat")] = None,
     fresh: Annotated[bool, typer.Option(help="recompute every stage in --out")] = False,
+    set_: Annotated[list[str] | None, typer.Option("--set", help=_SEARCH_SET + " (e.g. search.prefix_beam=10); "
+                                                   "the models are the source's, trained as it recorded")] = None,
 ) -> None:
     """Zero-shot: models trained in a run folder index another corpus without retraining and search it."""
     from genir.methods import METHODS, read_settings
@@ -138,5 +142,6 @@ def transfer(
     values["baselines"] = list(baseline) if baseline is not None else ["bm25", "dense"]
     values["out"] = out or f"runs/{Path(dataset).name}-from-{source.name}"
     settings = build_settings(values, {"beam": beam}, None)
-    report = _run_or_fail(lambda: run_transfer(source, settings, set(redo or ()), fresh))
+    overrides = _search_overrides(set_)
+    report = _run_or_fail(lambda: run_transfer(source, settings, set(redo or ()), fresh, overrides))
     _show_report(Path(settings.out), report)

@@ -76,6 +76,19 @@ def check_read(settings: Settings) -> None:
         if settings.group(group).docid_encoder == "trained" and not set(readers) & set(settings.methods):
             raise SettingsError(f"{group}.docid_encoder=trained is read only by {' and '.join(readers)}, "
                                 "which this run does not train")
+    check_search_read(settings)
+    if settings.texts_set() and not settings.methods:
+        raise SettingsError(f"{settings.texts_set()[0]}: indexing texts are read by the methods that train; this run "
+                            "trains none")
+    if settings.data.short_spans and settings.data.pseudo_queries != "docasquery":
+        raise SettingsError("data.short_spans shapes DocAsQuery's spans; with --pseudo-queries "
+                            f"{settings.data.pseudo_queries!r} no span is drawn")
+
+
+def check_search_read(settings: Settings) -> None:
+    """The search group's settings that none of the run's searchers reads are refused (a run's, a transfer's):
+    an encoder precision without an encoder, a decoder setting without a beam-search decoder, and a prefix
+    beam wider than the beam."""
     if settings.search.encoder_precision != "fp32" and not settings.methods and not any(
             BASELINES[b].dense for b in settings.baselines):
         raise SettingsError(f"search.encoder_precision={settings.search.encoder_precision} is read by the encoders "
@@ -91,12 +104,6 @@ def check_read(settings: Settings) -> None:
     if prefix_beam is not None and prefix_beam > search.beam:
         raise SettingsError(f"search.prefix_beam={prefix_beam} is above search.beam={settings.search.beam}: the "
                             "prefixes kept per step are at most the beam")
-    if settings.texts_set() and not settings.methods:
-        raise SettingsError(f"{settings.texts_set()[0]}: indexing texts are read by the methods that train; this run "
-                            "trains none")
-    if settings.data.short_spans and settings.data.pseudo_queries != "docasquery":
-        raise SettingsError("data.short_spans shapes DocAsQuery's spans; with --pseudo-queries "
-                            f"{settings.data.pseudo_queries!r} no span is drawn")
 
 
 def method_settings(settings: Settings, method: Method) -> Any:
