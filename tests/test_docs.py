@@ -164,17 +164,19 @@ def test_every_measurement_table_names_the_command_that_makes_it():
 
 @pytest.fixture(scope="module")
 def docs_workdir(tmp_path_factory, shared_datasets):
-    """A working directory where the docs' Python examples find what they name: `scifact` (a slice of the
-    real one, under $GENIR_DATASETS) and a trained `runs/scifact/dsi-atomic`."""
+    """A working directory where the docs' Python examples find what they name: `scifact` and `cisi` (slices
+    of the real ones, under $GENIR_DATASETS) and a run `runs/scifact` with dsi-atomic and dsi-semantic."""
     from tests.test_pipeline import _slice
 
     work = tmp_path_factory.mktemp("docs")
     data = work / "datasets"
     data.mkdir()
     _slice(tmp_path_factory, shared_datasets, "scifact", {"train": 20, "test": 8}, 60).rename(data / "scifact")
+    _slice(tmp_path_factory, shared_datasets, "cisi", {"test": 3}, 40).rename(data / "cisi")
     env = {**os.environ, "GENIR_DATASETS": str(data)}
     subprocess.run([sys.executable, "-m", "genir.cli", "run", "--dataset", "scifact", "--method", "dsi-atomic",
-                    "--no-baselines", "--epochs", "1", "--texts", "light", "--out", "runs/scifact"],
+                    "--method", "dsi-semantic", "--no-baselines", "--epochs", "1", "--texts", "light",
+                    "--out", "runs/scifact"],
                    cwd=work, env=env, check=True, capture_output=True)
     return work, env
 

@@ -74,6 +74,21 @@ def test_a_transfer_into_its_own_source_is_refused(small_run, scifact_small):  #
     assert (folder / "run" / "config.json").read_bytes() == config
 
 
+def test_transfer_settings_keep_the_source_recipe_and_train_on_nothing_of_the_target(small_run):
+    from genir.methods import read_settings, transfer_settings
+
+    folder, _, _ = small_run
+    source = read_settings(folder / "run")
+    settings = transfer_settings(folder / "run", "data/cisi", out=folder / "t")
+    assert settings.data.dataset == "data/cisi" and settings.data.train_split is None
+    assert settings.data.holdout == 0 and settings.data.new_docs == 0 and settings.out == str(folder / "t")
+    assert settings.methods == [] and settings.baselines == ["bm25", "dense"]  # dsi-atomic cannot index new docs
+    assert settings.model == source.model and settings.training == source.training and settings.dsi == source.dsi
+    assert transfer_settings(folder / "run", "cisi", ["dsi-atomic"], ["bm25"]).methods == ["dsi-atomic"]
+    with pytest.raises(ValueError, match="not a genir run folder"):
+        transfer_settings(folder, "cisi")
+
+
 def test_a_model_with_nan_weights_is_refused_by_name(small_run):
     from safetensors.torch import load_file, save_file
 

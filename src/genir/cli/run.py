@@ -127,20 +127,13 @@ def transfer(
                                                    "the models are the source's, trained as it recorded")] = None,
 ) -> None:
     """Zero-shot: models trained in a run folder index another corpus without retraining and search it."""
-    from genir.methods import METHODS, read_settings
+    from genir.methods import transfer_settings
     from genir.pipeline import transfer as run_transfer
 
     try:
-        settings = read_settings(source)
+        values = transfer_settings(source, dataset, method, baseline, test_split, data_dir, qrels_dir, out).to_dict()
     except ValueError as e:
         _fail(str(e))
-    values = settings.to_dict()
-    values["data"].update({"dataset": dataset, "data_dir": data_dir, "train_split": None, "test_split": test_split,
-                           "qrels_dir": qrels_dir or "qrels", "holdout": 0.0, "new_docs": 0.0,
-                           "max_test_queries": None})
-    values["methods"] = method or [m for m in values["methods"] if m in METHODS and METHODS[m].can_transfer]
-    values["baselines"] = list(baseline) if baseline is not None else ["bm25", "dense"]
-    values["out"] = out or f"runs/{Path(dataset).name}-from-{source.name}"
     settings = build_settings(values, {"beam": beam}, None)
     overrides = _search_overrides(set_)
     report = _run_or_fail(lambda: run_transfer(source, settings, set(redo or ()), fresh, overrides))

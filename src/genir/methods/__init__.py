@@ -29,7 +29,7 @@ GROUPS: dict[str, type] = {**SHARED_GROUPS, "rank": RankSettings,
                            **{k: v for family in FAMILIES for k, v in family.GROUPS.items()}}
 
 __all__ = ["BASELINES", "GROUPS", "METHODS", "Method", "SearchRequest", "Trained", "get_method", "make_settings",
-           "open_searcher", "read_settings"]
+           "open_searcher", "read_settings", "transfer_settings"]
 
 
 def get_method(name: str) -> Method:
@@ -151,6 +151,22 @@ def read_settings(run_dir: str | Path) -> Settings:
     if not isinstance(values, dict):
         raise ValueError(f"{path}: expected a JSON object of settings")
     return settings_from(values, path)
+
+
+def transfer_settings(source: str | Path, dataset: str, methods: list[str] | None = None,
+                      baselines: list[str] | None = None, test_split: str = "test", data_dir: str | None = None,
+                      qrels_dir: str | None = None, out: str | Path | None = None) -> Settings:
+    """The settings of a zero-shot transfer (:func:`genir.pipeline.transfer`): the run folder ``source``'s,
+    with ``dataset``'s test split as the data (nothing trained on it, no held-out or new documents), the
+    methods trained there that can index a new corpus (or ``methods``), BM25 and dense (or ``baselines``)."""
+    values = read_settings(source).to_dict()
+    values["data"].update({"dataset": dataset, "data_dir": data_dir, "train_split": None, "test_split": test_split,
+                           "qrels_dir": qrels_dir or "qrels", "holdout": 0.0, "new_docs": 0.0,
+                           "max_test_queries": None})
+    values["methods"] = list(methods or [m for m in values["methods"] if m in METHODS and METHODS[m].can_transfer])
+    values["baselines"] = list(baselines) if baselines is not None else ["bm25", "dense"]
+    values["out"] = str(out or f"runs/{Path(dataset).name}-from-{Path(source).name}")
+    return make_settings(values)
 
 
 def settings_from(values: dict[str, Any], where: str | Path, overrides: dict[str, Any] | None = None) -> Settings:
