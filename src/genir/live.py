@@ -301,21 +301,14 @@ class LiveIndex:
 
     def _overrides_for(self, name: str, keys: set[str] | None = None) -> set[str]:
         """The override keys (of ``keys``, default all) that ``name``'s searcher reads."""
-        from genir.retriever import refuse_unread_overrides
-        from genir.settings import SettingsError
+        from genir.retriever import searcher_reads
 
         method = get_method(name) if name in self.methods else None
-        read = set()
-        for key in self.overrides if keys is None else keys:
-            if method is not None and key == "search.decoder_precision" and not method.decodes:
-                continue  # a searcher without a beam-search decoder (Tied-Atomic): the decoders served take it
-            try:
-                refuse_unread_overrides({key: self.overrides[key]}, self.settings, method,
-                                        None if method is not None else name)
-            except SettingsError:
-                continue
-            read.add(key)
-        return read
+        baseline = None if method is not None else name
+        # a searcher without a beam-search decoder (Tied-Atomic) leaves the decoder precision to the decoders served
+        return {key for key in (self.overrides if keys is None else keys)
+                if not (method is not None and key == "search.decoder_precision" and not method.decodes)
+                and searcher_reads(key, self.settings, method, baseline)}
 
     def searcher(self, name: str) -> Searcher:
         if name not in self._searchers:

@@ -85,25 +85,29 @@ def record_settings(record: dict[str, Any], overrides: Mapping[str, Any] | None 
 _FOLDER_SEARCH_KEYS = {"beam", "batch_size", "encoder_precision", "decoder_precision", "prefix_beam"}
 
 
+def searcher_reads(key: str, settings: Settings, method: Method | None, baseline: str | None = None) -> bool:
+    """Whether a searcher opened from a folder reads the setting ``key``: the search group's beam-search and
+    encoder settings, and the search-time keys of the method's own group (a baseline: only a dense one's
+    query encoder precision)."""
+    from genir.settings import settable_fields
+
+    group, _, name = key.partition(".")
+    if method is None:
+        return baseline is not None and BASELINES[baseline].dense and key == "search.encoder_precision"
+    if group == "search":  # a method without a beam-search decoder (Tied-Atomic) ranks all: no beam
+        return name in _FOLDER_SEARCH_KEYS and (method.decodes or name not in ("beam", "prefix_beam"))
+    fields = settable_fields(type(settings.group(group))) if group == method.group else {}
+    return name in fields and bool(fields[name][0].metadata.get("search"))
+
+
 def refuse_unread_overrides(overrides: Mapping[str, Any], settings: Settings, method: Method | None,
                             baseline: str | None = None) -> None:
-    """A setting given to open a folder must be one its searcher reads (never accepted and ignored): the
-    search group's beam-search and encoder settings, and the search-time keys of the method's own group. A
-    SettingsError names the first that is not."""
-    from genir.settings import SettingsError, settable_fields
+    """A setting given to open a folder must be one its searcher reads (never accepted and ignored; see
+    :func:`searcher_reads`). A SettingsError names the first that is not."""
+    from genir.settings import SettingsError
 
-    dense = baseline is not None and BASELINES[baseline].dense
     for key in overrides:
-        group, _, name = key.partition(".")
-        if method is not None:
-            if group == "search":  # a method without a beam-search decoder (Tied-Atomic) ranks all: no beam
-                reads = name in _FOLDER_SEARCH_KEYS and (method.decodes or name not in ("beam", "prefix_beam"))
-            else:
-                fields = settable_fields(type(settings.group(group))) if group == method.group else {}
-                reads = name in fields and bool(fields[name][0].metadata.get("search"))
-        else:  # a baseline: only a dense one's query encoder has a setting of search
-            reads = dense and key == "search.encoder_precision"
-        if not reads:
+        if not searcher_reads(key, settings, method, baseline):
             what = method.name if method is not None else baseline
             raise SettingsError(f"{key}: {what}'s searcher does not read it (a folder opens with search settings "
                                 "only: training and docid settings are the folder's own)")
@@ -116,15 +120,9 @@ def apply_search_overrides(settings: Settings, overrides: Mapping[str, Any]) -> 
     searcher of the run reads together (:func:`genir.methods.check_search_read`)."""
     from genir.settings import SettingsError
 
+    searchers = [(get_method(m), None) for m in settings.methods] + [(None, b) for b in settings.baselines]
     for key, value in overrides.items():
-        readers = [(get_method(m), None) for m in settings.methods] + [(None, b) for b in settings.baselines]
-        for method, baseline in readers:
-            try:
-                refuse_unread_overrides({key: value}, settings, method, baseline)
-                break
-            except SettingsError:
-                continue
-        else:
+        if not any(searcher_reads(key, settings, method, baseline) for method, baseline in searchers):
             raise SettingsError(f"{key}: no searcher of this run reads it (methods: "
                                 f"{', '.join(settings.methods) or 'none'}; baselines: "
                                 f"{', '.join(settings.baselines) or 'none'}); only search settings apply here")

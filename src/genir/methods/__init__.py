@@ -102,7 +102,7 @@ def check_search_read(settings: Settings) -> None:
             raise SettingsError(f"search.{key}={getattr(search, key)} {reader} of generative methods; " + (
                 f"{', '.join(not_decoding)} search(es) without one" if not_decoding else "this run has none"))
     if prefix_beam is not None and prefix_beam > search.beam:
-        raise SettingsError(f"search.prefix_beam={prefix_beam} is above search.beam={settings.search.beam}: the "
+        raise SettingsError(f"search.prefix_beam={prefix_beam} is above search.beam={search.beam}: the "
                             "prefixes kept per step are at most the beam")
 
 
