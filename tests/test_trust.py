@@ -89,6 +89,31 @@ def test_transfer_settings_keep_the_source_recipe_and_train_on_nothing_of_the_ta
         transfer_settings(folder, "cisi")
 
 
+def test_a_transfer_refuses_training_settings_changed_by_hand(small_run, scifact_small):  # noqa: F811
+    # from Python, a transfer's settings are any Settings: a training or docid setting changed on them would be
+    # recorded in the transfer's stages but never read (the models are the source's), so it is refused
+    from genir.methods import transfer_settings
+    from genir.pipeline import transfer
+    from genir.settings import SettingsError
+
+    folder, _, _ = small_run
+    out = folder / "by-hand"
+    for key, value in (("training.epochs", 7), ("model.doc_max_length", 17), ("dsi.semantic_c", 3)):
+        settings = transfer_settings(folder / "run", str(scifact_small), [], ["bm25"], out=out)
+        settings.set(key, value)
+        with pytest.raises(SettingsError, match=rf"{key}=\S+: the transferred models were made with"):
+            transfer(folder / "run", settings)
+        assert not out.exists()
+    # what a transfer does read may differ from the source's: search and runtime settings
+    settings = transfer_settings(folder / "run", str(scifact_small), [], ["bm25"], out=out)
+    settings.set("search.k", 20)
+    settings.set("training.device", "cpu")
+    report = transfer(folder / "run", settings)
+    assert [s["name"] for s in report["systems"]] == ["bm25"] and (out / "report.json").exists()
+    run_file = next(out.rglob("bm25.trec")).read_text().splitlines()
+    assert max(int(line.split()[3]) for line in run_file) == 20  # search.k read: 20 hits per query
+
+
 def test_a_model_with_nan_weights_is_refused_by_name(small_run):
     from safetensors.torch import load_file, save_file
 

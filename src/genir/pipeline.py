@@ -389,11 +389,11 @@ def transfer(source: str | Path, settings: Settings, redo: set[str] | None = Non
              overrides: dict[str, Any] | None = None) -> dict:
     """Zero-shot transfer: the methods trained in the run folder ``source`` index ``settings.data.dataset``'s
     corpus and search its test queries without retraining; the baselines run on it as usual. ``overrides``:
-    search settings other than the source's (``group.key`` -> value; nothing else is read by a transfer)."""
-    apply_search_overrides(settings, overrides or {})
-    if settings.out and Path(settings.out).resolve() == Path(source).resolve():
+    search settings other than the source's (``group.key`` -> value); ``settings`` keep the source's training
+    and docid settings (:func:`genir.methods.transfer_settings`): one changed on them is refused."""
+    source = Path(source)
+    apply_search_overrides(settings, overrides or {}, read_settings(source))  # a genir run folder, readable
+    if settings.out and Path(settings.out).resolve() == source.resolve():
         raise ValueError(f"--out {settings.out} is the run transferred from: the transfer would overwrite its "
                          "config.json and stages; write the transfer to another folder")
-    source = Path(source)
-    read_settings(source)  # a genir run folder, with readable settings
     return Pipeline(settings, redo, fresh).run(transfer_from=source)

@@ -113,13 +113,17 @@ def refuse_unread_overrides(overrides: Mapping[str, Any], settings: Settings, me
                                 "only: training and docid settings are the folder's own)")
 
 
-def apply_search_overrides(settings: Settings, overrides: Mapping[str, Any]) -> None:
+def apply_search_overrides(settings: Settings, overrides: Mapping[str, Any], source: Settings | None = None) -> None:
     """Set, in a run's ``settings``, search settings that at least one of its searchers (methods and
     baselines) reads, as ``genir serve --set`` does; any other key (a training or docid setting, which a
     transfer cannot change) is refused with a SettingsError naming it, as are search settings that no
-    searcher of the run reads together (:func:`genir.methods.check_search_read`)."""
+    searcher of the run reads together (:func:`genir.methods.check_search_read`). ``source``: the settings of
+    the run a transfer's models come from; ``settings`` may differ from them only where a transfer reads its
+    own (:func:`refuse_recipe_changes`)."""
     from genir.settings import SettingsError
 
+    if source is not None:
+        refuse_recipe_changes(settings, source)
     searchers = [(get_method(m), None) for m in settings.methods] + [(None, b) for b in settings.baselines]
     for key, value in overrides.items():
         if not any(searcher_reads(key, settings, method, baseline) for method, baseline in searchers):
@@ -128,6 +132,28 @@ def apply_search_overrides(settings: Settings, overrides: Mapping[str, Any]) -> 
                                 f"{', '.join(settings.baselines) or 'none'}); only search settings apply here")
         settings.set(key, value)
     check_search_read(settings)
+
+
+def refuse_recipe_changes(settings: Settings, source: Settings) -> None:
+    """A transfer searches with models made as ``source`` records: a setting of ``settings`` other than the
+    source's is refused (SettingsError) unless the transfer reads it: the target's data, the search group, a
+    runtime setting, a transferred method's search key, or the dense baselines' group when one runs (they
+    are run anew on the target). Training and docid settings changed by hand would be recorded, not read."""
+    from genir.methods import GROUPS
+    from genir.settings import SettingsError, settable_fields
+
+    dense_baseline = any(BASELINES[b].dense for b in settings.baselines)
+    method_groups = {get_method(m).group for m in settings.methods}
+    for group, cls in GROUPS.items():
+        if group in ("data", "search") or (group == "dense" and dense_baseline):
+            continue
+        for name, (spec, _) in settable_fields(cls).items():
+            given, recorded = getattr(settings.group(group), name), getattr(source.group(group), name)
+            read = spec.metadata.get("runtime") or (group in method_groups and spec.metadata.get("search"))
+            if given != recorded and not read:
+                raise SettingsError(f"{group}.{name}={given!r}: the transferred models were made with "
+                                    f"{recorded!r}; a transfer keeps its source's training and docid settings "
+                                    "(genir.methods.transfer_settings) and changes only search settings")
 
 
 def corpus_of(record: dict[str, Any], settings: Settings) -> list[Document]:
