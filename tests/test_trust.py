@@ -98,7 +98,8 @@ def test_a_transfer_refuses_training_settings_changed_by_hand(small_run, scifact
 
     folder, _, _ = small_run
     out = folder / "by-hand"
-    for key, value in (("training.epochs", 7), ("model.doc_max_length", 17), ("dsi.semantic_c", 3)):
+    for key, value in (("training.epochs", 7), ("model.doc_max_length", 17), ("dsi.semantic_c", 3),
+                       ("data.lead_words", 9), ("data.indexing_texts", "light")):
         settings = transfer_settings(folder / "run", str(scifact_small), [], ["bm25"], out=out)
         settings.set(key, value)
         with pytest.raises(SettingsError, match=rf"{key}=\S+: the transferred models were made with"):
@@ -108,10 +109,12 @@ def test_a_transfer_refuses_training_settings_changed_by_hand(small_run, scifact
     settings = transfer_settings(folder / "run", str(scifact_small), [], ["bm25"], out=out)
     settings.set("search.k", 20)
     settings.set("training.device", "cpu")
+    settings.set("data.max_test_queries", 3)
     report = transfer(folder / "run", settings)
     assert [s["name"] for s in report["systems"]] == ["bm25"] and (out / "report.json").exists()
     run_file = next(out.rglob("bm25.trec")).read_text().splitlines()
     assert max(int(line.split()[3]) for line in run_file) == 20  # search.k read: 20 hits per query
+    assert len({line.split()[0] for line in run_file}) == 3
 
 
 def test_a_model_with_nan_weights_is_refused_by_name(small_run):

@@ -134,20 +134,29 @@ def apply_search_overrides(settings: Settings, overrides: Mapping[str, Any], sou
     check_search_read(settings)
 
 
+# the data settings that say which corpus and queries a transfer searches (genir.methods.transfer_settings);
+# the rest of the group says what training read (indexing texts, a document's leading span)
+_TARGET_DATA = {"dataset", "data_dir", "qrels_dir", "train_split", "test_split", "holdout", "new_docs",
+                "max_test_queries", "ignore_identical_ids"}
+
+
 def refuse_recipe_changes(settings: Settings, source: Settings) -> None:
     """A transfer searches with models made as ``source`` records: a setting of ``settings`` other than the
-    source's is refused (SettingsError) unless the transfer reads it: the target's data, the search group, a
-    runtime setting, a transferred method's search key, or the dense baselines' group when one runs (they
-    are run anew on the target). Training and docid settings changed by hand would be recorded, not read."""
+    source's is refused (SettingsError) unless the transfer reads it: the target dataset and its queries, the
+    search group, a runtime setting, a transferred method's search key, or the dense baselines' group when one
+    runs (they are run anew on the target). Training, indexing-text and docid settings changed by hand would
+    be recorded, not read (or, a document's leading span, read against what the model learned)."""
     from genir.methods import GROUPS
     from genir.settings import SettingsError, settable_fields
 
     dense_baseline = any(BASELINES[b].dense for b in settings.baselines)
     method_groups = {get_method(m).group for m in settings.methods}
     for group, cls in GROUPS.items():
-        if group in ("data", "search") or (group == "dense" and dense_baseline):
+        if group == "search" or (group == "dense" and dense_baseline):
             continue
         for name, (spec, _) in settable_fields(cls).items():
+            if group == "data" and name in _TARGET_DATA:
+                continue
             given, recorded = getattr(settings.group(group), name), getattr(source.group(group), name)
             read = spec.metadata.get("runtime") or (group in method_groups and spec.metadata.get("search"))
             if given != recorded and not read:
