@@ -237,6 +237,11 @@ CASES: list[Case] = [
          "t.tsv:1: score 'inf' is not finite", lambda w: (w / "t.tsv").write_text("q0\td0\tinf\n")),
     Case("genret-nolearn without genret", "settings", RUN("--method", "genret-nolearn", "--no-baselines"),
          "genret-nolearn trains on GenRet's docids"),
+    Case("docids --c with atomic docids", "settings",
+         ARGS("docids", "--dataset", "{work}/data", "--scheme", "atomic", "--c", "8", "--out", "{work}/out"),
+         "--scheme atomic reads neither", fast=True),
+    Case("docids --c 1", "settings", ARGS("docids", "--dataset", "{work}/data", "--c", "1", "--out", "{work}/out"),
+         "--c 1: a node needs at least 2 children", fast=True),
     Case("--redo a stage not run", "settings", RUN("--redo", "genret"), "--redo genret: not a stage of this run"),
     # -- config files --------------------------------------------------------------------------------
     Case("config: not found", "config", RUN("--config", "{work}/nope.yaml"), "nope.yaml: config file not found"),

@@ -174,7 +174,7 @@ def docids(
     dataset: Annotated[str, typer.Option(help="dataset name or folder")],
     scheme: Annotated[str, typer.Option(help="atomic | naive | semantic")] = "semantic",
     out: Annotated[Path, typer.Option(help="folder for docids.tsv + docids.json")] = Path("docids"),
-    c: Annotated[int, typer.Option(help="semantic: children per node and leaf size")] = 32,
+    c: Annotated[int | None, typer.Option(help="semantic: children per node and leaf size [default: 32]")] = None,
     data_dir: Annotated[str | None, typer.Option()] = None,
     dense_model: Annotated[str | None, typer.Option(help="encoder for semantic docids (default bundled)")] = None,
 ) -> None:
@@ -187,6 +187,10 @@ def docids(
         _fail(f"--out {out}: a file is there; docids are written as a folder")
     if scheme not in ("atomic", "naive", "semantic"):
         _fail(f"unknown scheme {scheme!r}: atomic, naive or semantic")
+    if scheme != "semantic" and (c is not None or dense_model is not None):
+        _fail(f"--c and --dense-model shape semantic docids; --scheme {scheme} reads neither")
+    if c is not None and c < 2:
+        _fail(f"--c {c}: a node needs at least 2 children")
     try:
         coll = load_dataset(dataset, data_dir)
     except DataError as e:
@@ -201,7 +205,7 @@ def docids(
 
         emb = load_sentence_encoder(dense_model).encode([d.full_text for d in coll.corpus.values()],
                                                         normalize_embeddings=True, show_progress_bar=True)
-        table = semantic_docids(ids, emb, c=c)
+        table = semantic_docids(ids, emb, c=32 if c is None else c)
     try:
         table.save(out)
     except OSError as e:
