@@ -106,6 +106,7 @@ def main() -> None:
     import torch
 
     from genir.data import load_dataset
+    from genir.methods import get_method
     from genir.retriever import Retriever
 
     torch.set_num_threads(torch.get_num_threads())
@@ -119,7 +120,8 @@ def main() -> None:
         for beam in a.beam or [100]:
             for prefix_beam in [None, *[p for p in a.prefix_beam if p < beam]]:
                 narrow = {"search.prefix_beam": prefix_beam} if prefix_beam else {}
-                searcher = Retriever.load(Path(a.run_dir) / method, beam=beam, overrides={
+                searcher = Retriever.load(Path(a.run_dir) / method, beam=beam if get_method(method).decodes else None,
+                                          overrides={
                     "search.decoder_precision": a.decoder_precision, **narrow}).searcher
                 searcher.batch_search(dict(list(queries.items())[:8]), a.k)  # warm-up
                 parts, total = profile(searcher, queries, a.k)

@@ -51,7 +51,7 @@ def main() -> None:
 
     from genir.docids import DocIdTable
     from genir.evaluation.metrics import evaluate
-    from genir.methods import read_settings
+    from genir.methods import get_method, read_settings
     from genir.methods.glen.search import LexicalSearcher
     from genir.models import DocidSeq2Seq
     from genir.retriever import Retriever
@@ -72,7 +72,8 @@ def main() -> None:
                 for prefix_beam in [None, *[p for p in args.prefix_beams if p < beam]]:
                     tag = ("" if precision == "fp32" else f"-{precision}") + (f"-p{prefix_beam}" if prefix_beam else "")
                     narrow = {"search.prefix_beam": prefix_beam} if prefix_beam else {}
-                    searchers[f"{m}@beam{beam}{tag}"] = Retriever.load(args.run_dir / m, docs=docs, beam=beam,
+                    searchers[f"{m}@beam{beam}{tag}"] = Retriever.load(args.run_dir / m, docs=docs,
+                                                                       beam=beam if get_method(m).decodes else None,
                                                                        overrides={
                         "search.batch_size": args.batch_size, "search.decoder_precision": precision,
                         "search.encoder_precision": args.encoder_precision, **narrow}).searcher

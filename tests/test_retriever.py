@@ -209,6 +209,24 @@ def test_a_prefix_beam_reaches_the_searcher_a_folder_opens_and_is_held_to_its_be
         Retriever.load(out / "dsi-atomic", beam=2, overrides={"search.prefix_beam": 3})
 
 
+def test_a_beam_for_a_folder_without_a_beam_search_is_refused(trained):
+    # Retriever.load's beam= (genir search --beam, genir serve --beam): read by a beam search, refused elsewhere
+    from genir.live import LiveIndex, LiveIndexError
+    from genir.settings import SettingsError
+
+    out, _ = trained
+    for folder in (out / "tied-atomic", out / "baselines" / "bm25", out / "baselines" / "dense"):
+        with pytest.raises(SettingsError, match=rf"beam 5: {folder.name} ranks every document without a beam"):
+            Retriever.load(folder, beam=5)
+    res = CliRunner().invoke(app, ["search", str(out / "baselines" / "bm25"), "bone", "--beam", "5"])
+    assert res.exit_code == 2 and "ranks every document without a beam search" in res.output, res.output
+    assert Retriever.load(out / "dsi-atomic", beam=5).searcher.beam == 5
+    with pytest.raises(LiveIndexError, match="--beam 5: none of the systems served here"):
+        LiveIndex(out, ["tied-atomic"], beam=5)
+    served = LiveIndex(out, ["tied-atomic", "dsi-atomic"], baselines=(), beam=5)  # the beam reaches dsi-atomic
+    assert served.searcher("dsi-atomic").inner.beam == 5 and served.searcher("tied-atomic") is not None
+
+
 def test_int8_is_a_search_setting_of_the_stage(trained, tmp_path):
     out, data = trained
     backbone = json.loads((out / "config.json").read_text())["model"]["backbone"]

@@ -213,3 +213,24 @@ def test_a_prefix_beam_without_a_beam_search_or_above_the_beam_is_refused(scifac
     from genir.methods import check_read, make_settings
 
     check_read(make_settings({"methods": ["dsi-semantic"], "search": {"beam": 10, "prefix_beam": 10}}))
+
+
+def test_a_beam_without_a_beam_search_is_refused(scifact_small, tmp_path):  # noqa: F811
+    base = ["--dataset", str(scifact_small), "--baseline", "bm25", "--out", str(tmp_path / "r")]
+    res = _run(*base, "--no-methods", "--beam", "5")
+    assert res.exit_code == 2 and "search.beam=5 is the width" in res.output and "has none" in res.output
+    res = _run(*base, "--method", "tied-atomic", "--beam", "5")
+    assert res.exit_code == 2 and "tied-atomic rank(s) every document without one" in res.output, res.output
+    assert not (tmp_path / "r").exists()
+    from genir.methods import check_read, make_settings, transfer_settings
+
+    check_read(make_settings({"methods": ["tied-atomic", "genret"], "search": {"beam": 5}}))  # genret reads it
+    # a transfer keeps the source's beam where a transferred method beam-searches, and leaves it where none does
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "config.json").write_text(json.dumps(make_settings(
+        {"methods": ["tied-atomic", "genret"], "search": {"beam": 5, "decoder_precision": "bf16"}}).to_dict()))
+    assert transfer_settings(source, "cisi", ["genret"]).search.beam == 5
+    tied = transfer_settings(source, "cisi", ["tied-atomic"])
+    assert tied.search.beam == 100 and tied.search.decoder_precision == "fp32"
+    check_read(tied)

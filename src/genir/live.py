@@ -78,6 +78,9 @@ class LiveIndex:
         for key in self.overrides:
             if not any(self._overrides_for(name, {key}) for name in self.methods + self.baselines):
                 raise LiveIndexError(f"{key}: read by none of the systems served here ({', '.join(self.names)})")
+        if beam is not None and not any(get_method(m).decodes for m in self.methods):
+            raise LiveIndexError(f"--beam {beam}: none of the systems served here ({', '.join(self.names)}) "
+                                 "searches by a beam search")
         self.beam, self.device = beam, resolve_device(device)
         data = self.settings.data
         self.collection = load_dataset(data.dataset, data.data_dir, data.qrels_dir)
@@ -329,7 +332,8 @@ class LiveIndex:
                 searcher = with_precision(searcher, self.settings.search.encoder_precision)
         else:
             table, arrays = self.table(name)
-            searcher = Retriever.load(self.run_dir / name, docs=docs, beam=self.beam, model=self.model(name),
+            beam = self.beam if get_method(name).decodes else None  # Tied-Atomic ranks every document
+            searcher = Retriever.load(self.run_dir / name, docs=docs, beam=beam, model=self.model(name),
                                       table=table, doc_arrays=arrays,
                                       overrides={k: self.overrides[k] for k in self._overrides_for(name)}).searcher
         if self.shared_encoders is not None:

@@ -222,6 +222,10 @@ class Retriever:
         folder = Path(folder)
         record = read_record(folder)
         settings = record_settings(record, overrides)
+        if beam is not None and (record["kind"] != "method" or not get_method(record["name"]).decodes):
+            from genir.settings import SettingsError
+
+            raise SettingsError(f"beam {beam}: {record['name']} ranks every document without a beam search")
         if record["kind"] == "baseline":
             if record["name"] not in BASELINES:
                 raise ValueError(f"{folder}: unknown baseline {record['name']!r}")

@@ -21,7 +21,7 @@ from genir.methods.base import Method, SearchRequest, Trained
 from genir.methods.baselines import BASELINES
 from genir.methods.ranking import RankSettings
 from genir.search.base import Searcher
-from genir.settings import SHARED_GROUPS, Settings, SettingsError, group_to_dict
+from genir.settings import SHARED_GROUPS, SearchSettings, Settings, SettingsError, group_to_dict
 
 FAMILIES = [dsi, tied, genret, glen, merge, random_docids]  # a new method family: one package, one entry here
 METHODS: dict[str, Method] = {m.name: m for family in FAMILIES for m in family.METHODS}
@@ -87,14 +87,17 @@ def check_read(settings: Settings) -> None:
 
 def check_search_read(settings: Settings) -> None:
     """The search group's settings that none of the run's searchers reads are refused (a run's, a transfer's):
-    an encoder precision without an encoder, a decoder setting without a beam-search decoder, and a prefix
-    beam wider than the beam."""
+    an encoder precision without an encoder, a beam other than the default without a method that beam-searches,
+    a decoder setting without a beam-search decoder, and a prefix beam wider than the beam."""
     if settings.search.encoder_precision != "fp32" and not settings.methods and not any(
             BASELINES[b].dense for b in settings.baselines):
         raise SettingsError(f"search.encoder_precision={settings.search.encoder_precision} is read by the encoders "
                             "of search (generative methods, dense baselines); this run has none")
     not_decoding = [m for m in settings.methods if not METHODS[m].decodes]
     search, prefix_beam = settings.search, settings.search.prefix_beam
+    if search.beam != SearchSettings().beam and len(not_decoding) == len(settings.methods):
+        raise SettingsError(f"search.beam={search.beam} is the width of generative methods' beam searches; " + (
+            f"{', '.join(not_decoding)} rank(s) every document without one" if not_decoding else "this run has none"))
     for key, is_set, reader in (("decoder_precision", search.decoder_precision != "fp32",
                                  "is read by the beam search decoders"),
                                 ("prefix_beam", prefix_beam is not None, "narrows the beam searches")):
@@ -165,6 +168,13 @@ def transfer_settings(source: str | Path, dataset: str, methods: list[str] | Non
                            "max_test_queries": None})
     values["methods"] = list(methods or [m for m in values["methods"] if m in METHODS and METHODS[m].can_transfer])
     values["baselines"] = list(baselines) if baselines is not None else ["bm25", "dense"]
+    # the source's search settings that none of the transferred systems reads go back to their defaults (its
+    # beam, when only Tied-Atomic is transferred), so that what the check below refuses is what a caller set
+    default = group_to_dict(SearchSettings())
+    if not any(METHODS[m].decodes for m in values["methods"] if m in METHODS):
+        values["search"].update({k: default[k] for k in ("beam", "decoder_precision", "prefix_beam")})
+    if not values["methods"] and not any(BASELINES[b].dense for b in values["baselines"] if b in BASELINES):
+        values["search"]["encoder_precision"] = default["encoder_precision"]
     values["out"] = str(out or f"runs/{Path(dataset).name}-from-{Path(source).name}")
     return make_settings(values)
 
