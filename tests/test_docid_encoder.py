@@ -26,6 +26,10 @@ def test_semantic_docids_from_the_fine_tuned_encoder(scifact_small, tmp_path):  
     assert np.array_equal(trained_doc_embeddings(Workspace(settings)), tuned)  # kept, not trained again
     assert (out / "doc_embeddings_trained.npy").stat().st_mtime_ns == made
     assert not any(p.is_file() for p in (out / "dense_trained_encoder").rglob("*"))  # no checkpoints left
+    settings.set("training.grad_clip", 0.5)  # read by the encoder's training loop: the kept embeddings are stale
+    assert not np.array_equal(trained_doc_embeddings(Workspace(settings)), tuned)
+    assert (out / "doc_embeddings_trained.npy").stat().st_mtime_ns != made
+    settings.set("training.grad_clip", 1.0)
 
     dsi = get_method("dsi-semantic")
     by_tuned = dsi.make_docids(ws, DsiSettings(semantic_c=4, docid_encoder="trained"), out)

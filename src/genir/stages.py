@@ -116,7 +116,9 @@ def method_fingerprint(settings: Settings, group: str | None, common: dict[str, 
 
 def baseline_fingerprint(settings: Settings, name: str, common: dict[str, Any]) -> Fingerprint:
     """A baseline reads the collection settings and k; dense ones their encoder; ``dense-trained`` also
-    trains (its ``train`` part: the dense group and the seed)."""
+    trains (its ``train`` part: the dense group and the training settings its loop reads, ``Baseline.trains``)."""
+    from genir.methods.baselines import BASELINES
+
     train, search = flat_settings(settings, ["data", "search", "dense", "training"])
     keys = {**train, **search}
     wanted = list(COLLECTION_KEYS) + ["search.k"]
@@ -124,8 +126,9 @@ def baseline_fingerprint(settings: Settings, name: str, common: dict[str, Any]) 
         wanted.append("training.seed")  # draws the held-out queries and the new documents
     if name in ("dense", "dense-trained"):
         wanted += ["dense.model", "dense.model.sha256", "search.encoder_precision"]
-    trained = [k for k in keys if k.startswith("dense.")] + ["training.seed"] if name == "dense-trained" else []
-    return Fingerprint({k: keys[k] for k in trained},
+    reads = BASELINES[name].trains if name in BASELINES else ()
+    trained = [k for k in keys if k.startswith("dense.")] + list(reads) if reads else []
+    return Fingerprint({k: keys[k] for k in trained if k in keys},  # an added setting at its default: left out
                        {**common, **{k: keys[k] for k in dict.fromkeys(wanted) if k not in trained and k in keys}})
 
 

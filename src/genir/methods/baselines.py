@@ -37,6 +37,7 @@ class Baseline:
     description: ClassVar[str]
     dense: ClassVar[bool] = False
     live: ClassVar[bool] = True
+    trains: ClassVar[tuple[str, ...]] = ()  # the settings its training reads (its stage's train part)
 
     def build(self, ws: Workspace) -> tuple[Searcher, str, dict]:
         """(searcher, label, extra result fields) over the workspace's corpus."""
@@ -94,10 +95,17 @@ class Dense(Baseline):
         return DenseSearcher.load(folder)
 
 
+# what fine-tuning the dense encoder reads (train_dense_encoder): the dense group, and of the training group the
+# loop's settings that the dense group does not set (its learning rate is training.encoder_lr)
+DENSE_TRAINING_KEYS = ("training.encoder_lr", "training.weight_decay", "training.precision",
+                       "training.grad_accumulation", "training.grad_clip", "training.seed")
+
+
 class DenseTrained(Dense):
     name = "dense-trained"
     description = "the dense encoder fine-tuned on the training queries (in-batch + BM25 negatives)"
     live = False
+    trains = DENSE_TRAINING_KEYS
 
     def build(self, ws: Workspace) -> tuple[Searcher, str, dict]:
         return dense_trained(ws)
@@ -126,16 +134,22 @@ def trained_doc_embeddings(ws: Workspace) -> np.ndarray:
 
     data = ws.settings.data
     key = {"dataset": ws.collection.content_hash, "dense": ws.settings.to_dict()["dense"],
-           "seed": ws.settings.training.seed, "encoder_lr": ws.settings.training.encoder_lr,
+           **{k: ws.settings.lookup(k)[0] for k in DENSE_TRAINING_KEYS},
            "train_split": data.train_split, "holdout": data.holdout, "new_docs": data.new_docs}
     path, meta = ws.out / "doc_embeddings_trained.npy", ws.out / "doc_embeddings_trained.json"
     if path.exists() and meta.exists() and json.loads(meta.read_text()).get("key") == json.loads(json.dumps(key)):
         return np.load(path)
+    # checkpoints of a training cut short resume only under the same key (the loop checks its own group alone)
+    made_with = ws.out / "dense_trained_encoder" / "key.json"
+    if made_with.exists() and json.loads(made_with.read_text()) != json.loads(json.dumps(key)):
+        checkpoint.discard(ws.out / "dense_trained_encoder")
+    write_json(made_with, key)
     st, info = train_dense_encoder(ws, ws.out / "dense_trained_encoder" / "checkpoints")
     emb = st.encode([d.full_text for d in ws.docs], batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
     save_npy(path, emb)
     write_json(meta, {"key": key, "train_seconds": info["seconds"]})
     checkpoint.discard(ws.out / "dense_trained_encoder")  # the embeddings are kept: the encoder resumes nothing now
+    made_with.unlink(missing_ok=True)
     return emb
 
 
