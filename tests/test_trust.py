@@ -215,6 +215,27 @@ def test_a_prefix_beam_without_a_beam_search_or_above_the_beam_is_refused(scifac
     check_read(make_settings({"methods": ["dsi-semantic"], "search": {"beam": 10, "prefix_beam": 10}}))
 
 
+def test_training_settings_of_a_run_that_trains_nothing_are_refused(scifact_small, tmp_path):  # noqa: F811
+    base = ["--dataset", str(scifact_small), "--no-methods", "--baseline", "bm25", "--out", str(tmp_path / "r")]
+    for extra, message in ((["--epochs", "5"], "training.epochs is read by the methods that train"),
+                           (["--backbone", "t5-small"], "model.backbone is read by the methods that train"),
+                           (["--set", "data.lead_words=100"], "data.lead_words is read by the methods that train"),
+                           (["--baseline", "dense", "--set", "dense.epochs=3"], "dense.epochs is read by the"),
+                           (["--set", "dense.model=minilm"], "dense.model is read by the dense encoders")):
+        res = _run(*base, *extra)
+        assert res.exit_code == 2 and message in res.output and "this run has none" in res.output, res.output
+        assert not (tmp_path / "r").exists()
+    from genir.methods import check_read, make_settings
+
+    # what the baselines do read: the fine-tuned encoder's training settings, the seed that holds queries out
+    check_read(make_settings({"methods": [], "baselines": ["dense-trained"], "dense": {"epochs": 2},
+                              "training": {"encoder_lr": 1e-4, "seed": 3}}))
+    check_read(make_settings({"methods": [], "baselines": ["bm25"], "data": {"holdout": 0.2},
+                              "training": {"seed": 3, "device": "cpu"}, "search": {"k": 50}}))
+    with pytest.raises(ValueError, match="training.lr is read by the methods that train and dense-trained"):
+        check_read(make_settings({"methods": [], "baselines": ["dense-trained"], "training": {"lr": 0.1}}))
+
+
 def test_a_beam_without_a_beam_search_is_refused(scifact_small, tmp_path):  # noqa: F811
     base = ["--dataset", str(scifact_small), "--baseline", "bm25", "--out", str(tmp_path / "r")]
     res = _run(*base, "--no-methods", "--beam", "5")

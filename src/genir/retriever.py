@@ -134,10 +134,6 @@ def apply_search_overrides(settings: Settings, overrides: Mapping[str, Any], sou
     check_search_read(settings)
 
 
-# the data settings that say which corpus and queries a transfer searches (genir.methods.transfer_settings);
-# the rest of the group says what training read (indexing texts, a document's leading span)
-_TARGET_DATA = {"dataset", "data_dir", "qrels_dir", "train_split", "test_split", "holdout", "new_docs",
-                "max_test_queries", "ignore_identical_ids"}
 
 
 def refuse_recipe_changes(settings: Settings, source: Settings) -> None:
@@ -147,7 +143,7 @@ def refuse_recipe_changes(settings: Settings, source: Settings) -> None:
     runs (they are run anew on the target). Training, indexing-text and docid settings changed by hand would
     be recorded, not read (or, a document's leading span, read against what the model learned)."""
     from genir.methods import GROUPS
-    from genir.settings import SettingsError, settable_fields
+    from genir.settings import COLLECTION_KEYS, SettingsError, settable_fields
 
     dense_baseline = any(BASELINES[b].dense for b in settings.baselines)
     method_groups = {get_method(m).group for m in settings.methods}
@@ -155,7 +151,7 @@ def refuse_recipe_changes(settings: Settings, source: Settings) -> None:
         if group == "search" or (group == "dense" and dense_baseline):
             continue
         for name, (spec, _) in settable_fields(cls).items():
-            if group == "data" and name in _TARGET_DATA:
+            if f"{group}.{name}" in (*COLLECTION_KEYS, "data.data_dir"):  # the target collection
                 continue
             given, recorded = getattr(settings.group(group), name), getattr(source.group(group), name)
             read = spec.metadata.get("runtime") or (group in method_groups and spec.metadata.get("search"))

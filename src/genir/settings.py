@@ -213,6 +213,12 @@ class DenseSettings:
     negative_depth: int = at_least(30, 1)  # BM25 negatives are sampled from its top-k
 
 
+# the data settings that say which collection is read and which of its queries are evaluated (what a baseline
+# reads of the group; ``data.data_dir``, where the collection lies, besides); the rest of the group says what
+# training reads: the indexing texts and a document's leading span
+COLLECTION_KEYS = ("data.dataset", "data.qrels_dir", "data.train_split", "data.test_split", "data.holdout",
+                   "data.new_docs", "data.max_test_queries", "data.ignore_identical_ids")
+
 SHARED_GROUPS: dict[str, type] = {"data": DataSettings, "model": ModelSettings, "training": TrainingSettings,
                                   "search": SearchSettings, "dense": DenseSettings}
 

@@ -20,12 +20,9 @@ from typing import Any
 
 from genir.data.collection import read_json_object
 from genir.io import write_json
-from genir.settings import Settings, settable_fields
+from genir.settings import COLLECTION_KEYS, Settings, settable_fields
 
 STAGE_FILE = "stage.json"
-# the data settings a baseline reads (a method reads the whole data group)
-COLLECTION_KEYS = ("data.dataset", "data.qrels_dir", "data.train_split", "data.test_split", "data.holdout",
-                   "data.new_docs", "data.max_test_queries", "data.ignore_identical_ids")
 
 
 def flat_settings(settings: Settings, groups: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -83,6 +83,39 @@ def check_read(settings: Settings) -> None:
     if settings.data.short_spans and settings.data.pseudo_queries != "docasquery":
         raise SettingsError("data.short_spans shapes DocAsQuery's spans; with --pseudo-queries "
                             f"{settings.data.pseudo_queries!r} no span is drawn")
+    _refuse_unread_shared(settings)
+
+
+def _refuse_unread_shared(settings: Settings) -> None:
+    """The shared groups' settings that nothing of this run reads: with no method to train, the model and
+    training groups and the data group's indexing texts, but for what a baseline trains with (``dense-trained``,
+    ``Baseline.trains``) and the seed that draws held-out queries or new documents; the dense group's encoder
+    training without ``dense-trained`` or a method whose docids come from the fine-tuned encoder."""
+    from genir.settings import COLLECTION_KEYS, settable_fields
+
+    reads = {k for b in settings.baselines for k in BASELINES[b].trains}
+    if settings.methods or any(BASELINES[b].dense for b in settings.baselines):
+        reads.add("dense.model")  # the dense baselines' encoder, the methods' document embeddings and teacher
+    if settings.data.holdout or settings.data.new_docs:
+        reads.add("training.seed")
+    tuned_docids = any(getattr(method_settings(settings, METHODS[m]), "docid_encoder", "") == "trained"
+                       for m in settings.methods)
+    groups = ([] if settings.methods else ["data", "model", "training"]) + (
+        [] if "dense-trained" in settings.baselines or tuned_docids else ["dense"])
+    for group in groups:
+        cls = SHARED_GROUPS[group]
+        default = cls()
+        for name, (spec, _) in settable_fields(cls).items():
+            key = f"{group}.{name}"
+            if (key in reads or key in COLLECTION_KEYS or key == "data.data_dir"
+                    or spec.metadata.get("runtime") or getattr(settings.group(group), name) == getattr(default, name)):
+                continue
+            readers = ("the dense encoders (a dense baseline, a method's embeddings)" if key == "dense.model" else
+                       "the fine-tuned dense encoder (dense-trained, docid_encoder=trained)" if group == "dense" else
+                       "the methods that train" + (" and dense-trained" if group == "training" else ""))
+            raise SettingsError(f"{key} is read by {readers}; this run has none (methods: "
+                                f"{', '.join(settings.methods) or 'none'}; baselines: "
+                                f"{', '.join(settings.baselines) or 'none'})")
 
 
 def check_search_read(settings: Settings) -> None:
