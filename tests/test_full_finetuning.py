@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModel
 
-from genir.methods import make_settings
+from genir.methods import get_method, make_settings
 from genir.pipeline import run
 from genir.settings import TrainingSettings
 from genir.training import Trainer, seq2seq_loss
@@ -72,10 +72,11 @@ def test_every_method_fine_tunes_the_encoder_only_when_asked(small_slice, tiny_b
 
     monkeypatch.setattr(loop._ObjectiveModule, "forward", audited)
     out = tmp_path / "run"
+    encoder_rates = {"encoder_lr": 2e-3, "encoder_warmup_ratio": 0.0} if encoder == "full" else {}  # frozen: unread
     cfg = make_settings({"data": {"dataset": str(small_slice)}, "model": {"backbone": tiny_bert, "encoder": encoder},
-                         "baselines": [], "methods": [method], "out": str(out), "search": {"beam": 10},
-                         "training": {"epochs": 6, "batch_size": 16, "encoder_lr": 2e-3, "encoder_warmup_ratio": 0.0,
-                                      "device": DEVICE},
+                         "baselines": [], "methods": [method], "out": str(out),
+                         "search": {"beam": 10} if get_method(method).decodes else {},  # Tied-Atomic: no beam
+                         "training": {"epochs": 6, "batch_size": 16, "device": DEVICE, **encoder_rates},
                          **METHODS[method]})
     report = run(cfg)
     assert not report["failed"], report["failed"]

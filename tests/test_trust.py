@@ -234,6 +234,13 @@ def test_training_settings_of_a_run_that_trains_nothing_are_refused(scifact_smal
                               "training": {"seed": 3, "device": "cpu"}, "search": {"k": 50}}))
     with pytest.raises(ValueError, match="training.lr is read by the methods that train and dense-trained"):
         check_read(make_settings({"methods": [], "baselines": ["dense-trained"], "training": {"lr": 0.1}}))
+    # the encoder's own learning rate and warm-up: read when it is fine-tuned (or by dense-trained), not frozen
+    for key in ("encoder_lr", "encoder_warmup_ratio"):
+        with pytest.raises(ValueError, match=f"training.{key} is read when the encoder is fine-tuned"):
+            check_read(make_settings({"methods": ["dsi-atomic"], "training": {key: 0.2}}))
+        check_read(make_settings({"methods": ["dsi-atomic"], "model": {"encoder": "full"}, "training": {key: 0.2}}))
+    check_read(make_settings({"methods": ["dsi-atomic"], "baselines": ["dense-trained"],
+                              "training": {"encoder_lr": 0.2}}))
 
 
 def test_a_beam_without_a_beam_search_is_refused(scifact_small, tmp_path):  # noqa: F811

@@ -86,11 +86,18 @@ def check_read(settings: Settings) -> None:
     _refuse_unread_shared(settings)
 
 
+def settings_default(key: str) -> Any:
+    """The default of a shared setting ``group.key``."""
+    group, _, name = key.partition(".")
+    return getattr(SHARED_GROUPS[group](), name)
+
+
 def _refuse_unread_shared(settings: Settings) -> None:
     """The shared groups' settings that nothing of this run reads: with no method to train, the model and
     training groups and the data group's indexing texts, but for what a baseline trains with (``dense-trained``,
-    ``Baseline.trains``) and the seed that draws held-out queries or new documents; the dense group's encoder
-    training without ``dense-trained`` or a method whose docids come from the fine-tuned encoder."""
+    ``Baseline.trains``) and the seed that draws held-out queries or new documents; the encoder's learning rate
+    and warm-up with a frozen encoder; the dense group's encoder training without ``dense-trained`` or a method
+    whose docids come from the fine-tuned encoder."""
     from genir.settings import COLLECTION_KEYS, settable_fields
 
     reads = {k for b in settings.baselines for k in BASELINES[b].trains}
@@ -100,6 +107,13 @@ def _refuse_unread_shared(settings: Settings) -> None:
         reads.add("training.seed")
     tuned_docids = any(getattr(method_settings(settings, METHODS[m]), "docid_encoder", "") == "trained"
                        for m in settings.methods)
+    frozen = settings.model.encoder == "frozen"
+    for key in ("training.encoder_lr", "training.encoder_warmup_ratio"):  # the encoder's own parameter group
+        if (frozen and key not in reads and not (tuned_docids and key == "training.encoder_lr")
+                and settings.lookup(key)[0] != settings_default(key)):
+            raise SettingsError(f"{key} is read when the encoder is fine-tuned (--encoder full)"
+                                + (" or by dense-trained" if key == "training.encoder_lr" else "")
+                                + "; this run's encoder is frozen")
     groups = ([] if settings.methods else ["data", "model", "training"]) + (
         [] if "dense-trained" in settings.baselines or tuned_docids else ["dense"])
     for group in groups:
