@@ -350,13 +350,19 @@ def test_glen_two_phases_collision_ranking_and_cli_search(scifact_slice, tiny_be
     res = CliRunner().invoke(app, ["search", str(out / "glen"), "vitamin D and bone fractures", "--k", "3"])
     assert res.exit_code == 0, res.output
 
-    # phase 2 from a given phase-1 model (glen.phase1_model): phase 1 is not trained again (here its epochs differ,
-    # so a retrained phase 1 would assign other identifiers), its folder's content is in the fingerprint
+    # phase 2 from a given phase-1 model (glen.phase1_model): phase 1 is not trained again (no time, no folder),
+    # its folder's content is in the fingerprint; phase 1's own settings beside it are refused (nothing reads them)
     given = out / "glen" / "phase1" / "model"
     again = tmp_path / "phase2-only"
+    phase2 = {k: v for k, v in cfg.to_dict()["glen"].items() if k != "keyword_epochs"}
+    from genir.settings import SettingsError
+
+    with pytest.raises(SettingsError, match="glen.keyword_epochs=2.0: read by phase 1, which glen.phase1_model"):
+        run(make_settings({**cfg.to_dict(), "methods": ["glen"], "out": str(again),
+                           "glen": {**phase2, "keyword_epochs": 2, "phase1_model": str(given)}}))
+    assert not again.exists()
     run(make_settings({**cfg.to_dict(), "methods": ["glen"], "out": str(again),
-                       "glen": {**cfg.to_dict()["glen"], "keyword_epochs": 1, "tau_floor": 1.0,
-                                "phase1_model": str(given)}}))
+                       "glen": {**phase2, "tau_floor": 1.0, "phase1_model": str(given)}}))
     info = json.loads((again / "glen" / "train.json").read_text())
     assert info["phase1_seconds"] == 0 and info["glen_config"]["phase1_model"] == str(given)
     assert np.array_equal(np.load(again / "glen" / "identifiers_phase1.npy"), before)

@@ -168,6 +168,34 @@ def refine_pairs(examples) -> list[tuple[int, int]]:
     return pairs or [(t, d) for t, d, _ in examples.examples if t != examples.doc_text.get(d)]
 
 
+# what phase 2 alone reads; phase 1's own budget and encoder rate
+PHASE2_KEYS = ("refine_epochs", "negatives", "negative_mode", "lambda_point", "lambda_dist", "batch_size", "lr",
+               "refine_encoder_lr", "soft_scale", "tau_floor")
+PHASE1_KEYS = ("keyword_epochs", "keyword_encoder_lr")
+
+
+def check_settings(ws: Workspace, cfg: GlenConfig) -> None:
+    """GLEN settings that no phase of this run reads are refused, not ignored: phase 2's without ``glen`` in
+    the run (``glen-keyword`` trains phase 1 only), phase 1's with ``glen.phase1_model`` (loaded, not
+    trained), and the encoder's rates with a frozen encoder."""
+    unread = {}
+    if "glen" not in ws.settings.methods:
+        unread.update(dict.fromkeys(PHASE2_KEYS, "read by phase 2, which glen-keyword does not train (add --method "
+                                                 "glen)"))
+    if cfg.phase1_model:
+        unread.update(dict.fromkeys(PHASE1_KEYS, "read by phase 1, which glen.phase1_model replaces"))
+    if ws.settings.model.encoder == "frozen":
+        unread.update(dict.fromkeys(("keyword_encoder_lr", "refine_encoder_lr"), "the encoder's rate, read when it is "
+                                    "fine-tuned (--encoder full); this run's encoder is frozen"))
+    default, spec = GlenConfig(), {f.name: f.metadata for f in dataclasses.fields(GlenConfig)}
+    for key, why in unread.items():
+        value, follows = getattr(cfg, key), spec[key].get("inherit")
+        # a budget left unset follows its training.* setting (the run's settings come resolved)
+        unset = getattr(default, key) if not follows else ws.settings.lookup(follows)[0] * spec[key]["scale"]
+        if value is not None and value != unset:
+            raise SettingsError(f"glen.{key}={value!r}: {why}")
+
+
 def keyword_learn(ws: Workspace, cfg: GlenConfig, folder: Path):
     """GLEN after phase 1 only: the fixed keyword IDs and the phase-1 model (the paper's Table 8 row).
     Reuses this run's ``glen/phase1`` when it exists."""
@@ -307,6 +335,9 @@ class Glen(Method):
                "glen.lr <- training.lr")
 
     learn = staticmethod(learn)
+
+    def check(self, ws: Workspace, settings: GlenConfig) -> None:
+        check_settings(ws, settings)
 
     def phases(self, ws: Workspace) -> list[Phase]:
         g, t = ws.settings.glen, ws.settings.training
