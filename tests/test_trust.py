@@ -243,16 +243,18 @@ def test_training_settings_of_a_run_that_trains_nothing_are_refused(scifact_smal
                               "training": {"encoder_lr": 0.2}}))
 
 
-def test_glen_settings_no_phase_reads_are_refused(scifact_small, tmp_path):  # noqa: F811
+def test_method_settings_no_phase_reads_are_refused(scifact_small, tmp_path):  # noqa: F811
     base = ["--dataset", str(scifact_small), "--no-baselines", "--dry-run", "--out", str(tmp_path / "r")]
     for extra, message in (
             (["--method", "glen-keyword", "--set", "glen.refine_epochs=3"], "read by phase 2, which glen-keyword"),
             (["--method", "glen-keyword", "--set", "glen.soft_scale=0.5"], "read by phase 2, which glen-keyword"),
-            (["--method", "glen", "--set", "glen.keyword_encoder_lr=0.001"], "this run's encoder is frozen")):
+            (["--method", "glen", "--set", "glen.keyword_encoder_lr=0.001"], "this run's encoder is frozen"),
+            (["--method", "rqvae", "--set", "merge.lambda_rel=0.1"], "which rqvae does not train")):
         res = _run(*base, *extra)
         assert res.exit_code == 2 and message in res.output, res.output
     for extra in (["--method", "glen-keyword", "--method", "glen", "--set", "glen.refine_epochs=3"],
-                  ["--method", "glen", "--encoder", "full", "--set", "glen.keyword_encoder_lr=0.001"]):
+                  ["--method", "glen", "--encoder", "full", "--set", "glen.keyword_encoder_lr=0.001"],
+                  ["--method", "rqvae", "--method", "merge", "--set", "merge.lambda_rel=0.1"]):
         res = _run(*base, *extra)
         assert res.exit_code == 0, res.output
     assert not (tmp_path / "r").exists()

@@ -30,11 +30,16 @@ from genir.methods.base import (
 )
 from genir.methods.baselines import refuse_trained_encoder, trained_doc_embeddings
 from genir.methods.merge.training import MergeConfig, position_weighted_loss, train_rqvae
+from genir.settings import SettingsError
 from genir.training import checkpoint
 from genir.training.data import DocidCollator, DocidDataset, EncodedTexts, IndexingExamples, TextInputs
 from genir.workspace import Workspace
 
 QUERY_TOKEN = "<retrieval>"
+
+
+# the settings of the relevance losses alone (MERGE Eq. 5-8), which the vanilla RQ-VAE (rqvae) does not train
+RELEVANCE_KEYS = ("lambda_align", "lambda_rel", "betas", "temperature", "margin", "align", "outer", "inner")
 
 
 def rqvae_docids(ws: Workspace, cfg: MergeConfig, folder: Path, relevance: bool) -> DocIdTable:
@@ -190,6 +195,12 @@ class Merge(Method):
             where = f"--train-split {split!r} has none" if split else "--train-split is empty"
             raise ValueError(f"merge shapes its docids by graded training judgements, and {where}: run --method "
                              "rqvae (the same recipe without relevance) for a corpus without them")
+        if "merge" not in ws.settings.methods:  # rqvae alone: nothing reads the relevance losses' settings
+            default = MergeConfig()
+            for key in RELEVANCE_KEYS:
+                if getattr(settings, key) != getattr(default, key):
+                    raise SettingsError(f"merge.{key}={getattr(settings, key)!r} shapes MERGE's relevance losses "
+                                        "(Eq. 5-8), which rqvae does not train (add --method merge)")
 
     def docid_phases(self, folder: Path) -> list[dict]:
         info = folder / "rqvae" / "info.json"
