@@ -244,17 +244,26 @@ def test_training_settings_of_a_run_that_trains_nothing_are_refused(scifact_smal
 
 
 def test_method_settings_no_phase_reads_are_refused(scifact_small, tmp_path):  # noqa: F811
+    (tmp_path / "t.tsv").write_text("".join(f"q{i}\td{i}\t1.0\n" for i in range(3)))
     base = ["--dataset", str(scifact_small), "--no-baselines", "--dry-run", "--out", str(tmp_path / "r")]
     for extra, message in (
             (["--method", "glen-keyword", "--set", "glen.refine_epochs=3"], "read by phase 2, which glen-keyword"),
             (["--method", "glen-keyword", "--set", "glen.soft_scale=0.5"], "read by phase 2, which glen-keyword"),
             (["--method", "glen", "--set", "glen.keyword_encoder_lr=0.001"], "this run's encoder is frozen"),
-            (["--method", "rqvae", "--set", "merge.lambda_rel=0.1"], "which rqvae does not train")):
+            (["--method", "rqvae", "--set", "merge.lambda_rel=0.1"], "which rqvae does not train"),
+            (["--method", "tied-atomic", "--teacher-scores", "dense+bm25"], "read by tied-atomic-distill, which"),
+            (["--method", "tied-atomic-distill", "--teacher-scores", "dense+bm25", "--set", "tied.negatives=5"],
+             "tied-atomic-distill learns the teacher's margins"),
+            (["--method", "tied-atomic-distill", "--teacher-scores", "{work}/t.tsv", "--set", "tied.teacher_depth=9"],
+             "not by a teacher file")):
+        extra = [e.replace("{work}", str(tmp_path)) for e in extra]
         res = _run(*base, *extra)
         assert res.exit_code == 2 and message in res.output, res.output
     for extra in (["--method", "glen-keyword", "--method", "glen", "--set", "glen.refine_epochs=3"],
                   ["--method", "glen", "--encoder", "full", "--set", "glen.keyword_encoder_lr=0.001"],
-                  ["--method", "rqvae", "--method", "merge", "--set", "merge.lambda_rel=0.1"]):
+                  ["--method", "rqvae", "--method", "merge", "--set", "merge.lambda_rel=0.1"],
+                  ["--method", "tied-atomic-distill", "--teacher-scores", "dense+bm25",
+                   "--set", "tied.teacher_depth=9"]):
         res = _run(*base, *extra)
         assert res.exit_code == 0, res.output
     assert not (tmp_path / "r").exists()

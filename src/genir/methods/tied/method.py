@@ -13,6 +13,7 @@ from genir.methods.tied.model import TiedSeq2Seq
 from genir.methods.tied.objective import tied_contrastive_loss, tied_margin_mse_loss
 from genir.methods.tied.search import TiedAtomicIndex, TiedAtomicSearcher
 from genir.methods.tied.settings import TiedSettings
+from genir.settings import SettingsError
 from genir.training.data import (
     ContrastiveCollator,
     ContrastiveDataset,
@@ -152,6 +153,23 @@ def check_settings(ws: Workspace | None, cfg: TiedSettings) -> None:
                          "set tied.residual=true with it")
     if cfg.residual_scale != 1 and not cfg.residual:
         raise ValueError("tied.residual_scale scales the residual form's residual: set tied.residual=true with it")
+    if ws is None:
+        return
+    # what only one of the two trainings reads: the teacher (distillation), BM25 negatives (contrastive)
+    methods, default = ws.settings.methods, TiedSettings()
+    unread = {}
+    if "tied-atomic-distill" not in methods:
+        unread.update(dict.fromkeys(("teacher_scores", "teacher_bm25", "teacher_depth"),
+                                    "read by tied-atomic-distill, which this run does not train"))
+    elif cfg.teacher_scores != BUILTIN_TEACHER:
+        unread.update(dict.fromkeys(("teacher_bm25", "teacher_depth"), f"read by genir's own teacher "
+                                    f"(--teacher-scores {BUILTIN_TEACHER}), not by a teacher file"))
+    if "tied-atomic" not in methods:
+        unread.update(dict.fromkeys(("negatives", "negative_depth"), "read by tied-atomic's contrastive training "
+                                    "(BM25 negatives); tied-atomic-distill learns the teacher's margins"))
+    for key, why in unread.items():
+        if getattr(cfg, key) != getattr(default, key):
+            raise SettingsError(f"tied.{key}={getattr(cfg, key)!r}: {why}")
 
 
 def check_distillation(ws: Workspace, cfg: TiedSettings) -> None:
