@@ -255,7 +255,11 @@ def test_method_settings_no_phase_reads_are_refused(scifact_small, tmp_path):  #
             (["--method", "tied-atomic-distill", "--teacher-scores", "dense+bm25", "--set", "tied.negatives=5"],
              "tied-atomic-distill learns the teacher's margins"),
             (["--method", "tied-atomic-distill", "--teacher-scores", "{work}/t.tsv", "--set", "tied.teacher_depth=9"],
-             "not by a teacher file")):
+             "not by a teacher file"),
+            (["--method", "genret", "--set", "genret.diverse_init=false", "--set", "genret.warmup_epochs=2"],
+             "which genret.diverse_init=false turns off"),
+            (["--method", "genret", "--set", "genret.length=2", "--set", "genret.headroom=5"],
+             "genret.headroom=5.0: sizes the docid length")):
         extra = [e.replace("{work}", str(tmp_path)) for e in extra]
         res = _run(*base, *extra)
         assert res.exit_code == 2 and message in res.output, res.output
@@ -263,7 +267,8 @@ def test_method_settings_no_phase_reads_are_refused(scifact_small, tmp_path):  #
                   ["--method", "glen", "--encoder", "full", "--set", "glen.keyword_encoder_lr=0.001"],
                   ["--method", "rqvae", "--method", "merge", "--set", "merge.lambda_rel=0.1"],
                   ["--method", "tied-atomic-distill", "--teacher-scores", "dense+bm25",
-                   "--set", "tied.teacher_depth=9"]):
+                   "--set", "tied.teacher_depth=9"],
+                  ["--method", "genret", "--set", "genret.diverse_init=false", "--epochs", "5"]):
         res = _run(*base, *extra)
         assert res.exit_code == 0, res.output
     assert not (tmp_path / "r").exists()

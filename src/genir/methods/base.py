@@ -18,7 +18,7 @@ from genir.data.collection import Document
 from genir.docids import DocIdTable, PrefixTree
 from genir.models import DocidSeq2Seq
 from genir.search.base import Searcher
-from genir.settings import SearchSettings, TrainingSettings
+from genir.settings import SearchSettings, SettingsError, TrainingSettings
 from genir.training import Trainer, planned_steps
 from genir.training.data import DocidCollator, DocidDataset
 from genir.training.objectives import seq2seq_loss
@@ -254,6 +254,18 @@ def retriever_phase(ws: Workspace, name: str = "retriever", examples: int | None
 
 
 # -- shared recipe parts -----------------------------------------------------------------------------
+def refuse_unread(ws: Workspace, group: str, settings: Any, unread: dict[str, str]) -> None:
+    """A method's check: raises SettingsError for the first setting of ``unread`` (key -> why nothing of this
+    run reads it) that is set, i.e. away from what it is left unset: its default, or for a budget that follows
+    another setting (``inherited``; the run's settings come resolved), that setting's value."""
+    default, spec = type(settings)(), {f.name: f.metadata for f in dataclasses.fields(settings)}
+    for key, why in unread.items():
+        value, follows = getattr(settings, key), spec[key].get("inherit")
+        unset = getattr(default, key) if not follows else ws.settings.lookup(follows)[0] * spec[key]["scale"]
+        if value is not None and value != unset:
+            raise SettingsError(f"{group}.{key}={value!r}: {why}")
+
+
 def train_config(ws: Workspace, **overrides: Any) -> TrainingSettings:
     """The training group as the loop runs it; a phase overrides what its own group sets."""
     return dataclasses.replace(ws.settings.training, **overrides)

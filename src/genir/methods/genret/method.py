@@ -29,6 +29,7 @@ from genir.methods.base import (
     beam_searcher,
     document_batches,
     model_config,
+    refuse_unread,
     seq2seq_training_data,
     train,
     train_config,
@@ -222,6 +223,24 @@ def render(result: dict) -> list[str]:
     return [*lines, ""]
 
 
+def check_settings(ws: Workspace, cfg: GenRetConfig) -> None:
+    """GenRet settings that the other settings switch off are refused, not ignored."""
+    unread = {}
+    if cfg.length:
+        unread["headroom"] = "sizes the docid length when genret.length is unset; it is set"
+    if not cfg.diverse_init:
+        unread.update(dict.fromkeys(("warmup_epochs", "warmup_ranking"), "read by the warm-up of the diverse "
+                                    "codebook initialisation, which genret.diverse_init=false turns off"))
+    if not cfg.reassign and cfg.assign == "argmax":
+        unread.update(dict.fromkeys(("epsilon", "sinkhorn_iterations"), "Sinkhorn's, which runs with "
+                                    "genret.reassign=true or genret.assign=sinkhorn; neither is on"))
+    if cfg.rec_set == "batch":
+        unread["bank_refresh"] = "refreshes the bank of genret.rec_set=bank; it is batch"
+    if cfg.fit_epochs == 0:
+        unread["rank_weight"] = "weighs the rank-aware loss of the fit stage, which genret.fit_epochs=0 turns off"
+    refuse_unread(ws, "genret", cfg, unread)
+
+
 class GenRet(Method):
     name = "genret"
     description = "GenRet: docids learned by discrete auto-encoding, progressive training, diverse clustering"
@@ -241,6 +260,9 @@ class GenRet(Method):
                "genret.batch_size <- training.batch_size")
 
     learn = staticmethod(learn)
+
+    def check(self, ws: Workspace, settings: GenRetConfig) -> None:
+        check_settings(ws, settings)
 
     def phases(self, ws: Workspace) -> list[Phase]:
         g, t = resolved(ws, ws.settings.genret), ws.settings.training

@@ -33,6 +33,7 @@ from genir.methods.base import (
     TransferSource,
     document_batches,
     model_config,
+    refuse_unread,
     retriever_phase,
     seq2seq_training_data,
     train,
@@ -187,13 +188,7 @@ def check_settings(ws: Workspace, cfg: GlenConfig) -> None:
     if ws.settings.model.encoder == "frozen":
         unread.update(dict.fromkeys(("keyword_encoder_lr", "refine_encoder_lr"), "the encoder's rate, read when it is "
                                     "fine-tuned (--encoder full); this run's encoder is frozen"))
-    default, spec = GlenConfig(), {f.name: f.metadata for f in dataclasses.fields(GlenConfig)}
-    for key, why in unread.items():
-        value, follows = getattr(cfg, key), spec[key].get("inherit")
-        # a budget left unset follows its training.* setting (the run's settings come resolved)
-        unset = getattr(default, key) if not follows else ws.settings.lookup(follows)[0] * spec[key]["scale"]
-        if value is not None and value != unset:
-            raise SettingsError(f"glen.{key}={value!r}: {why}")
+    refuse_unread(ws, "glen", cfg, unread)
 
 
 def keyword_learn(ws: Workspace, cfg: GlenConfig, folder: Path):

@@ -25,12 +25,12 @@ from genir.methods.base import (
     NewDocuments,
     Phase,
     TransferSource,
+    refuse_unread,
     retriever_phase,
     seq2seq_training_data,
 )
 from genir.methods.baselines import refuse_trained_encoder, trained_doc_embeddings
 from genir.methods.merge.training import MergeConfig, position_weighted_loss, train_rqvae
-from genir.settings import SettingsError
 from genir.training import checkpoint
 from genir.training.data import DocidCollator, DocidDataset, EncodedTexts, IndexingExamples, TextInputs
 from genir.workspace import Workspace
@@ -196,11 +196,8 @@ class Merge(Method):
             raise ValueError(f"merge shapes its docids by graded training judgements, and {where}: run --method "
                              "rqvae (the same recipe without relevance) for a corpus without them")
         if "merge" not in ws.settings.methods:  # rqvae alone: nothing reads the relevance losses' settings
-            default = MergeConfig()
-            for key in RELEVANCE_KEYS:
-                if getattr(settings, key) != getattr(default, key):
-                    raise SettingsError(f"merge.{key}={getattr(settings, key)!r} shapes MERGE's relevance losses "
-                                        "(Eq. 5-8), which rqvae does not train (add --method merge)")
+            why = "shapes MERGE's relevance losses (Eq. 5-8), which rqvae does not train (add --method merge)"
+            refuse_unread(ws, "merge", settings, dict.fromkeys(RELEVANCE_KEYS, why))
 
     def docid_phases(self, folder: Path) -> list[dict]:
         info = folder / "rqvae" / "info.json"

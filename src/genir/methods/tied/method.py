@@ -8,12 +8,19 @@ from pathlib import Path
 
 from genir.distributed import is_main
 from genir.docids import DocIdTable, PrefixTree, atomic_docids
-from genir.methods.base import AddedDocids, Method, NewDocuments, SearchRequest, Trained, TransferSource
+from genir.methods.base import (
+    AddedDocids,
+    Method,
+    NewDocuments,
+    SearchRequest,
+    Trained,
+    TransferSource,
+    refuse_unread,
+)
 from genir.methods.tied.model import TiedSeq2Seq
 from genir.methods.tied.objective import tied_contrastive_loss, tied_margin_mse_loss
 from genir.methods.tied.search import TiedAtomicIndex, TiedAtomicSearcher
 from genir.methods.tied.settings import TiedSettings
-from genir.settings import SettingsError
 from genir.training.data import (
     ContrastiveCollator,
     ContrastiveDataset,
@@ -156,8 +163,7 @@ def check_settings(ws: Workspace | None, cfg: TiedSettings) -> None:
     if ws is None:
         return
     # what only one of the two trainings reads: the teacher (distillation), BM25 negatives (contrastive)
-    methods, default = ws.settings.methods, TiedSettings()
-    unread = {}
+    methods, unread = ws.settings.methods, {}
     if "tied-atomic-distill" not in methods:
         unread.update(dict.fromkeys(("teacher_scores", "teacher_bm25", "teacher_depth"),
                                     "read by tied-atomic-distill, which this run does not train"))
@@ -167,9 +173,7 @@ def check_settings(ws: Workspace | None, cfg: TiedSettings) -> None:
     if "tied-atomic" not in methods:
         unread.update(dict.fromkeys(("negatives", "negative_depth"), "read by tied-atomic's contrastive training "
                                     "(BM25 negatives); tied-atomic-distill learns the teacher's margins"))
-    for key, why in unread.items():
-        if getattr(cfg, key) != getattr(default, key):
-            raise SettingsError(f"tied.{key}={getattr(cfg, key)!r}: {why}")
+    refuse_unread(ws, "tied", cfg, unread)
 
 
 def check_distillation(ws: Workspace, cfg: TiedSettings) -> None:
