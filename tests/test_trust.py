@@ -259,7 +259,8 @@ def test_method_settings_no_phase_reads_are_refused(scifact_small, tmp_path):  #
             (["--method", "genret", "--set", "genret.diverse_init=false", "--set", "genret.warmup_epochs=2"],
              "which genret.diverse_init=false turns off"),
             (["--method", "genret", "--set", "genret.length=2", "--set", "genret.headroom=5"],
-             "genret.headroom=5.0: sizes the docid length")):
+             "genret.headroom=5.0: sizes the docid length"),
+            (["--method", "dsi-atomic", "--semantic-c", "8"], "dsi.semantic_c=8: shapes semantic docids")):
         extra = [e.replace("{work}", str(tmp_path)) for e in extra]
         res = _run(*base, *extra)
         assert res.exit_code == 2 and message in res.output, res.output
@@ -268,7 +269,8 @@ def test_method_settings_no_phase_reads_are_refused(scifact_small, tmp_path):  #
                   ["--method", "rqvae", "--method", "merge", "--set", "merge.lambda_rel=0.1"],
                   ["--method", "tied-atomic-distill", "--teacher-scores", "dense+bm25",
                    "--set", "tied.teacher_depth=9"],
-                  ["--method", "genret", "--set", "genret.diverse_init=false", "--epochs", "5"]):
+                  ["--method", "genret", "--set", "genret.diverse_init=false", "--epochs", "5"],
+                  ["--method", "dsi-atomic", "--method", "dsi-semantic", "--semantic-c", "8"]):
         res = _run(*base, *extra)
         assert res.exit_code == 0, res.output
     assert not (tmp_path / "r").exists()

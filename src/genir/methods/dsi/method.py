@@ -7,7 +7,7 @@ from pathlib import Path
 
 from genir.docids import DocIdTable, atomic_docids, naive_docids, semantic_docids
 from genir.docids.schemes import semantic_place, semantic_reindex
-from genir.methods.base import AddedDocids, Method, NewDocuments, TransferSource
+from genir.methods.base import AddedDocids, Method, NewDocuments, TransferSource, refuse_unread
 from genir.methods.baselines import refuse_trained_encoder, trained_doc_embeddings
 from genir.methods.dsi.settings import DsiSettings
 from genir.workspace import Workspace
@@ -22,6 +22,12 @@ _NAIVE_REFUSAL = ("a naive docid is the document id's characters, which the deco
 _OBJECTIVE = "seq2seq cross-entropy to the docid (indexing + retrieval examples)"
 _SEARCH = "constrained beam search over the docid prefix tree"
 
+def check_settings(ws: Workspace, settings: DsiSettings) -> None:
+    """dsi.semantic_c shapes semantic docids alone: refused beside atomic or naive ones without dsi-semantic."""
+    if "dsi-semantic" not in ws.settings.methods:
+        refuse_unread(ws, "dsi", settings, {"semantic_c": "shapes semantic docids; this run trains no dsi-semantic"})
+
+
 class DsiAtomic(Method):
     name = "dsi-atomic"
     description = "DSI, atomic docids: one output per document, one decoding step"
@@ -31,6 +37,8 @@ class DsiAtomic(Method):
     # every query-free text: 0.636 -> 0.777 nDCG@10 on SciFact's held-out training queries (docs/experiments/
     # effectiveness.md, "Indexing texts chosen on held-out queries")
     indexing_texts = "all"
+
+    check = staticmethod(check_settings)
 
     def make_docids(self, ws: Workspace, settings: DsiSettings, folder: Path) -> DocIdTable:
         return atomic_docids(ws.doc_ids)
@@ -42,6 +50,8 @@ class DsiNaive(Method):
     docids = "naive (the document id's characters)"
     objective_text, search_mode, group = _OBJECTIVE, _SEARCH, "dsi"
     live_refusal = _NAIVE_REFUSAL
+
+    check = staticmethod(check_settings)
 
     def make_docids(self, ws: Workspace, settings: DsiSettings, folder: Path) -> DocIdTable:
         return naive_docids(ws.doc_ids)
