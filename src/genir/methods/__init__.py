@@ -86,12 +86,6 @@ def check_read(settings: Settings) -> None:
     _refuse_unread_shared(settings)
 
 
-def settings_default(key: str) -> Any:
-    """The default of a shared setting ``group.key``."""
-    group, _, name = key.partition(".")
-    return getattr(SHARED_GROUPS[group](), name)
-
-
 def _refuse_unread_shared(settings: Settings) -> None:
     """The shared groups' settings that nothing of this run reads: with no method to train, the model and
     training groups and the data group's indexing texts, but for what a baseline trains with (``dense-trained``,
@@ -107,12 +101,13 @@ def _refuse_unread_shared(settings: Settings) -> None:
         reads.add("training.seed")
     tuned_docids = any(getattr(method_settings(settings, METHODS[m]), "docid_encoder", "") == "trained"
                        for m in settings.methods)
-    frozen = settings.model.encoder == "frozen"
-    for key in ("training.encoder_lr", "training.encoder_warmup_ratio"):  # the encoder's own parameter group
-        if (frozen and key not in reads and not (tuned_docids and key == "training.encoder_lr")
-                and settings.lookup(key)[0] != settings_default(key)):
+    frozen, training = settings.model.encoder == "frozen", SHARED_GROUPS["training"]()
+    for name in ("encoder_lr", "encoder_warmup_ratio"):  # the encoder's own parameter group
+        key = f"training.{name}"
+        if (frozen and key not in reads and not (tuned_docids and name == "encoder_lr")
+                and getattr(settings.training, name) != getattr(training, name)):
             raise SettingsError(f"{key} is read when the encoder is fine-tuned (--encoder full)"
-                                + (" or by dense-trained" if key == "training.encoder_lr" else "")
+                                + (" or by dense-trained" if name == "encoder_lr" else "")
                                 + "; this run's encoder is frozen")
     groups = ([] if settings.methods else ["data", "model", "training"]) + (
         [] if "dense-trained" in settings.baselines or tuned_docids else ["dense"])
@@ -216,7 +211,7 @@ def transfer_settings(source: str | Path, dataset: str, methods: list[str] | Non
     values["methods"] = list(methods or [m for m in values["methods"] if m in METHODS and METHODS[m].can_transfer])
     values["baselines"] = list(baselines) if baselines is not None else ["bm25", "dense"]
     # the source's search settings that none of the transferred systems reads go back to their defaults (its
-    # beam, when only Tied-Atomic is transferred), so that what the check below refuses is what a caller set
+    # beam, when only Tied-Atomic is transferred): what genir.pipeline.transfer then refuses is a caller's
     default = group_to_dict(SearchSettings())
     if not any(METHODS[m].decodes for m in values["methods"] if m in METHODS):
         values["search"].update({k: default[k] for k in ("beam", "decoder_precision", "prefix_beam")})
