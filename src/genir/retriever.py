@@ -22,7 +22,7 @@ from genir.methods import BASELINES, check_search_read, get_method, open_searche
 from genir.methods.base import Method
 from genir.methods.baselines import with_precision
 from genir.search.base import Hit, Results, Searcher
-from genir.settings import Settings
+from genir.settings import COLLECTION_KEYS, Settings, SettingsError, settable_fields
 
 RECORD = "retriever.json"
 FORMAT = 1
@@ -89,8 +89,6 @@ def searcher_reads(key: str, settings: Settings, method: Method | None, baseline
     """Whether a searcher opened from a folder reads the setting ``key``: the search group's beam-search and
     encoder settings, and the search-time keys of the method's own group (a baseline: only a dense one's
     query encoder precision)."""
-    from genir.settings import settable_fields
-
     group, _, name = key.partition(".")
     if method is None:
         return baseline is not None and BASELINES[baseline].dense and key == "search.encoder_precision"
@@ -104,8 +102,6 @@ def refuse_unread_overrides(overrides: Mapping[str, Any], settings: Settings, me
                             baseline: str | None = None) -> None:
     """A setting given to open a folder must be one its searcher reads (never accepted and ignored; see
     :func:`searcher_reads`). A SettingsError names the first that is not."""
-    from genir.settings import SettingsError
-
     for key in overrides:
         if not searcher_reads(key, settings, method, baseline):
             what = method.name if method is not None else baseline
@@ -120,8 +116,6 @@ def apply_search_overrides(settings: Settings, overrides: Mapping[str, Any], sou
     searcher of the run reads together (:func:`genir.methods.check_search_read`). ``source``: the settings of
     the run a transfer's models come from; ``settings`` may differ from them only where a transfer reads its
     own (:func:`refuse_recipe_changes`)."""
-    from genir.settings import SettingsError
-
     if source is not None:
         refuse_recipe_changes(settings, source)
     searchers = [(get_method(m), None) for m in settings.methods] + [(None, b) for b in settings.baselines]
@@ -134,8 +128,6 @@ def apply_search_overrides(settings: Settings, overrides: Mapping[str, Any], sou
     check_search_read(settings)
 
 
-
-
 def refuse_recipe_changes(settings: Settings, source: Settings) -> None:
     """A transfer searches with models made as ``source`` records: a setting of ``settings`` other than the
     source's is refused (SettingsError) unless the transfer reads it: the target dataset and its queries, the
@@ -143,8 +135,6 @@ def refuse_recipe_changes(settings: Settings, source: Settings) -> None:
     runs (they are run anew on the target). Training, indexing-text and docid settings changed by hand would
     be recorded, not read (or, a document's leading span, read against what the model learned)."""
     from genir.methods import GROUPS
-    from genir.settings import COLLECTION_KEYS, SettingsError, settable_fields
-
     dense_baseline = any(BASELINES[b].dense for b in settings.baselines)
     method_groups = {get_method(m).group for m in settings.methods}
     for group, cls in GROUPS.items():
@@ -219,8 +209,6 @@ class Retriever:
         record = read_record(folder)
         settings = record_settings(record, overrides)
         if beam is not None and (record["kind"] != "method" or not get_method(record["name"]).decodes):
-            from genir.settings import SettingsError
-
             raise SettingsError(f"beam {beam}: {record['name']} ranks every document without a beam search")
         if record["kind"] == "baseline":
             if record["name"] not in BASELINES:
