@@ -92,7 +92,7 @@ def test_transfer_settings_keep_the_source_recipe_and_train_on_nothing_of_the_ta
 def test_a_transfer_refuses_training_settings_changed_by_hand(small_run, scifact_small):  # noqa: F811
     # from Python, a transfer's settings are any Settings: a training or docid setting changed on them would be
     # recorded in the transfer's stages but never read (the models are the source's), so it is refused
-    from genir.methods import transfer_settings
+    from genir.methods import make_settings, transfer_settings
     from genir.pipeline import transfer
     from genir.settings import SettingsError
 
@@ -105,6 +105,13 @@ def test_a_transfer_refuses_training_settings_changed_by_hand(small_run, scifact
         with pytest.raises(SettingsError, match=rf"{key}=\S+: the transferred models were made with"):
             transfer(folder / "run", settings)
         assert not out.exists()
+    # a budget left unset is compared by the value it resolves to (the source recorded its resolved settings)
+    from genir.methods import read_settings
+    from genir.retriever import refuse_recipe_changes
+
+    values = transfer_settings(folder / "run", str(scifact_small), [], ["bm25"], out=out).to_dict()
+    values["training"]["lr"] = None  # 1e-3 when resolved, as recorded
+    refuse_recipe_changes(make_settings(values), read_settings(folder / "run"))
     # what a transfer does read may differ from the source's: search and runtime settings
     settings = transfer_settings(folder / "run", str(scifact_small), [], ["bm25"], out=out)
     settings.set("search.k", 20)

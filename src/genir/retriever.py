@@ -137,13 +137,14 @@ def refuse_recipe_changes(settings: Settings, source: Settings) -> None:
     from genir.methods import GROUPS
     dense_baseline = any(BASELINES[b].dense for b in settings.baselines)
     method_groups = {get_method(m).group for m in settings.methods}
+    given_all, recorded_all = settings.resolved(), source.resolved()  # a budget left to follow another: its value
     for group, cls in GROUPS.items():
         if group == "search" or (group == "dense" and dense_baseline):
             continue
         for name, (spec, _) in settable_fields(cls).items():
             if f"{group}.{name}" in (*COLLECTION_KEYS, "data.data_dir"):  # the target collection
                 continue
-            given, recorded = getattr(settings.group(group), name), getattr(source.group(group), name)
+            given, recorded = getattr(given_all.group(group), name), getattr(recorded_all.group(group), name)
             read = spec.metadata.get("runtime") or (group in method_groups and spec.metadata.get("search"))
             if given != recorded and not read:
                 raise SettingsError(f"{group}.{name}={given!r}: the transferred models were made with "
