@@ -398,3 +398,19 @@ def test_each_method_trains_on_its_own_indexing_texts_unless_the_run_sets_them(t
     assert (naive.sentence_queries, naive.keyword_queries) == (1, 0)
     with pytest.raises(SettingsError, match="indexing_texts=all"):  # set with no method to read it: refused
         check_read(make_settings({"data": {"indexing_texts": "all"}, "methods": [], "baselines": ["bm25"]}))
+
+
+@pytest.mark.own_texts  # each method's own preset: dsi-atomic's holds keyword queries
+def test_indexing_text_settings_their_texts_do_not_read_are_refused():
+    from genir.methods import check_read, make_settings
+    from genir.settings import SettingsError
+
+    for data, message in (({"pseudo_queries": "pq.tsv", "random_spans": 2}, "data.random_spans shapes DocAsQuery"),
+                          ({"doc2query_n": 3}, "with 'docasquery' no query is generated"),
+                          ({"keyword_terms": 4}, "no method of this run trains on any")):
+        with pytest.raises(SettingsError, match=message):
+            check_read(make_settings({"data": data, "methods": ["dsi-naive", "glen"], "baselines": []}))
+    for data, methods in (({"doc2query_n": 3, "pseudo_queries": "doc2query:t5-small"}, ["dsi-naive"]),
+                          ({"keyword_terms": 4}, ["dsi-naive", "dsi-atomic"]),  # dsi-atomic's preset has 2
+                          ({"keyword_terms": 4, "keyword_queries": 1}, ["dsi-naive"])):
+        check_read(make_settings({"data": data, "methods": methods, "baselines": []}))

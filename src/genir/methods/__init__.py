@@ -80,9 +80,18 @@ def check_read(settings: Settings) -> None:
     if settings.texts_set() and not settings.methods:
         raise SettingsError(f"{settings.texts_set()[0]}: indexing texts are read by the methods that train; this run "
                             "trains none")
-    if settings.data.short_spans and settings.data.pseudo_queries != "docasquery":
-        raise SettingsError("data.short_spans shapes DocAsQuery's spans; with --pseudo-queries "
-                            f"{settings.data.pseudo_queries!r} no span is drawn")
+    data, default = settings.data, SHARED_GROUPS["data"]()
+    for key, is_set in (("short_spans", data.short_spans), ("random_spans", data.random_spans is not None)):
+        if is_set and data.pseudo_queries != "docasquery":
+            raise SettingsError(f"data.{key} shapes DocAsQuery's spans; with --pseudo-queries "
+                                f"{data.pseudo_queries!r} no span is drawn")
+    if data.doc2query_n != default.doc2query_n and not data.pseudo_queries.startswith("doc2query:"):
+        raise SettingsError("data.doc2query_n is the count of --pseudo-queries doc2query:MODEL's queries; with "
+                            f"{data.pseudo_queries!r} no query is generated")
+    if data.keyword_terms != default.keyword_terms and settings.methods and not any(
+            settings.for_texts(get_method(m).indexing_texts).data.keyword_queries for m in settings.methods):
+        raise SettingsError("data.keyword_terms sizes the keyword queries, and no method of this run trains on "
+                            "any (data.keyword_queries is 0 for each)")
     _refuse_unread_shared(settings)
 
 
