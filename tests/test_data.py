@@ -357,7 +357,7 @@ def test_a_whole_float_setting_matches_its_int_default_in_a_stage_record(tmp_pat
 
 @pytest.mark.own_texts
 def test_each_method_trains_on_its_own_indexing_texts_unless_the_run_sets_them(tmp_path):
-    """DSI-atomic's preset is every query-free text (its held-out winner), DSI-naive's the light one: in one run
+    """DSI-atomic's preset is every query-free text (its held-out winner), DSI-random's the light one: in one run
     each trains on its own, and its fingerprint records the values; data.indexing_texts or a count set by hand
     reaches every method; the rest of the workspace is shared."""
     from genir.methods import check_read, get_method, make_settings
@@ -371,29 +371,31 @@ def test_each_method_trains_on_its_own_indexing_texts_unless_the_run_sets_them(t
                                                           "test": [(f"q{i}", f"d{i}", 1) for i in range(3, 6)]})
 
     def pipeline(**data) -> Pipeline:
-        p = Pipeline(make_settings({"data": {"dataset": str(folder), **data}, "methods": ["dsi-atomic", "dsi-naive"],
+        p = Pipeline(make_settings({"data": {"dataset": str(folder), **data}, "methods": ["dsi-atomic", "dsi-random"],
                                     "baselines": [], "out": str(tmp_path / "run")}))
         p.prepare()
         return p
 
     p = pipeline()
-    every, light = p.view(get_method("dsi-atomic")), p.view(get_method("dsi-naive"))
+    every, light = p.view(get_method("dsi-atomic")), p.view(get_method("dsi-random"))
     assert (every.settings.data.sentence_queries, light.settings.data.sentence_queries) == (3, 0)
     assert len(every.examples().texts) > len(light.examples().texts) > 6
     assert every.bm25() is light.bm25() and p.ws.for_texts("light") is p.ws  # shared, not rebuilt
-    atomic, naive = p.stages["dsi-atomic"].fingerprint.train, p.stages["dsi-naive"].fingerprint.train
+    atomic, naive = p.stages["dsi-atomic"].fingerprint.train, p.stages["dsi-random"].fingerprint.train
     assert atomic["data.keyword_queries"] == 2 and atomic["data.random_spans"] == 3
     # the light preset is how folders were made before presets: the same keys, so they stay valid
     assert "data.keyword_queries" not in naive and naive["data.random_spans"] == 1
     assert "data.indexing_texts" not in naive
-    notes = [n for n in p.ws.data_notes({"dsi-atomic": every, "dsi-naive": light}) if n.startswith("Indexing texts")]
+    notes = [n for n in p.ws.data_notes({"dsi-atomic": every, "dsi-random": light}) if n.startswith("Indexing texts")]
     assert len(notes) == 2 and "3 sentence(s), the title, 2 keyword" in notes[0] and "0 sentence(s)" in notes[1]
 
     p = pipeline(indexing_texts="light")
-    assert p.view(get_method("dsi-atomic")).settings.data == p.view(get_method("dsi-naive")).settings.data
-    assert p.stages["dsi-atomic"].fingerprint.train == p.stages["dsi-naive"].fingerprint.train
+    assert p.view(get_method("dsi-atomic")).settings.data == p.view(get_method("dsi-random")).settings.data
+    atomic, random = ({k: v for k, v in p.stages[m].fingerprint.train.items() if k.startswith("data.")}
+                      for m in ("dsi-atomic", "dsi-random"))
+    assert atomic == random and atomic["data.random_spans"] == 1
     p = pipeline(sentence_queries=1)
-    atomic, naive = (p.view(get_method(m)).settings.data for m in ("dsi-atomic", "dsi-naive"))
+    atomic, naive = (p.view(get_method(m)).settings.data for m in ("dsi-atomic", "dsi-random"))
     assert (atomic.sentence_queries, atomic.keyword_queries) == (1, 2)
     assert (naive.sentence_queries, naive.keyword_queries) == (1, 0)
     with pytest.raises(SettingsError, match="indexing_texts=all"):  # set with no method to read it: refused
@@ -409,8 +411,8 @@ def test_indexing_text_settings_their_texts_do_not_read_are_refused():
                           ({"doc2query_n": 3}, "with 'docasquery' no query is generated"),
                           ({"keyword_terms": 4}, "no method of this run trains on any")):
         with pytest.raises(SettingsError, match=message):
-            check_read(make_settings({"data": data, "methods": ["dsi-naive", "glen"], "baselines": []}))
-    for data, methods in (({"doc2query_n": 3, "pseudo_queries": "doc2query:t5-small"}, ["dsi-naive"]),
-                          ({"keyword_terms": 4}, ["dsi-naive", "dsi-atomic"]),  # dsi-atomic's preset has 2
-                          ({"keyword_terms": 4, "keyword_queries": 1}, ["dsi-naive"])):
+            check_read(make_settings({"data": data, "methods": ["dsi-random", "glen"], "baselines": []}))
+    for data, methods in (({"doc2query_n": 3, "pseudo_queries": "doc2query:t5-small"}, ["dsi-random"]),
+                          ({"keyword_terms": 4}, ["dsi-random", "dsi-atomic"]),  # dsi-atomic's preset has 2
+                          ({"keyword_terms": 4, "keyword_queries": 1}, ["dsi-random"])):
         check_read(make_settings({"data": data, "methods": methods, "baselines": []}))

@@ -124,20 +124,20 @@ def test_run_writes_a_full_report(scifact_slice, tiny_bert, tmp_path):
 
 @pytest.mark.own_texts
 def test_methods_of_one_run_train_on_their_own_indexing_texts(scifact_slice, tiny_bert, tmp_path):
-    """DSI-atomic (preset "all") and DSI-naive ("light") in one run: each trains on its own examples and frozen
+    """DSI-atomic (preset "all") and DSI-random ("light") in one run: each trains on its own examples and frozen
     states, its folder records its texts, the report counts both; the run-wide preset makes DSI-atomic's stage
-    differ while DSI-naive's stays valid."""
+    differ while DSI-random's stays valid."""
     from genir.stages import StaleStageError
 
     out = tmp_path / "run"
     values = {"data": {"dataset": str(scifact_slice)}, "model": {"backbone": tiny_bert}, "baselines": [],
-              "methods": ["dsi-atomic", "dsi-naive"], "training": {"epochs": 1, "batch_size": 64}, "out": str(out),
+              "methods": ["dsi-atomic", "dsi-random"], "training": {"epochs": 1, "batch_size": 64}, "out": str(out),
               "search": {"beam": 5}}
     report = run(make_settings(values))
     atomic, naive = report["systems"]
     assert atomic["indexing_texts"]["sentence_queries"] == 3 and naive["indexing_texts"]["sentence_queries"] == 0
     assert atomic["indexing_texts"]["texts"] > 2 * naive["indexing_texts"]["texts"]
-    examples = [json.loads((out / m / "train.json").read_text())["examples"] for m in ("dsi-atomic", "dsi-naive")]
+    examples = [json.loads((out / m / "train.json").read_text())["examples"] for m in ("dsi-atomic", "dsi-random")]
     assert examples[0] > 2 * examples[1]  # each trained on its own texts
     for row in (atomic, naive):
         recorded = json.loads((out / row["name"] / "retriever.json").read_text())["settings"]["data"]
@@ -150,7 +150,7 @@ def test_methods_of_one_run_train_on_their_own_indexing_texts(scifact_slice, tin
         run(make_settings({**values, "data": {**values["data"], "indexing_texts": "light"}}))
     stale = str(e.value)
     assert "dsi-atomic:" in stale and "data.sentence_queries = 3 there, at its default now" in stale
-    assert "dsi-naive:" not in stale
+    assert "dsi-random:" not in stale
 
 
 def test_cli_run_evaluate_search_and_errors(scifact_slice, tiny_bert, tmp_path):
