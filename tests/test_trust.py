@@ -239,8 +239,10 @@ def test_training_settings_of_a_run_that_trains_nothing_are_refused(scifact_smal
                               "training": {"encoder_lr": 1e-4, "seed": 3}}))
     check_read(make_settings({"methods": [], "baselines": ["bm25"], "data": {"holdout": 0.2},
                               "training": {"seed": 3, "device": "cpu"}, "search": {"k": 50}}))
-    with pytest.raises(ValueError, match="training.lr is read by the methods that train and dense-trained"):
+    with pytest.raises(ValueError, match="training.lr is read by the methods that train; this run has none"):
         check_read(make_settings({"methods": [], "baselines": ["dense-trained"], "training": {"lr": 0.1}}))
+    with pytest.raises(ValueError, match="training.weight_decay is read by the methods that train and dense-trained"):
+        check_read(make_settings({"methods": [], "baselines": ["bm25"], "training": {"weight_decay": 0.1}}))
     # the encoder's own learning rate and warm-up: read when it is fine-tuned (or by dense-trained), not frozen
     for key in ("encoder_lr", "encoder_warmup_ratio"):
         with pytest.raises(ValueError, match=f"training.{key} is read when the encoder is fine-tuned"):
