@@ -381,23 +381,23 @@ def test_each_method_trains_on_its_own_indexing_texts_unless_the_run_sets_them(t
     assert (every.settings.data.sentence_queries, light.settings.data.sentence_queries) == (3, 0)
     assert len(every.examples().texts) > len(light.examples().texts) > 6
     assert every.bm25() is light.bm25() and p.ws.for_texts("light") is p.ws  # shared, not rebuilt
-    atomic, naive = p.stages["dsi-atomic"].fingerprint.train, p.stages["dsi-random"].fingerprint.train
+    atomic, light_train = p.stages["dsi-atomic"].fingerprint.train, p.stages["dsi-random"].fingerprint.train
     assert atomic["data.keyword_queries"] == 2 and atomic["data.random_spans"] == 3
     # the light preset is how folders were made before presets: the same keys, so they stay valid
-    assert "data.keyword_queries" not in naive and naive["data.random_spans"] == 1
-    assert "data.indexing_texts" not in naive
+    assert "data.keyword_queries" not in light_train and light_train["data.random_spans"] == 1
+    assert "data.indexing_texts" not in light_train
     notes = [n for n in p.ws.data_notes({"dsi-atomic": every, "dsi-random": light}) if n.startswith("Indexing texts")]
     assert len(notes) == 2 and "3 sentence(s), the title, 2 keyword" in notes[0] and "0 sentence(s)" in notes[1]
 
     p = pipeline(indexing_texts="light")
     assert p.view(get_method("dsi-atomic")).settings.data == p.view(get_method("dsi-random")).settings.data
-    atomic, random = ({k: v for k, v in p.stages[m].fingerprint.train.items() if k.startswith("data.")}
+    atomic, light_train = ({k: v for k, v in p.stages[m].fingerprint.train.items() if k.startswith("data.")}
                       for m in ("dsi-atomic", "dsi-random"))
-    assert atomic == random and atomic["data.random_spans"] == 1
+    assert atomic == light_train and atomic["data.random_spans"] == 1
     p = pipeline(sentence_queries=1)
-    atomic, naive = (p.view(get_method(m)).settings.data for m in ("dsi-atomic", "dsi-random"))
+    atomic, light = (p.view(get_method(m)).settings.data for m in ("dsi-atomic", "dsi-random"))
     assert (atomic.sentence_queries, atomic.keyword_queries) == (1, 2)
-    assert (naive.sentence_queries, naive.keyword_queries) == (1, 0)
+    assert (light.sentence_queries, light.keyword_queries) == (1, 0)
     with pytest.raises(SettingsError, match="indexing_texts=all"):  # set with no method to read it: refused
         check_read(make_settings({"data": {"indexing_texts": "all"}, "methods": [], "baselines": ["bm25"]}))
 

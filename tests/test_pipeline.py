@@ -134,18 +134,18 @@ def test_methods_of_one_run_train_on_their_own_indexing_texts(scifact_slice, tin
               "methods": ["dsi-atomic", "dsi-random"], "training": {"epochs": 1, "batch_size": 64}, "out": str(out),
               "search": {"beam": 5}}
     report = run(make_settings(values))
-    atomic, naive = report["systems"]
-    assert atomic["indexing_texts"]["sentence_queries"] == 3 and naive["indexing_texts"]["sentence_queries"] == 0
-    assert atomic["indexing_texts"]["texts"] > 2 * naive["indexing_texts"]["texts"]
+    atomic, light = report["systems"]
+    assert atomic["indexing_texts"]["sentence_queries"] == 3 and light["indexing_texts"]["sentence_queries"] == 0
+    assert atomic["indexing_texts"]["texts"] > 2 * light["indexing_texts"]["texts"]
     examples = [json.loads((out / m / "train.json").read_text())["examples"] for m in ("dsi-atomic", "dsi-random")]
     assert examples[0] > 2 * examples[1]  # each trained on its own texts
-    for row in (atomic, naive):
+    for row in (atomic, light):
         recorded = json.loads((out / row["name"] / "retriever.json").read_text())["settings"]["data"]
         assert recorded["keyword_queries"] == row["indexing_texts"]["keyword_queries"]
     stores = sorted(json.loads(p.read_text())["texts"] for p in out.glob("encoded_texts-*.json"))
-    assert stores == sorted([atomic["indexing_texts"]["texts"], naive["indexing_texts"]["texts"]])
+    assert stores == sorted([atomic["indexing_texts"]["texts"], light["indexing_texts"]["texts"]])
     assert sum(n.startswith("Indexing texts of") for n in report["data_notes"]) == 2
-    assert [s["metrics"] for s in run(make_settings(values))["systems"]] == [atomic["metrics"], naive["metrics"]]
+    assert [s["metrics"] for s in run(make_settings(values))["systems"]] == [atomic["metrics"], light["metrics"]]
     with pytest.raises(StaleStageError) as e:  # every method on the light texts: DSI-atomic's no longer match
         run(make_settings({**values, "data": {**values["data"], "indexing_texts": "light"}}))
     stale = str(e.value)

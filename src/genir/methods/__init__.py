@@ -130,8 +130,7 @@ def _refuse_unread_shared(settings: Settings) -> None:
                 continue
             readers = ("the dense encoders (a dense baseline, a method's embeddings)" if key == "dense.model" else
                        "the fine-tuned dense encoder (dense-trained, docid_encoder=trained)" if group == "dense" else
-                       "the methods that train" + (" and dense-trained" if any(
-                           key in b.trains for b in BASELINES.values()) else ""))
+                       " and ".join(["the methods that train", *(b for b in BASELINES if key in BASELINES[b].trains)]))
             raise SettingsError(f"{key} is read by {readers}; this run has none (methods: "
                                 f"{', '.join(settings.methods) or 'none'}; baselines: "
                                 f"{', '.join(settings.baselines) or 'none'})")
