@@ -244,12 +244,16 @@ def test_training_settings_of_a_run_that_trains_nothing_are_refused(scifact_smal
     with pytest.raises(ValueError, match="training.weight_decay is read by the methods that train and dense-trained"):
         check_read(make_settings({"methods": [], "baselines": ["bm25"], "training": {"weight_decay": 0.1}}))
     # the encoder's own learning rate and warm-up: read when it is fine-tuned (or by dense-trained), not frozen
-    for key in ("encoder_lr", "encoder_warmup_ratio"):
-        with pytest.raises(ValueError, match=f"training.{key} is read when the encoder is fine-tuned"):
+    for key, also in (("encoder_lr", r" or by dense-trained;"), ("encoder_warmup_ratio", ";")):
+        with pytest.raises(ValueError, match=rf"training.{key} is read when the encoder is fine-tuned \(--encoder "
+                                             rf"full\){also} this run's encoder is frozen"):
             check_read(make_settings({"methods": ["dsi-atomic"], "training": {key: 0.2}}))
         check_read(make_settings({"methods": ["dsi-atomic"], "model": {"encoder": "full"}, "training": {key: 0.2}}))
     check_read(make_settings({"methods": ["dsi-atomic"], "baselines": ["dense-trained"],
                               "training": {"encoder_lr": 0.2}}))
+    with pytest.raises(ValueError, match=r"dense.epochs is read by the fine-tuned dense encoder \(dense-trained, "
+                                         r"docid_encoder=trained\); this run has none"):
+        check_read(make_settings({"methods": ["dsi-atomic"], "dense": {"epochs": 2}}))
 
 
 def test_method_settings_no_phase_reads_are_refused(scifact_small, tmp_path):  # noqa: F811
