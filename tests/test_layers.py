@@ -1,4 +1,5 @@
-"""The package's imports go one way, down the layers, and form no circle (every import, function-local ones too)."""
+"""The package's imports go one way, down the layers, and form no circle (every import, function-local ones and
+importlib.import_module of a literal name too)."""
 
 from __future__ import annotations
 
@@ -33,6 +34,9 @@ def imports(name: str, path: Path, known: dict[str, Path]) -> set[str]:
                 parts = parts[: len(parts) - node.level + (path.name == "__init__.py")]
                 base = ".".join(parts + ([node.module] if node.module else []))
             targets = [base] + [f"{base}.{a.name}" for a in node.names]
+        elif (isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) == "import_module"
+              and node.args and isinstance(node.args[0], ast.Constant)):  # importlib.import_module("genir...")
+            targets = [node.args[0].value]
         else:
             continue
         out |= {t for t in targets if t in known and t != name}

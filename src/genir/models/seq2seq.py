@@ -13,10 +13,10 @@ The output layer covers only docid codes (+ end-of-docid). Saves and loads as a 
 
 from __future__ import annotations
 
-import importlib
 import json
 import typing
 from dataclasses import asdict, dataclass, field, fields
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import torch
@@ -48,6 +48,17 @@ class ModelConfig:
 
 # architecture name (ModelConfig.extra["architecture"]) -> model class; subclasses register themselves
 ARCHITECTURES: dict[str, type[DocidSeq2Seq]] = {}
+# where a package declares its architectures (pyproject's entry points), so that a folder saved by one loads
+# before anything has imported its class; this layer names no method
+ARCHITECTURE_ENTRY_POINTS = "genir.architectures"
+
+
+def find_architecture(name: str) -> type[DocidSeq2Seq] | None:
+    """The class registered under ``name``, importing the package that declares it if none has yet."""
+    if name not in ARCHITECTURES:
+        for point in entry_points(group=ARCHITECTURE_ENTRY_POINTS, name=name):
+            ARCHITECTURES.setdefault(name, point.load())
+    return ARCHITECTURES.get(name)
 
 
 def register_architecture(name: str):
@@ -172,11 +183,12 @@ class DocidSeq2Seq(nn.Module):
         config = read_model_config(folder)
         architecture = config.extra.get("architecture")
         if cls is DocidSeq2Seq and architecture is not None:
-            if architecture not in ARCHITECTURES:  # the method registry registers every family's model class
-                importlib.import_module("genir.methods")
-            if architecture not in ARCHITECTURES:
-                raise DataError(folder / "genir_model.json", None, f"unknown architecture {architecture!r}")
-            cls = ARCHITECTURES[architecture]  # the subclass that saved it
+            found = find_architecture(architecture)  # the subclass that saved it
+            if found is None:
+                raise DataError(folder / "genir_model.json", None, (
+                    f"unknown architecture {architecture!r}: no imported class registers it and no installed "
+                    f"package declares it (entry points {ARCHITECTURE_ENTRY_POINTS!r})"))
+            cls = found
         weights = folder / "model.safetensors"
         if not weights.is_file():
             raise DataError(weights, None, "missing: not a complete model folder")
