@@ -91,7 +91,8 @@ def text_count(default: Any, **meta: Any) -> Any:
 
 # what the indexing-text presets stand for (data.indexing_texts). "all" won over "light" on SciFact's held-out
 # training queries (--holdout 0.2) for DSI-atomic, DSI-semantic, GenRet and MERGE, by 0.04-0.14 nDCG@10
-# (docs/experiments/effectiveness.md, "Indexing texts chosen on held-out queries" and after)
+# (docs/experiments/effectiveness.md, "Indexing texts chosen on held-out queries" and after), and since for
+# DSI-naive and GLEN (each method's preset: Method.indexing_texts)
 INDEXING_TEXTS: dict[str, dict[str, Any]] = {
     "light": {"random_spans": 1, "sentence_queries": 0, "title_query": False, "keyword_queries": 0},
     "all": {"random_spans": 3, "sentence_queries": 3, "title_query": True, "keyword_queries": 2},
