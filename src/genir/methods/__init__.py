@@ -111,14 +111,19 @@ def _refuse_unread_shared(settings: Settings) -> None:
     tuned_docids = any(getattr(method_settings(settings, METHODS[m]), "docid_encoder", "") == "trained"
                        for m in settings.methods)
     frozen, training = settings.model.encoder == "frozen", SHARED_GROUPS["training"]()
-    tuners = [b for b in BASELINES if BASELINES[b].tunes_dense]
+    # a dense baseline that trains fine-tunes the dense encoder (the dense group's training settings)
+    tuners = [b for b in BASELINES if BASELINES[b].dense and BASELINES[b].trains]
+    tuned = f"the fine-tuned dense encoder ({', '.join(tuners)}, docid_encoder=trained)"
+
+    def trained_by(key: str) -> list[str]:  # the baselines whose training reads ``key``
+        return [b for b in BASELINES if key in BASELINES[b].trains]
+
     for name in ("encoder_lr", "encoder_warmup_ratio"):  # the encoder's own parameter group
         key = f"training.{name}"
         if (frozen and key not in reads and not (tuned_docids and name == "encoder_lr")
                 and getattr(settings.training, name) != getattr(training, name)):
-            others = [b for b in BASELINES if key in BASELINES[b].trains]
             raise SettingsError(f"{key} is read when the encoder is fine-tuned (--encoder full)"
-                                + "".join(f" or by {b}" for b in others) + "; this run's encoder is frozen")
+                                + "".join(f" or by {b}" for b in trained_by(key)) + "; this run's encoder is frozen")
     groups = ([] if settings.methods else ["data", "model", "training"]) + (
         [] if any(b in tuners for b in settings.baselines) or tuned_docids else ["dense"])
     for group in groups:
@@ -129,10 +134,8 @@ def _refuse_unread_shared(settings: Settings) -> None:
             if (key in reads or key in COLLECTION_KEYS or key == "data.data_dir"
                     or spec.metadata.get("runtime") or getattr(settings.group(group), name) == getattr(default, name)):
                 continue
-            tuned = f"the fine-tuned dense encoder ({', '.join(tuners)}, docid_encoder=trained)"
             readers = ("the dense encoders (a dense baseline, a method's embeddings)" if key == "dense.model" else
-                       tuned if group == "dense" else
-                       " and ".join(["the methods that train", *(b for b in BASELINES if key in BASELINES[b].trains)]))
+                       tuned if group == "dense" else " and ".join(["the methods that train", *trained_by(key)]))
             raise SettingsError(f"{key} is read by {readers}; this run has none (methods: "
                                 f"{', '.join(settings.methods) or 'none'}; baselines: "
                                 f"{', '.join(settings.baselines) or 'none'})")

@@ -38,7 +38,6 @@ class Baseline:
     dense: ClassVar[bool] = False
     live: ClassVar[bool] = True
     trains: ClassVar[tuple[str, ...]] = ()  # the settings its training reads (its stage's train part)
-    tunes_dense: ClassVar[bool] = False  # it fine-tunes the dense encoder (reads the dense group's training)
 
     def build(self, ws: Workspace) -> tuple[Searcher, str, dict]:
         """(searcher, label, extra result fields) over the workspace's corpus."""
@@ -107,7 +106,6 @@ class DenseTrained(Dense):
     description = "the dense encoder fine-tuned on the training queries (in-batch + BM25 negatives)"
     live = False
     trains = DENSE_TRAINING_KEYS
-    tunes_dense = True
 
     def build(self, ws: Workspace) -> tuple[Searcher, str, dict]:
         return dense_trained(ws)
