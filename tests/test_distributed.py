@@ -166,14 +166,15 @@ def _shard_worker(rank: int, backbone: str, folder: str) -> None:
     model.encode_texts = counted
     enc = EncodedTexts(model, _texts(), 16, show_progress=False)
     assert len(seen) == len(shard_range(21)), f"rank {rank} encoded {len(seen)} texts, its shard is 10 or 11"
-    out = {"states": _real(enc), "mask": enc.mask.to(torch.uint8)}
+    out = _states(enc)
     out.update(_genret_assign(model, enc))
     save_file(out, f"{folder}/rank{rank}.safetensors")
 
 
-def _real(enc) -> torch.Tensor:
-    """The states of real tokens (padding positions depend on which texts shared a batch; they are masked)."""
-    return enc.states.float() * enc.mask[..., None]
+def _states(enc) -> dict:
+    """Every text's states (zeros past its end) and mask, as one batch of the store."""
+    states, mask = enc.batch(list(range(len(enc))))
+    return {"states": states, "mask": mask.to(torch.uint8)}
 
 
 def _genret_assign(model, enc) -> dict:
@@ -201,7 +202,7 @@ def test_sharded_encoding_and_assignment_equal_one_process(tiny_bert, tmp_path):
     torch.manual_seed(0)
     model = DocidSeq2Seq(ModelConfig(n_codes=8, backbone=tiny_bert, decoder_heads=2, decoder_ff=64)).eval()
     enc = EncodedTexts(model, _texts(), 16, show_progress=False)
-    one = {"states": _real(enc), "mask": enc.mask.to(torch.uint8), **_genret_assign(model, enc)}
+    one = {**_states(enc), **_genret_assign(model, enc)}
     for rank in (0, 1):
         two = load_file(str(tmp_path / f"rank{rank}.safetensors"))
         for key in one:

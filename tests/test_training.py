@@ -28,6 +28,41 @@ def _setup(tiny_bert, n_docs=12, dropout=0.0):
     return model, examples, targets, encoded
 
 
+def test_encoded_texts_keep_each_texts_tokens_only(tiny_bert, tmp_path):
+    """The frozen-encoder store holds each text's real tokens (not max_length of them), gives back exactly
+    the states the encoder computes for them, in any order and joined to another store, through save/load
+    and from the padded layout of older run folders."""
+    from safetensors.torch import save_file
+
+    texts = ["a", "a much longer text about several topics at once, longer than the rest", "mid length text",
+             "b c", "another text of some words"]
+    model = DocidSeq2Seq(ModelConfig(n_codes=4, backbone=tiny_bert, decoder_heads=2, decoder_ff=64)).eval()
+    store = EncodedTexts(model, texts, max_length=12, batch_size=2, show_progress=False)
+    with torch.no_grad():
+        expected = [model.encode_texts([t], 12) for t in texts]  # each alone: no padding at all
+    real = [int(m.sum()) for _, m in expected]
+    assert store.flat.shape[0] == sum(real) < len(texts) * 12
+    order = [3, 1, 4, 0]
+    states, mask = store.batch(order)
+    assert mask.sum(1).tolist() == [real[i] for i in order] and states.shape[1] == max(real[i] for i in order)
+    for row, i in enumerate(order):
+        assert torch.allclose(states[row, : real[i]], expected[i][0][0, : real[i]], atol=1e-2)
+        assert not states[row, real[i]:].any()  # zeros past the text's end
+    second = EncodedTexts(model, texts[:2], max_length=12, show_progress=False)
+    joined = EncodedTexts.joined(store, second)
+    for a, b in ((len(texts), 0), (len(texts) + 1, 1)):
+        assert torch.equal(joined.batch([a])[0], store.batch([b])[0])
+    store.save(tmp_path / "store.safetensors")
+    again = EncodedTexts.load(tmp_path / "store.safetensors")
+    assert torch.equal(again.batch(order)[0], states) and torch.equal(again.batch(order)[1], mask)
+    # a store written padded (states [n, max_length, d] and masks) loads as the same texts
+    padded, pmask = store.batch(list(range(len(texts))))
+    save_file({"states": padded.half(), "mask": pmask}, str(tmp_path / "old.safetensors"),
+              metadata={"max_length": "12"})
+    old = EncodedTexts.load(tmp_path / "old.safetensors")
+    assert torch.equal(old.batch(order)[0], states) and torch.equal(old.batch(order)[1], mask)
+
+
 def test_frozen_training_learns_and_leaves_encoder_alone(tiny_bert):
     model, examples, targets, encoded = _setup(tiny_bert)
     before = {k: v.clone() for k, v in model.encoder.state_dict().items()}

@@ -103,6 +103,33 @@ def map_rows(fn: Callable[[Sequence], Any], rows: Sequence) -> Any:
     return out[0] if single else tuple(out)
 
 
+def map_ragged(fn: Callable[[Sequence], tuple[torch.Tensor, torch.Tensor]],
+               rows: Sequence) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`map_rows` for results of varying size per row: ``fn(rows)`` returns ``(values, lengths)``, row
+    i's values the next ``lengths[i]`` of ``values`` (e.g. the states of a text's real tokens); the same over
+    every row, in row order, on every rank. Without a process group: ``fn(rows)``."""
+    if not active():
+        return fn(rows)
+    part = shard_range(len(rows))
+    local = fn(rows[part.start: part.stop]) if len(part) else None
+    info = gather_objects(None if local is None else
+                          (tuple(local[0].shape[1:]), str(local[0].dtype), local[1].tolist()))
+    found = [i for i in info if i is not None]
+    if not found:
+        raise ValueError("map_ragged: no rows")
+    tail, dtype_name = found[0][0], found[0][1]
+    totals = [0 if i is None else sum(i[2]) for i in info]
+    dtype = getattr(torch, dtype_name.split(".")[-1])
+    device = collective_device()
+    buf = torch.zeros((max(max(totals), 1), *tail), dtype=dtype, device=device)
+    if local is not None:
+        buf[: totals[rank()]] = local[0].to(device)
+    parts = [torch.empty_like(buf) for _ in range(world())]
+    dist.all_gather(parts, buf)
+    values = torch.cat([p[:n] for p, n in zip(parts, totals, strict=True)]).cpu()
+    return values, torch.tensor([n for i in found for n in i[2]], dtype=torch.long)
+
+
 def collective_device() -> torch.device:
     """Where tensors for collectives live: the GPU of this rank under nccl, else the CPU."""
     if active() and dist.get_backend() == "nccl":

@@ -63,32 +63,40 @@ def build_dsi_examples(collection: Collection, pseudo_queries: PseudoQueries, tr
 
 
 class EncodedTexts:
-    """Frozen-encoder states of many texts, kept once in float16 (padded to ``max_length``)."""
+    """Frozen-encoder states of many texts, kept once in float16: each text's real tokens only, one text after
+    another (``flat``; text i is ``lengths[i]`` rows from ``starts[i]``), so that a title beside a long
+    leading text costs its own tokens, not ``max_length`` of them (52k texts padded to 256 tokens were 10 GB,
+    twice that while built)."""
 
     def __init__(self, model, texts: list[str], max_length: int, batch_size: int = 64,
                  show_progress: bool = True, desc: str = "encode (frozen encoder)"):
-        from genir.distributed import is_main, map_rows
+        from genir.distributed import is_main, map_ragged
 
         self.max_length = max_length
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # length-sorted: little padding
 
         def encode(rows: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-            states = torch.zeros(len(rows), max_length, model.d_model, dtype=torch.float16)
-            masks = torch.zeros(len(rows), max_length, dtype=torch.bool)
+            parts, lengths = [], []
             for s in tqdm(range(0, len(rows), batch_size), desc=desc, disable=not (show_progress and is_main())):
                 part, mask = model.encode_texts([texts[i] for i in rows[s: s + batch_size]], max_length)
-                states[s: s + len(part), : part.shape[1]] = part.to(torch.float16).cpu()
-                masks[s: s + len(part), : part.shape[1]] = mask.bool().cpu()
-            return states, masks
+                mask = mask.bool().cpu()
+                parts.append(part.to(torch.float16).cpu()[mask])  # row-major: each text's tokens in order
+                lengths.append(mask.sum(1))
+            return torch.cat(parts), torch.cat(lengths)
 
         was_training = model.encoder.training
         model.encoder.eval()
         with torch.inference_mode():  # several processes: each encodes a shard, all get every text
-            states, masks = map_rows(encode, order)
+            self.flat, in_order = map_ragged(encode, order)
         model.encoder.train(was_training)
-        self.states = torch.zeros_like(states)
-        self.mask = torch.zeros_like(masks)
-        self.states[order], self.mask[order] = states, masks
+        starts_in_order = torch.cumsum(in_order, 0) - in_order
+        self.lengths = torch.zeros(len(texts), dtype=torch.long)
+        self.starts = torch.zeros(len(texts), dtype=torch.long)
+        index = torch.tensor(order, dtype=torch.long)
+        self.lengths[index], self.starts[index] = in_order, starts_in_order
+
+    def __len__(self) -> int:
+        return len(self.lengths)
 
     @classmethod
     def joined(cls, first: EncodedTexts, second: EncodedTexts) -> EncodedTexts:
@@ -97,17 +105,19 @@ class EncodedTexts:
             raise ValueError("joined EncodedTexts need the same max_length")
         out = cls.__new__(cls)
         out.max_length = first.max_length
-        out.states, out.mask = torch.cat([first.states, second.states]), torch.cat([first.mask, second.mask])
+        out.flat = torch.cat([first.flat, second.flat])
+        out.lengths = torch.cat([first.lengths, second.lengths])
+        out.starts = torch.cat([first.starts, second.starts + len(first.flat)])
         return out
 
     def save(self, path) -> None:
-        """States and masks as safetensors (no pickle: a run folder someone sends cannot run code)."""
+        """States and their layout as safetensors (no pickle: a run folder someone sends cannot run code)."""
         from safetensors.torch import save_file
 
         from genir.io import atomic_path
 
         with atomic_path(path) as tmp:
-            save_file({"states": self.states.contiguous(), "mask": self.mask.contiguous()}, str(tmp),
+            save_file({"flat": self.flat.contiguous(), "starts": self.starts, "lengths": self.lengths}, str(tmp),
                       metadata={"max_length": str(self.max_length)})
 
     @classmethod
@@ -117,13 +127,25 @@ class EncodedTexts:
         out = cls.__new__(cls)
         with safe_open(str(path), framework="pt") as f:
             out.max_length = int(f.metadata()["max_length"])
-            out.states, out.mask = f.get_tensor("states"), f.get_tensor("mask")
+            if "flat" in f.keys():
+                out.flat, out.starts, out.lengths = (f.get_tensor(k) for k in ("flat", "starts", "lengths"))
+            else:  # a run folder from before the ragged layout: padded states and their masks
+                states, mask = f.get_tensor("states"), f.get_tensor("mask")
+                out.flat, out.lengths = states[mask], mask.sum(1).long()
+                out.starts = torch.cumsum(out.lengths, 0) - out.lengths
         return out
 
     def batch(self, idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        mask = self.mask[idx]
-        n = int(mask.sum(1).max())
-        return self.states[idx, :n].float(), mask[:, :n]
+        """The states of texts ``idx`` padded to the longest of them (zeros past each text's end) and the mask."""
+        index = torch.as_tensor(idx, dtype=torch.long)
+        lengths, starts = self.lengths[index], self.starts[index]
+        n = int(lengths.max()) if len(index) else 0
+        mask = torch.arange(n)[None, :] < lengths[:, None]
+        # row-major over the mask: text b's tokens are flat[starts[b] : starts[b] + lengths[b]], in order
+        within = torch.arange(int(lengths.sum())) - torch.repeat_interleave(torch.cumsum(lengths, 0) - lengths, lengths)
+        states = torch.zeros(len(index), n, self.flat.shape[-1])
+        states[mask] = self.flat[torch.repeat_interleave(starts, lengths) + within].float()
+        return states, mask
 
 
 class TextInputs:
