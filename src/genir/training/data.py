@@ -139,13 +139,15 @@ class EncodedTexts:
         """The states of texts ``idx`` padded to the longest of them (zeros past each text's end) and the mask."""
         index = torch.as_tensor(idx, dtype=torch.long)
         lengths, starts = self.lengths[index], self.starts[index]
-        n = int(lengths.max()) if len(index) else 0
-        mask = torch.arange(n)[None, :] < lengths[:, None]
-        # row-major over the mask: text b's tokens are flat[starts[b] : starts[b] + lengths[b]], in order
-        within = torch.arange(int(lengths.sum())) - torch.repeat_interleave(torch.cumsum(lengths, 0) - lengths, lengths)
-        states = torch.zeros(len(index), n, self.flat.shape[-1])
-        states[mask] = self.flat[torch.repeat_interleave(starts, lengths) + within].float()
-        return states, mask
+        rows, n, total = len(index), int(lengths.max()) if len(index) else 0, int(lengths.sum())
+        # token j of text b: flat[starts[b] + j] -> out[b * n + j]; one gather and one scatter over the batch
+        within = torch.arange(total) - torch.repeat_interleave(torch.cumsum(lengths, 0) - lengths, lengths,
+                                                               output_size=total)
+        source = torch.repeat_interleave(starts, lengths, output_size=total) + within
+        target = torch.repeat_interleave(torch.arange(rows) * n, lengths, output_size=total) + within
+        states = torch.zeros(rows * n, self.flat.shape[-1])
+        states.index_copy_(0, target, self.flat.index_select(0, source).float())
+        return states.view(rows, n, -1), torch.arange(n)[None, :] < lengths[:, None]
 
 
 class TextInputs:
