@@ -305,10 +305,13 @@ def test_genir_transfer_in_two_processes_equals_one(tiny_bert, shared_datasets, 
     assert json.loads((tmp_path / "rank1_writes.json").read_text()) == []
     two = json.loads((tmp_path / "two" / "report.json").read_text())
     assert [s["name"] for s in two["systems"]] == ["bm25", *methods] and two["processes"] == 2
+    # the documents are encoded in other batches by two processes, so their states round otherwise (~1e-6): on
+    # some CPUs two documents of one docid whose Eq. 10 scores nearly tie swap places deep in a ranking (ranks
+    # 72/73 here: nDCG@100 0.49051 against 0.49052); the docids below must be equal exactly
     for a, b in zip(one["systems"], two["systems"], strict=True):
         for subset in a["metrics"]:
             for m, v in a["metrics"][subset].items():
-                assert b["metrics"][subset][m] == pytest.approx(v, abs=1e-6), (a["name"], subset, m)
+                assert b["metrics"][subset][m] == pytest.approx(v, abs=1e-4), (a["name"], subset, m)
     for m in methods:
         assert (tmp_path / "one" / m / "docids" / "docids.tsv").read_text() == \
             (tmp_path / "two" / m / "docids" / "docids.tsv").read_text()

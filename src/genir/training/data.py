@@ -137,17 +137,18 @@ class EncodedTexts:
 
     def batch(self, idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """The states of texts ``idx`` padded to the longest of them (zeros past each text's end) and the mask."""
-        index = torch.as_tensor(idx, dtype=torch.long)
+        cpu = self.flat.device  # the store stays where it was built (the CPU); callers move a batch
+        index = torch.as_tensor(idx, dtype=torch.long, device=cpu)
         lengths, starts = self.lengths[index], self.starts[index]
         rows, n, total = len(index), int(lengths.max()) if len(index) else 0, int(lengths.sum())
         # token j of text b: flat[starts[b] + j] -> out[b * n + j]; one gather and one scatter over the batch
-        within = torch.arange(total) - torch.repeat_interleave(torch.cumsum(lengths, 0) - lengths, lengths,
-                                                               output_size=total)
+        firsts = torch.cumsum(lengths, 0) - lengths  # each text's first row in the batch's own tokens
+        within = torch.arange(total, device=cpu) - torch.repeat_interleave(firsts, lengths, output_size=total)
         source = torch.repeat_interleave(starts, lengths, output_size=total) + within
-        target = torch.repeat_interleave(torch.arange(rows) * n, lengths, output_size=total) + within
-        states = torch.zeros(rows * n, self.flat.shape[-1])
+        target = torch.repeat_interleave(torch.arange(rows, device=cpu) * n, lengths, output_size=total) + within
+        states = torch.zeros(rows * n, self.flat.shape[-1], device=cpu)
         states.index_copy_(0, target, self.flat.index_select(0, source).float())
-        return states.view(rows, n, -1), torch.arange(n)[None, :] < lengths[:, None]
+        return states.view(rows, n, -1), torch.arange(n, device=cpu)[None, :] < lengths[:, None]
 
 
 class TextInputs:
