@@ -89,17 +89,8 @@ def map_rows(fn: Callable[[Sequence], Any], rows: Sequence) -> Any:
         raise ValueError("map_rows: no rows")
     layout, single = found[0]
     sizes = [len(shard_range(len(rows), r)) for r in range(world())]
-    device = collective_device()
-    out = []
-    for j, (tail, dtype_name) in enumerate(layout):
-        dtype = getattr(torch, dtype_name.split(".")[-1])
-        wire = torch.uint8 if dtype == torch.bool else dtype  # gloo has no bool all_gather
-        buf = torch.zeros((max(sizes), *tail), dtype=wire, device=device)
-        if local is not None:
-            buf[: sizes[rank()]] = local[j].to(device=device, dtype=wire)
-        parts = [torch.empty_like(buf) for _ in range(world())]
-        dist.all_gather(parts, buf)
-        out.append(torch.cat([p[:n] for p, n in zip(parts, sizes, strict=True)]).to("cpu", dtype=dtype))
+    out = [_gather_rows(None if local is None else local[j], sizes, tail, _dtype(dtype_name))
+           for j, (tail, dtype_name) in enumerate(layout)]
     return out[0] if single else tuple(out)
 
 
@@ -119,15 +110,24 @@ def map_ragged(fn: Callable[[Sequence], tuple[torch.Tensor, torch.Tensor]],
         raise ValueError("map_ragged: no rows")
     tail, dtype_name = found[0][0], found[0][1]
     totals = [0 if i is None else sum(i[2]) for i in info]
-    dtype = getattr(torch, dtype_name.split(".")[-1])
-    device = collective_device()
-    buf = torch.zeros((max(max(totals), 1), *tail), dtype=dtype, device=device)
+    values = _gather_rows(None if local is None else local[0], totals, tail, _dtype(dtype_name))
+    return values, torch.tensor([n for i in found for n in i[2]], dtype=torch.long)
+
+
+def _gather_rows(local: torch.Tensor | None, counts: list[int], tail: tuple, dtype: torch.dtype) -> torch.Tensor:
+    """Rank r's first ``counts[r]`` rows of its ``local``, every rank's in rank order, on the CPU: one all_gather
+    of buffers padded to the largest count, on the collective device."""
+    wire = torch.uint8 if dtype == torch.bool else dtype  # gloo has no bool all_gather
+    buf = torch.zeros((max(max(counts), 1), *tail), dtype=wire, device=collective_device())
     if local is not None:
-        buf[: totals[rank()]] = local[0].to(device)
+        buf[: counts[rank()]] = local.to(device=buf.device, dtype=wire)
     parts = [torch.empty_like(buf) for _ in range(world())]
     dist.all_gather(parts, buf)
-    values = torch.cat([p[:n] for p, n in zip(parts, totals, strict=True)]).cpu()
-    return values, torch.tensor([n for i in found for n in i[2]], dtype=torch.long)
+    return torch.cat([p[:n] for p, n in zip(parts, counts, strict=True)]).to("cpu", dtype=dtype)
+
+
+def _dtype(name: str) -> torch.dtype:
+    return getattr(torch, name.split(".")[-1])
 
 
 def collective_device() -> torch.device:
