@@ -62,6 +62,11 @@ def build_dsi_examples(collection: Collection, pseudo_queries: PseudoQueries, tr
     return IndexingExamples(texts, examples, doc_text)
 
 
+def _firsts(lengths: torch.Tensor) -> torch.Tensor:
+    """Each run's first row where runs of ``lengths`` rows lie one after another."""
+    return torch.cumsum(lengths, 0) - lengths
+
+
 class EncodedTexts:
     """Frozen-encoder states of many texts, kept once in float16: each text's real tokens only, one text after
     another (``flat``; text i is ``lengths[i]`` rows from ``starts[i]``), so that a title beside a long
@@ -89,7 +94,7 @@ class EncodedTexts:
         with torch.inference_mode():  # several processes: each encodes a shard, all get every text
             self.flat, in_order = map_ragged(encode, order)
         model.encoder.train(was_training)
-        starts_in_order = torch.cumsum(in_order, 0) - in_order
+        starts_in_order = _firsts(in_order)
         self.lengths = torch.zeros(len(texts), dtype=torch.long)
         self.starts = torch.zeros(len(texts), dtype=torch.long)
         index = torch.tensor(order, dtype=torch.long)
@@ -132,23 +137,23 @@ class EncodedTexts:
             else:  # a run folder from before the ragged layout: padded states and their masks
                 states, mask = f.get_tensor("states"), f.get_tensor("mask")
                 out.flat, out.lengths = states[mask], mask.sum(1).long()
-                out.starts = torch.cumsum(out.lengths, 0) - out.lengths
+                out.starts = _firsts(out.lengths)
         return out
 
     def batch(self, idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """The states of texts ``idx`` padded to the longest of them (zeros past each text's end) and the mask."""
-        cpu = self.flat.device  # the store stays where it was built (the CPU); callers move a batch
-        index = torch.as_tensor(idx, dtype=torch.long, device=cpu)
+        device = self.flat.device  # the store stays where it was built (the CPU); callers move a batch
+        index = torch.as_tensor(idx, dtype=torch.long, device=device)
         lengths, starts = self.lengths[index], self.starts[index]
         rows, n, total = len(index), int(lengths.max()) if len(index) else 0, int(lengths.sum())
         # token j of text b: flat[starts[b] + j] -> out[b * n + j]; one gather and one scatter over the batch
-        firsts = torch.cumsum(lengths, 0) - lengths  # each text's first row in the batch's own tokens
-        within = torch.arange(total, device=cpu) - torch.repeat_interleave(firsts, lengths, output_size=total)
+        within = torch.arange(total, device=device) - torch.repeat_interleave(_firsts(lengths), lengths,
+                                                                              output_size=total)
         source = torch.repeat_interleave(starts, lengths, output_size=total) + within
-        target = torch.repeat_interleave(torch.arange(rows, device=cpu) * n, lengths, output_size=total) + within
-        states = torch.zeros(rows * n, self.flat.shape[-1], device=cpu)
+        target = torch.repeat_interleave(torch.arange(rows, device=device) * n, lengths, output_size=total) + within
+        states = torch.zeros(rows * n, self.flat.shape[-1], device=device)
         states.index_copy_(0, target, self.flat.index_select(0, source).float())
-        return states.view(rows, n, -1), torch.arange(n, device=cpu)[None, :] < lengths[:, None]
+        return states.view(rows, n, -1), torch.arange(n, device=device)[None, :] < lengths[:, None]
 
 
 class TextInputs:
