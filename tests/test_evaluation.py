@@ -1,4 +1,4 @@
-"""Metrics through ir_measures against hand-computed values; run files round-trip."""
+"""Metrics through ir_measures against hand-computed values; run files round-trip; the held-out curves bench."""
 
 from __future__ import annotations
 
@@ -96,3 +96,34 @@ def test_fusion_by_hand():
     assert len(fuse(a, b, k=2)["q"]) == 2
     with pytest.raises(ValueError):
         fuse(a, b, mode="max")
+
+
+def _heldout_curves():
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "heldout_curves", Path(__file__).resolve().parents[1] / "bench" / "heldout_curves.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_heldout_curves_lays_phases_end_to_end_and_averages_the_last_evaluations(tmp_path, capsys):
+    """bench/heldout_curves.py: the evaluations of every phase on one step axis (a later phase starts after
+    the earlier one's last step), the mean of the last N; a run without evaluations refused with exit 2."""
+    import json
+
+    curves = _heldout_curves()
+    (tmp_path / "run" / "m").mkdir(parents=True)
+    phases = [{"name": "docids", "history": [[1, 3.0], [50, 2.0]]},
+              {"name": "fit", "history": [[1, 1.0], [30, 0.5]],
+               "evaluations": [[10, {"nDCG@10": 0.2}], [20, {"nDCG@10": 0.4}], [30, {"nDCG@10": 0.5}]]}]
+    (tmp_path / "run" / "m" / "train.json").write_text(json.dumps({"phases": phases}))
+    assert curves.curve(tmp_path / "run", "m") == [(60, 0.2), (70, 0.4), (80, 0.5)]
+    curves.main([f"{tmp_path / 'run'}:m=mine", "--last", "2"])
+    assert "| mine | 3 | 0.500 | 0.450 | 0.400-0.500 |" in capsys.readouterr().out
+    (tmp_path / "run" / "m" / "train.json").write_text(json.dumps({"phases": phases[:1]}))
+    with pytest.raises(SystemExit) as refused:
+        curves.main([f"{tmp_path / 'run'}:m"])
+    assert refused.value.code == 2 and "no held-out evaluations" in capsys.readouterr().err
