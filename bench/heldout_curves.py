@@ -54,6 +54,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--last", type=int, default=10, help="how many of the last evaluations to average")
     ap.add_argument("--plot", type=Path, help="write the curves to this PNG")
     args = ap.parse_args(argv)
+    if args.last < 1:
+        fail(f"--last {args.last}: expected at least 1 evaluation to average")
     rows = [(label, curve(run, method)) for run, method, label in map(parse, args.runs)]
     print(f"| run | evaluations | last | mean of last {args.last} | range |")
     print("|---|---|---|---|---|")
