@@ -16,11 +16,12 @@ import json
 import statistics
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from genir.evaluation.report import training_phases
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
     """Bad input: the message, exit code 2, no traceback."""
     print(f"heldout_curves: {message}", file=sys.stderr)
     raise SystemExit(2)
@@ -32,9 +33,12 @@ def curve(run: Path, method: str) -> list[tuple[int, float]]:
     if not path.exists():
         fail(f"{path}: no such file (is {method!r} a method of the run {run}?)")
     points, offset = [], 0
-    for _, history, evaluations in training_phases(json.loads(path.read_text())):
-        points += [(offset + int(step), float(figures["nDCG@10"])) for step, figures in evaluations]
-        offset += int(max(step for step, _ in history))
+    try:
+        for _, history, evaluations in training_phases(json.loads(path.read_text())):
+            points += [(offset + int(step), float(figures["nDCG@10"])) for step, figures in evaluations]
+            offset += int(max(step for step, _ in history))
+    except (AttributeError, KeyError, TypeError, ValueError) as e:  # ValueError: JSONDecodeError among them
+        fail(f"{path}: not a training record genir writes ({type(e).__name__}: {e})")
     if not points:
         fail(f"{path}: no held-out evaluations (was the run made with --holdout?)")
     return points

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -99,9 +102,6 @@ def test_fusion_by_hand():
 
 
 def _heldout_curves():
-    import importlib.util
-    from pathlib import Path
-
     spec = importlib.util.spec_from_file_location(
         "heldout_curves", Path(__file__).resolve().parents[1] / "bench" / "heldout_curves.py")
     module = importlib.util.module_from_spec(spec)
@@ -112,8 +112,6 @@ def _heldout_curves():
 def test_heldout_curves_lays_phases_end_to_end_and_averages_the_last_evaluations(tmp_path, capsys):
     """bench/heldout_curves.py: the evaluations of every phase on one step axis (a later phase starts after
     the earlier one's last step), the mean of the last N; a run without evaluations refused with exit 2."""
-    import json
-
     curves = _heldout_curves()
     (tmp_path / "run" / "m").mkdir(parents=True)
     phases = [{"name": "docids", "history": [[1, 3.0], [50, 2.0]]},
@@ -127,3 +125,7 @@ def test_heldout_curves_lays_phases_end_to_end_and_averages_the_last_evaluations
     with pytest.raises(SystemExit) as refused:
         curves.main([f"{tmp_path / 'run'}:m"])
     assert refused.value.code == 2 and "no held-out evaluations" in capsys.readouterr().err
+    (tmp_path / "run" / "m" / "train.json").write_text("{not json")
+    with pytest.raises(SystemExit) as refused:
+        curves.main([f"{tmp_path / 'run'}:m"])
+    assert refused.value.code == 2 and "not a training record" in capsys.readouterr().err
