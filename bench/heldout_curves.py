@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-from genir.evaluation.report import training_phases
+from genir.evaluation.report import laid_end_to_end, training_phases
 
 
 def fail(message: str) -> NoReturn:
@@ -28,15 +28,13 @@ def fail(message: str) -> NoReturn:
 
 
 def curve(run: Path, method: str) -> list[tuple[int, float]]:
-    """(step, nDCG@10) of every held-out evaluation in the run's training phases, steps laid end to end."""
+    """(step, nDCG@10) of every held-out evaluation in the run's training phases, on the report's step axis."""
     path = run / method / "train.json"
     if not path.exists():
         fail(f"{path}: no such file (is {method!r} a method of the run {run}?)")
-    points, offset = [], 0
     try:
-        for _, history, evaluations in training_phases(json.loads(path.read_text())):
-            points += [(offset + int(step), float(figures["nDCG@10"])) for step, figures in evaluations]
-            offset += int(max(step for step, _ in history))
+        phases = laid_end_to_end(training_phases(json.loads(path.read_text())))
+        points = [(step, float(figures["nDCG@10"])) for *_, evaluations in phases for step, figures in evaluations]
     except (AttributeError, KeyError, TypeError, ValueError) as e:  # ValueError: JSONDecodeError among them
         fail(f"{path}: not a training record genir writes ({type(e).__name__}: {e})")
     if not points:

@@ -75,6 +75,18 @@ def training_phases(train_info: dict) -> list[tuple[str, list, list]]:
     return [(name, hist, evals) for name, hist, evals in phases if hist]
 
 
+def laid_end_to_end(phases: list[tuple[str, list, list]]) -> list[tuple[str, list[float], list[float], list]]:
+    """The phases of :func:`training_phases` on one optimiser-step axis, each starting after the one before:
+    (phase name, x of each loss, the losses, [(x, {figure: value}), ...] of its held-out evaluations)."""
+    out, offset = [], 0.0
+    for name, hist, evals in phases:
+        first = min(float(h[0]) for h in hist)
+        x = [offset + float(h[0]) - first + 1 for h in hist]
+        out.append((name, x, [float(h[1]) for h in hist], [(offset + float(st) - first + 1, e) for st, e in evals]))
+        offset = max(x)
+    return out
+
+
 def plot_training(systems: list[dict], out: Path, root: Path) -> Path | None:
     """One panel per method: every training phase's loss laid end to end on the optimiser-step axis, each
     phase its own colour and label, a dashed line where the next begins."""
@@ -94,24 +106,19 @@ def plot_training(systems: list[dict], out: Path, root: Path) -> Path | None:
         return None
     fig, axes = plt.subplots(len(curves), 1, figsize=(7, 2.4 * len(curves)), squeeze=False)
     for ax, (name, phases) in zip(axes[:, 0], curves, strict=True):
-        offset, held_out = 0, None
-        for i, (phase, hist, evals) in enumerate(phases):
-            steps = [float(h[0]) for h in hist]
-            losses = [float(h[1]) for h in hist]
-            first = min(steps)
-            x = [offset + st - first + 1 for st in steps]
+        held_out = None
+        for i, (phase, x, losses, evals) in enumerate(laid_end_to_end(phases)):
             w = max(1, len(losses) // 100)  # moving average for readability
             smooth = [sum(losses[max(0, j - w): j + 1]) / len(losses[max(0, j - w): j + 1]) for j in range(len(losses))]
             ax.plot(x, smooth, label=phase, color=f"C{i % 10}", marker="o" if len(x) < 3 else None, markersize=3)
             if evals:  # held-out nDCG@10 after each epoch, on its own axis
                 held_out = held_out or ax.twinx()
                 beam = evals[-1][1].get("beam")
-                held_out.plot([offset + float(st) - first + 1 for st, _ in evals], [e["nDCG@10"] for _, e in evals],
+                held_out.plot([st for st, _ in evals], [e["nDCG@10"] for _, e in evals],
                               color="black", marker="s", markersize=3, linewidth=1,
                               label=f"held-out nDCG@10 ({phase}" + (f", beam {beam})" if beam else ")"))
-            if offset:
-                ax.axvline(offset, color="grey", linestyle="--", linewidth=0.8)
-            offset = max(x)
+            if i:
+                ax.axvline(min(x) - 1, color="grey", linestyle="--", linewidth=0.8)
         ax.set_title(name, fontsize=10)
         ax.set_ylabel("loss")
         ax.set_yscale("log")
