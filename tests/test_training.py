@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
@@ -156,9 +157,17 @@ def test_killed_run_resumes_to_identical_weights(tiny_bert, tmp_path):
     assert kept == ["step-00000003", "step-00000004"]  # the newest two (step 3 ends epoch 1), no temporary one
     assert sorted(p.name for p in (tmp_path / "killed" / "step-00000004").iterdir()) == ["meta.json",
                                                                                           "state.safetensors"]
+    # the killed process's training time, as its checkpoint keeps it (made long, to tell it from the resumed
+    # process's own seconds): the resumed run reports the time of its steps in both processes
+    meta_path = tmp_path / "killed" / "step-00000004" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    assert 0 < meta["seconds"] < 600
+    meta_path.write_text(json.dumps({**meta, "seconds": 1000.0}))
     model, trainer = _trainer(tiny_bert, tmp_path / "killed", cfg)  # a fresh process: new model, same folder
     random.random(), torch.rand(3)  # the new process's generators are elsewhere
-    assert trainer.train()["steps"] == 9
+    resumed = trainer.train()
+    assert resumed["steps"] == 9 and resumed["resumed_at_step"] == 4
+    assert 1000 < resumed["seconds"] < 1600
     assert [s for s, _ in trainer.history] == list(range(1, 10))
     for k, v in model.state_dict().items():
         assert torch.equal(v, straight[k]), k

@@ -74,6 +74,9 @@ class Trainer:
         self.history: list[tuple[int, float]] = []
         self._last_logs: dict = {}  # the last step's logged figures (kept in checkpoints)
         self._resumed_logs: dict = {}
+        # training seconds of the processes before a resume (from the checkpoint), and this one's start: a
+        # resumed run reports the time its steps took in all of them, not only in the last
+        self._seconds_before, self._start = 0.0, time.perf_counter()
 
     def _optimizer(self) -> torch.optim.Optimizer:
         enc, rest = [], []
@@ -127,6 +130,7 @@ class Trainer:
                 "scheduler": scheduler.state_dict(), "epoch": epoch, "step_in_epoch": step_in_epoch, "step": step,
                 "history": self.history, "evaluations": self.evaluations,
                 "final": self._last_logs, "config": asdict(self.config), "world": self.world,
+                "seconds": self._seconds_before + time.perf_counter() - self._start,
                 "random": checkpoint.capture_random_state(self._generators(), tensors)}
         checkpoint.save(self.checkpoint_dir, step, tensors, meta)
 
@@ -151,6 +155,7 @@ class Trainer:
         self.history = [tuple(h) for h in meta["history"]]
         self.evaluations = [tuple(e) for e in meta.get("evaluations", [])]
         self._resumed_logs = self._last_logs = meta.get("final", {})
+        self._seconds_before = float(meta.get("seconds", 0.0))  # 0: a checkpoint from before it was kept
         if self.rank == 0:
             tqdm.write(f"{self.desc}: resumed from {path} at step {meta['step']}")
         return meta["epoch"], meta["step_in_epoch"], meta["step"]
@@ -230,8 +235,9 @@ class Trainer:
         accum = max(1, cfg.grad_accumulation)
         total_steps = planned_steps(len(self.dataset), cfg.batch_size, cfg.epochs, accum, self.world)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._schedules(total_steps, optimizer))
+        self._start = time.perf_counter()
         epoch, skip, step = self._load(optimizer, scheduler) or (0, 0, 0)
-        start = time.perf_counter()
+        resumed_at = step or None
         self.model.train()
         device = next(self.model.parameters()).device
         bar = tqdm(total=total_steps, initial=step, desc=self.desc, disable=not self.show_progress)
@@ -283,9 +289,10 @@ class Trainer:
             self._save(optimizer, scheduler, epoch, 0, step)
         bar.close()
         self.model.eval()
-        seconds = time.perf_counter() - start
-        return {"steps": step, "seconds": seconds, "final": last_logs, "epochs": cfg.epochs,
-                "world_size": self.world, "examples_per_second": examples / max(seconds, 1e-9),
+        own = time.perf_counter() - self._start  # this process's share
+        return {"steps": step, "seconds": self._seconds_before + own, "resumed_at_step": resumed_at,
+                "final": last_logs, "epochs": cfg.epochs,
+                "world_size": self.world, "examples_per_second": examples / max(own, 1e-9),
                 "encoder_trained": trains_encoder, "precision": cfg.precision,
                 "evaluations": [list(e) for e in self.evaluations]}
 
