@@ -179,3 +179,26 @@ def test_a_number_outside_its_declared_range_is_refused(key, value, message):
     with pytest.raises(SettingsError, match=f"{key}: {message}"):
         make_settings({"methods": ["glen"], group: {name: value}})
     make_settings({"methods": ["glen"], group: {name: 0.5}})  # inside the range: taken
+
+
+def test_a_changed_default_of_an_added_setting_tells_stages_made_before_from_stages_made_after():
+    """genret.rank_weight was added at 0 and later defaults to 0.01: a stage made at the new default must not
+    match one made before (whose fingerprint lacks the key), and a record without it reads as made (0)."""
+    from genir.methods import check_read, get_method, settings_from
+    from genir.settings import SettingsError
+    from genir.stages import method_fingerprint
+
+    new = method_fingerprint(make_settings({"methods": ["genret"]}), "genret", {}).train
+    old = method_fingerprint(make_settings({"methods": ["genret"], "genret": {"rank_weight": 0.0}}), "genret", {}).train
+    assert new["genret.rank_weight"] == 0.01 and "rank.scale" in new
+    assert "genret.rank_weight" not in old and "rank.scale" not in old  # as a folder made before the setting
+    values = make_settings({"methods": ["genret"]}).to_dict()
+    del values["genret"]["rank_weight"]
+    assert settings_from(values, "config.json").genret.rank_weight == 0.0
+    assert make_settings({"methods": ["genret"]}).genret.rank_weight == 0.01
+    # the loss is the fit stage's: with no fit, nothing reads the rank group, and setting it is refused
+    check_read(make_settings({"methods": ["genret"], "rank": {"scale": 5}}))
+    no_fit = make_settings({"methods": ["genret"], "genret": {"fit_epochs": 0}, "rank": {"scale": 5}})
+    assert get_method("genret").rank_weight(no_fit.genret) == 0.0
+    with pytest.raises(SettingsError, match="rank.* is read only by a method trained with a rank_weight"):
+        check_read(no_fit)

@@ -71,10 +71,15 @@ def fraction(default: float, **meta: Any) -> Any:
     return field(default=default, metadata={"ge": 0, "lt": 1, **meta})
 
 
-def added(default: Any, **meta: Any) -> Any:
-    """A setting added after run folders existed whose default is how those folders were made: left out of
-    the stage fingerprints while at its default, so that they stay valid."""
-    return field(default=default, metadata={"added": True, **meta})
+_UNSET = object()
+
+
+def added(default: Any, was: Any = _UNSET, **meta: Any) -> Any:
+    """A setting added after run folders existed: left out of the stage fingerprints while at the value those
+    folders were made with (``was``; by default the default), so that they stay valid; a recorded run that
+    lacks it reads it as ``was``. A default changed since (``was`` != ``default``) is in every fingerprint
+    made at it, so no stage made the old way is taken for one made the new."""
+    return field(default=default, metadata={"added": True, **({} if was is _UNSET else {"was": was}), **meta})
 
 
 def inherited(default: Any, source: str | None = None, scale: float = 1.0, **meta: Any) -> Any:

@@ -34,7 +34,7 @@ def flat_settings(settings: Settings, groups: list[str]) -> tuple[dict[str, Any]
             if f.metadata.get("runtime") or f.metadata.get("preset"):  # a preset: by the values it stands for
                 continue
             value = settings.lookup(f"{name}.{key}")[0] if "fallback" in f.metadata else getattr(group, key)
-            if f.metadata.get("added") and value == f.metadata.get("fallback", f.default):
+            if f.metadata.get("added") and value == f.metadata.get("was", f.metadata.get("fallback", f.default)):
                 continue
             part = search if f.metadata.get("search") else train
             part[f"{name}.{key}"] = list(value) if isinstance(value, tuple) else value

@@ -10,6 +10,7 @@ and the live index.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -239,6 +240,11 @@ def settings_from(values: dict[str, Any], where: str | Path, overrides: dict[str
     """Recorded settings (a run's ``config.json``, a folder's record) as Settings, then ``overrides``
     (``group.key`` -> value); a bad one is a ValueError naming ``where``."""
     values = {k: v for k, v in values.items() if k != "transferred_from"}
+    for name, cls in GROUPS.items():  # a setting added since the record was made: as the folder was made
+        recorded = values.get(name)
+        if isinstance(recorded, dict):
+            values[name] = {**{f.name: f.metadata["was"] for f in dataclasses.fields(cls) if "was" in f.metadata},
+                            **recorded}
     try:
         settings = make_settings(values)
         for key, value in (overrides or {}).items():

@@ -264,6 +264,10 @@ class GenRet(Method):
     def check(self, ws: Workspace, settings: GenRetConfig) -> None:
         check_settings(ws, settings)
 
+    def rank_weight(self, settings: GenRetConfig) -> float:
+        # the loss is the fit stage's: without it (genret.fit_epochs=0) nothing reads the rank group
+        return 0.0 if settings.fit_epochs == 0 else super().rank_weight(settings)
+
     def phases(self, ws: Workspace) -> list[Phase]:
         g, t = resolved(ws, ws.settings.genret), ws.settings.training
         steps, docs = g.docid_length(len(ws.doc_ids)), len(ws.examples().doc_text)
